@@ -1,0 +1,164 @@
+"""Exact, constant-cost streaming decode for the 12 Hz Qwen3-TTS codec.
+
+Peers re-decode every chunk with a fixed left context (25 frames). That is not exact: the
+real 8-layer decoder sees ~580 frames back, so every chunk join is a small discontinuity
+that users hear as clicks. Here the decoder's own modules run step by step with their
+state carried between calls:
+
+* causal convolutions keep the last ``(kernel-1)*dilation`` input samples (the zeros the
+  one-shot pass pads with on the left are the initial state);
+* transposed convolutions keep the overlapping tail of their output (minus the bias, so
+  it is not counted twice) and add it to the start of the next chunk;
+* the sliding-window transformer keeps, per layer, the rotated keys and values of the last
+  ``window-1`` frames - all that any later frame can attend to.
+
+Streamed output therefore equals ``decoder(all_codes)`` up to float rounding, whatever the
+chunk sizes, and each chunk costs the same at frame 10 as at frame 10,000. The weights are
+the loaded model's own modules; nothing is copied.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from qwen_tts.core.tokenizer_12hz.modeling_qwen3_tts_tokenizer_v2 import (
+    Qwen3TTSTokenizerV2CausalConvNet as CausalConv,
+    Qwen3TTSTokenizerV2CausalTransConvNet as CausalTransConv,
+    Qwen3TTSTokenizerV2ConvNeXtBlock as ConvNeXtBlock,
+    Qwen3TTSTokenizerV2DecoderDecoderBlock as DecoderBlock,
+    Qwen3TTSTokenizerV2DecoderDecoderResidualUnit as ResidualUnit,
+    apply_rotary_pos_emb,
+    repeat_kv,
+)
+
+
+class StreamingDecoder:
+    """Feed codec frames in any chunking; get back exactly the matching PCM samples.
+
+    One instance per utterance (or per voice-clone stream: prime it with the reference
+    codes and drop that output). Not thread-safe; the engine drives it from its GPU thread.
+    """
+
+    def __init__(self, decoder: torch.nn.Module) -> None:
+        self.decoder = decoder
+        self.config = decoder.config
+        self.samples_per_frame = int(decoder.total_upsample)
+        self.window = int(self.config.sliding_window)
+        self.reset()
+
+    def reset(self) -> None:
+        self._conv_tail: dict[int, Tensor] = {}
+        self._trans_carry: dict[int, Tensor] = {}
+        self._kv: list[tuple[Tensor, Tensor] | None] = [None] * len(self.decoder.pre_transformer.layers)
+        self.frames_seen = 0
+
+    @torch.inference_mode()
+    def push(self, codes: Tensor) -> Tensor:
+        """codes: (T, Q) or (B, T, Q) integer codes -> float audio (B, T * samples_per_frame)."""
+        if codes.dim() == 2:
+            codes = codes.unsqueeze(0)
+        if codes.shape[1] == 0:
+            return torch.zeros(codes.shape[0], 0, device=codes.device)
+        dec = self.decoder
+        codes = codes.clamp(min=0).transpose(1, 2)  # (B, Q, T) as the decoder takes it
+        if codes.shape[1] != self.config.num_quantizers:
+            raise ValueError(f"expected {self.config.num_quantizers} codebooks, got {codes.shape[1]}")
+        hidden = dec.quantizer.decode(codes)
+        hidden = self._conv(dec.pre_conv, hidden)
+        hidden = self._transformer(hidden.transpose(1, 2)).permute(0, 2, 1)
+        for blocks in dec.upsample:
+            for block in blocks:
+                hidden = self._module(block, hidden)
+        for block in dec.decoder:
+            hidden = self._module(block, hidden)
+        self.frames_seen += codes.shape[-1]
+        return hidden.clamp(min=-1, max=1).squeeze(1)
+
+    # --- building blocks -------------------------------------------------------------
+
+    def _module(self, m: torch.nn.Module, x: Tensor) -> Tensor:
+        if isinstance(m, CausalConv):
+            return self._conv(m, x)
+        if isinstance(m, CausalTransConv):
+            return self._trans_conv(m, x)
+        if isinstance(m, ConvNeXtBlock):
+            return self._convnext(m, x)
+        if isinstance(m, DecoderBlock):
+            for sub in m.block:
+                x = self._module(sub, x)
+            return x
+        if isinstance(m, ResidualUnit):
+            y = self._conv(m.conv1, m.act1(x))
+            return self._conv(m.conv2, m.act2(y)) + x
+        return m(x)  # point-wise in time (SnakeBeta, ...): no state
+
+    def _conv(self, m: CausalConv, x: Tensor) -> Tensor:
+        if m.stride != 1:
+            raise NotImplementedError("streaming decode assumes stride-1 causal convs")
+        keep = m.kernel_size - 1  # effective kernel incl. dilation
+        if keep == 0:
+            return m.conv(x)
+        tail = self._conv_tail.get(id(m))
+        if tail is None:
+            tail = x.new_zeros(x.shape[0], x.shape[1], keep)
+        xe = torch.cat([tail, x], dim=-1)
+        self._conv_tail[id(m)] = xe[..., -keep:]
+        return m.conv(xe)
+
+    def _trans_conv(self, m: CausalTransConv, x: Tensor) -> Tensor:
+        conv = m.conv
+        stride = conv.stride[0]
+        y = conv(x)
+        n = x.shape[-1] * stride
+        carry = self._trans_carry.get(id(m))
+        if carry is not None:
+            y[..., : carry.shape[-1]] += carry
+        tail = y[..., n:]
+        if tail.shape[-1]:
+            bias = conv.bias.view(1, -1, 1) if conv.bias is not None else 0
+            self._trans_carry[id(m)] = tail - bias
+        return y[..., :n]
+
+    def _convnext(self, m: ConvNeXtBlock, x: Tensor) -> Tensor:
+        h = self._conv(m.dwconv, x).permute(0, 2, 1)
+        h = m.pwconv2(m.act(m.pwconv1(m.norm(h))))
+        return x + (m.gamma * h).permute(0, 2, 1)
+
+    def _transformer(self, x: Tensor) -> Tensor:
+        tr = self.decoder.pre_transformer
+        b, t, _ = x.shape
+        h = tr.input_proj(x)
+        start = self.frames_seen
+        pos = torch.arange(start, start + t, device=x.device)
+        cos, sin = tr.rotary_emb(h, pos.unsqueeze(0))
+        for i, layer in enumerate(tr.layers):
+            res = h
+            a = self._attention(i, layer.self_attn, layer.input_layernorm(h), cos, sin, start)
+            h = res + layer.self_attn_layer_scale(a)
+            h = h + layer.mlp_layer_scale(layer.mlp(layer.post_attention_layernorm(h)))
+        return tr.output_proj(tr.norm(h))
+
+    def _attention(self, i: int, attn, h: Tensor, cos: Tensor, sin: Tensor, start: int) -> Tensor:
+        b, t, _ = h.shape
+        shape = (b, t, -1, attn.head_dim)
+        q = attn.q_norm(attn.q_proj(h).view(shape)).transpose(1, 2)
+        k = attn.k_norm(attn.k_proj(h).view(shape)).transpose(1, 2)
+        v = attn.v_proj(h).view(shape).transpose(1, 2)
+        q, k = apply_rotary_pos_emb(q, k, cos, sin)
+        past = self._kv[i]
+        if past is not None:
+            k = torch.cat([past[0], k], dim=2)
+            v = torch.cat([past[1], v], dim=2)
+        keep = self.window - 1
+        self._kv[i] = (k[:, :, -keep:], v[:, :, -keep:]) if keep > 0 else None
+        # Query at absolute position p sees keys at (p - window, p].
+        n_past = k.shape[2] - t
+        qpos = torch.arange(start, start + t, device=h.device).unsqueeze(1)
+        kpos = torch.arange(start - n_past, start + t, device=h.device).unsqueeze(0)
+        mask = (kpos <= qpos) & (kpos > qpos - self.window)
+        k = repeat_kv(k, attn.num_key_value_groups)
+        v = repeat_kv(v, attn.num_key_value_groups)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=attn.scaling)
+        return attn.o_proj(out.transpose(1, 2).reshape(b, t, -1))
