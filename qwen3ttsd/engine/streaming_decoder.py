@@ -54,6 +54,22 @@ class StreamingDecoder:
         self._kv: list[tuple[Tensor, Tensor] | None] = [None] * len(self.decoder.pre_transformer.layers)
         self.frames_seen = 0
 
+    def get_state(self) -> dict:
+        """A copy of the carried state, e.g. after priming with a clone reference, so many
+        streams can start from it without decoding the reference again."""
+        return {
+            "conv": {k: v.clone() for k, v in self._conv_tail.items()},
+            "trans": {k: v.clone() for k, v in self._trans_carry.items()},
+            "kv": [None if kv is None else (kv[0].clone(), kv[1].clone()) for kv in self._kv],
+            "frames": self.frames_seen,
+        }
+
+    def set_state(self, state: dict) -> None:
+        self._conv_tail = {k: v.clone() for k, v in state["conv"].items()}
+        self._trans_carry = {k: v.clone() for k, v in state["trans"].items()}
+        self._kv = [None if kv is None else (kv[0].clone(), kv[1].clone()) for kv in state["kv"]]
+        self.frames_seen = state["frames"]
+
     @torch.inference_mode()
     def push(self, codes: Tensor) -> Tensor:
         """codes: (T, Q) or (B, T, Q) integer codes -> float audio (B, T * samples_per_frame)."""

@@ -1,0 +1,315 @@
+"""The synthesis engine: one loaded Qwen3-TTS model, streamed frame by frame.
+
+Data flow for one request: text -> talker generation (frames tapped as generated) ->
+exact streaming codec decode -> float32 PCM chunks handed to ``on_audio``. The first
+chunk leaves after ``first_chunk_frames`` frames (1 by default: ~80 ms of audio), later
+ones every ``chunk_frames``. Everything torch happens on the calling thread; the daemon
+calls from one GPU worker thread, so generations are serialised per model (the frame tap
+and qwen-tts's own rope state live on the shared talker).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+import unicodedata
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from ..errors import Cancelled, TTSError
+from .frame_tap import frame_tap
+from .loader import LoadOptions, load_model
+from .streaming_decoder import StreamingDecoder
+
+log = logging.getLogger("qwen3ttsd.engine")
+
+SAMPLE_RATE = 24_000
+FRAME_RATE = 12.5
+
+
+@dataclass
+class SynthesisRequest:
+    """One utterance. Which fields matter depends on the model type:
+    custom_voice needs ``speaker``; voice_design needs ``instruct``; base needs ``voice``."""
+
+    text: str
+    language: str = "auto"
+    speaker: str | None = None
+    instruct: str | None = None
+    voice: str | None = None              # id of a voice registered with add_voice()
+    seed: int | None = None
+    first_chunk_frames: int = 1
+    chunk_frames: int = 4
+    max_frames: int | None = None         # runaway cap; default scales with the text
+    temperature: float | None = None
+    top_k: int | None = None
+    top_p: float | None = None
+    repetition_penalty: float | None = None
+
+
+@dataclass
+class SynthesisStats:
+    frames: int = 0
+    samples: int = 0
+    chunks: int = 0
+    first_audio_s: float | None = None
+    total_s: float = 0.0
+    hit_frame_cap: bool = False
+    cancelled: bool = False
+
+    @property
+    def audio_s(self) -> float:
+        return self.samples / SAMPLE_RATE
+
+
+@dataclass
+class VoicePrompt:
+    """A Base-model clone prompt plus the decoder state primed with the reference codes."""
+
+    key: str
+    item: Any                 # qwen_tts VoiceClonePromptItem
+    decoder_state: dict | None = None
+    created: float = field(default_factory=time.time)
+
+
+def frame_budget(text: str, language: str = "auto") -> int:
+    """Upper bound on frames for ``text``: generous for real speech, fatal to runaways.
+
+    Random or confused models (and real ones on odd input) can babble until
+    max_new_tokens; scale the cap with how long the text could take to say.
+    CJK characters get ~0.45 s each, other letters/digits ~0.12 s, plus 3 s slack.
+    """
+    wide = sum(1 for c in text if unicodedata.east_asian_width(c) in ("W", "F"))
+    narrow = sum(1 for c in text if c.isalnum()) - wide
+    seconds = 3.0 + 0.45 * wide + 0.12 * max(narrow, 0)
+    return max(8, min(int(seconds * FRAME_RATE), 8000))
+
+
+class Engine:
+    """Owns one model. Thread-safe: generations are serialised by an internal lock."""
+
+    def __init__(self, model_dir: str, options: LoadOptions = LoadOptions(),
+                 voice_cache_size: int = 64) -> None:
+        self.model_dir = model_dir
+        self.options = options
+        self.tts: Any = None
+        self._lock = threading.Lock()
+        self._voices: OrderedDict[str, VoicePrompt] = OrderedDict()
+        self._voice_cache_size = voice_cache_size
+        self.cache_hits = 0
+        self.cache_misses = 0
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    def load(self, warmup: bool = True) -> None:
+        self.tts = load_model(self.model_dir, self.options)
+        if warmup:
+            self._warmup()
+
+    def _warmup(self) -> None:
+        """First calls compile kernels (and numba for the speaker encoder): pay it at load."""
+        req = SynthesisRequest(text="Hi.", language="auto", max_frames=2, seed=0)
+        if self.model_type == "custom_voice":
+            req.speaker = self.speakers[0]
+        elif self.model_type == "voice_design":
+            req.instruct = "neutral"
+        else:
+            sr = SAMPLE_RATE
+            t = np.arange(sr) / sr
+            wav = (0.2 * np.sin(2 * np.pi * 180 * t)).astype(np.float32)
+            self.tts.create_voice_clone_prompt(ref_audio=(wav, sr), x_vector_only_mode=True)
+            return
+        self.synthesize(req, lambda _pcm: None)
+
+    @property
+    def info(self) -> dict:
+        return dict(getattr(self.tts, "load_info", {}), model_type=self.model_type,
+                    size=self.tts.model.tts_model_size if self.tts else None)
+
+    @property
+    def model_type(self) -> str:
+        return str(self.tts.model.tts_model_type)
+
+    @property
+    def speakers(self) -> list[str]:
+        return sorted(str(s) for s in self.tts.model.get_supported_speakers())
+
+    @property
+    def languages(self) -> list[str]:
+        return sorted(str(s) for s in self.tts.model.get_supported_languages())
+
+    # --- voices (Base model clone prompts) ---------------------------------------------
+
+    @staticmethod
+    def voice_key(voice_id: str, wav: np.ndarray, ref_text: str | None) -> str:
+        h = hashlib.sha256(np.ascontiguousarray(wav, dtype=np.float32).tobytes())
+        h.update((ref_text or "").encode())
+        return f"{voice_id}:{h.hexdigest()[:16]}"
+
+    def add_voice(self, voice_id: str, wav: np.ndarray, sr: int, ref_text: str | None = None,
+                  x_vector_only: bool | None = None) -> VoicePrompt:
+        """Register (or refresh) a clone voice. Cached by id + content hash: a cache hit
+        costs nothing; changed audio or text for the same id builds a new prompt."""
+        if self.model_type != "base":
+            raise TTSError("unsupported", f"voice cloning needs a Base model, loaded model is {self.model_type}")
+        key = self.voice_key(voice_id, wav, ref_text)
+        with self._lock:
+            cached = self._voices.get(voice_id)
+            if cached is not None and cached.key == key:
+                self.cache_hits += 1
+                self._voices.move_to_end(voice_id)
+                return cached
+            self.cache_misses += 1
+            xvec = (not ref_text) if x_vector_only is None else x_vector_only
+            try:
+                item = self.tts.create_voice_clone_prompt(
+                    ref_audio=(np.asarray(wav, dtype=np.float32), int(sr)),
+                    ref_text=ref_text or None, x_vector_only_mode=xvec)[0]
+            except ValueError as e:
+                raise TTSError("bad_request", f"reference audio rejected: {e}") from e
+            prompt = VoicePrompt(key=key, item=item)
+            if item.ref_code is not None:
+                dec = StreamingDecoder(self._codec_decoder)
+                dec.push(item.ref_code.to(self.tts.device))
+                prompt.decoder_state = dec.get_state()
+            self._voices[voice_id] = prompt
+            while len(self._voices) > self._voice_cache_size:
+                self._voices.popitem(last=False)
+            return prompt
+
+    def has_voice(self, voice_id: str) -> bool:
+        return voice_id in self._voices
+
+    def drop_voice(self, voice_id: str) -> None:
+        self._voices.pop(voice_id, None)
+
+    # --- synthesis -----------------------------------------------------------------------
+
+    @property
+    def _codec_decoder(self):
+        return self.tts.model.speech_tokenizer.model.decoder
+
+    def synthesize(self, req: SynthesisRequest, on_audio: Callable[[np.ndarray], None],
+                   cancel: threading.Event | None = None) -> SynthesisStats:
+        """Generate ``req`` and call ``on_audio(float32 mono 24 kHz chunk)`` as audio exists.
+
+        Raises TTSError('bad_request', ...) for invalid input before any audio, and
+        Cancelled when ``cancel`` is set (generation stops within one frame).
+        """
+        if self.tts is None:
+            raise TTSError("unavailable", "model not loaded")
+        kwargs, prompt = self._prepare(req)
+        import torch
+
+        stats = SynthesisStats()
+        t0 = time.perf_counter()
+        first_n = max(1, int(req.first_chunk_frames))
+        chunk_n = max(1, int(req.chunk_frames))
+        eos = self.tts.model.config.talker_config.codec_eos_token_id
+        pending: list[Any] = []
+        decoder = StreamingDecoder(self._codec_decoder)
+        if prompt is not None and prompt.decoder_state is not None:
+            decoder.set_state(prompt.decoder_state)
+
+        def flush() -> None:
+            if not pending:
+                return
+            codes = torch.cat(pending, dim=0)
+            pending.clear()
+            pcm = decoder.push(codes)[0].float().cpu().numpy()
+            if stats.first_audio_s is None:
+                stats.first_audio_s = time.perf_counter() - t0
+            stats.samples += pcm.shape[0]
+            stats.chunks += 1
+            on_audio(pcm)
+
+        def on_frame(codes) -> None:
+            frame = codes[0:1]
+            if int(frame[0, 0]) == eos:
+                return
+            pending.append(frame)
+            stats.frames += 1
+            if len(pending) >= (first_n if stats.chunks == 0 else chunk_n):
+                flush()
+            if cancel is not None and cancel.is_set():
+                raise Cancelled()
+
+        with self._lock:
+            if req.seed is not None:
+                torch.manual_seed(int(req.seed))
+            else:
+                torch.seed()
+            try:
+                with frame_tap(self.tts.model.talker, on_frame, cancel), torch.inference_mode():
+                    self.tts.model.generate(**kwargs)
+                flush()
+            except Cancelled:
+                stats.cancelled = True
+                stats.total_s = time.perf_counter() - t0
+                raise
+            except TTSError:
+                raise
+            except Exception as e:
+                # A client callback that raises is the client's problem, but it must never
+                # leave the model in a bad state: the tap is removed by the context manager.
+                raise TTSError("internal", f"generation failed: {type(e).__name__}: {e}") from e
+        stats.hit_frame_cap = stats.frames >= kwargs["max_new_tokens"] - 1
+        stats.total_s = time.perf_counter() - t0
+        return stats
+
+    def _prepare(self, req: SynthesisRequest) -> tuple[dict, VoicePrompt | None]:
+        """Validate and build the exact ``model.generate`` kwargs the qwen-tts wrapper would
+        (so outputs match it bit for bit), minus the final one-shot decode."""
+        tts = self.tts
+        text = (req.text or "").strip()
+        if not text:
+            raise TTSError("bad_request", "text is empty")
+        language = (req.language or "auto").lower()
+        if language not in self.languages:
+            raise TTSError("bad_request", f"unsupported language {req.language!r}; supported: {self.languages}")
+        cap = req.max_frames if req.max_frames is not None else frame_budget(text, language)
+        if cap < 1:
+            raise TTSError("bad_request", "max_frames must be >= 1")
+        sampling = {k: getattr(req, k) for k in ("temperature", "top_k", "top_p", "repetition_penalty")}
+        for k, v in sampling.items():
+            if v is not None and (not isinstance(v, (int, float)) or v < 0):
+                raise TTSError("bad_request", f"{k} must be a non-negative number")
+        # qwen-tts returns max_new_tokens - 1 frames, and max_new_tokens=1 crashes.
+        gen = tts._merge_generate_kwargs(max_new_tokens=max(2, int(cap) + 1), **sampling)
+        input_ids = tts._tokenize_texts([tts._build_assistant_text(text)])
+        mtype = self.model_type
+        kw: dict[str, Any] = dict(input_ids=input_ids, languages=[language], **gen)
+        prompt = None
+        if mtype == "custom_voice":
+            speaker = (req.speaker or "").lower()
+            if speaker not in self.speakers:
+                raise TTSError("bad_request", f"unknown speaker {req.speaker!r}; available: {self.speakers}")
+            instruct = req.instruct if tts.model.tts_model_size not in "0b6" else None
+            kw.update(speakers=[speaker], instruct_ids=[self._instruct_ids(instruct)],
+                      non_streaming_mode=True)
+        elif mtype == "voice_design":
+            kw.update(instruct_ids=[self._instruct_ids(req.instruct)], non_streaming_mode=True)
+        elif mtype == "base":
+            if not req.voice:
+                raise TTSError("bad_request", "a Base (clone) model needs a voice: register one first")
+            prompt = self._voices.get(req.voice)
+            if prompt is None:
+                raise TTSError("not_found", f"voice {req.voice!r} is not registered")
+            item = prompt.item
+            ref_ids = [tts._tokenize_texts([tts._build_ref_text(item.ref_text)])[0]
+                       if item.icl_mode and item.ref_text else None]
+            kw.update(ref_ids=ref_ids, voice_clone_prompt=tts._prompt_items_to_voice_clone_prompt([item]),
+                      non_streaming_mode=False)
+        else:
+            raise TTSError("unsupported", f"unknown model type {mtype!r}")
+        return kw, prompt
+
+    def _instruct_ids(self, instruct: str | None):
+        if not instruct:
+            return None
+        return self.tts._tokenize_texts([self.tts._build_instruct_text(instruct)])[0]
