@@ -1,6 +1,27 @@
-"""The torch side: only the daemon (and tests/benchmarks) import this package."""
+"""The torch side: only the daemon (and tests/benchmarks) import this package.
 
-from .engine import SAMPLE_RATE, Engine, SynthesisRequest, SynthesisStats, frame_budget
-from .loader import LoadOptions
+Attributes load lazily so that ``from qwen3ttsd.engine.loader import LoadOptions`` costs
+no torch import (admin-only wake-ups of the daemon stay light), and so that qwen-tts is
+first imported under the stdout guard (its flash-attn banner goes to stderr).
+"""
+
+from __future__ import annotations
+
+from typing import Any
 
 __all__ = ["Engine", "LoadOptions", "SynthesisRequest", "SynthesisStats", "SAMPLE_RATE", "frame_budget"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "LoadOptions":
+        from .loader import LoadOptions
+
+        return LoadOptions
+    if name in __all__:
+        from .loader import import_qwen_tts
+
+        import_qwen_tts()
+        from . import engine
+
+        return getattr(engine, name)
+    raise AttributeError(name)

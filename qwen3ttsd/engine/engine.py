@@ -190,16 +190,24 @@ class Engine:
 
     # --- synthesis -----------------------------------------------------------------------
 
+    def new_decoder(self) -> StreamingDecoder:
+        return StreamingDecoder(self._codec_decoder)
+
     @property
     def _codec_decoder(self):
         return self.tts.model.speech_tokenizer.model.decoder
 
     def synthesize(self, req: SynthesisRequest, on_audio: Callable[[np.ndarray], None],
-                   cancel: threading.Event | None = None) -> SynthesisStats:
+                   cancel: threading.Event | None = None,
+                   on_codes: Callable[[Any], None] | None = None,
+                   decoder: StreamingDecoder | None = None) -> SynthesisStats:
         """Generate ``req`` and call ``on_audio(float32 mono 24 kHz chunk)`` as audio exists.
 
         Raises TTSError('bad_request', ...) for invalid input before any audio, and
         Cancelled when ``cancel`` is set (generation stops within one frame).
+        ``on_codes`` (diagnostics, benchmarks) sees each decoded chunk's (T, 16) codes.
+        Pass the previous segment's ``decoder`` to continue one utterance across several
+        generations: the codec state carries over, so segment joins are sample-continuous.
         """
         if self.tts is None:
             raise TTSError("unavailable", "model not loaded")
@@ -212,15 +220,18 @@ class Engine:
         chunk_n = max(1, int(req.chunk_frames))
         eos = self.tts.model.config.talker_config.codec_eos_token_id
         pending: list[Any] = []
-        decoder = StreamingDecoder(self._codec_decoder)
-        if prompt is not None and prompt.decoder_state is not None:
-            decoder.set_state(prompt.decoder_state)
+        if decoder is None:
+            decoder = self.new_decoder()
+        if decoder.frames_seen == 0 and prompt is not None and prompt.decoder_state is not None:
+            decoder.set_state(prompt.decoder_state)  # ICL clone: continue from the reference
 
         def flush() -> None:
             if not pending:
                 return
             codes = torch.cat(pending, dim=0)
             pending.clear()
+            if on_codes is not None:
+                on_codes(codes)
             pcm = decoder.push(codes)[0].float().cpu().numpy()
             if stats.first_audio_s is None:
                 stats.first_audio_s = time.perf_counter() - t0

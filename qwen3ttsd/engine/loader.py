@@ -43,6 +43,7 @@ def import_qwen_tts() -> Any:
         import qwen_tts  # noqa: F401
         from qwen_tts import Qwen3TTSModel
     logging.getLogger("transformers.generation.utils").setLevel(logging.ERROR)
+    logging.getLogger("qwen_tts").setLevel(logging.WARNING)
     return Qwen3TTSModel
 
 

@@ -23,6 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .loader import import_qwen_tts
+
+import_qwen_tts()  # first qwen_tts import under the stdout guard
+
 from qwen_tts.core.tokenizer_12hz.modeling_qwen3_tts_tokenizer_v2 import (
     Qwen3TTSTokenizerV2CausalConvNet as CausalConv,
     Qwen3TTSTokenizerV2CausalTransConvNet as CausalTransConv,

@@ -1,0 +1,158 @@
+"""Engine benchmark: streaming vs one-shot, and the cost/accuracy of each decode strategy.
+
+Prints, side by side from one run:
+  1. time-to-first-audio and total time: streamed (chunk 1/4/12 frames) vs plain
+     ``generate_custom_voice`` (whose first audio is its total time);
+  2. per-chunk decode cost at frame 10 vs frame 300 for the stateful decoder (must be flat),
+     for peers' fixed 25-frame left-context re-decode, and for a full re-decode;
+  3. the seam error of each strategy against the one-shot decode.
+
+    python bench/bench_engine.py                      # tiny random model, CPU
+    python bench/bench_engine.py --size 1.7b --device cuda --frames 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from qwen3ttsd.engine import Engine, LoadOptions, SynthesisRequest  # noqa: E402
+from qwen3ttsd.engine.streaming_decoder import StreamingDecoder  # noqa: E402
+from qwen3ttsd.testing import tinymodel  # noqa: E402
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def bench_stream(engine: Engine, frames: int, reps: int) -> list[tuple[str, float, float]]:
+    text = "The quick brown fox jumps over the lazy dog. " * 3
+    rows = []
+    for chunk in (1, 4, 12):
+        ttfa, total = [], []
+        for r in range(reps):
+            st = engine.synthesize(SynthesisRequest(text=text, speaker="ryan", seed=r, max_frames=frames,
+                                                    chunk_frames=chunk), lambda pcm: None)
+            ttfa.append(st.first_audio_s)
+            total.append(st.total_s)
+        rows.append((f"streamed, chunk {chunk}", statistics.median(ttfa), statistics.median(total)))
+    tot = []
+    for r in range(reps):
+        torch.manual_seed(r)
+        t0 = time.perf_counter()
+        engine.tts.generate_custom_voice(text=text, speaker="ryan", language="auto", max_new_tokens=frames + 1)
+        sync(engine.info["device"])
+        tot.append(time.perf_counter() - t0)
+    rows.append(("generate_custom_voice", statistics.median(tot), statistics.median(tot)))
+    return rows
+
+
+def bench_decode(engine: Engine, frames: int, chunk: int, reps: int) -> dict:
+    dec = engine.tts.model.speech_tokenizer.model.decoder
+    device = engine.info["device"]
+    g = torch.Generator().manual_seed(0)
+    codes = torch.randint(0, 2048, (frames, 16), generator=g).to(device)
+    with torch.inference_mode():
+        ref = dec(codes.T.unsqueeze(0)).squeeze(1)[0].float().cpu()
+    spf = int(dec.total_upsample)
+
+    def timed(fn) -> float:
+        sync(device)
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        return time.perf_counter() - t0
+
+    out: dict[str, dict] = {}
+    # stateful
+    costs: dict[int, list[float]] = {10: [], 300: []}
+    for _ in range(reps):
+        sd = StreamingDecoder(dec)
+        pcs = []
+        for s in range(0, frames, chunk):
+            dt = timed(lambda: pcs.append(sd.push(codes[s:s + chunk])[0].float().cpu()))
+            for at in costs:
+                if s <= at < s + chunk:
+                    costs[at].append(dt)
+    err = float((torch.cat(pcs) - ref).abs().max())
+    out["stateful (ours)"] = dict(c10=statistics.median(costs[10]), c300=statistics.median(costs[300]), err=err)
+
+    def redecode(left: int | None, name: str) -> None:
+        costs = {10: [], 300: []}
+        for _ in range(reps):
+            pcs = []
+            for s in range(0, frames, chunk):
+                lo = 0 if left is None else max(0, s - left)
+
+                def run():
+                    with torch.inference_mode():
+                        w = dec(codes[lo:s + chunk].T.unsqueeze(0)).squeeze(1)[0]
+                    pcs.append(w[(s - lo) * spf:].float().cpu())
+                dt = timed(run)
+                for at in costs:
+                    if s <= at < s + chunk:
+                        costs[at].append(dt)
+        err = float((torch.cat(pcs) - ref).abs().max())
+        out[name] = dict(c10=statistics.median(costs[10]), c300=statistics.median(costs[300]), err=err)
+
+    redecode(25, "left context 25 (peers)")
+    redecode(None, "full re-decode")
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", help="checkpoint dir (default: build a random one of --size)")
+    ap.add_argument("--size", default="tiny", choices=sorted(tinymodel.SIZES))
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--frames", type=int, default=60, help="frames per generation for part 1")
+    ap.add_argument("--decode-frames", type=int, default=320)
+    ap.add_argument("--chunk", type=int, default=4)
+    ap.add_argument("--reps", type=int, default=3)
+    a = ap.parse_args()
+
+    tmp = None
+    model = a.model
+    if model is None:
+        tmp = tempfile.TemporaryDirectory()
+        model = str(tinymodel.build(Path(tmp.name) / f"cv-{a.size}", variant="custom_voice", size=a.size))
+    engine = Engine(model, LoadOptions(device=a.device))
+    engine.load()
+    info = engine.info
+    print(f"\nmodel: {a.size} ({info['device']}, {info['dtype']}, attn={info['attn']})")
+
+    rows = bench_stream(engine, a.frames, a.reps)
+    base_total = rows[-1][2]
+    print(f"\n1) streaming vs one-shot, {a.frames} frames ({a.frames / 12.5:.1f} s audio), median of {a.reps}")
+    print(f"{'mode':28} {'first audio':>12} {'total':>9} {'first/one-shot':>15} {'total/one-shot':>15}")
+    for name, ttfa, total in rows:
+        print(f"{name:28} {ttfa * 1000:10.1f}ms {total:8.2f}s {ttfa / base_total:14.3f}x {total / base_total:14.2f}x")
+
+    dec = bench_decode(engine, a.decode_frames, a.chunk, a.reps)
+    print(f"\n2+3) per-chunk decode cost ({a.chunk}-frame chunks) and error vs one-shot decode"
+          f" of {a.decode_frames} frames")
+    print(f"{'strategy':26} {'@frame 10':>10} {'@frame 300':>11} {'300/10':>7} {'max |err|':>10}")
+    for name, d in dec.items():
+        print(f"{name:26} {d['c10'] * 1000:8.2f}ms {d['c300'] * 1000:9.2f}ms "
+              f"{d['c300'] / d['c10']:6.2f}x {d['err']:10.2e}")
+    ours = dec["stateful (ours)"]
+    print(f"\nstateful decode at frame 300 costs {ours['c300'] / ours['c10']:.2f}x frame 10; "
+          f"its error is {dec['left context 25 (peers)']['err'] / max(ours['err'], 1e-12):.0f}x "
+          f"smaller than a 25-frame left context")
+    if tmp:
+        tmp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

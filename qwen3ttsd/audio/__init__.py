@@ -1,0 +1,9 @@
+"""Audio back end (daemon side): streaming encoders, resampling, speed, reference audio.
+
+Plain function/class interfaces over float32 mono numpy arrays; no torch.
+"""
+
+from .encoders import FORMATS, AudioFormatError, make_encoder
+from .pipeline import AudioPipeline
+
+__all__ = ["FORMATS", "AudioFormatError", "make_encoder", "AudioPipeline"]

@@ -1,0 +1,309 @@
+"""Streaming audio encoders: feed float32 mono chunks, get bytes to send right away.
+
+Every encoder's concatenated output is a valid file/stream of its format:
+
+* ``pcm16`` / ``f32``: raw little-endian samples;
+* ``wav``: a PCM16 RIFF header whose sizes say "unknown/streaming" (0xFFFFFFFF), as
+  browsers, ffmpeg and libsndfile accept;
+* ``mulaw`` / ``alaw``: raw G.711 bytes (telephony, 8 kHz);
+* ``flac``, ``mp3``, ``opus`` (Ogg): libsndfile through a write-only virtual file - bytes
+  are emitted as libsndfile writes them; the header patches it attempts at close (total
+  length) are dropped, which leaves valid "length unknown" streams;
+* ``aac`` (ADTS): libsndfile has no AAC encoder, so an ffmpeg subprocess does it, fed
+  through pipes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+import subprocess
+import threading
+
+import numpy as np
+
+
+class AudioFormatError(ValueError):
+    """Unknown format, unsupported sample rate, or a missing encoder backend."""
+
+
+# name -> (mime type, allowed sample rates or None for any)
+FORMATS: dict[str, tuple[str, tuple[int, ...] | None]] = {
+    "pcm16": ("audio/pcm", None),
+    "f32": ("audio/x-f32le", None),
+    "wav": ("audio/wav", None),
+    "mulaw": ("audio/basic", None),
+    "alaw": ("audio/x-alaw-basic", None),
+    "flac": ("audio/flac", None),
+    "mp3": ("audio/mpeg", (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)),
+    "opus": ("audio/ogg", (8000, 12000, 16000, 24000, 48000)),
+    "aac": ("audio/aac", (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)),
+}
+ALIASES = {"pcm": "pcm16", "s16le": "pcm16", "pcm_s16le": "pcm16", "ulaw": "mulaw",
+           "g711_ulaw": "mulaw", "pcmu": "mulaw", "g711_alaw": "alaw", "pcma": "alaw",
+           "ogg": "opus", "float32": "f32"}
+
+
+def canonical_format(name: str) -> str:
+    n = (name or "").lower()
+    n = ALIASES.get(n, n)
+    if n not in FORMATS:
+        raise AudioFormatError(f"unknown audio format {name!r}; supported: {sorted(FORMATS)}")
+    return n
+
+
+def to_int16(pcm: np.ndarray) -> np.ndarray:
+    return (np.clip(pcm, -1.0, 1.0) * 32767.0).round().astype("<i2")
+
+
+# --- G.711 (ITU-T G.711, the Sun/CCITT reference algorithm, vectorised) -----------------
+
+_SEG_UEND = np.array([0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF, 0x1FFF])
+_SEG_AEND = np.array([0x1F, 0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF])
+
+
+def lin2ulaw(x: np.ndarray) -> bytes:
+    """16-bit linear -> mu-law bytes; bit-identical to audioop.lin2ulaw (14-bit input)."""
+    v = x.astype(np.int32) >> 2
+    mask = np.where(v < 0, 0x7F, 0xFF)
+    v = np.minimum(np.abs(v), 8159) + (0x84 >> 2)
+    seg = np.searchsorted(_SEG_UEND, v, side="left")
+    uval = np.where(seg >= 8, 0x7F, (np.minimum(seg, 7) << 4) | ((v >> (np.minimum(seg, 7) + 1)) & 0xF))
+    return (uval ^ mask).astype(np.uint8).tobytes()
+
+
+def ulaw2lin(b: bytes) -> np.ndarray:
+    u = ~np.frombuffer(b, np.uint8).astype(np.int32) & 0xFF
+    t = ((u & 0x0F) << 3) + 0x84
+    t <<= (u & 0x70) >> 4
+    return np.where(u & 0x80, 0x84 - t, t - 0x84).astype(np.int16)
+
+
+def lin2alaw(x: np.ndarray) -> bytes:
+    """16-bit linear -> A-law bytes; bit-identical to audioop.lin2alaw (13-bit input)."""
+    v = x.astype(np.int32) >> 3
+    mask = np.where(v >= 0, 0xD5, 0x55)
+    v = np.where(v >= 0, v, -v - 1)
+    seg = np.searchsorted(_SEG_AEND, v, side="left")
+    segc = np.minimum(seg, 7)
+    quant = np.where(segc < 2, v >> 1, v >> segc) & 0xF
+    aval = np.where(seg >= 8, 0x7F, (segc << 4) | quant)
+    return (aval ^ mask).astype(np.uint8).tobytes()
+
+
+def alaw2lin(b: bytes) -> np.ndarray:
+    a = np.frombuffer(b, np.uint8).astype(np.int32) ^ 0x55
+    t = (a & 0x0F) << 4
+    seg = (a & 0x70) >> 4
+    t = np.where(seg == 0, t + 8, np.where(seg == 1, t + 0x108, (t + 0x108) << np.maximum(seg - 1, 0)))
+    return np.where(a & 0x80, t, -t).astype(np.int16)
+
+
+# --- encoders ----------------------------------------------------------------------------
+
+
+class Encoder:
+    """Base: ``header()`` once, ``encode(chunk)`` per chunk, ``finish()`` once."""
+
+    def __init__(self, fmt: str, sample_rate: int) -> None:
+        self.format = fmt
+        self.sample_rate = sample_rate
+        self.mime = FORMATS[fmt][0]
+
+    def header(self) -> bytes:
+        return b""
+
+    def encode(self, pcm: np.ndarray) -> bytes:
+        raise NotImplementedError
+
+    def finish(self) -> bytes:
+        return b""
+
+    def close(self) -> None:
+        """Release resources without producing output (cancelled streams)."""
+
+
+class RawEncoder(Encoder):
+    def encode(self, pcm: np.ndarray) -> bytes:
+        if self.format == "f32":
+            return np.asarray(pcm, dtype="<f4").tobytes()
+        s16 = to_int16(pcm)
+        if self.format == "mulaw":
+            return lin2ulaw(s16)
+        if self.format == "alaw":
+            return lin2alaw(s16)
+        return s16.tobytes()
+
+
+def wav_header(sample_rate: int, channels: int = 1, bits: int = 16, data_bytes: int | None = None) -> bytes:
+    """RIFF/WAVE header; data_bytes=None writes the 0xFFFFFFFF 'streaming' sizes."""
+    size = 0xFFFFFFFF if data_bytes is None else data_bytes
+    riff = 0xFFFFFFFF if data_bytes is None else 36 + data_bytes
+    block = channels * bits // 8
+    return (b"RIFF" + struct.pack("<I", riff) + b"WAVEfmt " +
+            struct.pack("<IHHIIHH", 16, 1, channels, sample_rate, sample_rate * block, block, bits) +
+            b"data" + struct.pack("<I", size))
+
+
+class WavEncoder(RawEncoder):
+    def header(self) -> bytes:
+        return wav_header(self.sample_rate)
+
+
+class _StreamSink:
+    """Write-only file for libsndfile: appends are passed on, rewinds are dropped.
+
+    ``skip_first`` drops the first write: for MP3 that is LAME's Xing/info frame, a
+    placeholder libsndfile fills in at close - never filled in a stream, so it must not be
+    sent at all (decoders would read the zeros as a corrupt frame).
+    """
+
+    def __init__(self, skip_first: bool = False) -> None:
+        self.pos = 0
+        self.end = 0
+        self.out = bytearray()
+        self.skip_first = skip_first
+
+    def write(self, data) -> int:
+        data = bytes(data)
+        if self.skip_first:
+            self.skip_first = False
+            self.pos += len(data)
+            self.end += len(data)
+            return len(data)
+        if self.pos == self.end:
+            self.out += data
+            self.end += len(data)
+        elif self.pos + len(data) > self.end:  # overlapping rewrite that extends the end
+            tail = data[self.end - self.pos:]
+            self.out += tail
+            self.end += len(tail)
+        self.pos += len(data)
+        return len(data)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self.pos, 2: self.end}[whence]
+        self.pos = max(0, base + offset)
+        return self.pos
+
+    def tell(self) -> int:
+        return self.pos
+
+    def read(self, n: int = -1) -> bytes:
+        return b""
+
+    def take(self) -> bytes:
+        b = bytes(self.out)
+        self.out.clear()
+        return b
+
+
+class SndfileEncoder(Encoder):
+    _SPEC = {"flac": ("FLAC", "PCM_16"), "mp3": ("MP3", "MPEG_LAYER_III"), "opus": ("OGG", "OPUS")}
+
+    def __init__(self, fmt: str, sample_rate: int) -> None:
+        super().__init__(fmt, sample_rate)
+        import soundfile as sf
+
+        container, subtype = self._SPEC[fmt]
+        self._sink = _StreamSink(skip_first=fmt == "mp3")
+        try:
+            self._sf = sf.SoundFile(self._sink, mode="w", samplerate=sample_rate, channels=1,
+                                    format=container, subtype=subtype)
+        except Exception as e:  # noqa: BLE001 - libsndfile says no (rate, build)
+            raise AudioFormatError(f"{fmt} at {sample_rate} Hz is not supported: {e}") from e
+        if fmt == "mp3":
+            try:
+                self._sf.compression_level = 0.3
+            except Exception:  # noqa: BLE001
+                pass
+
+    def header(self) -> bytes:
+        return self._sink.take()
+
+    def encode(self, pcm: np.ndarray) -> bytes:
+        self._sf.write(np.asarray(pcm, dtype=np.float32))
+        return self._sink.take()
+
+    def finish(self) -> bytes:
+        self._sf.close()
+        return self._sink.take()
+
+    def close(self) -> None:
+        try:
+            self._sf.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+class FfmpegEncoder(Encoder):
+    """AAC/ADTS via an ffmpeg child: s16le on stdin, encoded bytes drained by a thread."""
+
+    def __init__(self, fmt: str, sample_rate: int) -> None:
+        super().__init__(fmt, sample_rate)
+        exe = shutil.which("ffmpeg")
+        if exe is None:
+            raise AudioFormatError(f"{fmt} needs ffmpeg, which is not installed")
+        cmd = [exe, "-hide_banner", "-loglevel", "error", "-f", "s16le", "-ar", str(sample_rate),
+               "-ac", "1", "-i", "pipe:0", "-c:a", "aac", "-b:a", "64k", "-f", "adts",
+               "-flush_packets", "1", "pipe:1"]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LISTEN_")}
+        self._p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                   stderr=subprocess.DEVNULL, env=env)
+        self._buf = bytearray()
+        self._lock = threading.Lock()
+        self._reader = threading.Thread(target=self._drain, daemon=True)
+        self._reader.start()
+
+    def _drain(self) -> None:
+        while True:
+            data = self._p.stdout.read1(65536) if hasattr(self._p.stdout, "read1") else self._p.stdout.read(4096)
+            if not data:
+                return
+            with self._lock:
+                self._buf += data
+
+    def _take(self) -> bytes:
+        with self._lock:
+            b = bytes(self._buf)
+            self._buf.clear()
+        return b
+
+    def encode(self, pcm: np.ndarray) -> bytes:
+        try:
+            self._p.stdin.write(to_int16(pcm).tobytes())
+            self._p.stdin.flush()
+        except BrokenPipeError as e:
+            raise AudioFormatError("ffmpeg encoder exited") from e
+        return self._take()
+
+    def finish(self) -> bytes:
+        try:
+            self._p.stdin.close()
+        except BrokenPipeError:
+            pass
+        self._p.wait(timeout=30)
+        self._reader.join(timeout=30)
+        return self._take()
+
+    def close(self) -> None:
+        if self._p.poll() is None:
+            self._p.kill()
+            self._p.wait()
+
+
+def make_encoder(fmt: str, sample_rate: int) -> Encoder:
+    fmt = canonical_format(fmt)
+    allowed = FORMATS[fmt][1]
+    if not isinstance(sample_rate, int) or not 4000 <= sample_rate <= 192_000:
+        raise AudioFormatError(f"sample rate {sample_rate!r} out of range")
+    if allowed is not None and sample_rate not in allowed:
+        raise AudioFormatError(f"{fmt} does not support {sample_rate} Hz; use one of {list(allowed)}")
+    if fmt in ("pcm16", "f32", "mulaw", "alaw"):
+        return RawEncoder(fmt, sample_rate)
+    if fmt == "wav":
+        return WavEncoder(fmt, sample_rate)
+    if fmt == "aac":
+        return FfmpegEncoder(fmt, sample_rate)
+    return SndfileEncoder(fmt, sample_rate)

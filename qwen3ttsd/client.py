@@ -1,0 +1,225 @@
+"""Client library for the daemon's Unix sockets: async (the bridge) and sync (ctl, apps).
+
+    async with AsyncClient("/run/qwen3ttsd/tts.sock") as c:
+        async for event in c.synthesize(text="Hello", voice="ryan", format="pcm16"):
+            if event.kind == "chunk": play(event.audio)
+        print(event.result)        # the last event carries the summary
+
+A synthesize stream is one request; the daemon answers with notifications then exactly one
+response. Closing the connection (or ``cancel``) stops the generation in the daemon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import socket
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Iterator
+
+from . import protocol as P
+from .errors import TTSError
+
+DEFAULT_SOCKET = "/run/qwen3ttsd/tts.sock"
+DEFAULT_ADMIN_SOCKET = "/run/qwen3ttsd/admin.sock"
+
+
+@dataclass
+class Event:
+    """One step of a stream: kind is progress | start | chunk | result."""
+
+    kind: str
+    data: dict = field(default_factory=dict)
+    audio: bytes = b""
+    seq: int = -1
+
+    @property
+    def result(self) -> dict:
+        return self.data
+
+
+def _event_from_notification(method: str, params: list) -> tuple[int, Event] | None:
+    if not params or not isinstance(params, list):
+        return None
+    msgid = params[0]
+    if method == P.N_CHUNK and len(params) >= 3:
+        d = params[2] if isinstance(params[2], dict) else {}
+        return msgid, Event("chunk", d, audio=bytes(d.get("audio", b"")), seq=int(params[1]))
+    if method == P.N_START and len(params) >= 2:
+        return msgid, Event("start", params[1])
+    if method == P.N_PROGRESS and len(params) >= 2:
+        return msgid, Event("progress", params[1])
+    return None
+
+
+class AsyncClient:
+    """One connection; requests may be pipelined and streams multiplexed on it."""
+
+    def __init__(self, path: str = DEFAULT_SOCKET, *, connect_timeout: float = 10.0,
+                 max_frame: int = P.MAX_RESPONSE_FRAME) -> None:
+        self.path = path
+        self.connect_timeout = connect_timeout
+        self.max_frame = max_frame
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._ids = itertools.count(1)
+        self._queues: dict[int, asyncio.Queue] = {}
+        self._pump: asyncio.Task | None = None
+        self._closed_exc: BaseException | None = None
+
+    async def __aenter__(self) -> "AsyncClient":
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    async def connect(self) -> None:
+        try:
+            self._reader, self._writer = await asyncio.wait_for(
+                asyncio.open_unix_connection(self.path, limit=self.max_frame + 8), self.connect_timeout)
+        except (OSError, asyncio.TimeoutError) as e:
+            raise TTSError("unavailable", f"cannot connect to {self.path}: {e}") from e
+        self._pump = asyncio.create_task(self._read_loop())
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            try:
+                await self._writer.wait_closed()
+            except OSError:
+                pass
+        if self._pump is not None:
+            self._pump.cancel()
+            try:
+                await self._pump
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                pass
+        self._writer = None
+
+    async def _read_loop(self) -> None:
+        try:
+            while True:
+                msg = await P.read_frame(self._reader, self.max_frame)
+                if msg is None:
+                    raise TTSError("unavailable", "daemon closed the connection")
+                if not isinstance(msg, list) or not msg:
+                    continue
+                if msg[0] == P.RESPONSE and len(msg) == 4:
+                    q = self._queues.get(msg[1])
+                    if q is not None:
+                        q.put_nowait(("response", msg[2], msg[3]))
+                elif msg[0] == P.NOTIFICATION and len(msg) == 3:
+                    got = _event_from_notification(msg[1], msg[2])
+                    if got and got[0] in self._queues:
+                        self._queues[got[0]].put_nowait(("event", got[1], None))
+        except (asyncio.CancelledError, GeneratorExit):
+            raise
+        except BaseException as e:  # noqa: BLE001 - fan the failure out to every waiter
+            self._closed_exc = e if isinstance(e, TTSError) else TTSError("unavailable", f"connection lost: {e}")
+            for q in self._queues.values():
+                q.put_nowait(("closed", self._closed_exc, None))
+
+    async def _send(self, data: bytes) -> None:
+        if self._writer is None:
+            raise TTSError("unavailable", "not connected")
+        if self._closed_exc is not None:
+            raise self._closed_exc
+        self._writer.write(data)
+        await self._writer.drain()
+
+    async def stream(self, method: str, params: dict | None = None) -> AsyncIterator[Event]:
+        """Yield progress/start/chunk events, then one Event('result'). Raises TTSError."""
+        msgid = next(self._ids) & 0xFFFFFFFF
+        q: asyncio.Queue = asyncio.Queue()
+        self._queues[msgid] = q
+        done = False
+        try:
+            await self._send(P.request(msgid, method, params))
+            while True:
+                kind, a, b = await q.get()
+                if kind == "event":
+                    yield a
+                elif kind == "response":
+                    done = True
+                    if a is not None:
+                        raise TTSError.from_wire(a)
+                    yield Event("result", b if isinstance(b, dict) else {"value": b})
+                    return
+                else:
+                    done = True
+                    raise a
+        finally:
+            self._queues.pop(msgid, None)
+            if not done and self._closed_exc is None and self._writer is not None:
+                # The consumer went away mid-stream: tell the daemon to stop generating.
+                try:
+                    self._writer.write(P.notification(P.N_CANCEL, [msgid]))
+                except Exception:  # noqa: BLE001
+                    pass
+
+    async def call(self, method: str, params: dict | None = None) -> Any:
+        result: Any = None
+        async for ev in self.stream(method, params):
+            if ev.kind == "result":
+                result = ev.data.get("value", ev.data) if set(ev.data) == {"value"} else ev.data
+        return result
+
+    def synthesize(self, **params) -> AsyncIterator[Event]:
+        return self.stream("tts.synthesize", params)
+
+    async def hello(self, client: str = "qwen3ttsd.client") -> dict:
+        return await self.call("rpc.hello", {"proto": P.PROTOCOL_VERSION, "client": client})
+
+
+class Client:
+    """Blocking client (one request at a time) for scripts and qwen3tts-ctl."""
+
+    def __init__(self, path: str = DEFAULT_SOCKET, *, timeout: float | None = 600.0,
+                 max_frame: int = P.MAX_RESPONSE_FRAME) -> None:
+        self.path = path
+        self.max_frame = max_frame
+        self._ids = itertools.count(1)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        try:
+            self.sock.connect(path)
+        except OSError as e:
+            self.sock.close()
+            raise TTSError("unavailable", f"cannot connect to {path}: {e}") from e
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def stream(self, method: str, params: dict | None = None) -> Iterator[Event]:
+        msgid = next(self._ids)
+        self.sock.sendall(P.request(msgid, method, params))
+        while True:
+            msg = P.read_frame_sync(self.sock, self.max_frame)
+            if msg is None:
+                raise TTSError("unavailable", "daemon closed the connection")
+            if msg[0] == P.RESPONSE and msg[1] == msgid:
+                if msg[2] is not None:
+                    raise TTSError.from_wire(msg[2])
+                yield Event("result", msg[3] if isinstance(msg[3], dict) else {"value": msg[3]})
+                return
+            if msg[0] == P.NOTIFICATION:
+                got = _event_from_notification(msg[1], msg[2])
+                if got and got[0] == msgid:
+                    yield got[1]
+
+    def call(self, method: str, params: dict | None = None) -> Any:
+        result: Any = None
+        for ev in self.stream(method, params):
+            if ev.kind == "result":
+                result = ev.data.get("value", ev.data) if set(ev.data) == {"value"} else ev.data
+        return result
+
+    def synthesize(self, **params) -> Iterator[Event]:
+        return self.stream("tts.synthesize", params)

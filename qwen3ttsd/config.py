@@ -1,0 +1,123 @@
+"""Daemon and bridge settings. Precedence: command line > environment > TOML > defaults.
+
+Environment variables are ``QWEN3TTSD_<FIELD>`` (e.g. ``QWEN3TTSD_IDLE_TIMEOUT=60``); the
+TOML file (``/etc/qwen3ttsd/qwen3ttsd.toml`` or ``QWEN3TTSD_CONFIG``) has ``[daemon]`` and
+``[bridge]`` tables with the same field names. Torch-free.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+DEFAULT_CONFIG_FILE = "/etc/qwen3ttsd/qwen3ttsd.toml"
+
+
+@dataclass
+class DaemonConfig:
+    runtime_dir: str = "/run/qwen3ttsd"
+    tts_socket: str = ""                   # default <runtime_dir>/tts.sock
+    admin_socket: str = ""                 # default <runtime_dir>/admin.sock
+    state_dir: str = "/var/lib/qwen3ttsd"  # saved voices
+    model: str = ""                        # one checkpoint dir
+    models_dir: str = ""                   # or a directory of checkpoint dirs
+    default_model: str = ""
+    device: str = "auto"
+    dtype: str = "auto"
+    attn: str = "auto"
+    compile: bool = False
+    preload: bool = False                  # load the default model before READY=1
+    idle_timeout: float = 300.0            # s with no requests/connections before exit; <0 never
+    max_keepalive: float = 3600.0          # cap for admin.keepalive
+    conn_idle_timeout: float = 15.0        # close a connection idle this long (no pinning)
+    queue_max: int = 64                    # queued requests beyond this get 'busy'
+    queue_timeout: float = 120.0           # max wait before a request starts generating
+    stall_timeout: float = 30.0            # client not reading audio -> client_stalled
+    max_text_chars: int = 20_000
+    max_loaded_models: int = 2
+    admin_group: str = "qwen3tts-admin"
+    first_chunk_frames: int = 1
+    chunk_frames: int = 4
+    drain_timeout: float = 25.0            # SIGTERM: let streams finish this long
+
+    def __post_init__(self) -> None:
+        if not self.tts_socket:
+            self.tts_socket = str(Path(self.runtime_dir) / "tts.sock")
+        if not self.admin_socket:
+            self.admin_socket = str(Path(self.runtime_dir) / "admin.sock")
+
+
+@dataclass
+class BridgeConfig:
+    host: str = "127.0.0.1"
+    port: int = 8880
+    fd: int = -1                           # serve HTTP on an inherited listening fd
+    runtime_dir: str = "/run/qwen3ttsd"
+    tts_socket: str = ""
+    admin_socket: str = ""
+    activate: bool = False                 # act as the daemon's activator (containers)
+    daemon_command: str = ""               # what --activate spawns (default: qwen3ttsd)
+    api_key: str = ""                      # optional bearer token for the HTTP API
+    max_upload_bytes: int = 10 * 1024 * 1024
+    max_input_chars: int = 20_000
+    first_byte_timeout: float = 600.0      # covers a cold model load
+    default_model: str = ""
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        if not self.tts_socket:
+            self.tts_socket = str(Path(self.runtime_dir) / "tts.sock")
+        if not self.admin_socket:
+            self.admin_socket = str(Path(self.runtime_dir) / "admin.sock")
+
+
+def _coerce(value: str, typ: Any) -> Any:
+    t = typ if isinstance(typ, type) else {"bool": bool, "int": int, "float": float, "str": str}.get(str(typ), str)
+    if t is bool:
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return t(value)
+
+
+_SHARED = ("runtime_dir", "tts_socket", "admin_socket")
+
+
+def load(cls, section: str, overrides: dict[str, Any] | None = None,
+         env: dict[str, str] | None = None) -> Any:
+    """Build ``cls`` from defaults < TOML[section] < env < overrides.
+
+    Daemon fields read ``QWEN3TTSD_<NAME>``; bridge fields read ``QWEN3TTS_BRIDGE_<NAME>``,
+    and the socket locations also fall back to the daemon's variables so both agree.
+    """
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    path = env.get("QWEN3TTSD_CONFIG", DEFAULT_CONFIG_FILE)
+    if path and Path(path).is_file():
+        with open(path, "rb") as f:
+            values.update(tomllib.load(f).get(section, {}))
+    names = {f.name: f.type for f in fields(cls)}
+    for name, typ in names.items():
+        keys = [f"QWEN3TTSD_{name.upper()}"]
+        if section == "bridge":
+            keys = [f"QWEN3TTS_BRIDGE_{name.upper()}"] + (keys if name in _SHARED else [])
+        for key in keys:
+            if key in env:
+                values[name] = _coerce(env[key], typ)
+                break
+    for k, v in (overrides or {}).items():
+        if v is not None:
+            values[k] = v
+    unknown = set(values) - set(names)
+    if unknown:
+        raise ValueError(f"unknown {section} settings: {sorted(unknown)}")
+    return cls(**values)
+
+
+def as_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+__all__ = ["DaemonConfig", "BridgeConfig", "load", "as_dict", "field"]

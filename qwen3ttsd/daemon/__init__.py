@@ -1,0 +1,1 @@
+"""The heavy daemon: socket activation, RPC server, GPU scheduler. Imports torch lazily."""

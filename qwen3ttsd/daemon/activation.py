@@ -1,0 +1,109 @@
+"""Finding our listening sockets: systemd socket activation, or binding our own.
+
+The ``LISTEN_FDS`` protocol (sd_listen_fds(3)): fds 3..3+N-1, valid only when
+``LISTEN_PID`` is our pid; ``LISTEN_FDNAMES`` names them (absent on systemd < 227, e.g.
+Synology's 219, and when the units set no ``FileDescriptorName=``), so a name falls back to
+the socket path's stem (``tts.sock`` -> ``tts``). The variables are removed from the
+environment so children (ffmpeg) do not inherit them. The same code path serves systemd,
+``systemd-socket-activate`` and the bridge's built-in activator.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import stat
+from pathlib import Path
+
+log = logging.getLogger("qwen3ttsd.activation")
+
+SD_LISTEN_FDS_START = 3
+KNOWN = ("tts", "admin")
+
+
+def _name_from_socket(sock: socket.socket) -> str | None:
+    try:
+        addr = sock.getsockname()
+    except OSError:
+        return None
+    if isinstance(addr, str) and addr:
+        stem = Path(addr).name.split(".")[0]
+        if stem in KNOWN:
+            return stem
+        if "admin" in Path(addr).name:
+            return "admin"
+        return "tts"
+    return None
+
+
+def _canonical(name: str) -> str | None:
+    n = name.removesuffix(".socket")
+    if n in KNOWN:
+        return n
+    if n in ("qwen3ttsd", "qwen3ttsd-tts"):
+        return "tts"
+    if n == "qwen3ttsd-admin":
+        return "admin"
+    return None
+
+
+def listen_fds(env: dict[str, str] | None = None, unset: bool = True) -> dict[str, socket.socket]:
+    """Sockets passed by an activator, keyed 'tts' / 'admin'. Empty if not activated."""
+    env = os.environ if env is None else env
+    try:
+        pid = int(env.get("LISTEN_PID", "0"))
+        n = int(env.get("LISTEN_FDS", "0"))
+    except ValueError:
+        pid, n = 0, 0
+    names = env.get("LISTEN_FDNAMES", "").split(":") if env.get("LISTEN_FDNAMES") else []
+    if unset:
+        for k in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+            env.pop(k, None)
+    if pid != os.getpid() or n <= 0:
+        return {}
+    found: dict[str, socket.socket] = {}
+    for i in range(n):
+        fd = SD_LISTEN_FDS_START + i
+        try:
+            os.set_inheritable(fd, False)
+            sock = socket.socket(fileno=fd)
+        except OSError as e:
+            log.warning("LISTEN_FDS fd %d unusable: %s", fd, e)
+            continue
+        name = _canonical(names[i]) if i < len(names) else None
+        name = name or _name_from_socket(sock)
+        if name is None or name in found:
+            name = "tts" if "tts" not in found else "admin"
+        sock.setblocking(False)
+        found[name] = sock
+        log.info("activated socket %s: fd %d %s", name, fd, sock.getsockname())
+    return found
+
+
+def bind_unix(path: str | os.PathLike, mode: int = 0o660, backlog: int = 512) -> socket.socket:
+    """Bind our own listening socket (not activated). Replaces a stale socket node only."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    if p.exists() or p.is_symlink():
+        if not stat.S_ISSOCK(p.lstat().st_mode):
+            raise RuntimeError(f"{p} exists and is not a socket")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(p))
+        except OSError:
+            p.unlink()  # stale
+        else:
+            raise RuntimeError(f"{p} is in use by another process")
+        finally:
+            probe.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o777 & ~mode)
+    try:
+        sock.bind(str(p))
+    finally:
+        os.umask(old)
+    os.chmod(p, mode)
+    sock.listen(backlog)
+    sock.setblocking(False)
+    return sock

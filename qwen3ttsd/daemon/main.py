@@ -1,0 +1,101 @@
+"""``qwen3ttsd``: the daemon's entry point.
+
+Started by systemd socket activation (or the bridge's activator, or by hand), it serves
+RPC at once, loads models lazily (or before READY=1 with --preload, heart-beating
+EXTEND_TIMEOUT_USEC), and exits 0 after ``idle_timeout`` with nothing to do, which gives
+all of its RAM and VRAM back. Logs go to stderr; stdout carries nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+
+from .. import __version__, config
+from ..errors import TTSError
+from .activation import bind_unix, listen_fds
+from .models import ModelRegistry
+from .notify import Notifier
+from .scheduler import Scheduler
+from .server import Server
+from .service import Service
+from .voices import VoiceStore
+
+log = logging.getLogger("qwen3ttsd")
+
+
+def parse_args(argv: list[str] | None) -> dict:
+    ap = argparse.ArgumentParser(prog="qwen3ttsd", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", help="checkpoint directory")
+    ap.add_argument("--models-dir", help="directory of checkpoint directories")
+    ap.add_argument("--default-model")
+    ap.add_argument("--runtime-dir", help="where tts.sock/admin.sock live when not activated")
+    ap.add_argument("--state-dir", help="saved voices")
+    ap.add_argument("--idle-timeout", type=float, help="seconds idle before exit (<0: never)")
+    ap.add_argument("--device")
+    ap.add_argument("--dtype")
+    ap.add_argument("--attn")
+    ap.add_argument("--compile", action="store_true", default=None)
+    ap.add_argument("--preload", action="store_true", default=None)
+    ap.add_argument("--log-level", default=os.environ.get("QWEN3TTSD_LOG_LEVEL", "info"))
+    ap.add_argument("--version", action="version", version=__version__)
+    a = vars(ap.parse_args(argv))
+    level = a.pop("log_level")
+    logging.basicConfig(stream=sys.stderr, level=level.upper(),
+                        format="%(levelname)s %(name)s: %(message)s")
+    return a
+
+
+def main(argv: list[str] | None = None) -> int:
+    overrides = parse_args(argv)
+    try:
+        cfg = config.load(config.DaemonConfig, "daemon", overrides)
+    except (ValueError, OSError) as e:
+        log.error("bad configuration: %s", e)
+        return 2
+    notifier = Notifier()
+    sockets = listen_fds()
+    if not sockets:
+        sockets = {"tts": bind_unix(cfg.tts_socket, 0o660), "admin": bind_unix(cfg.admin_socket, 0o660)}
+        log.info("not socket-activated; listening on %s and %s", cfg.tts_socket, cfg.admin_socket)
+    from ..engine.loader import LoadOptions  # torch-free dataclass
+
+    registry = ModelRegistry(cfg.model, cfg.models_dir, cfg.default_model, cfg.max_loaded_models,
+                             LoadOptions(cfg.device, cfg.dtype, cfg.attn, cfg.compile))
+    if not registry.entries:
+        log.warning("no model configured: synthesis requests will fail (set QWEN3TTSD_MODEL)")
+    scheduler = Scheduler(registry, cfg.queue_max)
+    service = Service(cfg, registry, scheduler, VoiceStore(cfg.state_dir), notifier)
+    server = Server(sockets, service.handle, notifier=notifier, idle_timeout=cfg.idle_timeout,
+                    conn_idle_timeout=cfg.conn_idle_timeout, admin_group=cfg.admin_group,
+                    is_busy=lambda: scheduler.busy, drain_timeout=cfg.drain_timeout)
+    service.server = server
+
+    async def run() -> str:
+        if cfg.preload and registry.entries:
+            entry = registry.pick(None)
+            notifier.status(f"loading {entry.name}")
+            fut = scheduler.run_call(lambda: registry.engine(entry), asyncio.get_running_loop())
+            while not fut.done():
+                notifier.extend_timeout(30)
+                await asyncio.wait([fut], timeout=10)
+            try:
+                fut.result()
+            except TTSError as e:
+                log.error("preload failed: %s", e.message)
+        notifier.ready(service.status_line())
+        return await server.serve()
+
+    reason = asyncio.run(run())
+    scheduler.stop()
+    log.info("exiting (%s) after serving %d requests", reason, service.served)
+    logging.shutdown()
+    sys.stderr.flush()
+    os._exit(0)  # do not wait for torch's worker threads: exit frees RAM and VRAM now
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

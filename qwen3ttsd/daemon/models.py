@@ -1,0 +1,146 @@
+"""Which checkpoints exist, which are loaded, and loading them on demand.
+
+Checkpoints are read as plain directories (config.json says the type and the speakers),
+so listing models and voices never imports torch or wakes a GPU. Loading happens on the
+scheduler's GPU thread; at most ``max_loaded`` engines stay resident (least recently used
+is dropped - the full VRAM release is the daemon's idle exit).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from ..errors import TTSError
+
+log = logging.getLogger("qwen3ttsd.models")
+
+TYPES = ("custom_voice", "voice_design", "base")
+
+
+@dataclass
+class ModelEntry:
+    name: str
+    path: str
+    type: str
+    size: str
+    speakers: list[str]
+    languages: list[str]
+
+    @classmethod
+    def read(cls, path: Path, name: str | None = None) -> "ModelEntry":
+        cfg = json.loads((path / "config.json").read_text())
+        talker = cfg.get("talker_config", {})
+        langs = ["auto"] + sorted(k for k in talker.get("codec_language_id", {}) if "dialect" not in k)
+        return cls(name=name or path.name, path=str(path), type=str(cfg.get("tts_model_type", "")),
+                   size=str(cfg.get("tts_model_size", "")),
+                   speakers=sorted(talker.get("spk_id", {}) or {}), languages=langs)
+
+    def public(self, loaded: bool) -> dict:
+        return {"name": self.name, "type": self.type, "size": self.size, "loaded": loaded,
+                "speakers": self.speakers, "languages": self.languages}
+
+
+class ModelRegistry:
+    def __init__(self, model: str = "", models_dir: str = "", default: str = "",
+                 max_loaded: int = 2, load_options=None) -> None:
+        self.entries: dict[str, ModelEntry] = {}
+        if model:
+            p = Path(model)
+            if (p / "config.json").is_file():
+                e = ModelEntry.read(p)
+                self.entries[e.name] = e
+            else:
+                log.error("QWEN3TTSD_MODEL=%s has no config.json", model)
+        if models_dir and Path(models_dir).is_dir():
+            for p in sorted(Path(models_dir).iterdir()):
+                if (p / "config.json").is_file() and p.name not in self.entries:
+                    try:
+                        self.entries[p.name] = ModelEntry.read(p)
+                    except (OSError, ValueError) as ex:
+                        log.warning("skipping %s: %s", p, ex)
+        self.default = default if default in self.entries else (next(iter(self.entries), ""))
+        self.max_loaded = max(1, max_loaded)
+        self.load_options = load_options
+        self.engines: OrderedDict[str, object] = OrderedDict()
+        self.loading: str | None = None
+        self._lock = threading.Lock()
+
+    def list(self) -> list[dict]:
+        return [e.public(e.name in self.engines) for e in self.entries.values()]
+
+    def pick(self, name: str | None = None, want: str | None = None) -> ModelEntry:
+        """The model for a request: by name, else the default if it can serve ``want``,
+        else the first of type ``want``."""
+        if name:
+            e = self.entries.get(name)
+            if e is None:
+                # accept the HF repo id or any suffix of it ("Qwen/Qwen3-TTS-12Hz-1.7B-Base")
+                matches = [x for x in self.entries.values() if name.endswith(x.name) or x.name.endswith(name)]
+                e = matches[0] if len(matches) == 1 else None
+            if e is None:
+                raise TTSError("not_found", f"unknown model {name!r}; available: {sorted(self.entries)}")
+            return e
+        if not self.entries:
+            raise TTSError("unavailable", "no model is configured (set QWEN3TTSD_MODEL or QWEN3TTSD_MODELS_DIR)")
+        d = self.entries.get(self.default)
+        if want is None or (d is not None and d.type == want):
+            return d or next(iter(self.entries.values()))
+        for e in self.entries.values():
+            if e.type == want:
+                return e
+        raise TTSError("unsupported", f"no {want} model is configured; available: "
+                       f"{[(e.name, e.type) for e in self.entries.values()]}")
+
+    def engine(self, entry: ModelEntry, on_loading: Callable[[], None] | None = None):
+        """Loaded engine for ``entry`` (GPU thread only)."""
+        with self._lock:
+            eng = self.engines.get(entry.name)
+            if eng is not None:
+                self.engines.move_to_end(entry.name)
+                return eng
+        if on_loading:
+            on_loading()
+        from ..engine import Engine, LoadOptions
+
+        while len(self.engines) >= self.max_loaded:
+            old, _ = self.engines.popitem(last=False)
+            log.info("unloading %s to make room", old)
+            self._free_memory()
+        self.loading = entry.name
+        t0 = time.monotonic()
+        try:
+            eng = Engine(entry.path, self.load_options or LoadOptions())
+            eng.load()
+        finally:
+            self.loading = None
+        log.info("loaded %s in %.1f s", entry.name, time.monotonic() - t0)
+        with self._lock:
+            self.engines[entry.name] = eng
+        return eng
+
+    def unload(self, name: str | None = None) -> list[str]:
+        with self._lock:
+            names = [name] if name else list(self.engines)
+            dropped = [n for n in names if self.engines.pop(n, None) is not None]
+        self._free_memory()
+        return dropped
+
+    @staticmethod
+    def _free_memory() -> None:
+        import gc
+
+        gc.collect()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:
+            pass

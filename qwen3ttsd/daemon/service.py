@@ -1,0 +1,439 @@
+"""RPC methods of the daemon: one coroutine per method, dispatched by name.
+
+Streaming method: ``tts.synthesize`` sends ``tts.progress`` / ``tts.start`` / ``tts.chunk``
+notifications, then exactly one response. Everything else is request -> response.
+Admin methods exist only on the admin socket, and only for callers that passed the
+SO_PEERCRED check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import resource
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .. import __version__, protocol as P
+from ..audio import AudioFormatError, AudioPipeline
+from ..audio.reference import process_reference
+from ..config import DaemonConfig
+from ..errors import TTSError
+from ..text import prepare_text
+from .models import ModelEntry, ModelRegistry
+from .scheduler import PRIORITIES, Job, Scheduler
+from .server import Connection, Server
+from .voices import VoiceStore
+
+log = logging.getLogger("qwen3ttsd.service")
+
+CAPABILITIES = ["stream", "cancel", "clone", "voice_design", "formats", "speed", "resample",
+                "seed", "priority"]
+_STREAMED = object()
+
+
+def _num(params: dict, key: str, typ, lo, hi, default=None):
+    v = params.get(key, default)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise TTSError("bad_request", f"{key} must be a number")
+    v = typ(v)
+    if not lo <= v <= hi:
+        raise TTSError("bad_request", f"{key} must be within {lo}..{hi}")
+    return v
+
+
+def _str(params: dict, key: str, default: str | None = None, max_len: int = 1000) -> str | None:
+    v = params.get(key, default)
+    if v is None:
+        return None
+    if not isinstance(v, str):
+        raise TTSError("bad_request", f"{key} must be a string")
+    if len(v) > max_len:
+        raise TTSError("payload_too_large", f"{key} is longer than {max_len} characters")
+    return v
+
+
+class Service:
+    def __init__(self, cfg: DaemonConfig, registry: ModelRegistry, scheduler: Scheduler,
+                 voices: VoiceStore, notifier) -> None:
+        self.cfg = cfg
+        self.registry = registry
+        self.scheduler = scheduler
+        self.voices = voices
+        self.notifier = notifier
+        self.server: Server | None = None
+        self.started = time.time()
+        self.active_streams = 0
+        self.served = 0
+        self.methods = {
+            "rpc.hello": self.hello,
+            "tts.synthesize": self.synthesize,
+            "tts.voices": self.list_voices,
+            "tts.models": self.list_models,
+            "tts.languages": self.list_languages,
+            "voices.list": self.list_voices,
+            "voices.add": self.add_voice,
+            "voices.remove": self.remove_voice,
+            "admin.status": self.status,
+            "admin.load": self.load,
+            "admin.unload": self.unload,
+            "admin.keepalive": self.keepalive,
+            "admin.set": self.set,
+            "admin.shutdown": self.shutdown,
+            "admin.cache.list": self.cache_list,
+            "admin.cache.clear": self.cache_clear,
+        }
+
+    async def handle(self, conn: Connection, msgid: int, method: str, params: dict) -> None:
+        fn = self.methods.get(method)
+        if fn is None:
+            raise TTSError("no_such_method", f"unknown method {method!r}")
+        if method.startswith("admin.") and conn.kind != "admin":
+            raise TTSError("forbidden", f"{method} is only available on the admin socket")
+        if conn.kind == "admin" and not conn.admin and method != "rpc.hello":
+            raise TTSError("forbidden", f"uid {conn.uid} is not allowed to use the admin socket "
+                           f"(needs root, the daemon's user or group {self.cfg.admin_group!r})")
+        result = await fn(conn, msgid, params)
+        if result is not _STREAMED:
+            await conn.send(P.response(msgid, None, result))
+
+    # --- info --------------------------------------------------------------------------
+
+    async def hello(self, conn, msgid, params) -> dict:
+        return {"proto": P.PROTOCOL_VERSION, "server": "qwen3ttsd", "version": __version__,
+                "capabilities": CAPABILITIES, "max_frame": P.MAX_REQUEST_FRAME,
+                "admin": conn.admin, "socket": conn.kind}
+
+    async def list_models(self, conn, msgid, params) -> list:
+        return self.registry.list()
+
+    async def list_languages(self, conn, msgid, params) -> list:
+        langs = set()
+        for e in self.registry.entries.values():
+            langs.update(e.languages)
+        return sorted(langs)
+
+    async def list_voices(self, conn, msgid, params) -> dict:
+        speakers = sorted({s for e in self.registry.entries.values() if e.type == "custom_voice" for s in e.speakers})
+        return {"speakers": speakers, "clones": self.voices.list(),
+                "voice_design": any(e.type == "voice_design" for e in self.registry.entries.values())}
+
+    # --- synthesis ---------------------------------------------------------------------
+
+    def _route(self, params: dict) -> tuple[ModelEntry, dict, Any]:
+        """Pick the model and build the engine request fields. Validation needs no torch."""
+        voice = _str(params, "voice") or _str(params, "speaker")
+        instruct = _str(params, "instruct", max_len=2000) or _str(params, "instructions", max_len=2000)
+        clone = voice is not None and self.voices.exists(voice) and voice.lower() not in self._all_speakers()
+        one_shot = params.get("ref_audio") is not None
+        if one_shot or clone:
+            want = "base"
+        elif instruct and not voice:
+            want = "voice_design"
+        else:
+            want = "custom_voice"
+        entry = self.registry.pick(_str(params, "model"), None if params.get("model") else want)
+        language = (_str(params, "language", "auto") or "auto").lower()
+        if language not in entry.languages:
+            raise TTSError("bad_request", f"unsupported language {params.get('language')!r}; supported: {entry.languages}")
+        req: dict[str, Any] = {"language": language}
+        voice_audio = None
+        if entry.type == "custom_voice":
+            speaker = (voice or ("vivian" if "vivian" in entry.speakers else entry.speakers[0])).lower()
+            if speaker not in entry.speakers:
+                raise TTSError("bad_request", f"unknown voice {voice!r}; speakers: {entry.speakers}, "
+                               f"saved clone voices: {[v['name'] for v in self.voices.list()]}")
+            req.update(speaker=speaker, instruct=instruct)
+        elif entry.type == "voice_design":
+            if not instruct:
+                raise TTSError("bad_request", "a voice-design model needs 'instructions' describing the voice")
+            req.update(instruct=instruct)
+        elif entry.type == "base":
+            if one_shot:
+                ref = params["ref_audio"]
+                if not isinstance(ref, (bytes, bytearray)):
+                    raise TTSError("bad_request", "ref_audio must be the audio file's bytes; URLs and paths are refused")
+                voice_audio = ("oneshot", bytes(ref), _str(params, "ref_text", max_len=2000))
+                req.update(voice="oneshot-" + hashlib.sha256(bytes(ref)).hexdigest()[:16])
+            elif voice:
+                if not self.voices.exists(voice):
+                    raise TTSError("not_found", f"voice {voice!r} is not a saved clone voice")
+                voice_audio = ("saved", voice, None)
+                req.update(voice=voice)
+            else:
+                raise TTSError("bad_request", "a clone (Base) model needs 'voice' (a saved voice) or 'ref_audio'")
+        else:
+            raise TTSError("unsupported", f"model {entry.name} has unknown type {entry.type!r}")
+        return entry, req, voice_audio
+
+    def _all_speakers(self) -> set[str]:
+        return {s for e in self.registry.entries.values() for s in e.speakers}
+
+    async def _load_voice(self, voice_audio) -> tuple[Any, dict] | None:
+        if voice_audio is None:
+            return None
+        kind, a, b = voice_audio
+        if kind == "saved":
+            return await asyncio.to_thread(self.voices.get, a)
+        try:
+            wav = await asyncio.to_thread(process_reference, a)
+        except AudioFormatError as e:
+            raise TTSError("bad_request", f"ref_audio rejected: {e}") from e
+        name = "oneshot-" + hashlib.sha256(a).hexdigest()[:16]
+        return wav, {"name": name, "ref_text": b or ""}
+
+    async def synthesize(self, conn: Connection, msgid: int, params: dict):
+        t0 = time.monotonic()
+        text = _str(params, "text", max_len=self.cfg.max_text_chars)
+        if not text or not text.strip():
+            raise TTSError("bad_request", "text is empty")
+        entry, req, voice_audio = self._route(params)
+        fmt = _str(params, "format", "pcm16") or "pcm16"
+        rate = _num(params, "sample_rate", int, 8000, 48000, 24000)
+        speed = _num(params, "speed", float, 0.25, 4.0, 1.0)
+        priority = _str(params, "priority", "normal")
+        if priority not in PRIORITIES:
+            raise TTSError("bad_request", f"priority must be one of {PRIORITIES}")
+        seed = _num(params, "seed", int, 0, 2 ** 31 - 1)
+        req["first_chunk_frames"] = _num(params, "first_chunk_frames", int, 1, 50, self.cfg.first_chunk_frames)
+        req["chunk_frames"] = _num(params, "chunk_frames", int, 1, 100, self.cfg.chunk_frames)
+        for key, lo, hi in (("temperature", 0.0, 5.0), ("top_p", 0.0, 1.0), ("repetition_penalty", 0.5, 5.0)):
+            req[key] = _num(params, key, float, lo, hi)
+        req["top_k"] = _num(params, "top_k", int, 0, 4096)
+        req["max_frames"] = _num(params, "max_frames", int, 1, 8000)
+        try:
+            segments = prepare_text(text, req["language"], normalize=bool(params.get("normalize", True)))
+        except ValueError as e:
+            raise TTSError("bad_request", str(e)) from e
+        if not segments:
+            raise TTSError("bad_request", "text has nothing to speak")
+        try:
+            pipeline = AudioPipeline(fmt, rate, speed)
+        except AudioFormatError as e:
+            raise TTSError("bad_request", str(e)) from e
+        try:
+            loaded = await self._load_voice(voice_audio)
+            job = Job(model=entry, segments=segments, request=req, loop=asyncio.get_running_loop(),
+                      priority=priority, seed=seed, voice_audio=loaded, queue_timeout=self.cfg.queue_timeout)
+            position = self.scheduler.submit(job)
+            conn.jobs[msgid] = job
+            self.active_streams += 1
+            try:
+                await self._stream(conn, msgid, job, pipeline, position, t0, entry, params)
+            finally:
+                self.active_streams -= 1
+                conn.jobs.pop(msgid, None)
+                job.cancel.set()
+        finally:
+            pipeline.close()
+        return _STREAMED
+
+    async def _stream(self, conn: Connection, msgid: int, job: Job, pipeline: AudioPipeline,
+                      position: int, t0: float, entry: ModelEntry, params: dict) -> None:
+        stall = self.cfg.stall_timeout
+        send = conn.send
+        await send(P.notification(P.N_PROGRESS, [msgid, {"stage": "queued", "position": position}]), stall)
+        await send(P.notification(P.N_START, [msgid, {
+            "sample_rate": pipeline.sample_rate, "channels": 1, "format": pipeline.format,
+            "mime": pipeline.mime, "model": entry.name, "segments": len(job.segments)}]), stall)
+        seq = 0
+        nbytes = 0
+        first_audio = None
+
+        async def chunk(data: bytes) -> None:
+            nonlocal seq, nbytes
+            if data:
+                await send(P.notification(P.N_CHUNK, [msgid, seq, {"audio": data}]), stall)
+                seq += 1
+                nbytes += len(data)
+
+        try:
+            await chunk(pipeline.header())
+            while True:
+                timeout = None
+                if job.started is None:
+                    timeout = max(0.05, job.queue_timeout - (time.monotonic() - job.enqueued))
+                try:
+                    kind, value = await asyncio.wait_for(job.events.get(), timeout)
+                except asyncio.TimeoutError:
+                    if job.started is None:
+                        job.cancel.set()
+                        raise TTSError("timeout", f"not started within {job.queue_timeout:.0f} s (GPU busy)") from None
+                    continue
+                if kind == "pcm":
+                    if first_audio is None:
+                        first_audio = time.monotonic() - t0
+                    await chunk(pipeline.feed(value))
+                elif kind == "progress":
+                    await send(P.notification(P.N_PROGRESS, [msgid, value]), stall)
+                elif kind == "error":
+                    raise value
+                elif kind == "done":
+                    await chunk(pipeline.finish())
+                    total = time.monotonic() - t0
+                    dur = pipeline.duration_s
+                    self.served += 1
+                    await send(P.response(msgid, None, {
+                        "chunks": seq, "bytes": nbytes, "samples": pipeline.samples_out,
+                        "duration_s": round(dur, 4), "frames": value["frames"],
+                        "segments": len(job.segments), "first_audio_s": round(first_audio or total, 4),
+                        "total_s": round(total, 4), "rtf": round(total / dur, 4) if dur else None,
+                        "model": entry.name, "format": pipeline.format, "sample_rate": pipeline.sample_rate,
+                    }), stall)
+                    return
+        except asyncio.TimeoutError:
+            job.cancel.set()
+            log.warning("client pid %d stalled for %.0f s; cancelling", conn.pid, stall)
+            conn.closed = True
+            conn.writer.close()
+            raise TTSError("client_stalled", f"client did not read audio for {stall:.0f} s") from None
+        except (ConnectionError, OSError):
+            job.cancel.set()
+            raise asyncio.CancelledError() from None
+
+    # --- voices ------------------------------------------------------------------------
+
+    async def add_voice(self, conn, msgid, params) -> dict:
+        name = _str(params, "name", max_len=64)
+        audio = params.get("audio")
+        if not name:
+            raise TTSError("bad_request", "name is required")
+        if not isinstance(audio, (bytes, bytearray)):
+            raise TTSError("bad_request", "audio must be the reference file's bytes (no paths or URLs)")
+        if name.lower() in self._all_speakers():
+            raise TTSError("bad_request", f"{name!r} is a built-in speaker name")
+        ref_text = _str(params, "ref_text", max_len=2000)
+        try:
+            wav = await asyncio.to_thread(process_reference, bytes(audio))
+        except AudioFormatError as e:
+            raise TTSError("bad_request", f"reference audio rejected: {e}") from e
+        meta = {"consent": _str(params, "consent", max_len=500) or "", "added_by_uid": conn.uid}
+        info = await asyncio.to_thread(self.voices.add, name, wav, ref_text, meta)
+        for eng in list(self.registry.engines.values()):
+            eng.drop_voice(name)
+        return info
+
+    async def remove_voice(self, conn, msgid, params) -> dict:
+        name = _str(params, "name", max_len=64) or ""
+        if not self.voices.remove(name):
+            raise TTSError("not_found", f"voice {name!r} does not exist")
+        for eng in list(self.registry.engines.values()):
+            eng.drop_voice(name)
+        return {"removed": name}
+
+    # --- admin -------------------------------------------------------------------------
+
+    def status_line(self) -> str:
+        loaded = list(self.registry.engines)
+        if self.registry.loading:
+            return f"loading {self.registry.loading}"
+        if not loaded:
+            return "idle, no model loaded"
+        return f"ready: {', '.join(loaded)}; {self.active_streams} streams"
+
+    async def status(self, conn, msgid, params) -> dict:
+        srv = self.server
+        vram = None
+        if "torch" in sys.modules:
+            torch = sys.modules["torch"]
+            if torch.cuda.is_available():
+                vram = int(torch.cuda.memory_allocated())
+        infos = {n: getattr(e, "info", {}) for n, e in self.registry.engines.items()}
+        state = "loading" if self.registry.loading else ("ready" if infos else "idle")
+        if srv is not None and srv.stopping:
+            state = "draining"
+        return {
+            "state": state, "pid": os.getpid(), "version": __version__, "models": self.registry.list(),
+            "loaded": infos, "vram_bytes": vram, "rss_bytes": _rss_bytes(),
+            "max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            "active_streams": self.active_streams, "queue_len": self.scheduler.queued,
+            "connections": len(srv.connections) if srv else 0, "served": self.served,
+            "idle_timeout": srv.idle_timeout if srv else None,
+            "idle_exit_in_s": srv.idle_exit_in() if srv else None,
+            "uptime_s": round(time.time() - self.started, 3), "torch_imported": "torch" in sys.modules,
+            "python": sys.version.split()[0],
+        }
+
+    async def load(self, conn, msgid, params) -> dict:
+        entry = self.registry.pick(_str(params, "model"))
+        self.notifier.status(f"loading {entry.name}")
+        loop = asyncio.get_running_loop()
+        await self.scheduler.run_call(lambda: self.registry.engine(entry), loop)
+        self.notifier.status(self.status_line())
+        eng = self.registry.engines[entry.name]
+        return dict(eng.info, name=entry.name)
+
+    async def unload(self, conn, msgid, params) -> dict:
+        if params.get("exit", False):
+            self.server.request_stop("admin.unload exit", drain=True)
+            return {"exiting": True}
+        name = _str(params, "model")
+        dropped = await self.scheduler.run_call(lambda: self.registry.unload(name), asyncio.get_running_loop())
+        self.notifier.status(self.status_line())
+        return {"unloaded": dropped}
+
+    async def keepalive(self, conn, msgid, params) -> dict:
+        secs = _num(params, "seconds", float, 0, self.cfg.max_keepalive, 0)
+        self.server.keepalive_until = time.monotonic() + secs if secs else 0.0
+        return {"keepalive_s": secs, "idle_exit_in_s": self.server.idle_exit_in()}
+
+    async def set(self, conn, msgid, params) -> dict:
+        if "idle_timeout" in params:
+            self.server.idle_timeout = _num(params, "idle_timeout", float, -1, 7 * 86400)
+        if "queue_timeout" in params:
+            self.cfg.queue_timeout = _num(params, "queue_timeout", float, 1, 86400)
+        return {"idle_timeout": self.server.idle_timeout, "queue_timeout": self.cfg.queue_timeout}
+
+    async def shutdown(self, conn, msgid, params) -> dict:
+        self.server.request_stop("admin.shutdown", drain=bool(params.get("drain", True)))
+        return {"stopping": True}
+
+    async def cache_list(self, conn, msgid, params) -> dict:
+        def sizes():
+            out = []
+            for e in self.registry.entries.values():
+                total = sum(f.stat().st_size for f in Path(e.path).rglob("*") if f.is_file())
+                out.append({"name": e.name, "path": e.path, "bytes": total, "loaded": e.name in self.registry.engines})
+            return out
+
+        prompts = sum(len(getattr(e, "_voices", {})) for e in self.registry.engines.values())
+        return {"models": await asyncio.to_thread(sizes), "prompts": prompts, "voices": len(self.voices.list())}
+
+    async def cache_clear(self, conn, msgid, params) -> dict:
+        what = _str(params, "what", "prompts")
+        if what == "prompts":
+            n = 0
+            for e in self.registry.engines.values():
+                n += len(e._voices)
+                e._voices.clear()
+            return {"cleared_prompts": n}
+        if what == "model":
+            name = _str(params, "model") or ""
+            entry = self.registry.pick(name)
+            root = Path(self.cfg.models_dir).resolve() if self.cfg.models_dir else None
+            path = Path(entry.path).resolve()
+            if root is None or root not in path.parents:
+                raise TTSError("forbidden", "only checkpoints inside models_dir can be removed")
+            if entry.name in self.registry.engines:
+                raise TTSError("busy", f"{entry.name} is loaded; unload it first")
+            if params.get("confirm") != entry.name:
+                raise TTSError("bad_request", f"pass confirm={entry.name!r} to delete {path}")
+            await asyncio.to_thread(shutil.rmtree, path)
+            self.registry.entries.pop(entry.name, None)
+            return {"removed": entry.name}
+        raise TTSError("bad_request", "what must be 'prompts' or 'model'")
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return 0
