@@ -48,8 +48,13 @@ def _canonical(name: str) -> str | None:
     return None
 
 
-def listen_fds(env: dict[str, str] | None = None, unset: bool = True) -> dict[str, socket.socket]:
-    """Sockets passed by an activator, keyed 'tts' / 'admin'. Empty if not activated."""
+def listen_fds(env: dict[str, str] | None = None, unset: bool = True,
+               info: dict[str, dict] | None = None) -> dict[str, socket.socket]:
+    """Sockets passed by an activator, keyed 'tts' / 'admin'. Empty if not activated.
+
+    ``info`` (optional) receives, per socket, its fd and how it was identified
+    ("name" from LISTEN_FDNAMES, or "address" from getsockname).
+    """
     env = os.environ if env is None else env
     try:
         pid = int(env.get("LISTEN_PID", "0"))
@@ -72,11 +77,15 @@ def listen_fds(env: dict[str, str] | None = None, unset: bool = True) -> dict[st
             log.warning("LISTEN_FDS fd %d unusable: %s", fd, e)
             continue
         name = _canonical(names[i]) if i < len(names) else None
-        name = name or _name_from_socket(sock)
+        how = "name"
+        if name is None:
+            name, how = _name_from_socket(sock), "address"
         if name is None or name in found:
             name = "tts" if "tts" not in found else "admin"
         sock.setblocking(False)
         found[name] = sock
+        if info is not None:
+            info[name] = {"fd": fd, "identified_by": how}
         log.info("activated socket %s: fd %d %s", name, fd, sock.getsockname())
     return found
 

@@ -57,9 +57,11 @@ def main(argv: list[str] | None = None) -> int:
         log.error("bad configuration: %s", e)
         return 2
     notifier = Notifier()
-    sockets = listen_fds()
+    sock_info: dict[str, dict] = {}
+    sockets = listen_fds(info=sock_info)
     if not sockets:
         sockets = {"tts": bind_unix(cfg.tts_socket, 0o660), "admin": bind_unix(cfg.admin_socket, 0o660)}
+        sock_info = {n: {"fd": s.fileno(), "identified_by": "bound"} for n, s in sockets.items()}
         log.info("not socket-activated; listening on %s and %s", cfg.tts_socket, cfg.admin_socket)
     from ..engine.loader import LoadOptions  # torch-free dataclass
 
@@ -73,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
                     conn_idle_timeout=cfg.conn_idle_timeout, admin_group=cfg.admin_group,
                     is_busy=lambda: scheduler.busy, drain_timeout=cfg.drain_timeout)
     service.server = server
+    service.sockets_info = sock_info
 
     async def run() -> str:
         if cfg.preload and registry.entries:

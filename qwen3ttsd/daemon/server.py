@@ -253,7 +253,9 @@ class Server:
         try:
             msgid, method, params = P.parse_request(msg)
         except TTSError as e:
-            msgid = msg[1] if isinstance(msg, list) and len(msg) > 1 and isinstance(msg[1], int) else None
+            is_req = isinstance(msg, list) and len(msg) > 1 and msg[0] == P.REQUEST
+            msgid = msg[1] if is_req and isinstance(msg[1], int) and not isinstance(msg[1], bool) \
+                and 0 <= msg[1] < 2 ** 32 else None
             if msgid is None:
                 await self._send_error_notification(conn, e)
             else:

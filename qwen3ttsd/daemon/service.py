@@ -72,6 +72,7 @@ class Service:
         self.started = time.time()
         self.active_streams = 0
         self.served = 0
+        self.sockets_info: dict[str, dict] = {}
         self.methods = {
             "rpc.hello": self.hello,
             "tts.synthesize": self.synthesize,
@@ -358,6 +359,7 @@ class Service:
             "idle_timeout": srv.idle_timeout if srv else None,
             "idle_exit_in_s": srv.idle_exit_in() if srv else None,
             "uptime_s": round(time.time() - self.started, 3), "torch_imported": "torch" in sys.modules,
+            "sockets": self.sockets_info,
             "python": sys.version.split()[0],
         }
 

@@ -1,0 +1,257 @@
+"""A tiny socket activator for hosts without systemd (Docker, Synology Container Manager).
+
+It does what PID 1 does for ``qwen3ttsd.socket`` + ``qwen3ttsd-admin.socket``: holds the
+listening sockets for ever, and when a connection is pending and no daemon runs, spawns
+the daemon with the ``LISTEN_FDS`` protocol (fds 3 and 4, ``LISTEN_FDNAMES=tts:admin``,
+``LISTEN_PID`` = the child's pid) and a ``NOTIFY_SOCKET`` it reads READY/STATUS/STOPPING
+from. After the daemon's idle exit, connections wait in the kernel backlog until the next
+spawn, so none is lost. The daemon code path is the same as under systemd.
+
+A daemon that dies before READY=1 is retried with backoff; while it keeps failing, pending
+connections are accepted and closed so clients get an immediate error instead of hanging
+(the bridge turns that into a 503).
+
+Torch-free; used by ``qwen3tts-bridge --activate`` and runnable alone:
+``python -m qwen3ttsd.activator --runtime-dir DIR -- qwen3ttsd [args]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import fcntl
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+log = logging.getLogger("qwen3ttsd.activator")
+
+NAMES = ("tts", "admin")
+
+
+def _bind(path: Path, mode: int) -> socket.socket:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() or path.is_symlink():
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(path))
+            raise RuntimeError(f"{path} is in use by another process")
+        except (ConnectionRefusedError, FileNotFoundError):
+            path.unlink()
+        finally:
+            probe.close()
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(str(path))
+    os.chmod(path, mode)
+    s.listen(4096)
+    s.setblocking(False)
+    return s
+
+
+class Activator:
+    def __init__(self, runtime_dir: str | os.PathLike, command: list[str], *,
+                 env: dict[str, str] | None = None, tts_mode: int = 0o660, admin_mode: int = 0o660,
+                 tts_path: str | None = None, admin_path: str | None = None) -> None:
+        rd = Path(runtime_dir)
+        self.paths = {"tts": Path(tts_path or rd / "tts.sock"), "admin": Path(admin_path or rd / "admin.sock")}
+        self.command = command
+        self.env = dict(os.environ if env is None else env)
+        self.modes = {"tts": tts_mode, "admin": admin_mode}
+        self.sockets: dict[str, socket.socket] = {}
+        self.proc: asyncio.subprocess.Process | None = None
+        self.state = "stopped"       # stopped | starting | ready | stopping | failed
+        self.status = ""
+        self.spawns = 0
+        self.failures = 0
+        self.last_exit: int | None = None
+        self._backoff_until = 0.0
+        self._notify: socket.socket | None = None
+        self._notify_path = rd / f".notify-{os.getpid()}"
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._armed = False
+        self._closed = False
+
+    # --- setup -------------------------------------------------------------------------
+
+    def open(self) -> None:
+        for name in NAMES:
+            self.sockets[name] = _bind(self.paths[name], self.modes[name])
+        try:
+            self._notify_path.unlink()
+        except FileNotFoundError:
+            pass
+        self._notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._notify.bind(str(self._notify_path))
+        self._notify.setblocking(False)
+
+    async def start(self) -> None:
+        """Begin watching (call from the event loop that will own the activator)."""
+        if not self.sockets:
+            self.open()
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self._notify.fileno(), self._on_notify)
+        self._arm()
+
+    def _arm(self) -> None:
+        if self._armed or self._closed:
+            return
+        for name, s in self.sockets.items():
+            self._loop.add_reader(s.fileno(), self._on_pending, name)
+        self._armed = True
+
+    def _disarm(self) -> None:
+        if not self._armed:
+            return
+        for s in self.sockets.values():
+            self._loop.remove_reader(s.fileno())
+        self._armed = False
+
+    # --- events ------------------------------------------------------------------------
+
+    def _on_notify(self) -> None:
+        while True:
+            try:
+                data = self._notify.recv(4096)
+            except (BlockingIOError, OSError):
+                return
+            for line in data.decode(errors="replace").splitlines():
+                key, _, value = line.partition("=")
+                if key == "READY" and value == "1":
+                    self.state = "ready"
+                    self.failures = 0
+                elif key == "STOPPING" and value == "1":
+                    self.state = "stopping"
+                elif key == "STATUS":
+                    self.status = value
+
+    def _on_pending(self, name: str) -> None:
+        if self.proc is not None:
+            return
+        now = time.monotonic()
+        if now < self._backoff_until:
+            # Daemon keeps failing: fail fast rather than leave clients hanging.
+            self._reject_pending()
+            return
+        self._disarm()  # level-triggered: stop watching while a daemon owns the sockets
+        self._loop.create_task(self._spawn())
+
+    def _reject_pending(self) -> None:
+        for s in self.sockets.values():
+            while True:
+                try:
+                    c, _ = s.accept()
+                except (BlockingIOError, OSError):
+                    break
+                c.close()
+
+    async def _spawn(self) -> None:
+        fds = [self.sockets[n].fileno() for n in NAMES]
+
+        def child_setup() -> None:
+            # fds 3 and 4 without CLOEXEC; via temporaries >= 10 so dup2 never hits itself.
+            tmp = [fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in fds]
+            for i, t in enumerate(tmp):
+                os.dup2(t, 3 + i, inheritable=True)
+                os.close(t)
+            os.setsid()
+
+        env = {k: v for k, v in self.env.items() if not k.startswith("LISTEN_")}
+        env.update(LISTEN_FDS=str(len(fds)), LISTEN_FDNAMES=":".join(NAMES),
+                   NOTIFY_SOCKET=str(self._notify_path))
+        # LISTEN_PID must be the daemon's own pid: set it from the shell that execs it.
+        argv = ["/bin/sh", "-c", 'LISTEN_PID=$$; export LISTEN_PID; exec "$@"', "qwen3ttsd", *self.command]
+        self.state, self.status = "starting", "starting"
+        self.spawns += 1
+        t0 = time.monotonic()
+        try:
+            self.proc = await asyncio.create_subprocess_exec(
+                *argv, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=sys.stderr.fileno(),
+                preexec_fn=child_setup, pass_fds=(3, 4))
+        except OSError as e:
+            log.error("cannot start the daemon: %s", e)
+            self.proc = None
+            self._failed(t0)
+            return
+        log.info("spawned daemon pid %d (#%d)", self.proc.pid, self.spawns)
+        rc = await self.proc.wait()
+        self.last_exit = rc
+        never_ready = self.state == "starting"
+        self.proc = None
+        log.info("daemon exited with %s after %.1f s", rc, time.monotonic() - t0)
+        if rc != 0 or never_ready:
+            self._failed(t0)
+        else:
+            self.state, self.status = "stopped", "idle (not running)"
+        self._arm()
+
+    def _failed(self, t0: float) -> None:
+        self.failures += 1
+        self.state = "failed"
+        self.status = f"daemon failed (exit {self.last_exit}); {self.failures} consecutive failures"
+        delay = min(30.0, 0.5 * 2 ** min(self.failures, 6))
+        self._backoff_until = time.monotonic() + delay
+        if self._loop is not None:
+            self._loop.call_later(delay, self._arm)
+        self._arm()
+
+    # --- teardown ----------------------------------------------------------------------
+
+    async def close(self, timeout: float = 30.0) -> None:
+        self._closed = True
+        if self._loop is not None:
+            self._disarm()
+            try:
+                self._loop.remove_reader(self._notify.fileno())
+            except (ValueError, OSError):
+                pass
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.proc.wait(), timeout)
+            except asyncio.TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+        for s in self.sockets.values():
+            s.close()
+        if self._notify is not None:
+            self._notify.close()
+            try:
+                self._notify_path.unlink()
+            except FileNotFoundError:
+                pass
+
+    def info(self) -> dict:
+        return {"state": self.state, "status": self.status, "pid": self.proc.pid if self.proc else None,
+                "spawns": self.spawns, "failures": self.failures, "last_exit": self.last_exit}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m qwen3ttsd.activator")
+    ap.add_argument("--runtime-dir", default=os.environ.get("QWEN3TTSD_RUNTIME_DIR", "/run/qwen3ttsd"))
+    ap.add_argument("--mode", default="660", help="octal socket mode (both sockets)")
+    ap.add_argument("command", nargs="*", help="daemon command (default: qwen3ttsd)")
+    a = ap.parse_args(argv)
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    cmd = a.command or ["qwen3ttsd"]
+    mode = int(a.mode, 8)
+    act = Activator(a.runtime_dir, cmd, tts_mode=mode, admin_mode=mode)
+
+    async def run() -> None:
+        await act.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await act.close()
+
+    asyncio.run(run())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,96 @@
+"""Wire protocol: framing, limits, and the shared client - no torch involved."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import struct
+
+import msgpack
+import pytest
+
+from qwen3ttsd import protocol as P
+from qwen3ttsd.errors import CODES, TTSError
+
+
+def _reader(data: bytes) -> asyncio.StreamReader:
+    r = asyncio.StreamReader()
+    r.feed_data(data)
+    r.feed_eof()
+    return r
+
+
+def test_roundtrip_messages():
+    async def go():
+        data = P.request(7, "tts.synthesize", {"text": "hi", "audio": b"\x00\x01"}) + \
+            P.response(7, None, {"ok": True}) + P.notification("tts.chunk", [7, 0, {"audio": b"x"}])
+        r = _reader(data)
+        a = await P.read_frame(r, 1024)
+        b = await P.read_frame(r, 1024)
+        c = await P.read_frame(r, 1024)
+        assert await P.read_frame(r, 1024) is None
+        return a, b, c
+
+    a, b, c = asyncio.run(go())
+    assert P.parse_request(a) == (7, "tts.synthesize", {"text": "hi", "audio": b"\x00\x01"})
+    assert b == [1, 7, None, {"ok": True}]
+    assert c == [2, "tts.chunk", [7, 0, {"audio": b"x"}]]
+
+
+def test_oversized_frame_rejected_from_header():
+    async def go():
+        return await P.read_frame(_reader(struct.pack(">I", 10_000)), 1000)
+
+    with pytest.raises(P.ProtocolError) as ei:
+        asyncio.run(go())
+    assert ei.value.code == "frame_too_large"
+
+
+@pytest.mark.parametrize("body", [
+    b"\xc1", b"\x93\x01", b"\xdd\x7f\xff\xff\xff", b"\x91" * 3000 + b"\xc0",
+    b"\xc6\x7f\xff\xff\xff", b"\x81\x01\x02",  # bin32 claiming 2 GB; int map key (strict)
+])
+def test_malformed_bodies_raise_protocol_error(body):
+    with pytest.raises(P.ProtocolError):
+        P.unpack_body(body, 4096)
+
+
+def test_fuzz_only_protocol_errors():
+    rng = random.Random(0)
+    for _ in range(3000):
+        body = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 40)))
+        try:
+            msg = P.unpack_body(body, 4096)
+        except P.ProtocolError:
+            continue
+        try:
+            P.parse_request(msg)
+        except TTSError:
+            pass
+
+
+@pytest.mark.parametrize("msg", [
+    [0, -1, "m", [{}]], [0, 2 ** 32, "m", [{}]], [0, 1, 5, [{}]], [1, 1, None, None],
+    [0, 1, "m", [1, 2]], [0, 1, "m", "x"], "nope", [0, True, "m", [{}]],
+])
+def test_parse_request_rejects(msg):
+    with pytest.raises(TTSError):
+        P.parse_request(msg)
+
+
+def test_error_objects():
+    e = TTSError("busy", "queue full")
+    assert e.to_wire() == {"code": "busy", "message": "queue full", "retryable": True}
+    assert TTSError.from_wire(e.to_wire()).code == "busy"
+    assert TTSError("made-up", "x").code == "internal"
+    assert all(400 <= s < 600 for s, _ in CODES.values())
+
+
+def test_protocol_module_is_torch_and_numpy_free():
+    import subprocess
+    import sys
+
+    code = "import sys, qwen3ttsd.protocol, qwen3ttsd.client, qwen3ttsd.activator, qwen3ttsd.config; " \
+           "print(sorted(m for m in ('numpy','torch','soundfile','qwen_tts') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
