@@ -130,7 +130,7 @@ class IncrementalSplitter:
     boundary; later segments prefer whole sentences.
     """
 
-    def __init__(self, first_clause_min: int = 12, clause_min: int = 80, max_chars: int = 400) -> None:
+    def __init__(self, first_clause_min: int = 4, clause_min: int = 80, max_chars: int = 400) -> None:
         self.buf = ""
         self.first_clause_min = first_clause_min
         self.clause_min = clause_min

@@ -1,0 +1,45 @@
+"""Prometheus text exposition without a client library (a few counters and gauges)."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.requests: dict[tuple[str, int], int] = defaultdict(int)
+        self.audio_bytes = 0
+        self.active = 0
+        self.ttfb_sum = 0.0
+        self.ttfb_count = 0
+        self.ws_sessions = 0
+        self.started = time.time()
+
+    def observe(self, endpoint: str, status: int) -> None:
+        self.requests[(endpoint, status)] += 1
+
+    def first_byte(self, seconds: float) -> None:
+        self.ttfb_sum += seconds
+        self.ttfb_count += 1
+
+    def render(self, extra: dict[str, float] | None = None) -> str:
+        lines = [
+            "# HELP qwen3tts_requests_total HTTP/WS requests by endpoint and status.",
+            "# TYPE qwen3tts_requests_total counter",
+        ]
+        for (ep, st), n in sorted(self.requests.items()):
+            lines.append(f'qwen3tts_requests_total{{endpoint="{ep}",status="{st}"}} {n}')
+        lines += [
+            "# TYPE qwen3tts_audio_bytes_total counter", f"qwen3tts_audio_bytes_total {self.audio_bytes}",
+            "# TYPE qwen3tts_active_streams gauge", f"qwen3tts_active_streams {self.active}",
+            "# TYPE qwen3tts_first_audio_seconds summary",
+            f"qwen3tts_first_audio_seconds_sum {self.ttfb_sum:.6f}",
+            f"qwen3tts_first_audio_seconds_count {self.ttfb_count}",
+            "# TYPE qwen3tts_ws_sessions_total counter", f"qwen3tts_ws_sessions_total {self.ws_sessions}",
+            "# TYPE qwen3tts_bridge_uptime_seconds gauge",
+            f"qwen3tts_bridge_uptime_seconds {time.time() - self.started:.1f}",
+        ]
+        for k, v in (extra or {}).items():
+            lines += [f"# TYPE {k} gauge", f"{k} {v}"]
+        return "\n".join(lines) + "\n"

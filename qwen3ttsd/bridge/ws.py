@@ -1,0 +1,249 @@
+"""WebSocket ``/v1/audio/speech/stream``: incremental text in, audio out - for phone calls.
+
+Client -> server (JSON text messages):
+
+  {"type": "session.update", "voice": "ryan", "language": "english", "format": "mulaw",
+   "sample_rate": 8000, "instructions": "...", "speed": 1.0, "seed": 1, "model": "...",
+   "audio_header": true}
+  {"type": "text", "text": "Hello, how can I"}     LLM deltas; speech starts at the first clause
+  {"type": "flush"}                               end of turn: speak what is buffered
+  {"type": "cancel"}                              barge-in: stop now, report what was sent
+
+Server -> client:
+
+  {"type": "session", "session": {...}}           after connect and after each update
+  {"type": "segment", "index": n, "text": "..."}  a segment was queued
+  binary frames: 8-byte header (u32 seq, u32 timestamp_ms, big-endian; the audio time of the
+    frame's first sample since the session began) + audio in the session's format;
+    with "audio_header": false, the audio alone
+  {"type": "segment.done", "index": n, "sent_ms": ...}
+  {"type": "flushed", "sent_ms": ...}             everything up to the flush has been sent
+  {"type": "cancelled", "sent_ms": ..., "sent_bytes": ..., "segments_done": n}
+  {"type": "error", "code": "...", "message": "...", "index": n?}
+
+Each segment is its own daemon request with ``priority: realtime``, opened as soon as the
+segment is known so the next one generates while the current one plays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import struct
+from typing import Any
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from ..client import AsyncClient
+from ..config import BridgeConfig
+from ..errors import TTSError
+from ..text.split import IncrementalSplitter
+from .openai_compat import LANG_CODES, VOICE_MAP
+
+log = logging.getLogger("qwen3tts.bridge.ws")
+
+WS_FORMATS = {"pcm16": 2, "pcm": 2, "mulaw": 1, "ulaw": 1, "alaw": 1, "f32": 4}
+RATES = (8000, 16000, 22050, 24000, 44100, 48000)
+
+
+class Session:
+    def __init__(self, ws: WebSocket, cfg: BridgeConfig, metrics) -> None:
+        self.ws = ws
+        self.cfg = cfg
+        self.metrics = metrics
+        self.conf: dict[str, Any] = {"voice": "vivian", "language": "auto", "format": "pcm16",
+                                     "sample_rate": 24000, "speed": 1.0, "audio_header": True}
+        self.splitter = IncrementalSplitter()
+        self.order: asyncio.Queue = asyncio.Queue()   # ("seg", idx, text, stream-queue) | ("flush",)
+        self.streams: dict[int, asyncio.Task] = {}
+        self.seg_index = 0
+        self.seq = 0
+        self.sent_samples = 0
+        self.sent_bytes = 0
+        self.segments_done = 0
+        self.player: asyncio.Task | None = None
+        self.send_lock = asyncio.Lock()
+
+    # --- config ------------------------------------------------------------------------
+
+    def update(self, msg: dict) -> None:
+        c = dict(self.conf)
+        for k in ("voice", "language", "format", "sample_rate", "instructions", "speed", "seed",
+                  "model", "audio_header", "temperature", "top_k", "top_p"):
+            if k in msg:
+                c[k] = msg[k]
+        fmt = str(c["format"]).lower()
+        if fmt not in WS_FORMATS:
+            raise TTSError("bad_request", f"format must be one of {sorted(WS_FORMATS)}")
+        if fmt in ("mulaw", "ulaw", "alaw") and "sample_rate" not in msg:
+            c["sample_rate"] = 8000
+        if c["sample_rate"] not in RATES:
+            raise TTSError("bad_request", f"sample_rate must be one of {RATES}")
+        if not isinstance(c["speed"], (int, float)) or not 0.25 <= c["speed"] <= 4.0:
+            raise TTSError("bad_request", "speed must be within 0.25..4.0")
+        lang = str(c["language"]).lower()
+        c["language"] = LANG_CODES.get(lang, lang)
+        c["format"] = {"pcm": "pcm16", "ulaw": "mulaw"}.get(fmt, fmt)
+        self.conf = c
+
+    def params(self, text: str) -> dict:
+        c = self.conf
+        p = {"text": text, "voice": VOICE_MAP.get(str(c["voice"]).lower(), c["voice"]),
+             "language": c["language"], "format": c["format"], "sample_rate": c["sample_rate"],
+             "speed": float(c["speed"]), "priority": "realtime", "first_chunk_frames": 1, "chunk_frames": 2}
+        for k in ("instructions", "seed", "model", "temperature", "top_k", "top_p"):
+            if c.get(k) is not None:
+                p[k] = c[k]
+        if "seed" in p:
+            p["seed"] = int(p["seed"]) + self.seg_index
+        return p
+
+    # --- sending -----------------------------------------------------------------------
+
+    async def send_json(self, obj: dict) -> None:
+        async with self.send_lock:
+            await self.ws.send_text(json.dumps(obj))
+
+    @property
+    def sent_ms(self) -> int:
+        return int(self.sent_samples * 1000 / self.conf["sample_rate"])
+
+    async def send_audio(self, data: bytes) -> None:
+        if not data:
+            return
+        width = WS_FORMATS[self.conf["format"]]
+        frame = struct.pack(">II", self.seq & 0xFFFFFFFF, self.sent_ms & 0xFFFFFFFF) + data \
+            if self.conf["audio_header"] else data
+        async with self.send_lock:
+            await self.ws.send_bytes(frame)
+        self.seq += 1
+        self.sent_samples += len(data) // width
+        self.sent_bytes += len(data)
+        self.metrics.audio_bytes += len(data)
+
+    # --- segments ----------------------------------------------------------------------
+
+    def queue_segments(self, segments: list[str]) -> list[int]:
+        idxs = []
+        for text in segments:
+            idx = self.seg_index
+            self.seg_index += 1
+            q: asyncio.Queue = asyncio.Queue()
+            self.streams[idx] = asyncio.create_task(self._fetch(self.params(text), q))
+            self.order.put_nowait(("seg", idx, text, q))
+            idxs.append(idx)
+        return idxs
+
+    async def _fetch(self, params: dict, q: asyncio.Queue) -> None:
+        """Run one daemon request, pushing audio (bytes) then None, or a TTSError."""
+        try:
+            async with AsyncClient(self.cfg.tts_socket) as c:
+                async for ev in c.synthesize(**params):
+                    if ev.kind == "chunk":
+                        q.put_nowait(ev.audio)
+            q.put_nowait(None)
+        except TTSError as e:
+            q.put_nowait(e)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # noqa: BLE001
+            q.put_nowait(TTSError("internal", str(e)))
+
+    async def play(self) -> None:
+        """Forward segments' audio strictly in order."""
+        while True:
+            item = await self.order.get()
+            if item[0] == "flush":
+                await self.send_json({"type": "flushed", "sent_ms": self.sent_ms})
+                continue
+            _, idx, text, q = item
+            while True:
+                data = await q.get()
+                if data is None:
+                    self.segments_done += 1
+                    await self.send_json({"type": "segment.done", "index": idx, "sent_ms": self.sent_ms})
+                    break
+                if isinstance(data, TTSError):
+                    await self.send_json({"type": "error", "index": idx, "code": data.code,
+                                          "message": data.message})
+                    break
+                await self.send_audio(data)
+            self.streams.pop(idx, None)
+
+    async def cancel(self) -> None:
+        """Barge-in: stop forwarding at once, cancel every pending daemon request."""
+        if self.player is not None:
+            self.player.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self.player
+        for t in self.streams.values():
+            t.cancel()  # closes the daemon connection -> generation stops within a frame
+        for t in list(self.streams.values()):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self.streams.clear()
+        self.order = asyncio.Queue()
+        self.splitter = IncrementalSplitter()
+        self.player = asyncio.create_task(self.play())
+
+
+async def announce(s: Session, segments: list[str]) -> None:
+    for idx, text in zip(s.queue_segments(segments), segments):
+        await s.send_json({"type": "segment", "index": idx, "text": text})
+
+
+async def speech_stream_ws(ws: WebSocket, cfg: BridgeConfig, metrics) -> None:
+    await ws.accept()
+    s = Session(ws, cfg, metrics)
+    s.player = asyncio.create_task(s.play())
+    try:
+        await s.send_json({"type": "session", "session": s.conf})
+        while True:
+            raw = await ws.receive()
+            if raw["type"] == "websocket.disconnect":
+                break
+            text = raw.get("text")
+            if text is None:
+                await s.send_json({"type": "error", "code": "bad_request", "message": "send JSON text messages"})
+                continue
+            try:
+                msg = json.loads(text)
+                if not isinstance(msg, dict):
+                    raise ValueError
+            except ValueError:
+                await s.send_json({"type": "error", "code": "bad_request", "message": "invalid JSON"})
+                continue
+            kind = msg.get("type")
+            try:
+                if kind in ("session.update", "config"):
+                    s.update(msg.get("session", msg))
+                    await s.send_json({"type": "session", "session": s.conf})
+                elif kind in ("text", "input_text.delta"):
+                    delta = msg.get("text", msg.get("delta", ""))
+                    if not isinstance(delta, str):
+                        raise TTSError("bad_request", "text must be a string")
+                    await announce(s, s.splitter.feed(delta))
+                elif kind in ("flush", "input_text.done"):
+                    await announce(s, s.splitter.flush())
+                    s.order.put_nowait(("flush",))
+                elif kind == "cancel":
+                    await s.cancel()
+                    await s.send_json({"type": "cancelled", "sent_ms": s.sent_ms, "sent_bytes": s.sent_bytes,
+                                       "segments_done": s.segments_done})
+                elif kind == "close":
+                    break
+                else:
+                    raise TTSError("bad_request", f"unknown message type {kind!r}")
+            except TTSError as e:
+                await s.send_json({"type": "error", "code": e.code, "message": e.message})
+    except WebSocketDisconnect:
+        pass
+    finally:
+        if s.player is not None:
+            s.player.cancel()
+        for t in s.streams.values():
+            t.cancel()
+        with contextlib.suppress(Exception):
+            await ws.close()

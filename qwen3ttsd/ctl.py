@@ -1,0 +1,223 @@
+"""``qwen3tts-ctl``: admin CLI for the daemon.
+
+    qwen3tts-ctl status [--wake]          daemon state (systemd first; the socket only if running)
+    qwen3tts-ctl voices                   built-in speakers and saved clone voices
+    qwen3tts-ctl voice-add NAME FILE [--text T] [--consent C]   |   voice-rm NAME
+    qwen3tts-ctl load [MODEL] | unload [MODEL] [--exit] | keepalive SECONDS | shutdown
+    qwen3tts-ctl cache [--clear prompts]
+    qwen3tts-ctl say TEXT [-o out.wav] [--voice V] [--format wav]   (stdout if no -o)
+    qwen3tts-ctl bench [-n 5] [--text T]  time-to-first-audio and real-time factor
+    qwen3tts-ctl make-tiny-model DIR [--variant ..] [--size ..]   random-weight checkpoint
+
+Torch-free except ``make-tiny-model``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import struct
+import subprocess
+import sys
+import time
+
+from .client import DEFAULT_ADMIN_SOCKET, DEFAULT_SOCKET, Client
+from .errors import TTSError
+
+
+def _socket(args, admin: bool) -> str:
+    rd = args.runtime_dir or os.environ.get("QWEN3TTSD_RUNTIME_DIR")
+    if rd:
+        return os.path.join(rd, "admin.sock" if admin else "tts.sock")
+    return DEFAULT_ADMIN_SOCKET if admin else DEFAULT_SOCKET
+
+
+def _print(obj) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+def _systemd_state() -> dict | None:
+    if shutil.which("systemctl") is None:
+        return None
+    try:
+        out = subprocess.run(["systemctl", "show", "qwen3ttsd.service", "-p",
+                              "ActiveState,SubState,StatusText,MainPID,MemoryCurrent"],
+                             capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode != 0 or not out.stdout.strip():
+        return None
+    return dict(line.split("=", 1) for line in out.stdout.strip().splitlines() if "=" in line)
+
+
+def cmd_status(a) -> int:
+    sd = _systemd_state()
+    if sd is not None and sd.get("ActiveState") not in (None, "active", "activating", "reloading") and not a.wake:
+        _print({"daemon": "not running (socket-activated; starts on the next request)", "systemd": sd})
+        return 0
+    with Client(_socket(a, True)) as c:
+        st = c.call("admin.status", {})
+    if sd:
+        st["systemd"] = sd
+    _print(st)
+    return 0
+
+
+def cmd_voices(a) -> int:
+    with Client(_socket(a, False)) as c:
+        _print(c.call("voices.list", {}))
+    return 0
+
+
+def cmd_voice_add(a) -> int:
+    with open(a.file, "rb") as f:
+        data = f.read()
+    with Client(_socket(a, False)) as c:
+        _print(c.call("voices.add", {"name": a.name, "audio": data, "ref_text": a.text or "",
+                                     "consent": a.consent or ""}))
+    return 0
+
+
+def cmd_voice_rm(a) -> int:
+    with Client(_socket(a, False)) as c:
+        _print(c.call("voices.remove", {"name": a.name}))
+    return 0
+
+
+def _admin(a, method: str, params: dict) -> int:
+    with Client(_socket(a, True)) as c:
+        _print(c.call(method, params))
+    return 0
+
+
+def cmd_say(a) -> int:
+    params = {"text": a.text, "format": a.format}
+    for k in ("voice", "language", "instructions", "model", "speed", "seed", "sample_rate"):
+        v = getattr(a, k)
+        if v is not None:
+            params[k] = v
+    out = open(a.output, "wb") if a.output else sys.stdout.buffer
+    total = 0
+    try:
+        with Client(_socket(a, False)) as c:
+            for ev in c.synthesize(**params):
+                if ev.kind == "chunk":
+                    out.write(ev.audio)
+                    out.flush()
+                    total += len(ev.audio)
+                elif ev.kind == "result":
+                    print(f"{ev.data['duration_s']:.2f} s of audio, first audio after "
+                          f"{ev.data['first_audio_s'] * 1000:.0f} ms, rtf {ev.data['rtf']}", file=sys.stderr)
+    finally:
+        if a.output:
+            out.close()
+    if a.output and a.format == "wav" and total >= 44:
+        # A file is seekable: replace the streaming header's unknown sizes with real ones.
+        with open(a.output, "r+b") as f:
+            f.seek(4)
+            f.write(struct.pack("<I", total - 8))
+            f.seek(40)
+            f.write(struct.pack("<I", total - 44))
+    return 0
+
+
+def cmd_bench(a) -> int:
+    ttfa, rtf = [], []
+    for i in range(a.n):
+        t0 = time.monotonic()
+        first = None
+        with Client(_socket(a, False)) as c:
+            for ev in c.synthesize(text=a.text, voice=a.voice, format="pcm16", seed=i):
+                if ev.kind == "chunk" and first is None and ev.audio:
+                    first = time.monotonic() - t0
+                elif ev.kind == "result":
+                    rtf.append(ev.data["rtf"])
+        ttfa.append(first)
+        print(f"run {i + 1}: first audio {first * 1000:.0f} ms, rtf {rtf[-1]}", file=sys.stderr)
+    print(f"first audio: median {statistics.median(ttfa) * 1000:.0f} ms (cold run 1: {ttfa[0] * 1000:.0f} ms); "
+          f"rtf median {statistics.median(rtf):.3f}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="qwen3tts-ctl", description="Qwen3-TTS daemon admin CLI")
+    ap.add_argument("--runtime-dir", help="directory of tts.sock/admin.sock (default /run/qwen3ttsd)")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("status")
+    p.add_argument("--wake", action="store_true", help="start the daemon if it is not running")
+    sub.add_parser("voices")
+    p = sub.add_parser("voice-add")
+    p.add_argument("name")
+    p.add_argument("file")
+    p.add_argument("--text", help="transcript of the reference (enables in-context cloning)")
+    p.add_argument("--consent", default="", help="record of the speaker's consent")
+    p = sub.add_parser("voice-rm")
+    p.add_argument("name")
+    p = sub.add_parser("load")
+    p.add_argument("model", nargs="?")
+    p = sub.add_parser("unload")
+    p.add_argument("model", nargs="?")
+    p.add_argument("--exit", action="store_true", help="exit the daemon (frees all VRAM)")
+    p = sub.add_parser("keepalive")
+    p.add_argument("seconds", type=float)
+    sub.add_parser("shutdown")
+    p = sub.add_parser("cache")
+    p.add_argument("--clear", choices=["prompts"])
+    p = sub.add_parser("say")
+    p.add_argument("text")
+    p.add_argument("-o", "--output")
+    p.add_argument("--voice")
+    p.add_argument("--language")
+    p.add_argument("--instructions")
+    p.add_argument("--model")
+    p.add_argument("--format", default="wav")
+    p.add_argument("--speed", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--sample-rate", dest="sample_rate", type=int)
+    p = sub.add_parser("bench")
+    p.add_argument("-n", type=int, default=5)
+    p.add_argument("--text", default="The quick brown fox jumps over the lazy dog.")
+    p.add_argument("--voice", default="ryan")
+    sub.add_parser("make-tiny-model", add_help=False)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "make-tiny-model":
+        from .testing.tinymodel import main as tiny_main
+
+        return tiny_main(argv[1:])
+    a = ap.parse_args(argv)
+    try:
+        if a.cmd == "status":
+            return cmd_status(a)
+        if a.cmd == "voices":
+            return cmd_voices(a)
+        if a.cmd == "voice-add":
+            return cmd_voice_add(a)
+        if a.cmd == "voice-rm":
+            return cmd_voice_rm(a)
+        if a.cmd == "load":
+            return _admin(a, "admin.load", {"model": a.model} if a.model else {})
+        if a.cmd == "unload":
+            return _admin(a, "admin.unload", {"model": a.model, "exit": a.exit})
+        if a.cmd == "keepalive":
+            return _admin(a, "admin.keepalive", {"seconds": a.seconds})
+        if a.cmd == "shutdown":
+            return _admin(a, "admin.shutdown", {"drain": True})
+        if a.cmd == "cache":
+            if a.clear:
+                return _admin(a, "admin.cache.clear", {"what": a.clear})
+            return _admin(a, "admin.cache.list", {})
+        if a.cmd == "say":
+            return cmd_say(a)
+        if a.cmd == "bench":
+            return cmd_bench(a)
+    except TTSError as e:
+        print(f"error ({e.code}): {e.message}", file=sys.stderr)
+        return 1
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
