@@ -263,13 +263,13 @@ def create_app(cfg: BridgeConfig, activator=None) -> Starlette:
         form = await read_form(request)
         audio = await upload_bytes(form)
         body = {k: v for k, v in form.items() if isinstance(v, str)}
-        for k in ("speed", "temperature", "top_p"):
+        for k in ("speed", "temperature", "top_p", "repetition_penalty"):
             if k in body:
                 try:
                     body[k] = float(body[k])
                 except ValueError:
                     raise oa.bad(f"{k} must be a number", k) from None
-        for k in ("seed", "sample_rate", "top_k"):
+        for k in ("seed", "sample_rate", "top_k", "max_frames", "chunk_frames", "first_chunk_frames"):
             if k in body:
                 try:
                     body[k] = int(body[k])

@@ -27,7 +27,8 @@ FORMATS = {
     "f32": ("f32", "audio/x-f32le"),
 }
 EXTRA_FIELDS = ("language", "seed", "sample_rate", "temperature", "top_k", "top_p",
-                "repetition_penalty", "priority", "chunk_frames", "first_chunk_frames", "normalize")
+                "repetition_penalty", "priority", "chunk_frames", "first_chunk_frames", "normalize",
+                "max_frames")
 
 
 def bad(message: str, param: str | None = None) -> TTSError:

@@ -1,0 +1,389 @@
+"""The real bridge (uvicorn, --activate) + the real daemon (tiny models), used as clients would:
+the official ``openai`` SDK, plain HTTP, and the ``websockets`` client."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import threading
+import time
+import wave
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import openai
+import pytest
+import soundfile as sf
+import websockets
+
+from qwen3ttsd.client import Client
+
+from .helpers import PY, daemon_env, pid_alive, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Bridge:
+    def __init__(self, root: Path, models_dir: Path, idle: float = 60, extra_env: dict | None = None,
+                 args: list[str] | None = None) -> None:
+        self.rt = root / "rt"
+        self.port = _free_port()
+        env = daemon_env("", root / "state", idle_timeout=idle)
+        env.pop("QWEN3TTSD_MODEL")
+        env["QWEN3TTSD_MODELS_DIR"] = str(models_dir)
+        env["QWEN3TTSD_DEFAULT_MODEL"] = "custom_voice"
+        env["QWEN3TTSD_MAX_LOADED_MODELS"] = "3"
+        env.update(extra_env or {})
+        self.log = open(root / "bridge.log", "wb")
+        self.proc = subprocess.Popen([PY, "-m", "qwen3ttsd.bridge.main", "--activate", "--runtime-dir",
+                                      str(self.rt), "--port", str(self.port), *(args or [])],
+                                     env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.url = f"http://127.0.0.1:{self.port}"
+        wait_for(self._up, 30, what="bridge http")
+
+    def _up(self) -> bool:
+        if self.proc.poll() is not None:
+            raise RuntimeError(Path(self.log.name).read_text()[-3000:])
+        try:
+            return httpx.get(self.url + "/health", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def health(self) -> dict:
+        return httpx.get(self.url + "/health", timeout=5).json()
+
+    def admin(self, method: str, params: dict | None = None):
+        with Client(str(self.rt / "admin.sock")) as c:
+            return c.call(method, params or {})
+
+    def openai(self) -> openai.OpenAI:
+        return openai.OpenAI(base_url=self.url + "/v1", api_key="unused", max_retries=0, timeout=300)
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def bridge(tiny_models, tmp_path_factory):
+    b = Bridge(tmp_path_factory.mktemp("bridge"), tiny_models["custom_voice"].parent)
+    yield b
+    b.stop()
+
+
+def _ref_wav(seconds: float = 2.5) -> bytes:
+    sr = 24000
+    t = np.arange(int(sr * seconds)) / sr
+    x = 0.3 * np.sin(2 * np.pi * 180 * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 2.5 * t))
+    buf = io.BytesIO()
+    sf.write(buf, x.astype(np.float32), sr, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
+# --- footprint --------------------------------------------------------------------------
+
+
+def test_health_and_metrics_do_not_wake_the_daemon(bridge):
+    # runs first in this module: nothing has talked to the daemon yet
+    h = bridge.health()
+    assert h["status"] == "ok" and h["daemon"]["spawns"] == 0 and h["daemon"]["pid"] is None
+    m = httpx.get(bridge.url + "/metrics").text
+    assert "qwen3tts_daemon_spawns_total 0" in m
+    assert bridge.health()["daemon"]["spawns"] == 0
+
+
+def test_bridge_never_loads_numpy_torch_soundfile(bridge):
+    r = bridge.openai().audio.speech.create(model="tts-1", voice="alloy", input="Footprint.",
+                                            response_format="wav", extra_body={"max_frames": 2})
+    assert r.content[:4] == b"RIFF"
+    maps = Path(f"/proc/{bridge.proc.pid}/maps").read_text()
+    for lib in ("numpy", "torch", "soundfile", "libsndfile", "scipy"):
+        assert lib not in maps, lib
+    rss_kb = int(next(line for line in Path(f"/proc/{bridge.proc.pid}/status").read_text().splitlines()
+                      if line.startswith("VmRSS")).split()[1])
+    assert rss_kb < 40 * 1024  # the budget; bench/bench_bridge.py reports the exact figure
+
+
+# --- OpenAI SDK ---------------------------------------------------------------------------
+
+
+def test_openai_sdk_create_streaming_and_sse(bridge):
+    client = bridge.openai()
+    r = client.audio.speech.create(model="tts-1", voice="echo", input="Hello there. Second sentence.",
+                                   response_format="wav", extra_body={"seed": 5, "max_frames": 6})
+    d, sr = sf.read(io.BytesIO(r.content))
+    assert sr == 24000 and len(d) == 2 * 6 * 1920  # two sentences, 6 frames each
+
+    t0 = time.monotonic()
+    chunks, first = [], None
+    with client.audio.speech.with_streaming_response.create(
+            model="tts-1-en", voice="ash", input="Streamed as chunked transfer.", response_format="pcm",
+            extra_body={"max_frames": 30, "chunk_frames": 2}) as resp:
+        assert resp.headers["content-type"].startswith("audio/pcm")
+        assert resp.headers.get("transfer-encoding") == "chunked"
+        for ch in resp.iter_bytes():
+            if first is None:
+                first = time.monotonic() - t0
+            chunks.append(ch)
+    total = time.monotonic() - t0
+    assert sum(map(len, chunks)) == 30 * 1920 * 2
+    assert first < total / 2  # first bytes long before the end
+
+    r = client.audio.speech.create(model="tts-1", voice="alloy", input="Server sent events.",
+                                   response_format="pcm", stream_format="sse", extra_body={"max_frames": 4})
+    events = [json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: ")]
+    assert events[-1]["type"] == "speech.audio.done" and events[-1]["usage"]["output_tokens"] == 4
+    import base64
+
+    audio = b"".join(base64.b64decode(e["audio"]) for e in events if e["type"] == "speech.audio.delta")
+    assert len(audio) == 4 * 1920 * 2
+
+
+@pytest.mark.parametrize("fmt", ["mp3", "opus", "aac", "flac"])
+def test_openai_formats_decode(bridge, fmt):
+    r = bridge.openai().audio.speech.create(model="tts-1", voice="nova", input="Format check.",
+                                            response_format=fmt, extra_body={"max_frames": 10})
+    out = subprocess.run(["ffmpeg", "-v", "error", "-i", "pipe:0", "-f", "f32le", "-ac", "1", "-ar", "24000",
+                          "pipe:1"], input=r.content, capture_output=True)
+    assert out.returncode == 0, out.stderr
+    assert abs(len(out.stdout) / 4 - 10 * 1920) <= 1920 + 1024  # within one frame + codec priming
+
+
+def test_openai_errors_are_json_4xx(bridge):
+    client = bridge.openai()
+    with pytest.raises(openai.BadRequestError) as ei:
+        client.audio.speech.create(model="tts-1", voice="no-such-voice", input="x")
+    assert ei.value.body["code"] == "bad_request"
+    for body, status in [({"input": "", "voice": "alloy"}, 400), ({"input": "x", "speed": 9}, 400),
+                         ({"input": "x", "response_format": "wma"}, 400), ({"input": "x", "model": "tts-1-xx"}, 400),
+                         ({"input": "x", "model": "nope"}, 404), ({"input": "x" * 30000}, 413)]:
+        r = httpx.post(bridge.url + "/v1/audio/speech", json=body, timeout=30)
+        assert r.status_code == status, (body, r.text)
+        assert r.headers["content-type"] == "application/json" and "message" in r.json()["error"]
+    r = httpx.post(bridge.url + "/v1/audio/speech", content=b"{not json", timeout=30)
+    assert r.status_code == 400
+    models = client.models.list()
+    ids = {m.id for m in models.data}
+    assert {"tts-1", "custom_voice", "base", "voice_design"} <= ids
+
+
+def test_instructions_route_to_voice_design(bridge):
+    r = httpx.post(bridge.url + "/v1/audio/speech", json={
+        "model": "voice_design", "input": "Designed voice.", "voice": "x", "instructions": "a deep calm voice",
+        "response_format": "pcm", "max_frames": 3}, timeout=120)
+    assert r.status_code == 200 and len(r.content) == 3 * 1920 * 2
+
+
+# --- concurrency and cancellation ---------------------------------------------------------
+
+
+def test_eight_concurrent_seeded_requests_match_solo_runs(bridge):
+    def run(i: int) -> bytes:
+        r = httpx.post(bridge.url + "/v1/audio/speech", timeout=300, json={
+            "model": "tts-1", "voice": ["alloy", "echo", "ash", "nova"][i % 4], "response_format": "pcm",
+            "input": f"Request number {i}. It has two sentences.", "seed": 100 + i, "max_frames": 5})
+        assert r.status_code == 200, r.text
+        return r.content
+
+    solo = [run(i) for i in range(8)]
+    with ThreadPoolExecutor(8) as ex:
+        together = list(ex.map(run, range(8)))
+    assert all(len(s) == 2 * 5 * 1920 * 2 for s in solo)
+    assert together == solo
+    assert len(set(solo)) == 8
+
+
+def test_client_disconnect_cancels_generation(bridge):
+    served_before = bridge.admin("admin.status")["served"]
+    with httpx.stream("POST", bridge.url + "/v1/audio/speech", timeout=120, json={
+            "input": "A very long answer nobody will hear.", "voice": "ryan", "response_format": "pcm",
+            "max_frames": 2000, "chunk_frames": 1}) as r:
+        it = r.iter_bytes()
+        next(it)
+        next(it)
+    # the daemon notices within a frame or two and frees the GPU
+    wait_for(lambda: bridge.admin("admin.status")["active_streams"] == 0, 20, what="daemon stream cancelled")
+    st = bridge.admin("admin.status")
+    assert st["served"] == served_before  # it did not run to completion
+    t0 = time.monotonic()
+    r = httpx.post(bridge.url + "/v1/audio/speech", json={"input": "Next.", "voice": "ryan",
+                                                          "response_format": "pcm", "max_frames": 2}, timeout=60)
+    assert r.status_code == 200 and time.monotonic() - t0 < 10
+
+
+# --- voices -----------------------------------------------------------------------------
+
+
+def test_voice_upload_clone_and_delete(bridge):
+    files = {"file": ("ref.wav", _ref_wav(), "audio/wav")}
+    r = httpx.post(bridge.url + "/v1/audio/voices", files=files,
+                   data={"name": "narrator", "consent": "speaker agreed on 2026-11-24", "ref_text": "Hello there."},
+                   timeout=120)
+    assert r.status_code == 201, r.text
+    assert r.json()["id"] == "narrator" and 1.0 < r.json()["duration_s"] <= 15
+    listed = httpx.get(bridge.url + "/v1/audio/voices").json()["data"]
+    assert any(v["id"] == "narrator" and v["type"] == "clone" for v in listed)
+    r = bridge.openai().audio.speech.create(model="tts-1", voice="narrator", input="Cloned speech.",
+                                            response_format="pcm", extra_body={"max_frames": 4})
+    assert len(r.content) == 4 * 1920 * 2
+    # one-shot clone with an uploaded reference
+    r = httpx.post(bridge.url + "/v1/audio/speech/clone", files={"file": ("r.wav", _ref_wav(3), "audio/wav")},
+                   data={"input": "One shot.", "ref_text": "Hi.", "response_format": "wav", "max_frames": "3"},
+                   timeout=120)
+    assert r.status_code == 200, r.text
+    assert len(sf.read(io.BytesIO(r.content))[0]) == 3 * 1920
+    assert httpx.delete(bridge.url + "/v1/audio/voices/narrator").status_code == 200
+    assert httpx.delete(bridge.url + "/v1/audio/voices/narrator").status_code == 404
+    r = httpx.post(bridge.url + "/v1/audio/speech", json={"input": "x", "voice": "narrator"}, timeout=30)
+    assert r.status_code == 400
+
+
+def test_voice_upload_rejections(bridge):
+    url = bridge.url + "/v1/audio/voices"
+    ok = {"name": "v1", "consent": "yes"}
+    r = httpx.post(url, files={"file": ("x.wav", b"this is not audio at all" * 10, "audio/wav")}, data=ok, timeout=60)
+    assert r.status_code == 400 and "audio" in r.json()["error"]["message"]
+    r = httpx.post(url, files={"file": ("x.wav", _ref_wav(), "audio/wav")}, data={"name": "v1"}, timeout=60)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "consent"
+    silent = io.BytesIO()
+    sf.write(silent, np.zeros(48000, np.float32), 24000, format="WAV")
+    r = httpx.post(url, files={"file": ("s.wav", silent.getvalue(), "audio/wav")}, data=ok, timeout=60)
+    assert r.status_code == 400 and "silent" in r.json()["error"]["message"]
+    r = httpx.post(url, files={"file": ("x.wav", _ref_wav(0.5), "audio/wav")}, data=ok, timeout=60)
+    assert r.status_code == 400
+    big = b"\0" * (11 * 1024 * 1024)
+    r = httpx.post(url, files={"file": ("big.wav", big, "audio/wav")}, data=ok, timeout=60)
+    assert r.status_code == 413
+    r = httpx.post(url, files={"file": ("x.wav", _ref_wav(), "audio/wav")}, data={"name": "../etc", "consent": "y"},
+                   timeout=60)
+    assert r.status_code == 400
+
+
+# --- WebSocket phone streaming ----------------------------------------------------------
+
+
+def test_websocket_phone_call_incremental_text_and_barge_in(bridge):
+    async def call():
+        async with websockets.connect(bridge.url.replace("http", "ws") + "/v1/audio/speech/stream") as ws:
+            assert json.loads(await ws.recv())["type"] == "session"
+            await ws.send(json.dumps({"type": "session.update", "voice": "ryan", "format": "mulaw",
+                                      "language": "en"}))
+            sess = json.loads(await ws.recv())["session"]
+            assert sess["sample_rate"] == 8000 and sess["language"] == "english"
+            t0 = time.monotonic()
+            for d in ["Hello the", "re, thanks for cal", "ling. How can I help you today?"]:
+                await ws.send(json.dumps({"type": "text", "text": d}))
+                await asyncio.sleep(0.05)
+            first_seg = json.loads(await ws.recv())
+            assert first_seg == {"type": "segment", "index": 0, "text": "Hello there,"}  # first clause
+            await ws.send(json.dumps({"type": "flush"}))
+            audio, stamps, msgs, first = bytearray(), [], [], None
+            while True:
+                m = await ws.recv()
+                if isinstance(m, bytes):
+                    first = first or time.monotonic() - t0
+                    seq, ts = struct.unpack(">II", m[:8])
+                    stamps.append((seq, ts, len(m) - 8))
+                    audio += m[8:]
+                else:
+                    msgs.append(json.loads(m))
+                    if msgs[-1]["type"] == "flushed":
+                        break
+            # timestamps are the audio position of each frame at 8 kHz mu-law (1 byte/sample)
+            pos = 0
+            for i, (seq, ts, n) in enumerate(stamps):
+                assert seq == i and ts == pos * 1000 // 8000
+                pos += n
+            assert msgs[-1]["sent_ms"] == len(audio) * 1000 // 8000
+            assert [m["index"] for m in msgs if m["type"] == "segment.done"] == [0, 1, 2]
+
+            # barge-in: cancel after a few frames; audio stops, server says how much was sent
+            await ws.send(json.dumps({"type": "text", "text": "This long answer gets interrupted. " * 4}))
+            await ws.send(json.dumps({"type": "flush"}))
+            got = 0
+            while True:
+                m = await ws.recv()
+                if isinstance(m, bytes):
+                    got += len(m) - 8
+                    if got >= 3 * 640:
+                        await ws.send(json.dumps({"type": "cancel"}))
+                        break
+            after = 0
+            while True:
+                m = await ws.recv()
+                if isinstance(m, bytes):
+                    after += len(m) - 8
+                    continue
+                j = json.loads(m)
+                if j["type"] == "cancelled":
+                    break
+            assert after <= 2 * 640  # at most the frame(s) already in flight (80 ms = 640 bytes)
+            assert j["sent_bytes"] == len(audio) + got + after
+            assert j["sent_ms"] == j["sent_bytes"] * 1000 // 8000
+            # the session keeps working after a barge-in
+            await ws.send(json.dumps({"type": "text", "text": "Okay."}))
+            await ws.send(json.dumps({"type": "flush"}))
+            while True:
+                m = await ws.recv()
+                if not isinstance(m, bytes) and json.loads(m)["type"] == "flushed":
+                    break
+            await ws.send(json.dumps({"type": "bogus"}))
+            assert json.loads(await ws.recv())["type"] == "error"
+            return first
+
+    first = asyncio.run(call())
+    assert first is not None
+    wait_for(lambda: bridge.admin("admin.status")["active_streams"] == 0, 30, what="streams drained")
+
+
+# --- activator ------------------------------------------------------------------------
+
+
+def test_activator_crash_gives_503_then_respawns(tiny_models, tmp_path):
+    b = Bridge(tmp_path, tiny_models["custom_voice"].parent, idle=60)
+    try:
+        body = {"input": "Hello.", "voice": "ryan", "response_format": "pcm", "max_frames": 2}
+        assert httpx.post(b.url + "/v1/audio/speech", json=body, timeout=120).status_code == 200
+        pid = b.health()["daemon"]["pid"]
+        os.kill(pid, signal.SIGKILL)  # the daemon crashes
+        wait_for(lambda: b.health()["daemon"]["state"] == "failed", 20, what="crash noticed")
+        r = httpx.post(b.url + "/v1/audio/speech", json=body, timeout=60)
+        assert r.status_code == 503 and r.json()["error"]["code"] == "unavailable"
+        assert r.headers.get("retry-after")
+        time.sleep(1.2)  # past the first back-off
+        r = httpx.post(b.url + "/v1/audio/speech", json=body, timeout=120)
+        assert r.status_code == 200 and len(r.content) == 2 * 1920 * 2
+        h = b.health()["daemon"]
+        assert h["spawns"] == 2 and h["pid"] != pid and not pid_alive(pid)
+    finally:
+        b.stop()
+
+
+def test_daemon_that_cannot_start_gives_503(tiny_models, tmp_path):
+    b = Bridge(tmp_path, tiny_models["custom_voice"].parent, args=["--daemon-command", "/bin/false"])
+    try:
+        r = httpx.post(b.url + "/v1/audio/speech", json={"input": "x"}, timeout=60)
+        assert r.status_code == 503
+        assert b.health()["daemon"]["failures"] >= 1
+    finally:
+        b.stop()
