@@ -71,7 +71,7 @@ class Session:
     def update(self, msg: dict) -> None:
         c = dict(self.conf)
         for k in ("voice", "language", "format", "sample_rate", "instructions", "speed", "seed",
-                  "model", "audio_header", "temperature", "top_k", "top_p"):
+                  "model", "audio_header", "temperature", "top_k", "top_p", "max_frames"):
             if k in msg:
                 c[k] = msg[k]
         fmt = str(c["format"]).lower()
@@ -93,7 +93,7 @@ class Session:
         p = {"text": text, "voice": VOICE_MAP.get(str(c["voice"]).lower(), c["voice"]),
              "language": c["language"], "format": c["format"], "sample_rate": c["sample_rate"],
              "speed": float(c["speed"]), "priority": "realtime", "first_chunk_frames": 1, "chunk_frames": 2}
-        for k in ("instructions", "seed", "model", "temperature", "top_k", "top_p"):
+        for k in ("instructions", "seed", "model", "temperature", "top_k", "top_p", "max_frames"):
             if c.get(k) is not None:
                 p[k] = c[k]
         if "seed" in p:
