@@ -25,6 +25,7 @@ from ..audio.reference import process_reference
 from ..config import DaemonConfig
 from ..errors import TTSError
 from ..text import prepare_text
+from ..text.language import detect_language
 from .models import ModelEntry, ModelRegistry
 from .scheduler import PRIORITIES, Job, Scheduler
 from .server import Connection, Server
@@ -209,6 +210,10 @@ class Service:
             req[key] = _num(params, key, float, lo, hi)
         req["top_k"] = _num(params, "top_k", int, 0, 4096)
         req["max_frames"] = _num(params, "max_frames", int, 1, 8000)
+        if req["language"] == "auto":
+            detected, confidence = detect_language(text)
+            if confidence >= 0.8 and detected in entry.languages:
+                req["language"] = detected  # the model's language token beats its own guess
         try:
             segments = prepare_text(text, req["language"], normalize=bool(params.get("normalize", True)))
         except ValueError as e:
@@ -287,6 +292,7 @@ class Service:
                         "segments": len(job.segments), "first_audio_s": round(first_audio or total, 4),
                         "total_s": round(total, 4), "rtf": round(total / dur, 4) if dur else None,
                         "model": entry.name, "format": pipeline.format, "sample_rate": pipeline.sample_rate,
+                        "language": job.request.get("language"),
                     }), stall)
                     return
         except asyncio.TimeoutError:

@@ -61,9 +61,14 @@ def _is_boundary(text: str, i: int, spans: list[tuple[int, int]], final: bool) -
         prev = text[i - 1] if i > 0 else ""
         if prev.isdigit() and nxt.isdigit():
             return None  # 3.14
-        if nxt == "." or (i > 0 and text[i - 1] == "."):
-            # ellipsis: split only after its last dot, if followed by space + capital
-            if nxt == ".":
+        if nxt == ".":
+            return None  # inside an ellipsis: decide at its last dot
+        if i > 0 and text[i - 1] == ".":
+            # end of an ellipsis: a sentence ends only if a capital follows ("Wait... what?")
+            rest = text[i + 1:].lstrip()
+            if not rest:
+                return len(text) if final else None
+            if not (rest[0].isupper() or not rest[0].isalpha()):
                 return None
         m = re.search(r"([A-Za-z][A-Za-z.]*)$", text[:i])
         if m:
