@@ -245,13 +245,15 @@ class FfmpegEncoder(Encoder):
         exe = shutil.which("ffmpeg")
         if exe is None:
             raise AudioFormatError(f"{fmt} needs ffmpeg, which is not installed")
-        cmd = [exe, "-hide_banner", "-loglevel", "error", "-f", "s16le", "-ar", str(sample_rate),
-               "-ac", "1", "-i", "pipe:0", "-c:a", "aac", "-b:a", "64k", "-f", "adts",
-               "-flush_packets", "1", "pipe:1"]
+        cmd = [exe, "-hide_banner", "-loglevel", "error", "-probesize", "32", "-analyzeduration", "0",
+               "-fflags", "nobuffer", "-f", "s16le", "-ar", str(sample_rate), "-ac", "1", "-i", "pipe:0",
+               "-c:a", "aac", "-b:a", "64k", "-f", "adts", "-flush_packets", "1", "pipe:1"]
         env = {k: v for k, v in os.environ.items() if not k.startswith("LISTEN_")}
         self._p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                    stderr=subprocess.DEVNULL, env=env)
         self._buf = bytearray()
+        self._written = 0
+        self._ready = threading.Event()
         self._lock = threading.Lock()
         self._reader = threading.Thread(target=self._drain, daemon=True)
         self._reader.start()
@@ -263,6 +265,7 @@ class FfmpegEncoder(Encoder):
                 return
             with self._lock:
                 self._buf += data
+            self._ready.set()
 
     def _take(self) -> bytes:
         with self._lock:
@@ -276,6 +279,12 @@ class FfmpegEncoder(Encoder):
             self._p.stdin.flush()
         except BrokenPipeError as e:
             raise AudioFormatError("ffmpeg encoder exited") from e
+        self._written += len(pcm)
+        # Give ffmpeg a moment to emit what this chunk completes (AAC frames are 1024
+        # samples); never long enough to hold up the stream.
+        if self._written > 2048:
+            self._ready.wait(0.02)
+        self._ready.clear()
         return self._take()
 
     def finish(self) -> bytes:

@@ -55,7 +55,17 @@ def _frame_db(x: np.ndarray, hop: int) -> np.ndarray:
 
 
 def process_reference(data: bytes, max_seconds: float = MAX_SECONDS) -> np.ndarray:
-    """Bytes of an audio file -> float32 mono 24 kHz, cleaned. Raises ReferenceAudioError."""
+    """Bytes of an audio file -> float32 mono 24 kHz, cleaned. Raises ReferenceAudioError
+    (and nothing else) for anything unusable."""
+    try:
+        return _process(data, max_seconds)
+    except ReferenceAudioError:
+        raise
+    except Exception as e:  # noqa: BLE001 - decoder/resampler surprises are bad input too
+        raise ReferenceAudioError(f"the audio could not be processed ({type(e).__name__})") from e
+
+
+def _process(data: bytes, max_seconds: float) -> np.ndarray:
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise ReferenceAudioError("reference audio must be the file's bytes (no paths or URLs)")
     data = bytes(data)
@@ -81,11 +91,18 @@ def process_reference(data: bytes, max_seconds: float = MAX_SECONDS) -> np.ndarr
     mono = mono[start:end]
     limit = int(max_seconds * TARGET_RATE)
     if len(mono) > limit:
-        # cut at the quietest 10 ms frame in the last 3 s before the limit
+        # cut in the middle of the longest quiet stretch of the last 3 s before the limit
         lo = max(0, limit - 3 * TARGET_RATE)
         seg_db = _frame_db(mono[lo:limit], hop)
-        cut = lo + int(np.argmin(seg_db)) * hop + hop // 2
-        mono = mono[:cut]
+        quiet = seg_db <= min(seg_db.min() + 6.0, SILENCE_DBFS)
+        if not quiet.any():
+            quiet = seg_db <= seg_db.min() + 3.0
+        best_len, best_mid, run = 0, int(np.argmin(seg_db)), 0
+        for i, q in enumerate(quiet):
+            run = run + 1 if q else 0
+            if run > best_len:
+                best_len, best_mid = run, i - run // 2
+        mono = mono[: lo + best_mid * hop + hop // 2]
     if len(mono) < MIN_SECONDS * TARGET_RATE:
         raise ReferenceAudioError(f"need at least {MIN_SECONDS:.0f} s of speech, got {len(mono) / TARGET_RATE:.2f} s")
     voiced = _frame_db(mono, hop) > SILENCE_DBFS
