@@ -214,10 +214,10 @@ def _time_short(m: re.Match) -> str:
 
 
 def _money(m: re.Match) -> str:
-    sym = m.group("sym") or m.group("code")
-    unit = CURRENCY[sym]
-    amount = m.group("num").replace(",", "")
-    scale = m.group("scale")
+    g = m.groupdict()  # "$5" fills sym/num; "5 USD" fills num2/code2
+    unit = CURRENCY[g["sym"] or g["code2"]]
+    amount = (g["num"] or g["num2"]).replace(",", "")
+    scale = g["scale"]
     if scale:
         return f"{number(amount)} {SCALES[scale]} {unit[1]}"
     whole, _, frac = amount.partition(".")
@@ -295,7 +295,7 @@ ENGLISH_RULES: list[Rule] = [
     (re.compile(r"\b(\d{1,2}):(\d{2})(?::(\d{2}))?(?:\s*(a\.m\.|p\.m\.|am|pm|AM|PM)(?!\w))?"), _time),
     (re.compile(r"\b(\d{1,2})\s*(a\.m\.|p\.m\.|am|pm|AM|PM)(?!\w)"), _time_short),
     (re.compile(rf"(?:(?P<sym>{_CUR_SYMS})\s?(?P<num>{_NUM})|(?P<num2>{_NUM})\s?(?P<code2>{_CUR_CODES})\b)"
-                rf"(?:\s?(?P<scale>thousand|million|billion|trillion|bn|tn|mm|[kKmMbBtT])\b)?"), None),
+                rf"(?:\s?(?P<scale>thousand|million|billion|trillion|bn|tn|mm|[kKmMbBtT])\b)?"), _money),
     (re.compile(rf"(-?(?:{_NUM}))\s?%"), _percent),
     (re.compile(rf"\b({_NUM})\s?({_UNIT_ALT})(?![\w/])"), _unit),
     (re.compile(r"\b(\d{1,3}(?:,\d{3})*|\d+)(?:st|nd|rd|th)\b"), _ordinal),
@@ -305,24 +305,7 @@ ENGLISH_RULES: list[Rule] = [
 ]
 
 
-def _money_any(m: re.Match) -> str:
-    # normalise the two alternations of the money pattern into one shape
-    class _M:
-        def __init__(self, mm: re.Match) -> None:
-            self.mm = mm
-
-        def group(self, name):
-            g = self.mm.groupdict()
-            if name == "num":
-                return g["num"] or g["num2"]
-            if name == "code":
-                return g["code2"]
-            return g.get(name) if isinstance(name, str) else self.mm.group(name)
-
-    return _money(_M(m))  # type: ignore[arg-type]
-
-
-ENGLISH_RULES = [(p, _safe(f if f is not None else _money_any)) for p, f in ENGLISH_RULES]
+ENGLISH_RULES = [(p, _safe(f)) for p, f in ENGLISH_RULES]
 _SYMBOLS = [(re.compile(r"\s&\s"), " and "), (re.compile(r"(?<=\d)\s?[x×]\s?(?=\d)"), " by "),
             (re.compile(r"#(?=\d)"), "number ")]
 
