@@ -282,9 +282,29 @@ def test_voice_upload_rejections(bridge):
 # --- WebSocket phone streaming ----------------------------------------------------------
 
 
+class _WS:
+    """A websockets connection that sets aside the asynchronous "warm" notices."""
+
+    def __init__(self, ws) -> None:
+        self.ws = ws
+        self.warm: list[dict] = []
+
+    async def send(self, m) -> None:
+        await self.ws.send(m)
+
+    async def recv(self):
+        while True:
+            m = await self.ws.recv()
+            if isinstance(m, str) and json.loads(m).get("type") == "warm":
+                self.warm.append(json.loads(m))
+                continue
+            return m
+
+
 def test_websocket_phone_call_incremental_text_and_barge_in(bridge):
     async def call():
-        async with websockets.connect(bridge.url.replace("http", "ws") + "/v1/audio/speech/stream") as ws:
+        async with websockets.connect(bridge.url.replace("http", "ws") + "/v1/audio/speech/stream") as raw:
+            ws = _WS(raw)
             assert json.loads(await ws.recv())["type"] == "session"
             await ws.send(json.dumps({"type": "session.update", "voice": "ryan", "format": "mulaw",
                                       "language": "en"}))
@@ -349,11 +369,47 @@ def test_websocket_phone_call_incremental_text_and_barge_in(bridge):
                     break
             await ws.send(json.dumps({"type": "bogus"}))
             assert json.loads(await ws.recv())["type"] == "error"
+            assert ws.warm and ws.warm[-1]["model"] == "custom_voice"
             return first
 
     first = asyncio.run(call())
     assert first is not None
     wait_for(lambda: bridge.admin("admin.status")["active_streams"] == 0, 30, what="streams drained")
+
+
+def test_open_call_warms_the_model_and_keeps_the_daemon_alive(tiny_models, tmp_path):
+    """A phone call connects: the model loads before any text arrives, and a quiet call
+    longer than the idle timeout does not let the daemon exit (no cold start mid-call)."""
+    b = Bridge(tmp_path, tiny_models["custom_voice"].parent, idle=2)
+    try:
+        async def call():
+            async with websockets.connect(b.url.replace("http", "ws") + "/v1/audio/speech/stream") as raw:
+                ws = _WS(raw)
+                await ws.recv()  # session
+                warm = json.loads(await asyncio.wait_for(raw.recv(), 60))  # before any text is sent
+                assert warm["type"] == "warm"
+                ws.warm.append(warm)
+                assert ws.warm[0]["model"] == "custom_voice" and ws.warm[0]["was_loaded"] is False
+                await asyncio.sleep(5)  # silence on the line, longer than idle_timeout
+                t0 = time.monotonic()
+                await ws.send(json.dumps({"type": "text", "text": "Still there?"}))
+                await ws.send(json.dumps({"type": "flush"}))
+                first = None
+                while True:
+                    m = await ws.recv()
+                    if isinstance(m, bytes):
+                        first = first or time.monotonic() - t0
+                    elif json.loads(m)["type"] == "flushed":
+                        return first
+
+        first = asyncio.run(call())
+        assert first < 1.0  # warm: no spawn, no model load
+        h = b.health()["daemon"]
+        assert h["spawns"] == 1 and h["pid"] is not None
+        # call over: the daemon goes idle and exits
+        wait_for(lambda: b.health()["daemon"]["pid"] is None, 30, what="idle exit after the call")
+    finally:
+        b.stop()
 
 
 # --- activator ------------------------------------------------------------------------

@@ -12,6 +12,7 @@ Client -> server (JSON text messages):
 Server -> client:
 
   {"type": "session", "session": {...}}           after connect and after each update
+  {"type": "warm", "model": ..., "load_s": ...}   the session's model is loaded (any time)
   {"type": "segment", "index": n, "text": "..."}  a segment was queued
   binary frames: 8-byte header (u32 seq, u32 timestamp_ms, big-endian; the audio time of the
     frame's first sample since the session began) + audio in the session's format;
@@ -23,6 +24,10 @@ Server -> client:
 
 Each segment is its own daemon request with ``priority: realtime``, opened as soon as the
 segment is known so the next one generates while the current one plays.
+
+While a call is open the session holds one extra daemon connection: it asks the daemon to
+load the session's model at once (``tts.warmup``: the first utterance does not pay the
+load) and pings every 10 s, so the daemon does not idle-exit in the middle of a call.
 """
 
 from __future__ import annotations
@@ -64,6 +69,7 @@ class Session:
         self.sent_bytes = 0
         self.segments_done = 0
         self.player: asyncio.Task | None = None
+        self.keeper: asyncio.Task | None = None
         self.send_lock = asyncio.Lock()
 
     # --- config ------------------------------------------------------------------------
@@ -99,6 +105,34 @@ class Session:
         if "seed" in p:
             p["seed"] = int(p["seed"]) + self.seg_index
         return p
+
+    def start_keeper(self) -> None:
+        if self.keeper is not None:
+            self.keeper.cancel()
+        self.keeper = asyncio.create_task(self._keep_warm(dict(self.params("warm up"))))
+
+    async def _keep_warm(self, params: dict) -> None:
+        """Warm the session's model, then keep a live connection (a call is activity)."""
+        params = {k: params[k] for k in ("voice", "model", "instructions", "language") if k in params}
+        while True:
+            try:
+                async with AsyncClient(self.cfg.tts_socket) as c:
+                    try:
+                        info = await c.call("tts.warmup", params)
+                        await self.send_json({"type": "warm", **info})
+                    except TTSError as e:
+                        if e.code in ("bad_request", "not_found", "unsupported"):
+                            await self.send_json({"type": "error", "code": e.code, "message": e.message})
+                            return
+                        raise
+                    while True:
+                        await asyncio.sleep(10)
+                        await c.call("rpc.hello", {"client": "qwen3tts-bridge ws keepalive"})
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - daemon restarting: try again shortly
+                log.debug("ws keepalive: %s", e)
+                await asyncio.sleep(2)
 
     # --- sending -----------------------------------------------------------------------
 
@@ -200,6 +234,7 @@ async def speech_stream_ws(ws: WebSocket, cfg: BridgeConfig, metrics) -> None:
     s.player = asyncio.create_task(s.play())
     try:
         await s.send_json({"type": "session", "session": s.conf})
+        s.start_keeper()
         while True:
             raw = await ws.receive()
             if raw["type"] == "websocket.disconnect":
@@ -218,8 +253,11 @@ async def speech_stream_ws(ws: WebSocket, cfg: BridgeConfig, metrics) -> None:
             kind = msg.get("type")
             try:
                 if kind in ("session.update", "config"):
+                    before = {k: s.conf.get(k) for k in ("voice", "model", "instructions")}
                     s.update(msg.get("session", msg))
                     await s.send_json({"type": "session", "session": s.conf})
+                    if before != {k: s.conf.get(k) for k in ("voice", "model", "instructions")}:
+                        s.start_keeper()  # another voice may need another model
                 elif kind in ("text", "input_text.delta"):
                     delta = msg.get("text", msg.get("delta", ""))
                     if not isinstance(delta, str):
@@ -241,8 +279,9 @@ async def speech_stream_ws(ws: WebSocket, cfg: BridgeConfig, metrics) -> None:
     except WebSocketDisconnect:
         pass
     finally:
-        if s.player is not None:
-            s.player.cancel()
+        for t in (s.player, s.keeper):
+            if t is not None:
+                t.cancel()
         for t in s.streams.values():
             t.cancel()
         with contextlib.suppress(Exception):

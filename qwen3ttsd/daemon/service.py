@@ -80,6 +80,7 @@ class Service:
             "tts.voices": self.list_voices,
             "tts.models": self.list_models,
             "tts.languages": self.list_languages,
+            "tts.warmup": self.warmup,
             "voices.list": self.list_voices,
             "voices.add": self.add_voice,
             "voices.remove": self.remove_voice,
@@ -304,6 +305,21 @@ class Service:
         except (ConnectionError, OSError):
             job.cancel.set()
             raise asyncio.CancelledError() from None
+
+    async def warmup(self, conn, msgid, params) -> dict:
+        """Load the model a request with these parameters would use, without generating.
+
+        The bridge calls this when a phone call connects, so the first utterance does not
+        pay the model load. Routing errors (unknown voice...) are reported like synthesize.
+        """
+        p = dict(params)
+        p.setdefault("text", "warm up")
+        entry, _, _ = self._route(p)
+        t0 = time.monotonic()
+        was_loaded = entry.name in self.registry.engines
+        await self.scheduler.run_call(lambda: self.registry.engine(entry), asyncio.get_running_loop())
+        self.notifier.status(self.status_line())
+        return {"model": entry.name, "was_loaded": was_loaded, "load_s": round(time.monotonic() - t0, 3)}
 
     # --- voices ------------------------------------------------------------------------
 
