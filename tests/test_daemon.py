@@ -379,3 +379,36 @@ def test_admin_methods(daemon, tmp_path):
             c.call("admin.load", {"model": "nope"})
         assert ei.value.code == "not_found"
         assert c.call("admin.cache.clear", {"what": "prompts"})["cleared_prompts"] == 0
+
+
+def test_preload_then_sigterm_drains_streams(tiny_models, tmp_path):
+    """--preload: READY=1 only after the model is loaded (heart-beating EXTEND_TIMEOUT_USEC);
+    SIGTERM lets an in-flight stream finish before exiting 0."""
+    rt = tmp_path / "rt"
+    notify = NotifyListener(tmp_path / "notify")
+    env = daemon_env(tiny_models["custom_voice"], tmp_path / "state", idle_timeout=-1)
+    env["NOTIFY_SOCKET"] = notify.path
+    p = start_daemon(rt, env, "--preload")
+    try:
+        wait_for(lambda: any("READY=1" in m for m in notify.poll()), 120, what="READY")
+        msgs = notify.poll()
+        ready = next(i for i, m in enumerate(msgs) if "READY=1" in m)
+        assert any("EXTEND_TIMEOUT_USEC=" in m for m in msgs[:ready])
+        assert "ready: custom_voice" in msgs[ready]  # the model was loaded before READY
+        result: dict = {}
+
+        def stream() -> None:
+            result["r"] = synth(rt / "tts.sock", text="Finish me.", voice="ryan", max_frames=40, chunk_frames=1)
+
+        t = threading.Thread(target=stream)
+        t.start()
+        time.sleep(0.5)
+        p.send_signal(15)
+        t.join(120)
+        assert result["r"][0]["frames"] == 40 and len(result["r"][1]) == 40 * 1920 * 2
+        assert p.wait(60) == 0
+        assert any("STOPPING=1" in m for m in notify.poll())
+    finally:
+        if p.poll() is None:
+            p.kill()
+        notify.close()

@@ -220,3 +220,22 @@ def test_clone_needs_registered_voice(base_engine, custom_engine):
     with pytest.raises(TTSError) as ei:
         custom_engine.add_voice("x", np.zeros(24000, np.float32), 24000, "hi")
     assert ei.value.code == "unsupported"
+
+
+@pytest.mark.parametrize("size, params_b, talker_hidden", [("0.6b", (0.8, 1.0), 1024), ("1.7b", (1.8, 2.1), 2048)])
+def test_real_size_configs_have_the_real_architecture(size, params_b, talker_hidden):
+    """The benchmark sizes instantiate the real architecture (counted on the meta device)."""
+    from qwen_tts.core.models import Qwen3TTSConfig, Qwen3TTSForConditionalGeneration
+    from qwen_tts.core.tokenizer_12hz.configuration_qwen3_tts_tokenizer_v2 import Qwen3TTSTokenizerV2Config
+    from qwen_tts.core.tokenizer_12hz.modeling_qwen3_tts_tokenizer_v2 import Qwen3TTSTokenizerV2Model
+
+    with torch.device("meta"):
+        m = Qwen3TTSForConditionalGeneration(Qwen3TTSConfig(**tinymodel.build_config("custom_voice", size)))
+        codec = Qwen3TTSTokenizerV2Model(Qwen3TTSTokenizerV2Config(**tinymodel.build_codec_config(size)))
+    n = sum(p.numel() for p in m.parameters()) / 1e9
+    assert params_b[0] <= n <= params_b[1], n
+    assert m.config.talker_config.hidden_size == talker_hidden
+    assert len(m.talker.model.layers) == 28 and len(m.talker.code_predictor.model.layers) == 5
+    dec = codec.decoder
+    assert len(dec.pre_transformer.layers) == 8 and dec.config.sliding_window == 72
+    assert int(dec.total_upsample) == 1920
