@@ -17,7 +17,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import httpx  # noqa: E402
 
 from qwen3ttsd.client import Client  # noqa: E402
+from qwen3ttsd.testing import free_port  # noqa: E402
 
 TEXT = "Thanks for calling, how can I help you today?"  # the WebSocket splits it into 2 x 12 frames
 
@@ -39,14 +39,6 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS"):
             return int(line.split()[1]) / 1024
     return float("nan")
-
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def direct(sock: str) -> tuple[float, float]:

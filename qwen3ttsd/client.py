@@ -33,10 +33,6 @@ class Event:
     audio: bytes = b""
     seq: int = -1
 
-    @property
-    def result(self) -> dict:
-        return self.data
-
 
 def _event_from_notification(method: str, params: list) -> tuple[int, Event] | None:
     if not params or not isinstance(params, list):

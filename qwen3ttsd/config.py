@@ -7,10 +7,9 @@ TOML file (``/etc/qwen3ttsd/qwen3ttsd.toml`` or ``QWEN3TTSD_CONFIG``) has ``[dae
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -116,8 +115,4 @@ def load(cls, section: str, overrides: dict[str, Any] | None = None,
     return cls(**values)
 
 
-def as_dict(cfg: Any) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)
-
-
-__all__ = ["DaemonConfig", "BridgeConfig", "load", "as_dict", "field"]
+__all__ = ["DaemonConfig", "BridgeConfig", "load"]

@@ -8,12 +8,9 @@ import io
 import json
 import os
 import signal
-import socket
 import struct
 import subprocess
-import threading
 import time
-import wave
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -25,25 +22,18 @@ import soundfile as sf
 import websockets
 
 from qwen3ttsd.client import Client
+from qwen3ttsd.testing import free_port
 
 from .helpers import PY, daemon_env, pid_alive, wait_for
 
 pytestmark = pytest.mark.slow
 
 
-def _free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 class Bridge:
     def __init__(self, root: Path, models_dir: Path, idle: float = 60, extra_env: dict | None = None,
                  args: list[str] | None = None) -> None:
         self.rt = root / "rt"
-        self.port = _free_port()
+        self.port = free_port()
         env = daemon_env("", root / "state", idle_timeout=idle)
         env.pop("QWEN3TTSD_MODEL")
         env["QWEN3TTSD_MODELS_DIR"] = str(models_dir)

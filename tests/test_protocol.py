@@ -6,7 +6,6 @@ import asyncio
 import random
 import struct
 
-import msgpack
 import pytest
 
 from qwen3ttsd import protocol as P

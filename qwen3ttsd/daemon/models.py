@@ -21,9 +21,6 @@ from ..errors import TTSError
 
 log = logging.getLogger("qwen3ttsd.models")
 
-TYPES = ("custom_voice", "voice_design", "base")
-
-
 @dataclass
 class ModelEntry:
     name: str

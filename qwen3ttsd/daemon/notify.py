@@ -19,10 +19,6 @@ class Notifier:
             self._addr = "\0" + addr[1:] if addr.startswith("@") else addr
         self.sent: list[str] = []  # for status reporting and tests
 
-    @property
-    def enabled(self) -> bool:
-        return self._addr is not None
-
     def notify(self, **fields: object) -> None:
         msg = "\n".join(f"{k.upper()}={v}" for k, v in fields.items())
         self.sent.append(msg)

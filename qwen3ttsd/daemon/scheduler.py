@@ -64,7 +64,6 @@ class Scheduler:
         self._cv = threading.Condition()
         self._stop = False
         self.current: Job | None = None
-        self.completed = 0
         self._thread = threading.Thread(target=self._run, name="qwen3ttsd-gpu", daemon=True)
         self._thread.start()
 
@@ -145,7 +144,6 @@ class Scheduler:
                 with self._cv:
                     if self.current is job:
                         self.current = None
-            self.completed += 1
 
     def _step(self, job: Job) -> bool:
         """Run one segment. Returns True if the job has more segments to go."""

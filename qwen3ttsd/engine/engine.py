@@ -62,10 +62,6 @@ class SynthesisStats:
     hit_frame_cap: bool = False
     cancelled: bool = False
 
-    @property
-    def audio_s(self) -> float:
-        return self.samples / SAMPLE_RATE
-
 
 @dataclass
 class VoicePrompt:
@@ -181,9 +177,6 @@ class Engine:
             while len(self._voices) > self._voice_cache_size:
                 self._voices.popitem(last=False)
             return prompt
-
-    def has_voice(self, voice_id: str) -> bool:
-        return voice_id in self._voices
 
     def drop_voice(self, voice_id: str) -> None:
         self._voices.pop(voice_id, None)

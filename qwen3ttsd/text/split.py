@@ -20,7 +20,7 @@ ABBREVIATIONS = {
     "oct", "nov", "dec", "no", "nos", "vol", "fig", "approx", "dept", "est", "gen", "gov",
     "col", "lt", "sgt", "capt", "cmdr", "rev", "hon", "u.s", "u.k", "a.m", "p.m", "ph.d",
     "mon", "tue", "wed", "thu", "fri", "sat", "sun", "ave", "blvd", "rd", "min", "max",
-    "z.b", "bzw", "usw", "ca", "nr", "sr", "av", "cf", "al", "viz",
+    "z.b", "bzw", "usw", "ca", "nr", "av", "cf", "al", "viz",
 }
 SENTENCE_END = ".!?。！？；;…"
 CJK_END = "。！？；"
