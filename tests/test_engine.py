@@ -239,3 +239,19 @@ def test_real_size_configs_have_the_real_architecture(size, params_b, talker_hid
     dec = codec.decoder
     assert len(dec.pre_transformer.layers) == 8 and dec.config.sliding_window == 72
     assert int(dec.total_upsample) == 1920
+
+
+def test_consecutive_generations_continue_one_codec_stream(custom_engine):
+    """Segments of one request (or one call's session) share the decoder: their joined audio
+    is exactly the one-shot decode of all their codes - no seam between sentences."""
+    dec = custom_engine.new_decoder()
+    codes: list[torch.Tensor] = []
+    audio: list[np.ndarray] = []
+    for i, text in enumerate(["First sentence.", "Second one.", "Third."]):
+        custom_engine.synthesize(SynthesisRequest(text=text, speaker="serena", seed=i, max_frames=7, chunk_frames=3),
+                                 audio.append, on_codes=codes.append, decoder=dec)
+    joined = np.concatenate(audio)
+    with torch.inference_mode():
+        ref = custom_engine._codec_decoder(torch.cat(codes).T.unsqueeze(0)).squeeze(1)[0].numpy()
+    assert joined.shape == ref.shape == (21 * 1920,)
+    assert np.abs(joined - ref).max() <= 1e-4

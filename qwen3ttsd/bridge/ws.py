@@ -37,6 +37,7 @@ import contextlib
 import json
 import logging
 import struct
+import uuid
 from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -70,6 +71,7 @@ class Session:
         self.segments_done = 0
         self.player: asyncio.Task | None = None
         self.keeper: asyncio.Task | None = None
+        self.session_id = uuid.uuid4().hex  # the daemon continues one codec stream per call
         self.send_lock = asyncio.Lock()
 
     # --- config ------------------------------------------------------------------------
@@ -98,7 +100,8 @@ class Session:
         c = self.conf
         p = {"text": text, "voice": VOICE_MAP.get(str(c["voice"]).lower(), c["voice"]),
              "language": c["language"], "format": c["format"], "sample_rate": c["sample_rate"],
-             "speed": float(c["speed"]), "priority": "realtime", "first_chunk_frames": 1, "chunk_frames": 2}
+             "speed": float(c["speed"]), "priority": "realtime", "first_chunk_frames": 1, "chunk_frames": 2,
+             "session": self.session_id}
         for k in ("instructions", "seed", "model", "temperature", "top_k", "top_p", "max_frames"):
             if c.get(k) is not None:
                 p[k] = c[k]
@@ -220,6 +223,7 @@ class Session:
         self.streams.clear()
         self.order = asyncio.Queue()
         self.splitter = IncrementalSplitter()
+        self.session_id = uuid.uuid4().hex  # after a barge-in the next answer starts a fresh stream
         self.player = asyncio.create_task(self.play())
 
 

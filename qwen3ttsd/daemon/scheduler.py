@@ -47,6 +47,9 @@ class Job:
     frames: int = 0
     decoder: Any = None
     done: bool = False
+    # Requests of one session (a phone call) continue one codec stream, in order:
+    session: dict | None = None             # shared slot {"model": name, "decoder": StreamingDecoder}
+    after: "Job | None" = None              # the session's previous request
 
     def emit(self, kind: str, value: Any = None) -> None:
         """Thread-safe hand-off to the request's coroutine."""
@@ -114,7 +117,7 @@ class Scheduler:
                 return None
             for prio in ("call",) + PRIORITIES:
                 for j in self._jobs:
-                    if getattr(j, "priority", None) == prio:
+                    if getattr(j, "priority", None) == prio and (getattr(j, "after", None) is None or j.after.done):
                         self._jobs.remove(j)
                         self.current = j
                         return j
@@ -161,7 +164,12 @@ class Scheduler:
                 if job.voice_audio is not None:
                     wav, meta = job.voice_audio
                     engine.add_voice(meta["name"], wav, 24000, meta.get("ref_text") or None)
-                job.decoder = engine.new_decoder()
+                slot = job.session or {}
+                prev = slot.get("decoder")
+                if prev is not None and prev.decoder is engine._codec_decoder:
+                    job.decoder = prev  # continue the call's codec stream (same loaded model)
+                else:
+                    job.decoder = engine.new_decoder()
             from ..engine import SynthesisRequest
 
             idx = job.next_segment
@@ -173,15 +181,26 @@ class Scheduler:
             job.next_segment += 1
             if job.next_segment < len(job.segments):
                 return True
+            if job.session is not None:
+                job.session.update(model=job.model.name, decoder=job.decoder)
             job.emit("done", {"frames": job.frames})
         except TTSError as e:
+            self._forget_session(job)
             job.emit("error", e)
         except Exception as e:  # noqa: BLE001 - never let one request kill the GPU thread
             log.exception("request failed")
+            self._forget_session(job)
             job.emit("error", TTSError("internal", f"{type(e).__name__}: {e}"))
         job.done = True
         job.decoder = None
+        job.after = None
         return False
+
+    @staticmethod
+    def _forget_session(job: Job) -> None:
+        """A cancelled or failed request leaves no half-spoken state for the next one."""
+        if job.session is not None:
+            job.session["decoder"] = None
 
 
 class _CallJob:

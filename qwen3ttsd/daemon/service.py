@@ -16,6 +16,7 @@ import resource
 import shutil
 import sys
 import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,7 @@ class Service:
         self.active_streams = 0
         self.served = 0
         self.sockets_info: dict[str, dict] = {}
+        self.sessions: OrderedDict[str, dict] = OrderedDict()  # id -> {"slot", "last"}
         self.methods = {
             "rpc.hello": self.hello,
             "tts.synthesize": self.synthesize,
@@ -229,6 +231,7 @@ class Service:
             loaded = await self._load_voice(voice_audio)
             job = Job(model=entry, segments=segments, request=req, loop=asyncio.get_running_loop(),
                       priority=priority, seed=seed, voice_audio=loaded, queue_timeout=self.cfg.queue_timeout)
+            self._join_session(job, _str(params, "session", max_len=128))
             position = self.scheduler.submit(job)
             conn.jobs[msgid] = job
             self.active_streams += 1
@@ -241,6 +244,22 @@ class Service:
         finally:
             pipeline.close()
         return _STREAMED
+
+    def _join_session(self, job: Job, session: str | None) -> None:
+        """Chain ``job`` after the session's previous request (same codec stream, in order)."""
+        if not session:
+            return
+        now = time.monotonic()
+        entry = self.sessions.pop(session, None) or {"slot": {}, "last": None}
+        entry["used"] = now
+        self.sessions[session] = entry
+        while self.sessions and (len(self.sessions) > 512 or
+                                 now - next(iter(self.sessions.values()))["used"] > 600):
+            self.sessions.popitem(last=False)  # codec state of calls long gone
+        last = entry["last"]
+        job.session = entry["slot"]
+        job.after = last if last is not None and not last.done else None
+        entry["last"] = job
 
     async def _stream(self, conn: Connection, msgid: int, job: Job, pipeline: AudioPipeline,
                       position: int, t0: float, entry: ModelEntry, params: dict) -> None:
@@ -399,6 +418,8 @@ class Service:
             self.server.request_stop("admin.unload exit", drain=True)
             return {"exiting": True}
         name = _str(params, "model")
+        for s in self.sessions.values():
+            s["slot"]["decoder"] = None  # it would pin the unloaded model's decoder
         dropped = await self.scheduler.run_call(lambda: self.registry.unload(name), asyncio.get_running_loop())
         self.notifier.status(self.status_line())
         return {"unloaded": dropped}
