@@ -347,12 +347,15 @@ def test_websocket_phone_call_incremental_text_and_barge_in(bridge):
                 j = json.loads(m)
                 if j["type"] == "cancelled":
                     break
-            assert after <= 2 * 640  # at most the frame(s) already in flight (80 ms = 640 bytes)
-            assert j["sent_bytes"] == len(audio) + got + after
+            # only chunks already sent before the server read "cancel" (2 frames = 1280 bytes each)
+            assert after <= 2 * 1280
+            assert j["sent_bytes"] == len(audio) + got + after  # it reports exactly what it sent
             assert j["sent_ms"] == j["sent_bytes"] * 1000 // 8000
-            # the session keeps working after a barge-in
+            # nothing of the cancelled answer follows; the session keeps working
             await ws.send(json.dumps({"type": "text", "text": "Okay."}))
             await ws.send(json.dumps({"type": "flush"}))
+            m = await ws.recv()
+            assert not isinstance(m, bytes) and json.loads(m)["type"] == "segment"
             while True:
                 m = await ws.recv()
                 if not isinstance(m, bytes) and json.loads(m)["type"] == "flushed":
