@@ -7,6 +7,7 @@ keeps the daemon alive. ``/health`` and ``/metrics`` never touch the daemon sock
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
@@ -74,9 +75,7 @@ class DaemonStream:
             await self.close()
             raise
 
-    async def _next(self, timeout: float | None) -> Event | None:
-        import asyncio
-
+    async def _next(self, timeout: float) -> Event | None:
         try:
             return await asyncio.wait_for(self.events.__anext__(), timeout)
         except StopAsyncIteration:
@@ -93,10 +92,7 @@ class DaemonStream:
                     self.result = ev.data
                     return
                 yield self._mark(ev.audio)
-            while True:
-                ev = await self._next(None)
-                if ev is None:
-                    return
+            async for ev in self.events:
                 if ev.kind == "chunk":
                     yield self._mark(ev.audio)
                 elif ev.kind == "result":

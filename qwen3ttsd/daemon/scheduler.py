@@ -48,7 +48,7 @@ class Job:
     decoder: Any = None
     done: bool = False
     # Requests of one session (a phone call) continue one codec stream, in order:
-    session: dict | None = None             # shared slot {"model": name, "decoder": StreamingDecoder}
+    session: dict | None = None             # shared slot {"decoder": StreamingDecoder | None}
     after: "Job | None" = None              # the session's previous request
 
     def emit(self, kind: str, value: Any = None) -> None:
@@ -182,7 +182,7 @@ class Scheduler:
             if job.next_segment < len(job.segments):
                 return True
             if job.session is not None:
-                job.session.update(model=job.model.name, decoder=job.decoder)
+                job.session["decoder"] = job.decoder
             job.emit("done", {"frames": job.frames})
         except TTSError as e:
             self._forget_session(job)

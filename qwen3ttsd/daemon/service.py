@@ -165,12 +165,13 @@ class Service:
                 ref = params["ref_audio"]
                 if not isinstance(ref, (bytes, bytearray)):
                     raise TTSError("bad_request", "ref_audio must be the audio file's bytes; URLs and paths are refused")
-                voice_audio = ("oneshot", bytes(ref), _str(params, "ref_text", max_len=2000))
-                req.update(voice="oneshot-" + hashlib.sha256(bytes(ref)).hexdigest()[:16])
+                name = "oneshot-" + hashlib.sha256(bytes(ref)).hexdigest()[:16]  # cache key: same upload, same prompt
+                voice_audio = ("oneshot", bytes(ref), _str(params, "ref_text", max_len=2000), name)
+                req.update(voice=name)
             elif voice:
                 if not self.voices.exists(voice):
                     raise TTSError("not_found", f"voice {voice!r} is not a saved clone voice")
-                voice_audio = ("saved", voice, None)
+                voice_audio = ("saved", voice, None, voice)
                 req.update(voice=voice)
             else:
                 raise TTSError("bad_request", "a clone (Base) model needs 'voice' (a saved voice) or 'ref_audio'")
@@ -184,15 +185,14 @@ class Service:
     async def _load_voice(self, voice_audio) -> tuple[Any, dict] | None:
         if voice_audio is None:
             return None
-        kind, a, b = voice_audio
+        kind, data, ref_text, name = voice_audio
         if kind == "saved":
-            return await asyncio.to_thread(self.voices.get, a)
+            return await asyncio.to_thread(self.voices.get, data)
         try:
-            wav = await asyncio.to_thread(process_reference, a)
+            wav = await asyncio.to_thread(process_reference, data)
         except AudioFormatError as e:
             raise TTSError("bad_request", f"ref_audio rejected: {e}") from e
-        name = "oneshot-" + hashlib.sha256(a).hexdigest()[:16]
-        return wav, {"name": name, "ref_text": b or ""}
+        return wav, {"name": name, "ref_text": ref_text or ""}
 
     async def synthesize(self, conn: Connection, msgid: int, params: dict):
         t0 = time.monotonic()
@@ -236,7 +236,7 @@ class Service:
             conn.jobs[msgid] = job
             self.active_streams += 1
             try:
-                await self._stream(conn, msgid, job, pipeline, position, t0, entry, params)
+                await self._stream(conn, msgid, job, pipeline, position, t0, entry)
             finally:
                 self.active_streams -= 1
                 conn.jobs.pop(msgid, None)
@@ -262,7 +262,7 @@ class Service:
         entry["last"] = job
 
     async def _stream(self, conn: Connection, msgid: int, job: Job, pipeline: AudioPipeline,
-                      position: int, t0: float, entry: ModelEntry, params: dict) -> None:
+                      position: int, t0: float, entry: ModelEntry) -> None:
         stall = self.cfg.stall_timeout
         send = conn.send
         await send(P.notification(P.N_PROGRESS, [msgid, {"stage": "queued", "position": position}]), stall)
