@@ -72,6 +72,7 @@ class Session:
         self.player: asyncio.Task | None = None
         self.keeper: asyncio.Task | None = None
         self.session_id = uuid.uuid4().hex  # the daemon continues one codec stream per call
+        self.last_queued: asyncio.Event | None = None  # the previous segment reached the daemon queue
         self.send_lock = asyncio.Lock()
 
     # --- config ------------------------------------------------------------------------
@@ -168,16 +169,25 @@ class Session:
             idx = self.seg_index
             self.seg_index += 1
             q: asyncio.Queue = asyncio.Queue()
-            self.streams[idx] = asyncio.create_task(self._fetch(self.params(text), q))
+            queued = asyncio.Event()
+            self.streams[idx] = asyncio.create_task(self._fetch(self.params(text), q, self.last_queued, queued))
+            self.last_queued = queued
             self.order.put_nowait(("seg", idx, text, q))
             idxs.append(idx)
         return idxs
 
-    async def _fetch(self, params: dict, q: asyncio.Queue) -> None:
-        """Run one daemon request, pushing audio (bytes) then None, or a TTSError."""
+    async def _fetch(self, params: dict, q: asyncio.Queue, prev: asyncio.Event | None,
+                     queued: asyncio.Event) -> None:
+        """Run one daemon request, pushing audio (bytes) then None, or a TTSError.
+
+        Sent only once the previous segment is in the daemon's queue, so the daemon sees
+        the call's requests in order (one codec stream, generated in sequence)."""
         try:
+            if prev is not None:
+                await prev.wait()
             async with AsyncClient(self.cfg.tts_socket) as c:
                 async for ev in c.synthesize(**params):
+                    queued.set()
                     if ev.kind == "chunk":
                         q.put_nowait(ev.audio)
             q.put_nowait(None)
@@ -187,6 +197,8 @@ class Session:
             raise
         except Exception as e:  # noqa: BLE001
             q.put_nowait(TTSError("internal", str(e)))
+        finally:
+            queued.set()  # never hold up the next segment
 
     async def play(self) -> None:
         """Forward segments' audio strictly in order."""
@@ -223,6 +235,7 @@ class Session:
         self.streams.clear()
         self.order = asyncio.Queue()
         self.splitter = IncrementalSplitter()
+        self.last_queued = None
         self.session_id = uuid.uuid4().hex  # after a barge-in the next answer starts a fresh stream
         self.player = asyncio.create_task(self.play())
 
