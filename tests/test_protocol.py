@@ -93,3 +93,24 @@ def test_protocol_module_is_torch_and_numpy_free():
            "print(sorted(m for m in ('numpy','torch','soundfile','qwen_tts') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_admin_check_root_own_uid_and_group(monkeypatch):
+    import grp
+    import os
+    import pwd
+
+    from qwen3ttsd.daemon import server
+
+    class G:
+        gr_gid = 4242
+
+    monkeypatch.setattr(grp, "getgrnam", lambda name: G if name == "qwen3tts-admin" else (_ for _ in ()).throw(KeyError(name)))
+    monkeypatch.setattr(pwd, "getpwuid", lambda uid: type("P", (), {"pw_name": f"user{uid}"}))
+    monkeypatch.setattr(os, "getgrouplist", lambda name, gid: [gid, 4242] if name == "user2000" else [gid])
+    assert server.is_admin(0, 0, "qwen3tts-admin")
+    assert server.is_admin(os.getuid(), 0, "qwen3tts-admin")
+    assert server.is_admin(1000, 4242, "qwen3tts-admin")          # primary group
+    assert server.is_admin(2000, 100, "qwen3tts-admin")           # supplementary member
+    assert not server.is_admin(3000, 100, "qwen3tts-admin")
+    assert not server.is_admin(3000, 100, "no-such-group")
