@@ -28,28 +28,11 @@ import sys
 import time
 from pathlib import Path
 
+from .daemon.activation import bind_unix  # stdlib-only module: no torch, no numpy
+
 log = logging.getLogger("qwen3ttsd.activator")
 
 NAMES = ("tts", "admin")
-
-
-def _bind(path: Path, mode: int) -> socket.socket:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists() or path.is_symlink():
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.connect(str(path))
-            raise RuntimeError(f"{path} is in use by another process")
-        except (ConnectionRefusedError, FileNotFoundError):
-            path.unlink()
-        finally:
-            probe.close()
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.bind(str(path))
-    os.chmod(path, mode)
-    s.listen(4096)
-    s.setblocking(False)
-    return s
 
 
 class Activator:
@@ -79,7 +62,7 @@ class Activator:
 
     def open(self) -> None:
         for name in NAMES:
-            self.sockets[name] = _bind(self.paths[name], self.modes[name])
+            self.sockets[name] = bind_unix(self.paths[name], self.modes[name], backlog=4096)
         try:
             self._notify_path.unlink()
         except FileNotFoundError:
@@ -174,7 +157,8 @@ class Activator:
         except OSError as e:
             log.error("cannot start the daemon: %s", e)
             self.proc = None
-            self._failed(t0)
+            self._failed()
+            self._arm()
             return
         log.info("spawned daemon pid %d (#%d)", self.proc.pid, self.spawns)
         rc = await self.proc.wait()
@@ -183,20 +167,18 @@ class Activator:
         self.proc = None
         log.info("daemon exited with %s after %.1f s", rc, time.monotonic() - t0)
         if rc != 0 or never_ready:
-            self._failed(t0)
+            self._failed()
         else:
             self.state, self.status = "stopped", "idle (not running)"
         self._arm()
 
-    def _failed(self, t0: float) -> None:
+    def _failed(self) -> None:
+        """Back off: until then _on_pending rejects pending clients instead of spawning."""
         self.failures += 1
         self.state = "failed"
         self.status = f"daemon failed (exit {self.last_exit}); {self.failures} consecutive failures"
         delay = min(30.0, 0.5 * 2 ** min(self.failures, 6))
         self._backoff_until = time.monotonic() + delay
-        if self._loop is not None:
-            self._loop.call_later(delay, self._arm)
-        self._arm()
 
     # --- teardown ----------------------------------------------------------------------
 
