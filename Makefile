@@ -17,7 +17,7 @@ $(BIN)/python:
 install: $(BIN)/python system-deps
 	$(BIN)/pip install -q -e '.[daemon,test]'
 
-# ffmpeg is only needed for mp3/aac/opus encoders that libsndfile lacks (pydub drives it).
+# ffmpeg encodes AAC and decodes reference uploads libsndfile cannot read (m4a, webm).
 system-deps:
 	@command -v ffmpeg >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
