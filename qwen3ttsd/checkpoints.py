@@ -98,3 +98,14 @@ def health_warnings(model: str, models_dir: str) -> list[str]:
     if not dirs and not model and models_dir and os.access(models_dir, os.R_OK | os.X_OK):
         warnings.append(NO_MODEL_MESSAGE)
     return warnings
+
+
+def configured_warnings() -> list[str]:
+    """``health_warnings`` for the daemon's configuration as this process sees it."""
+    from .config import DaemonConfig, load
+
+    try:
+        cfg = load(DaemonConfig, "daemon")
+    except (ValueError, OSError):
+        return []
+    return health_warnings(cfg.model, cfg.models_dir)

@@ -18,16 +18,18 @@ import json
 import os
 import shutil
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, TypeVar
 
 from . import checkpoints
 
 STAGING_PREFIX = ".pull-"
 ATTEMPTS = 5                 # a dropped connection resumes this many times before giving up
 SOURCES = ("huggingface", "modelscope")
+T = TypeVar("T")
 
 
 class PullError(Exception):
@@ -93,6 +95,56 @@ def verify(root: Path, files: list[RemoteFile]) -> list[str]:
     return problems
 
 
+# --- progress -------------------------------------------------------------------------------
+
+
+class Progress(threading.Thread):
+    """One bar for the whole checkpoint, from the bytes on disk in the staging directory, so it
+    is the same for every source and includes what an earlier run already fetched. A terminal
+    gets a redrawn line; a log gets a line every 10%."""
+
+    def __init__(self, staging: Path, total: int, out=None) -> None:
+        super().__init__(daemon=True)
+        self.staging, self.total, self.out = staging, max(1, total), out or sys.stderr
+        self.tty = self.out.isatty()
+        self.done = threading.Event()
+        self.t0, self.start_bytes, self.step = time.monotonic(), self.on_disk(), -1
+
+    def on_disk(self) -> int:
+        n = 0
+        for p in self.staging.rglob("*"):
+            try:
+                n += p.stat().st_size if p.is_file() else 0
+            except OSError:  # renamed while we looked
+                pass
+        return min(n, self.total)
+
+    def line(self, have: int) -> str:
+        pct = 100 * have // self.total
+        rate = (have - self.start_bytes) / max(1e-3, time.monotonic() - self.t0)
+        bar = "#" * (pct // 4) + "-" * (25 - pct // 4)
+        return f"{pct:3d}% [{bar}] {human_bytes(have)} / {human_bytes(self.total)}  {human_bytes(rate)}/s"
+
+    def draw(self, have: int) -> None:
+        if self.tty:
+            self.out.write("\r" + self.line(have) + "\033[K")
+        elif (step := 10 * have // self.total) != self.step:
+            self.step = step
+            self.out.write(self.line(have) + "\n")
+        self.out.flush()
+
+    def run(self) -> None:
+        while not self.done.wait(0.25 if self.tty else 1.0):
+            self.draw(self.on_disk())
+
+    def finish(self, complete: bool) -> None:
+        self.done.set()
+        self.join()
+        self.draw(self.total if complete else self.on_disk())
+        if self.tty:
+            self.out.write("\n")
+
+
 # --- sources --------------------------------------------------------------------------------
 
 
@@ -101,8 +153,10 @@ class HuggingFace:
 
     def __init__(self) -> None:
         # Pulling is an explicit request to go online, even where the daemon's
-        # HF_HUB_OFFLINE=1 leaked into this shell (the Docker image sets it).
+        # HF_HUB_OFFLINE=1 leaked into this shell (the Docker image sets it). One
+        # progress bar (ours, for the whole checkpoint) instead of eight per-file ones.
         os.environ["HF_HUB_OFFLINE"] = "0"
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         import huggingface_hub
 
         self.hub = huggingface_hub
@@ -201,19 +255,21 @@ def _locked(path: Path):
     return f
 
 
-def _download_resuming(src, repo: str, commit: str, staging: Path, attempts: int) -> None:
+def _retrying(what: str, src, fn: Callable[[], T], attempts: int) -> T:
+    """``fn()``, again after transient network errors (a download resumes where it stopped)."""
     for attempt in range(1, attempts + 1):
         try:
-            src.download(repo, commit, staging)
-            return
-        except Exception as e:  # the client's exception types; classified by the source
+            return fn()
+        except Exception as e:  # the client's own exception types, classified by the source
             if not src.transient(e) or attempt == attempts:
-                raise PullError(f"download failed: {e}\n(run the same command again: it resumes "
-                                "where it stopped)") from e
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise PullError(f"{what} failed: {first}" + (
+                    "\n(run the same command again: it resumes where it stopped)"
+                    if src.transient(e) else "")) from e
             wait = min(30, 2 ** attempt)
-            _say(f"connection lost ({type(e).__name__}); resuming in {wait} s "
-                 f"(attempt {attempt + 1}/{attempts})")
+            _say(f"connection lost ({type(e).__name__}); resuming in {wait} s (attempt {attempt + 1}/{attempts})")
             time.sleep(wait)
+    raise AssertionError("unreachable")
 
 
 def _check_space(models_dir: Path, staging: Path, files: list[RemoteFile]) -> None:
@@ -263,7 +319,7 @@ def pull(name: str, models_dir: str | Path, *, source: str = "huggingface", revi
     try:
         src = _source(source)
         say(f"pulling {repo} from {src.name} ...")
-        commit, files = src.listing(repo, revision)
+        commit, files = _retrying(f"{repo}@{revision}", src, lambda: src.listing(repo, revision), attempts)
         if not files:
             raise PullError(f"{repo}@{revision} has no files")
         have = read_source(target)
@@ -274,7 +330,12 @@ def pull(name: str, models_dir: str | Path, *, source: str = "huggingface", revi
         say(f"{repo}@{commit[:12]}: {len(files)} files, {human_bytes(total)} -> {target}")
         staging.mkdir(exist_ok=True)
         _check_space(root, staging, files)
-        _download_resuming(src, repo, commit, staging, attempts)
+        progress = Progress(staging, total)
+        progress.start()
+        try:
+            _retrying("download", src, lambda: src.download(repo, commit, staging), attempts)
+        finally:
+            progress.finish(complete=sys.exc_info()[0] is None)
         say(f"verifying {len(files)} files against the {src.name} hashes ...")
         problems = verify(staging, files)
         if problems:
@@ -290,7 +351,7 @@ def pull(name: str, models_dir: str | Path, *, source: str = "huggingface", revi
         (staging / checkpoints.SOURCE_FILE).write_text(json.dumps(record, indent=1))
         _match_owner(staging, root)
         _install(staging, target)
-        say(f"success: {target.name} ({human_bytes(total)}, sha256 verified)")
+        say(f"success: {target.name} ({human_bytes(total)}, every file verified)")
         return target
     finally:
         lock.close()
