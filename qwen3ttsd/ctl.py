@@ -171,6 +171,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--text", default="The quick brown fox jumps over the lazy dog.")
     p.add_argument("--voice", default="ryan")
     models_cli.add_parser(sub)
+    p = sub.add_parser("install-service", help="install and enable the systemd units for this installation")
+    p.add_argument("--root", help="write the files under this directory (packaging); run nothing")
+    p.add_argument("--dry-run", action="store_true", help="print what would be written and run")
+    p.add_argument("--bin-dir", help="directory of qwen3ttsd/qwen3tts-bridge for ExecStart "
+                   "(default: this installation's)")
     sub.add_parser("make-tiny-model", add_help=False)
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "make-tiny-model":
@@ -205,6 +210,14 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_bench(a)
         if a.cmd == "models":
             return models_cli.run(a, _socket(a, True))
+        if a.cmd == "install-service":
+            from .install_service import InstallError, install
+
+            try:
+                return install(a.root, a.dry_run, a.bin_dir)
+            except InstallError as e:
+                print(f"error: {e}", file=sys.stderr)
+                return 1
     except TTSError as e:
         print(f"error ({e.code}): {e.message}", file=sys.stderr)
         return 1

@@ -157,7 +157,11 @@ class HuggingFace:
         # progress bar (ours, for the whole checkpoint) instead of eight per-file ones.
         os.environ["HF_HUB_OFFLINE"] = "0"
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-        import huggingface_hub
+        try:
+            import huggingface_hub
+        except ImportError:
+            raise PullError("pulling needs the Hugging Face Hub client: pip install 'qwen3ttsd[daemon]' "
+                            "(or pip install huggingface_hub)") from None
 
         self.hub = huggingface_hub
 
