@@ -30,7 +30,7 @@ def add_parser(sub) -> None:
                         description="official: " + ", ".join(f"{k} ({v})" for k, v in checkpoints.OFFICIAL.items()))
     q.add_argument("name", help="short name (1.7b-customvoice, 0.6b-base, ...) or owner/repository")
     q.add_argument("--source", choices=("huggingface", "modelscope"), default="huggingface")
-    q.add_argument("--revision", default="main", help="branch, tag or commit (default main)")
+    q.add_argument("--revision", help="branch, tag or commit (default: main; master on ModelScope)")
     q.add_argument("--if-missing", action="store_true", help="no network when it is already installed")
     q = msub.add_parser("list", parents=[common], help="installed checkpoints")
     q.add_argument("--json", action="store_true")

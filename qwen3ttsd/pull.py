@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import importlib
 import json
 import os
 import shutil
@@ -148,8 +149,16 @@ class Progress(threading.Thread):
 # --- sources --------------------------------------------------------------------------------
 
 
+def _client(module: str, missing: str):
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise PullError(missing) from None
+
+
 class HuggingFace:
     name = "huggingface"
+    default_revision = "main"
 
     def __init__(self) -> None:
         # Pulling is an explicit request to go online, even where the daemon's
@@ -157,13 +166,8 @@ class HuggingFace:
         # progress bar (ours, for the whole checkpoint) instead of eight per-file ones.
         os.environ["HF_HUB_OFFLINE"] = "0"
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-        try:
-            import huggingface_hub
-        except ImportError:
-            raise PullError("pulling needs the Hugging Face Hub client: pip install 'qwen3ttsd[daemon]' "
-                            "(or pip install huggingface_hub)") from None
-
-        self.hub = huggingface_hub
+        self.hub = _client("huggingface_hub", "pulling needs the Hugging Face Hub client: "
+                           "pip install 'qwen3ttsd[daemon]' (or pip install huggingface_hub)")
 
     def listing(self, repo: str, revision: str) -> tuple[str, list[RemoteFile]]:
         info = self.hub.HfApi().model_info(repo, revision=revision, files_metadata=True)
@@ -191,18 +195,16 @@ class HuggingFace:
 
 class ModelScope:
     name = "modelscope"
+    default_revision = "master"
 
     def __init__(self) -> None:
-        try:
-            import modelscope
-        except ImportError:
-            raise PullError("--source modelscope needs the ModelScope client: "
-                            "pip install 'qwen3ttsd[modelscope]' (or pip install modelscope)") from None
-        self.ms = modelscope
+        self.ms = _client("modelscope", "--source modelscope needs the ModelScope client: "
+                          "pip install 'qwen3ttsd[modelscope]' (or pip install modelscope)")
 
     def listing(self, repo: str, revision: str) -> tuple[str, list[RemoteFile]]:
         from modelscope.hub.api import HubApi
 
+        self.branch = revision  # downloads ask for it by name; verification catches a moved branch
         entries = HubApi().get_model_files(repo, revision=revision, recursive=True)
         files = [RemoteFile(e["Path"], int(e["Size"]), sha256=e.get("Sha256") or None)
                  for e in entries if e.get("Type", "blob") == "blob"]
@@ -210,7 +212,7 @@ class ModelScope:
         return (commits.pop() if len(commits) == 1 else revision), files
 
     def download(self, repo: str, commit: str, staging: Path) -> None:
-        self.ms.snapshot_download(repo, revision=commit, local_dir=str(staging))
+        self.ms.snapshot_download(repo, revision=self.branch, local_dir=str(staging))
 
     def transient(self, e: Exception) -> bool:
         import requests
@@ -304,7 +306,7 @@ def _install(staging: Path, target: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def pull(name: str, models_dir: str | Path, *, source: str = "huggingface", revision: str = "main",
+def pull(name: str, models_dir: str | Path, *, source: str = "huggingface", revision: str | None = None,
          if_missing: bool = False, attempts: int = ATTEMPTS,
          say: Callable[[str], None] = _say) -> Path:
     """Download ``name`` into ``models_dir`` and return the checkpoint directory."""
@@ -322,6 +324,7 @@ def pull(name: str, models_dir: str | Path, *, source: str = "huggingface", revi
     lock = _locked(root / f"{STAGING_PREFIX}{target.name}.lock")
     try:
         src = _source(source)
+        revision = revision or src.default_revision
         say(f"pulling {repo} from {src.name} ...")
         commit, files = _retrying(f"{repo}@{revision}", src, lambda: src.listing(repo, revision), attempts)
         if not files:

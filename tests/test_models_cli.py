@@ -288,6 +288,7 @@ def test_modelscope_source(tiny_models, tmp_path):
 import os, shutil
 SRC = {str(src)!r}
 def snapshot_download(model_id, revision=None, local_dir=None, **kw):
+    assert (model_id, revision) == ("Qwen/Qwen3-TTS-12Hz-1.7B-Base", "master"), (model_id, revision)
     for root, _, files in os.walk(SRC):
         for f in files:
             rel = os.path.relpath(os.path.join(root, f), SRC)
@@ -303,6 +304,7 @@ def snapshot_download(model_id, revision=None, local_dir=None, **kw):
 import json
 class HubApi:
     def get_model_files(self, model_id, revision=None, recursive=False):
+        assert revision == "master" and recursive
         return json.loads({json.dumps(json.dumps(files))})
 """)
     env = {k: v for k, v in os.environ.items() if not k.startswith("QWEN3TTSD_")}
@@ -313,7 +315,7 @@ class HubApi:
     assert r.returncode == 0, r.stderr
     target = models / "Qwen3-TTS-12Hz-1.7B-Base"
     assert _same_tree(target, src)
-    assert json.loads((target / checkpoints.SOURCE_FILE).read_text())["revision"] == "ms-rev-1"
+    assert json.loads((target / checkpoints.SOURCE_FILE).read_text())["revision"] == "ms-rev-1"  # the commit listed
 
 
 def test_modelscope_without_its_client_says_how_to_install_it(tmp_path):
