@@ -159,6 +159,7 @@ def _client(module: str, missing: str):
 class HuggingFace:
     name = "huggingface"
     default_revision = "main"
+    reuses_files = True  # see _seed
 
     def __init__(self) -> None:
         # Pulling is an explicit request to go online, even where the daemon's
@@ -196,6 +197,7 @@ class HuggingFace:
 class ModelScope:
     name = "modelscope"
     default_revision = "master"
+    reuses_files = False  # whether it writes existing files in place is not known
 
     def __init__(self) -> None:
         self.ms = _client("modelscope", "--source modelscope needs the ModelScope client: "
@@ -287,6 +289,20 @@ def _check_space(models_dir: Path, staging: Path, files: list[RemoteFile]) -> No
                         f"{human_bytes(free)} free")
 
 
+def _seed(staging: Path, target: Path, files: list[RemoteFile]) -> None:
+    """Updating an installed model: hard-link its files into the staging directory, so the
+    client re-downloads only what changed (it hashes an LFS file it finds before fetching it,
+    and replaces files by rename, never in place, so the installed copy is never written)."""
+    for rf in files:
+        have, dst = target / rf.path, staging / rf.path
+        if have.is_file() and not dst.exists() and have.stat().st_size == rf.size:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(have, dst)
+            except OSError:
+                return  # no hard links here: download everything
+
+
 def _match_owner(path: Path, like: Path) -> None:
     """root pulling into the service's models_dir: hand the files to the directory's owner."""
     st = like.stat()
@@ -337,12 +353,15 @@ def pull(name: str, models_dir: str | Path, *, source: str = "huggingface", revi
         say(f"{repo}@{commit[:12]}: {len(files)} files, {human_bytes(total)} -> {target}")
         staging.mkdir(exist_ok=True)
         _check_space(root, staging, files)
-        progress = Progress(staging, total)
+        if src.reuses_files:
+            _seed(staging, target, files)
+        progress, complete = Progress(staging, total), False
         progress.start()
         try:
             _retrying("download", src, lambda: src.download(repo, commit, staging), attempts)
+            complete = True
         finally:
-            progress.finish(complete=sys.exc_info()[0] is None)
+            progress.finish(complete)
         say(f"verifying {len(files)} files against the {src.name} hashes ...")
         problems = verify(staging, files)
         if problems:

@@ -46,6 +46,7 @@ class FakeHub(ThreadingHTTPServer):
     def __init__(self, repo: str, root: Path) -> None:
         super().__init__(("127.0.0.1", 0), HubHandler)
         self.repo = repo
+        self.commit = COMMIT
         self.files = {p.relative_to(root).as_posix(): p.read_bytes()
                       for p in sorted(root.rglob("*")) if p.is_file()}
         self.log: list[tuple[str, str, str | None]] = []   # method, file, Range header
@@ -116,7 +117,7 @@ class HubHandler(BaseHTTPRequestHandler):
         hub.log.append(("HEAD" if head else "GET", path, rng))
         start = int(re.match(r"bytes=(\d+)-", rng)[1]) if rng else 0
         self.send_response(206 if start else 200)
-        self.send_header("X-Repo-Commit", COMMIT)
+        self.send_header("X-Repo-Commit", hub.commit)
         self.send_header("ETag", f'"{hub.etag(path)}"')
         self.send_header("Accept-Ranges", "bytes")
         self.send_header("Content-Length", str(len(data) - start))
@@ -154,7 +155,7 @@ class HubHandler(BaseHTTPRequestHandler):
                 self.send_header("Content-Length", "0")
                 self.end_headers()
                 return
-            self._json({"id": m[1], "modelId": m[1], "sha": COMMIT, "private": False,
+            self._json({"id": m[1], "modelId": m[1], "sha": self.server.commit, "private": False,
                         "siblings": [self.server.sibling(p) for p in self.server.files]})
             return
         self._file(head=False)
@@ -211,6 +212,23 @@ def test_pull_by_short_name_verifies_and_shows_progress(hub, tiny_models, tmp_pa
     hub.stop()
     r = ctl(_env(hub, tmp_path), "models", "pull", "0.6b-customvoice", "--if-missing", "--models-dir", str(models))
     assert r.returncode == 0 and r.stdout.strip() == str(target)
+
+
+def test_update_fetches_only_what_changed(hub, tiny_models, tmp_path):
+    models = tmp_path / "models"
+    env = _env(hub, tmp_path)
+    assert ctl(env, "models", "pull", "0.6b-customvoice", "--models-dir", str(models)).returncode == 0
+    old_weights = (models / NAME / BIG).stat().st_ino
+    hub.commit = "f" * 40  # a new revision: one small file changed
+    hub.files["generation_config.json"] = b'{"max_new_tokens": 4096}'
+    hub.log.clear()
+    r = ctl(env, "models", "pull", "0.6b-customvoice", "--models-dir", str(models))
+    assert r.returncode == 0, r.stderr
+    assert hub.gets("generation_config.json") and not hub.gets(BIG)  # the weights were not fetched again
+    assert (models / NAME / "generation_config.json").read_bytes() == b'{"max_new_tokens": 4096}'
+    assert (models / NAME / BIG).stat().st_ino == old_weights
+    assert json.loads((models / NAME / checkpoints.SOURCE_FILE).read_text())["revision"] == "f" * 40
+    assert sorted(p.name for p in models.iterdir()) == [NAME]
 
 
 def test_pull_unknown_names_are_clear_errors(hub, tmp_path):
