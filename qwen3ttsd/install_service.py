@@ -93,6 +93,20 @@ def _runtime_paths(exes: dict[str, str]) -> list[str]:
     return paths
 
 
+def closed_dirs(paths: list[str]) -> list[str]:
+    """Directories on the way to ``paths`` that other users cannot enter: the bridge runs as
+    a dynamic user and the daemon as qwen3tts, so neither could start from there."""
+    closed = []
+    for p in paths:
+        for d in list(Path(p).parents)[::-1]:
+            try:
+                if not d.stat().st_mode & 0o001 and str(d) not in closed:
+                    closed.append(str(d))
+            except OSError:
+                break
+    return closed
+
+
 def plan(layout: Layout, exes: dict[str, str]) -> list[tuple[str, str, bool]]:
     """(path, content, replace existing) for every file to write."""
     files = [(f"{layout.unit_dir}/{u}", render_unit(template(u), exes), True) for u in UNITS]
@@ -138,6 +152,9 @@ def install(root: str | None = None, dry_run: bool = False, bin_dir: str | None 
             tmp.chmod(0o644)
             tmp.replace(dest)
     print(f"{tag}ExecStart: {exes['qwen3ttsd']}, {exes['qwen3tts-bridge']}", file=out)
+    if not bin_dir and (closed := closed_dirs(_runtime_paths(exes))):
+        print(f"warning: the service users cannot enter {', '.join(closed)} (mode o-x): install into a venv "
+              "outside home directories (e.g. /opt/qwen3ttsd) or chmod o+x them", file=out)
     for cmd in commands(layout):
         if not run_them:
             print(f"{'[dry-run] ' if dry_run else '[skipped under --root] '}run {' '.join(cmd)}", file=out)
@@ -147,7 +164,8 @@ def install(root: str | None = None, dry_run: bool = False, bin_dir: str | None 
         if r.returncode != 0:
             raise InstallError(f"{' '.join(cmd)} failed with exit code {r.returncode}")
     if run_them:
+        ctl = Path(exes["qwen3ttsd"]).with_name("qwen3tts-ctl")
         print("\nqwen3ttsd is installed: the bridge serves http://127.0.0.1:8880 and the daemon starts on "
-              "the first request.\nNext: qwen3tts-ctl models pull 1.7b-customvoice; add admins to the "
+              f"the first request.\nNext: sudo {ctl} models pull 1.7b-customvoice; add admins to the "
               "qwen3tts-admin group; settings in /etc/qwen3ttsd/qwen3ttsd.toml.", file=out)
     return 0

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from qwen3ttsd.install_service import UNITS
+from qwen3ttsd.install_service import UNITS, closed_dirs
 
 from .helpers import PY
 
@@ -101,3 +101,12 @@ def test_package_build_carries_the_unit_templates(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     for f in (REPO / "systemd").iterdir():
         assert (tmp_path / "lib/qwen3ttsd/systemd" / f.name).read_text() == f.read_text(), f.name
+
+
+def test_directories_the_service_users_cannot_enter_are_reported(tmp_path):
+    home = tmp_path / "home" / "ann"
+    (home / "venv" / "bin").mkdir(parents=True)
+    home.chmod(0o700)
+    assert str(home) in closed_dirs([str(home / "venv/bin/qwen3ttsd")])
+    home.chmod(0o755)
+    assert str(home) not in closed_dirs([str(home / "venv/bin/qwen3ttsd")])
