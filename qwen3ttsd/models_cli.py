@@ -121,7 +121,12 @@ def _table(rows: list[dict]) -> str:
 
 def cmd_list(a, store: Store) -> int:
     loaded = loaded_models(store.admin_socket)
-    rows = [describe(p, loaded) for p in store.installed()]
+    rows = []
+    for p in store.installed():
+        try:
+            rows.append(describe(p, loaded))
+        except (OSError, ValueError) as e:  # what the daemon skips too
+            print(f"skipping {p}: unreadable config.json ({e})", file=sys.stderr)
     root = store.root
     if a.json:
         print(json.dumps(rows, indent=2))
