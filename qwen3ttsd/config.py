@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_CONFIG_FILE = "/etc/qwen3ttsd/qwen3ttsd.toml"
+DEFAULT_MODELS_DIR = "/var/lib/qwen3ttsd/models"  # the service's; `qwen3tts-ctl models` uses it when unset
 
 
 @dataclass

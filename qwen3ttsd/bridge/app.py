@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
 
-from .. import __version__
+from .. import __version__, checkpoints
 from ..client import AsyncClient, ConnectionLost, Event
 from ..config import BridgeConfig
 from ..errors import TTSError
@@ -290,7 +290,8 @@ def create_app(cfg: BridgeConfig, activator=None) -> Starlette:
         import os
 
         info: dict[str, Any] = {"status": "ok", "version": __version__,
-                                "daemon_socket": os.path.exists(cfg.tts_socket)}
+                                "daemon_socket": os.path.exists(cfg.tts_socket),
+                                "warnings": checkpoints.configured_warnings()}  # no model / random weights
         if activator is not None:
             info["daemon"] = activator.info()
         return JSONResponse(info)
