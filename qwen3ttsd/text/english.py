@@ -1,9 +1,9 @@
-"""Text normalisation: say numbers, money, dates, times, units, URLs... the way people do.
+"""English: say numbers, money, dates, times, units, URLs... the way people do (inflect).
 
-English rules use inflect; Chinese numerals and money use cn2an. Other languages and
-scripts are left alone (the model reads digits in them itself) apart from whitespace.
-``normalize`` never fails on text: a rule that cannot handle a match leaves it as it was.
-Only a non-string argument raises ``TextNormalizationError``.
+English has the most written shapes of its own (phones, US dates, am/pm, $3B, 1990s), so
+its rules interleave with the shared number shapes of ``numerals`` instead of running
+before all of them: a range must be found before the year rule reads "1939-1945" and
+after the phone rule has taken "555-123-4567".
 """
 
 from __future__ import annotations
@@ -12,12 +12,7 @@ import re
 from functools import lru_cache
 from typing import Callable
 
-from .language import detect_language
-
-
-class TextNormalizationError(ValueError):
-    """normalize() was given something that is not text."""
-
+from .numerals import Locale, compile_rules, shape_rules
 
 @lru_cache(maxsize=1)
 def _inflect():
@@ -39,9 +34,11 @@ def ordinal(n: int | str) -> str:
     return _inflect().ordinal(words(n))
 
 
+DIGIT_NAMES = "zero one two three four five six seven eight nine".split()
+
+
 def digits(s: str) -> str:
-    names = "zero one two three four five six seven eight nine".split()
-    return " ".join(names[int(c)] for c in s if c.isdigit())
+    return " ".join(DIGIT_NAMES[int(c)] for c in s if c.isdigit())
 
 
 def year(y: int) -> str:
@@ -114,17 +111,6 @@ ABBREVIATIONS = {
     "Fig.": "Figure", "Vol.": "Volume", "No.": "Number", "a.m.": "a m", "p.m.": "p m",
 }
 _NUM = r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?"
-
-Rule = tuple[re.Pattern, Callable[[re.Match], str]]
-
-
-def _safe(fn: Callable[[re.Match], str]) -> Callable[[re.Match], str]:
-    def wrapped(m: re.Match) -> str:
-        try:
-            return fn(m)
-        except Exception:  # noqa: BLE001 - a rule that cannot say it leaves it alone
-            return m.group(0)
-    return wrapped
 
 
 def _url(m: re.Match) -> str:
@@ -284,28 +270,43 @@ _ABBR_ALT = "|".join(re.escape(k) for k in sorted(ABBREVIATIONS, key=len, revers
 _URL = re.compile(r"(?<![A-Za-z0-9])(?:https?://|www\.)[A-Za-z0-9\-._~:/?#\[\]@!$&*+;=%]*[A-Za-z0-9/=#]", re.I)
 _EMAIL = re.compile(r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 
-ENGLISH_RULES: list[Rule] = [
+
+
+def _fraction(n: int, d: int) -> str:
+    """3/4 -> 'three quarters', 1/2 -> 'one half', 2/3 -> 'two thirds'."""
+    one, many = {2: ("half", "halves"), 4: ("quarter", "quarters")}.get(d, (ordinal(d), ordinal(d) + "s"))
+    return f"{words(n)} {one if n == 1 else many}"
+
+
+ENGLISH = Locale(
+    name="english", cardinal=words, digit_names=tuple(DIGIT_NAMES), minus="minus", point="point",
+    dot="point", to="to", slash="slash", group=",", decimal=".", fraction=_fraction,
+    always={"24/7": "twenty-four seven"},
+)
+_SHAPES = shape_rules(ENGLISH)
+
+ENGLISH_RULES = compile_rules([
     (_URL, _url),
     (_EMAIL, _email),
-    (re.compile(r"(?<![\w+])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{3}\)\s?|\d{3}[\s.-])\d{3}[\s.-]\d{4}\b"), _phone),
-    (re.compile(r"\b(\d{4})-(\d{2})-(\d{2})\b"), _date_iso),
-    (re.compile(r"\b(\d{1,2})/(\d{1,2})/(\d{4})\b"), _date_us),
-    (re.compile(rf"\b({_MONTH_RE})\.?\s+(\d{{1,2}})(?:st|nd|rd|th)?\b(?:,?\s+(\d{{4}})\b)?"), _date_mdy),
-    (re.compile(rf"\b(\d{{1,2}})(?:st|nd|rd|th)?\s+({_MONTH_RE})\b\.?(?:,?\s+(\d{{4}})\b)?"), _date_dmy),
-    (re.compile(r"\b(\d{1,2}):(\d{2})(?::(\d{2}))?(?:\s*(a\.m\.|p\.m\.|am|pm|AM|PM)(?!\w))?"), _time),
-    (re.compile(r"\b(\d{1,2})\s*(a\.m\.|p\.m\.|am|pm|AM|PM)(?!\w)"), _time_short),
-    (re.compile(rf"(?:(?P<sym>{_CUR_SYMS})\s?(?P<num>{_NUM})|(?P<num2>{_NUM})\s?(?P<code2>{_CUR_CODES})\b)"
-                rf"(?:\s?(?P<scale>thousand|million|billion|trillion|bn|tn|mm|[kKmMbBtT])\b)?"), _money),
-    (re.compile(rf"(-?(?:{_NUM}))\s?%"), _percent),
-    (re.compile(rf"\b({_NUM})\s?({_UNIT_ALT})(?![\w/])"), _unit),
-    (re.compile(r"\b(\d{1,3}(?:,\d{3})*|\d+)(?:st|nd|rd|th)\b"), _ordinal),
-    (re.compile(r"(?<![\d.,])\b(1[1-9]\d\d|20\d\d)(s)?\b(?![.,]\d)"), _year),
-    (re.compile(rf"(?<![\w.])[-−]?(?:{_NUM})(?!\w)"), _cardinal),
-    (re.compile(rf"(?<!\w)(?:{_ABBR_ALT})(?=\s|$)"), _abbrev),
-]
-
-
-ENGLISH_RULES = [(p, _safe(f)) for p, f in ENGLISH_RULES]
+    (r"(?<![\w+])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{3}\)\s?|\d{3}[\s.-])\d{3}[\s.-]\d{4}\b", _phone),
+    (r"\b(\d{4})-(\d{2})-(\d{2})\b", _date_iso),
+    (r"\b(\d{1,2})/(\d{1,2})/(\d{4})\b", _date_us),
+    (rf"\b({_MONTH_RE})\.?\s+(\d{{1,2}})(?:st|nd|rd|th)?\b(?:,?\s+(\d{{4}})\b)?", _date_mdy),
+    (rf"\b(\d{{1,2}})(?:st|nd|rd|th)?\s+({_MONTH_RE})\b\.?(?:,?\s+(\d{{4}})\b)?", _date_dmy),
+    (r"\b(\d{1,2}):(\d{2})(?::(\d{2}))?(?:\s*(a\.m\.|p\.m\.|am|pm|AM|PM)(?!\w))?", _time),
+    (r"\b(\d{1,2})\s*(a\.m\.|p\.m\.|am|pm|AM|PM)(?!\w)", _time_short),
+    _SHAPES["range"],   # "5-10 km" -> "5 to 10 km", "1939-1945" -> two years
+    (r"\b(\d{1,3}(?:,\d{3})*|\d+)(?:st|nd|rd|th)\b", _ordinal),
+    (r"(?<![\d.,])\b(1[1-9]\d\d|20\d\d)(s)?\b(?![.,]\d)", _year),
+    _SHAPES["version"], _SHAPES["slash"], _SHAPES["id"],
+    (rf"(?:(?P<sym>{_CUR_SYMS})\s?(?P<num>{_NUM})|(?P<num2>{_NUM})\s?(?P<code2>{_CUR_CODES})\b)"
+     rf"(?:\s?(?P<scale>thousand|million|billion|trillion|bn|tn|mm|[kKmMbBtT])\b)?", _money),
+    (rf"(-?(?:{_NUM}))\s?%", _percent),
+    (rf"(?<![\w.])([-−]?(?:{_NUM}))\s?({_UNIT_ALT})(?![\w/])", _unit),
+    (rf"(?<![\w.])[-−]?(?:{_NUM})(?!\w)", _cardinal),
+    _SHAPES["number"], _SHAPES["digits"],   # whatever is left: a digit never reaches the model
+    (rf"(?<!\w)(?:{_ABBR_ALT})(?=\s|$)", _abbrev),
+])
 _SYMBOLS = [(re.compile(r"\s&\s"), " and "), (re.compile(r"(?<=\d)\s?[x×]\s?(?=\d)"), " by "),
             (re.compile(r"#(?=\d)"), "number ")]
 
@@ -318,50 +319,3 @@ def normalize_english(text: str) -> str:
     return text
 
 
-_CN_DIGITS = "零一二三四五六七八九"
-
-
-def normalize_chinese(text: str) -> str:
-    protected: list[str] = []
-
-    def keep(m: re.Match) -> str:
-        protected.append(_url(m) if "@" not in m.group(0) else _email(m))
-        return chr(0xE100 + len(protected) - 1)  # a private-use char: no digit for cn2an to touch
-
-    text = re.sub("[\uE100-\uE8FF]", "", text)  # our placeholders; unspeakable anyway
-    text = _URL.sub(keep, text)
-    text = _EMAIL.sub(keep, text)
-    # long digit runs (phone numbers, ids) are read digit by digit
-    text = re.sub(r"\d{7,}", lambda m: "".join(_CN_DIGITS[int(c)] for c in m.group(0)), text)
-    text = re.sub(r"[¥￥]\s?(\d+(?:\.\d+)?)", r"\1元", text)
-    text = re.sub(r"\$\s?(\d+(?:\.\d+)?)", r"\1美元", text)
-    text = re.sub(r"€\s?(\d+(?:\.\d+)?)", r"\1欧元", text)
-    text = re.sub(r"(\d{1,2}):(\d{2})", lambda m: f"{m.group(1)}点{int(m.group(2))}分" if int(m.group(2)) else f"{m.group(1)}点", text)
-    try:
-        import cn2an
-
-        text = cn2an.transform(text, "an2cn")
-    except Exception:  # noqa: BLE001 - cn2an on odd input: keep the digits
-        pass
-    return re.sub("[\uE100-\uE8FF]", lambda m: protected[ord(m.group(0)) - 0xE100]
-                  if ord(m.group(0)) - 0xE100 < len(protected) else m.group(0), text)
-
-
-def normalize(text: str, language: str = "auto") -> str:
-    """Spoken form of ``text`` for ``language`` (detected when 'auto')."""
-    if not isinstance(text, str):
-        raise TextNormalizationError(f"expected text, got {type(text).__name__}")
-    text = re.sub(r"[\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F]", " ", text)
-    text = re.sub(r"\s+", " ", text).strip()
-    if not text:
-        return text
-    lang = (language or "auto").lower()
-    if lang == "auto":
-        lang, conf = detect_language(text)
-        if conf < 0.35:
-            lang = "auto"
-    if lang == "english":
-        text = normalize_english(text)
-    elif lang == "chinese":
-        text = normalize_chinese(text)
-    return re.sub(r"\s+", " ", text).strip()
