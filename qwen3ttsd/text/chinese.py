@@ -54,7 +54,9 @@ _BEFORE_CN2AN = compile_rules([
      lambda m: "点".join(_an2cn(p) for p in m.group(0).split("."))),       # 3.11.7 -> 三点十一点七
     (r"(?<![A-Za-z0-9_/])24/7(?![\d/])", lambda m: "二十四七"),
     (r"(?<![A-Za-z0-9_\-])[A-Za-z]+-?\d+[A-Za-z]*(?:\d+[A-Za-z]*)*(?![A-Za-z0-9_])", _id),
+    (r"(?<![\d\-])(0\d{1,4})-(\d{3,})(?![\d\-])", lambda m: f"{_digits(m.group(1))} {_digits(m.group(2))}"),
     (r"\d{7,}|(?<!\d)0\d+(?![\d.])", lambda m: _digits(m.group(0))),       # phone numbers, ids
+    (r"(?<![\d.])2(?=点(?:\d{1,2}分|[^\d]|$))", lambda m: "两"),                # 两点 (two o'clock)
     (r"[¥￥]\s?(\d+(?:\.\d+)?)", lambda m: f"{m.group(1)}元"),
     (r"\$\s?(\d+(?:\.\d+)?)", lambda m: f"{m.group(1)}美元"),
     (r"€\s?(\d+(?:\.\d+)?)", lambda m: f"{m.group(1)}欧元"),

@@ -12,7 +12,7 @@ import re
 from functools import lru_cache
 from typing import Callable
 
-from .numerals import Locale, compile_rules, shape_rules
+from .numerals import LONG_DIGITS, Locale, compile_rules, shape_rules
 
 @lru_cache(maxsize=1)
 def _inflect():
@@ -242,8 +242,9 @@ def _year(m: re.Match) -> str:
 
 def _cardinal(m: re.Match) -> str:
     s = m.group(0)
-    if len(s.replace(",", "").split(".")[0].lstrip("-−")) > 15:
-        return digits(s)
+    whole = s.replace(",", "").split(".")[0].lstrip("-−")
+    if len(whole) > 15 or s.isdigit() and (len(s) >= LONG_DIGITS or len(s) > 1 and s[0] == "0"):
+        return digits(s)  # ids, account and phone numbers
     return number(s)
 
 

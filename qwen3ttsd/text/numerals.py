@@ -179,9 +179,11 @@ def _range(loc: Locale):
     return fn
 
 
-def _split_id(m: re.Match) -> str:
+def _split_id(loc: Locale):
     """'LH400' -> 'LH 400', 'GPT-4o' -> 'GPT 4 o': the number rule then reads the digits."""
-    return " ".join(p for p in re.split(r"-|(\d+)", m.group(0)) if p)
+    def fn(m: re.Match) -> str:
+        return (loc.sep or "").join(p for p in re.split(r"-|(\d+)", m.group(0)) if p)
+    return fn
 
 
 def _phone(loc: Locale):
@@ -244,7 +246,7 @@ def shape_rules(loc: Locale) -> dict[str, tuple[str, Callable[[re.Match], str]]]
         "version": (rf"(?<![{w}.,])\d+(?:\.\d+){{2,}}(?![{w}]|\.\d)", _version(loc)),
         "slash": (rf"(?<![{w}/.,])(\d+)/(\d+)(?![{w}/]|[.,]\d)", _slash(loc)),
         "range": (rf"(?<![{w}.,\-−–/])(\d+)\s?[-–~〜～]\s?(\d+)(?![{w}/]|[.,]\d|[-–]\d)", _range(loc)),
-        "id": (rf"(?<![{w}\-])(?:[A-Za-z]+-?\d+[A-Za-z]*|\d+[A-Za-z]+)(?:\d+[A-Za-z]*)*(?![{w}\-])", _split_id),
+        "id": (rf"(?<![{w}\-])(?:[A-Za-z]+-?\d+[A-Za-z]*|\d+[A-Za-z]+)(?:\d+[A-Za-z]*)*(?![{w}\-])", _split_id(loc)),
     }
     if loc.time:
         shapes["time"] = (r"(?<![\d:.])(\d{1,2}):(\d{2})(?![\d:])", _time(loc))
