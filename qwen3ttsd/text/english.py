@@ -21,6 +21,7 @@ def _inflect():
     return inflect.engine()
 
 
+@lru_cache(maxsize=4096)   # inflect is slow (type-checked calls); the same numbers recur
 def words(n: int | str) -> str:
     """Cardinal in words: 1234 -> 'one thousand two hundred thirty-four'."""
     s = str(n).lstrip("0") or "0"
@@ -30,6 +31,7 @@ def words(n: int | str) -> str:
     return re.sub(r"\s+", " ", w).strip()
 
 
+@lru_cache(maxsize=4096)
 def ordinal(n: int | str) -> str:
     return _inflect().ordinal(words(n))
 

@@ -275,8 +275,13 @@ def compiled_rules(loc: Locale) -> tuple[Rule, ...]:
     return tuple(loc.rules) + compile_rules(shapes[k] for k in DEFAULT_ORDER if k in shapes)
 
 
+_DIGIT = re.compile(r"\d")
+
+
 def read_numbers(text: str, loc: Locale) -> str:
     """The locale's own rules, then the shared number shapes, in order."""
+    if not _DIGIT.search(text):
+        return text  # every rule reads digits: prose passes untouched, and fast
     for pat, fn in compiled_rules(loc):
         text = pat.sub(fn, text)
     return text
