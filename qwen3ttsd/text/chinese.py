@@ -17,6 +17,10 @@ _PLACEHOLDERS = re.compile("[\uE100-\uE8FF]")   # private-use chars stand in for
 _MEASURE = "个位只本次件条张台辆名头匹块天岁斤元种周份倍双对家所座架部杯瓶碗"
 
 
+_UNITS = {"km/h": "公里每小时", "km": "公里", "kg": "公斤", "cm": "厘米", "mm": "毫米", "ml": "毫升", "mL": "毫升",
+          "m": "米", "g": "克", "L": "升", "l": "升"}
+
+
 def _digits(s: str) -> str:
     return "".join(_CN_DIGITS[int(c)] for c in s if c.isdigit())
 
@@ -54,13 +58,16 @@ _BEFORE_CN2AN = compile_rules([
      lambda m: "点".join(_an2cn(p) for p in m.group(0).split("."))),       # 3.11.7 -> 三点十一点七
     (r"(?<![A-Za-z0-9_/])24/7(?![\d/])", lambda m: "二十四七"),
     (r"(?<![A-Za-z0-9_\-])[A-Za-z]+-?\d+[A-Za-z]*(?:\d+[A-Za-z]*)*(?![A-Za-z0-9_])", _id),
+    (r"(?<![\d:])(\d{1,2}):(\d{2})(?![\d:])", _time),
+    (r"(?<![\d:.])(\d+):(\d+)(?![\d:])", lambda m: f"{m.group(1)}比{m.group(2)}"),   # 比分2:1
+    (rf"(\d(?:[\d.]*\d)?)\s?({'|'.join(sorted(map(re.escape, _UNITS), key=len, reverse=True))})(?![A-Za-z])",
+     lambda m: m.group(1) + _UNITS[m.group(2)]),
     (r"(?<![\d\-])(0\d{1,4})-(\d{3,})(?![\d\-])", lambda m: f"{_digits(m.group(1))} {_digits(m.group(2))}"),
     (r"\d{7,}|(?<!\d)0\d+(?![\d.])", lambda m: _digits(m.group(0))),       # phone numbers, ids
     (r"(?<![\d.])2(?=点(?:\d{1,2}分|[^\d]|$))", lambda m: "两"),                # 两点 (two o'clock)
     (r"[¥￥]\s?(\d+(?:\.\d+)?)", lambda m: f"{m.group(1)}元"),
     (r"\$\s?(\d+(?:\.\d+)?)", lambda m: f"{m.group(1)}美元"),
     (r"€\s?(\d+(?:\.\d+)?)", lambda m: f"{m.group(1)}欧元"),
-    (r"(\d{1,2}):(\d{2})", _time),
 ])
 _AFTER_CN2AN = compile_rules([
     (rf"(?<![零一二三四五六七八九十百千万亿点第两])二(?=[千万亿]|[{_MEASURE}])", lambda m: "两"),

@@ -301,6 +301,7 @@ ENGLISH_RULES = compile_rules([
     _SHAPES["range"],   # "5-10 km" -> "5 to 10 km", "1939-1945" -> two years
     (r"\b(\d{1,3}(?:,\d{3})*|\d+)(?:st|nd|rd|th)\b", _ordinal),
     (r"(?<![\d.,])\b(1[1-9]\d\d|20\d\d)(s)?\b(?![.,]\d)", _year),
+    (r"(?<![\w'’])['’]?([1-9]0)s\b", lambda m: _inflect().plural(words(m.group(1)))),   # the 90s: nineties
     _SHAPES["version"], _SHAPES["slash"], _SHAPES["id"],
     (rf"(?:(?P<sym>{_CUR_SYMS})\s?(?P<num>{_NUM})|(?P<num2>{_NUM})\s?(?P<code2>{_CUR_CODES})\b)"
      rf"(?:\s?(?P<scale>thousand|million|billion|trillion|bn|tn|mm|[kKmMbBtT])\b)?", _money),

@@ -39,6 +39,14 @@ def _fractions(one: dict[int, tuple[str, str]], numerator: Callable[[int], str])
     return say
 
 
+def _metric(km: tuple[str, ...], m: tuple[str, ...], cm: tuple[str, ...], mm: tuple[str, ...],
+            kg: tuple[str, ...], g: tuple[str, ...], litre: tuple[str, ...], ml: tuple[str, ...],
+            kmh: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+    """The metric units newsreaders spell out, keyed by their symbols."""
+    return {"km": km, "m": m, "cm": cm, "mm": mm, "kg": kg, "g": g, "l": litre, "L": litre, "ml": ml, "mL": ml,
+            "km/h": kmh}
+
+
 def _currencies(table: dict[str, tuple[tuple[str, ...], tuple[str, ...]]]) -> dict:
     """Currency words keyed by their symbols and ISO codes ("€" and "EUR" say the same)."""
     keys = {"€": ("€", "EUR"), "$": ("$", "USD", "US$"), "£": ("£", "GBP"), "¥": ("¥", "JPY"),
@@ -114,14 +122,19 @@ GERMAN = Locale(
                          5: ("Fünftel", "Fünftel"), 6: ("Sechstel", "Sechstel"), 7: ("Siebtel", "Siebtel"),
                          8: ("Achtel", "Achtel"), 9: ("Neuntel", "Neuntel"), 10: ("Zehntel", "Zehntel")},
                         lambda n: "ein" if n == 1 else _de_cardinal(n)),
-    units={"%": ("Prozent",), "°C": ("Grad Celsius",), "℃": ("Grad Celsius",), "°F": ("Grad Fahrenheit",),
+    units={**_metric(("Kilometer",), ("Meter",), ("Zentimeter",), ("Millimeter",), ("Kilogramm",), ("Gramm",),
+                    ("Liter",), ("Milliliter",), ("Kilometer pro Stunde",)),
+           "%": ("Prozent",), "°C": ("Grad Celsius",), "℃": ("Grad Celsius",), "°F": ("Grad Fahrenheit",),
            "°": ("Grad",)},
     currencies=_currencies({"€": (("Euro",), ("Cent",)), "$": (("Dollar",), ("Cent",)),
                             "£": (("Pfund",), ("Pence",)), "¥": (("Yen",), ()), "₽": (("Rubel",), ("Kopeken",))}),
     say_subunit=False, time=_de_time, agree=_de_agree,
+    ratio="zu",
     always={"24/7": "vierundzwanzig sieben"},
     rules=compile_rules([
         *_date_rules(DE_MONTHS, "{d}. {month} {y}", "1."),
+        (r"(?<![\d.])(\d{1,2})\.(\d{1,2})\.(?!\d)", lambda m: f"{m.group(1)}. {DE_MONTHS[int(m.group(2)) - 1]}"
+         if 1 <= int(m.group(2)) <= 12 and 1 <= int(m.group(1)) <= 31 else m.group(0)),   # "am 24.12."
         (r"(?<![\d.])(\d{1,2})[.:](\d{2})\s?Uhr\b", lambda m: f"{m.group(1)}:{m.group(2)}"),
         (r"(?<![\d.,])(\d{1,3})\.(?=[ \u00a0]+[^\W\d_])", _de_ordinal),
         (r"(?<![\d.,\-−–])(1[1-9]\d\d)(?![\d]|[.,]\d)", _de_year),
@@ -163,7 +176,10 @@ FRENCH = Locale(
                          5: ("cinquième", "cinquièmes"), 6: ("sixième", "sixièmes"),
                          7: ("septième", "septièmes"), 8: ("huitième", "huitièmes"),
                          9: ("neuvième", "neuvièmes"), 10: ("dixième", "dixièmes")}, partial(_cardinal, "fr")),
-    units={"%": ("pour cent",), "°C": ("degré Celsius", "degrés Celsius"), "℃": ("degré Celsius", "degrés Celsius"),
+    units={**_metric(("kilomètre", "kilomètres"), ("mètre", "mètres"), ("centimètre", "centimètres"),
+                    ("millimètre", "millimètres"), ("kilogramme", "kilogrammes"), ("gramme", "grammes"),
+                    ("litre", "litres"), ("millilitre", "millilitres"), ("kilomètre-heure", "kilomètres-heure")),
+           "%": ("pour cent",), "°C": ("degré Celsius", "degrés Celsius"), "℃": ("degré Celsius", "degrés Celsius"),
            "°F": ("degré Fahrenheit", "degrés Fahrenheit"), "°": ("degré", "degrés")},
     plural=lambda v, f: f[0] if v.lstrip("-") in ("0", "1") or v.lstrip("-").startswith(("0.", "1.")) else f[-1],
     currencies=_currencies({"€": (("euro", "euros"), ("centime", "centimes")),
@@ -171,6 +187,7 @@ FRENCH = Locale(
                             "£": (("livre", "livres"), ("penny", "pence")), "¥": (("yen", "yens"), ()),
                             "₽": (("rouble", "roubles"), ("kopeck", "kopecks"))}),
     say_subunit=False, time=_fr_time, agree=_fr_agree,
+    ratio="à",
     always={"24/7": "vingt-quatre sur sept"},
     rules=compile_rules([
         *_date_rules(FR_MONTHS, "{d} {month} {y}", "1er"),
@@ -193,8 +210,16 @@ _FEMININE_OTHER = {"vez", "veces", "vezes", "mujer", "mujeres", "mulher", "mulhe
                    "ração", "nação", "nações", "estação", "estações", "libras"}
 
 
+_FUNCTION_WORDS = {"a", "as", "à", "da", "das", "na", "nas", "la", "las", "una", "uma", "para", "pela", "sua", "esta",
+                   "essa", "cada", "toda", "todas", "nenhuma", "contra", "entre", "sobre", "fora", "agora",
+                   "ora", "mas", "era", "ma", "sopra", "senza", "dopo", "ancora", "nessuna", "ninguna", "hasta",
+                   "desde", "durante", "mientras", "nada", "ya", "casi", "mia", "tua", "nostra", "vostra"}
+
+
 def _feminine_noun(word: str) -> bool:
     w = word.lower()
+    if w in _FUNCTION_WORDS:
+        return False   # "2 a 1" (a score), "5 para as 3"
     return w in _FEMININE_OTHER or (w.endswith(("a", "as", "à", "á")) and w not in _MASCULINE_IN_A)
 
 
@@ -259,13 +284,17 @@ SPANISH = Locale(
                          5: ("quinto", "quintos"), 6: ("sexto", "sextos"), 7: ("séptimo", "séptimos"),
                          8: ("octavo", "octavos"), 9: ("noveno", "novenos"), 10: ("décimo", "décimos")},
                         lambda n: "un" if n == 1 else n2w(n, "es")),
-    units={"%": ("por ciento",), "°C": ("grado Celsius", "grados Celsius"), "℃": ("grado Celsius", "grados Celsius"),
+    units={**_metric(("kilómetro", "kilómetros"), ("metro", "metros"), ("centímetro", "centímetros"),
+                    ("milímetro", "milímetros"), ("kilo", "kilos"), ("gramo", "gramos"), ("litro", "litros"),
+                    ("mililitro", "mililitros"), ("kilómetro por hora", "kilómetros por hora")),
+           "%": ("por ciento",), "°C": ("grado Celsius", "grados Celsius"), "℃": ("grado Celsius", "grados Celsius"),
            "°F": ("grado Fahrenheit", "grados Fahrenheit"), "°": ("grado", "grados")},
     currencies=_currencies({"€": (("euro", "euros"), ("céntimo", "céntimos")),
                             "$": (("dólar", "dólares"), ("centavo", "centavos")),
                             "£": (("libra", "libras"), ("penique", "peniques")), "¥": (("yen", "yenes"), ()),
                             "₽": (("rublo", "rublos"), ("kopek", "kopeks"))}),
     money_and=" con ", time=_es_time, agree=_es_agree,
+    ratio="a",
     always={"24/7": "veinticuatro siete"},
     rules=compile_rules([
         *_date_rules(ES_MONTHS, "{d} de {month} de {y}", "1"),
@@ -283,13 +312,17 @@ ITALIAN = Locale(
                          5: ("quinto", "quinti"), 6: ("sesto", "sesti"), 7: ("settimo", "settimi"),
                          8: ("ottavo", "ottavi"), 9: ("nono", "noni"), 10: ("decimo", "decimi")},
                         lambda n: "un" if n == 1 else n2w(n, "it")),
-    units={"%": ("per cento",), "°C": ("grado Celsius", "gradi Celsius"), "℃": ("grado Celsius", "gradi Celsius"),
+    units={**_metric(("chilometro", "chilometri"), ("metro", "metri"), ("centimetro", "centimetri"),
+                    ("millimetro", "millimetri"), ("chilo", "chili"), ("grammo", "grammi"), ("litro", "litri"),
+                    ("millilitro", "millilitri"), ("chilometro orario", "chilometri orari")),
+           "%": ("per cento",), "°C": ("grado Celsius", "gradi Celsius"), "℃": ("grado Celsius", "gradi Celsius"),
            "°F": ("grado Fahrenheit", "gradi Fahrenheit"), "°": ("grado", "gradi")},
     currencies=_currencies({"€": (("euro",), ("centesimo", "centesimi")),
                             "$": (("dollaro", "dollari"), ("centesimo", "centesimi")),
                             "£": (("sterlina", "sterline"), ("penny", "pence")), "¥": (("yen",), ()),
                             "₽": (("rublo", "rubli"), ("copeco", "copechi"))}),
     money_and=" e ", time=_it_time, agree=_it_agree,
+    ratio="a",
     always={"24/7": "ventiquattro su sette"},
     rules=compile_rules([
         *_date_rules(IT_MONTHS, "{d} {month} {y}", "1°"),
@@ -307,7 +340,10 @@ PORTUGUESE = Locale(
                          5: ("quinto", "quintos"), 6: ("sexto", "sextos"), 7: ("sétimo", "sétimos"),
                          8: ("oitavo", "oitavos"), 9: ("nono", "nonos"), 10: ("décimo", "décimos")},
                         partial(_cardinal, "pt_BR")),
-    units={"%": ("por cento",), "°C": ("grau Celsius", "graus Celsius"), "℃": ("grau Celsius", "graus Celsius"),
+    units={**_metric(("quilômetro", "quilômetros"), ("metro", "metros"), ("centímetro", "centímetros"),
+                    ("milímetro", "milímetros"), ("quilo", "quilos"), ("grama", "gramas"), ("litro", "litros"),
+                    ("mililitro", "mililitros"), ("quilômetro por hora", "quilômetros por hora")),
+           "%": ("por cento",), "°C": ("grau Celsius", "graus Celsius"), "℃": ("grau Celsius", "graus Celsius"),
            "°F": ("grau Fahrenheit", "graus Fahrenheit"), "°": ("grau", "graus")},
     currencies=_currencies({"R$": (("real", "reais"), ("centavo", "centavos")),
                             "€": (("euro", "euros"), ("centavo", "centavos")),
@@ -315,6 +351,7 @@ PORTUGUESE = Locale(
                             "£": (("libra", "libras"), ("pêni", "pence")), "¥": (("iene", "ienes"), ()),
                             "₽": (("rublo", "rublos"), ("copeque", "copeques"))}),
     money_and=" e ", time=_pt_time, agree=_pt_agree,
+    ratio="a",
     always={"24/7": "vinte e quatro por sete"},
     rules=compile_rules([
         *_date_rules(PT_MONTHS, "{d} de {month} de {y}", "1º"),
@@ -399,13 +436,21 @@ def _ru_time(h: int, mi: int) -> str:
     return f"{_ru_cardinal(h)} {minutes}"
 
 
+_RU_METRIC = _metric(("километр", "километра", "километров"), ("метр", "метра", "метров"),
+                     ("сантиметр", "сантиметра", "сантиметров"), ("миллиметр", "миллиметра", "миллиметров"),
+                     ("килограмм", "килограмма", "килограммов"), ("грамм", "грамма", "граммов"),
+                     ("литр", "литра", "литров"), ("миллилитр", "миллилитра", "миллилитров"),
+                     ("километр в час", "километра в час", "километров в час"))
+_RU_METRIC_CYRILLIC = {"км": "km", "км/ч": "km/h", "кг": "kg", "м": "m", "см": "cm", "мм": "mm", "г": "g", "л": "l",
+                       "мл": "ml"}
 RUSSIAN = Locale(
     name="russian", cardinal=_ru_cardinal,
     digit_names=tuple("ноль один два три четыре пять шесть семь восемь девять".split()),
     minus="минус", point="запятая", dot="точка", to="до", slash="дробь",
     group=_SPACES, decimal=",", fraction=_ru_fraction, decimal_reader=_ru_decimal,
     range_format="от {a} до {b}", plural=_ru_plural,
-    units={"%": ("процент", "процента", "процентов"),
+    units={**_RU_METRIC, **{cyr: _RU_METRIC[lat] for cyr, lat in _RU_METRIC_CYRILLIC.items()},
+           "%": ("процент", "процента", "процентов"),
            "°C": ("градус Цельсия", "градуса Цельсия", "градусов Цельсия"),
            "℃": ("градус Цельсия", "градуса Цельсия", "градусов Цельсия"), "°": ("градус", "градуса", "градусов")},
     currencies={**_currencies({"€": (("евро",), ("цент", "цента", "центов")),
@@ -415,6 +460,7 @@ RUSSIAN = Locale(
                                "₽": (("рубль", "рубля", "рублей"), ("копейка", "копейки", "копеек"))}),
                 **dict.fromkeys(("руб.", "р."), (("рубль", "рубля", "рублей"), ("копейка", "копейки", "копеек")))},
     time=_ru_time, agree=_ru_agree,
+    ratio="—",
     always={"24/7": "двадцать четыре на семь"},
     rules=compile_rules([
         *_date_rules(RU_MONTHS, "{d} {month} {y} года", "1"),

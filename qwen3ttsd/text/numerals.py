@@ -73,6 +73,7 @@ class Locale:
     plural: Callable[[str, tuple[str, ...]], str] = plural_one_other
     decimal_reader: Callable[[str, str], str] | None = None           # whole, fraction -> words (ru)
     always: dict[str, str] = field(default_factory=dict)              # fixed readings ("24/7")
+    ratio: str = ""                                                   # scores, ratios: "2:1" (not a time)
     range_format: str = "{a} {to} {b}"
     time: Callable[[int, int], str] | None = None                     # "14:30" -> hour, minute words
     agree: Callable[[str, int, str, str], str] | None = None          # words, value, word before, word after
@@ -105,7 +106,9 @@ class Locale:
 
 # --- the shapes ------------------------------------------------------------------------------
 
-_NOT_AFTER = r"(?![A-Za-z0-9_])"   # ASCII only: "2026年", "5個" are numbers next to CJK letters
+# no Latin or Cyrillic letter may follow a unit ("5 м" is metres, "5 мая" is not), but CJK may:
+# "500km先", "5個"
+_NOT_AFTER = r"(?![A-Za-z0-9_\u00C0-\u024F\u0400-\u04FF])"
 _WORD_BEFORE = re.compile(r"([^\W\d_]+)[\s\u00a0]*$")
 _WORD_AFTER = re.compile(r"^[\s\u00a0]*([^\W\d_]+)")
 
@@ -125,7 +128,7 @@ def number_pattern(loc: Locale) -> str:
     g = re.escape(loc.group)
     d = re.escape(loc.decimal + ("." if "." not in loc.group else ""))
     return (rf"(?P<sign>(?<![A-Za-z0-9_.,\-−–])[-−–](?=\d))?"
-            rf"(?P<int>(?<![\d{g}])\d{{1,3}}(?:[{g}]\d{{3}})+(?!\d)|\d+)"
+            rf"(?P<int>(?<!\d)(?<!\d[{g}])\d{{1,3}}(?:[{g}]\d{{3}})+(?!\d)|\d+)"
             rf"(?:[{d}](?P<frac>\d+))?")
 
 
@@ -250,6 +253,9 @@ def shape_rules(loc: Locale) -> dict[str, tuple[str, Callable[[re.Match], str]]]
     }
     if loc.time:
         shapes["time"] = (r"(?<![\d:.])(\d{1,2}):(\d{2})(?![\d:])", _time(loc))
+    if loc.ratio:
+        shapes["ratio"] = (rf"(?<![{w}:.,])(\d+):(\d+)(?![{w}:]|[.,]\d)",
+                           lambda m: f"{m.group(1)} {loc.ratio} {m.group(2)}")
     if loc.currencies:
         cur = _alt(loc.currencies)
         shapes["money"] = (rf"(?P<cur>{cur})\s?{num}", _money(loc))
@@ -261,7 +267,7 @@ def shape_rules(loc: Locale) -> dict[str, tuple[str, Callable[[re.Match], str]]]
     return shapes
 
 
-DEFAULT_ORDER = ("phone", "time", "money", "money_after", "version", "slash", "range", "id", "unit",
+DEFAULT_ORDER = ("phone", "time", "ratio", "money", "money_after", "version", "slash", "range", "id", "unit",
                  "number", "digits")
 
 
