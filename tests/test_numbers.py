@@ -14,6 +14,8 @@ from qwen3ttsd.text.normalize import normalize
 
 READINGS = {
     "english": [
+        ("The Lakers won 102:99.", "The Lakers won one hundred two to ninety-nine."),
+        ("music of the 90s", "music of the nineties"),
         ("It is -3°C outside.", "It is minus three degrees Celsius outside."),
         ("Add 3/4 cup of sugar.", "Add three quarters cup of sugar."),
         ("Take 2/3 of it.", "Take two thirds of it."),
@@ -32,6 +34,9 @@ READINGS = {
         ("It fell to -12.5 today.", "It fell to minus twelve point five today."),
     ],
     "chinese": [
+        ("比分2:1", "比分二比一"),
+        ("上午9:05", "上午九点五分"),
+        ("跑了5km", "跑了五公里"),
         ("共1,234人", "共一千二百三十四人"),
         ("-3℃", "零下三摄氏度"),
         ("气温-3°C", "气温零下三摄氏度"),
@@ -51,6 +56,8 @@ READINGS = {
         ("增长了2.5%", "增长了百分之二点五"),
     ],
     "japanese": [
+        ("東京まで500km", "東京まで五百キロ"),
+        ("2:1で勝った", "二対一で勝った"),
         ("2026年です", "二千二十六年です"),
         ("気温は-3℃です", "気温はマイナス三度です"),
         ("50%の確率", "五十パーセントの確率"),
@@ -69,6 +76,8 @@ READINGS = {
         ("１２３人", "百二十三人"),
     ],
     "korean": [
+        ("2:1로 이겼다", "이 대 일로 이겼다"),
+        ("5km", "오 킬로미터"),
         ("30살입니다", "서른 살입니다"),
         ("20살", "스무 살"),
         ("21살", "스물한 살"),
@@ -91,6 +100,11 @@ READINGS = {
         ("010-1234-5678", "공일공, 일이삼사, 오육칠팔"),
     ],
     "german": [
+        ("Am 24.12. ist Heiligabend.", "Am vierundzwanzigsten Dezember ist Heiligabend."),
+        ("Das Spiel endete 2:1.", "Das Spiel endete zwei zu eins."),
+        ("Er ist 1,85 m groß.", "Er ist eins Komma acht fünf Meter groß."),
+        ("Der DAX stieg auf 18.500 Punkte.", "Der DAX stieg auf achtzehntausendfünfhundert Punkte."),
+        ("mit 100 km/h", "mit hundert Kilometer pro Stunde"),
         ("Ich habe 25 Euro.", "Ich habe fünfundzwanzig Euro."),
         ("Am 3. Mai 2024", "Am dritten Mai zweitausendvierundzwanzig"),
         ("am 15.01.2024", "am fünfzehnten Januar zweitausendvierundzwanzig"),
@@ -112,6 +126,9 @@ READINGS = {
         ("Er wurde 3. Dann ging er.", "Er wurde drei. Dann ging er."),
     ],
     "french": [
+        ("Environ 3 000 manifestants", "Environ trois mille manifestants"),
+        ("à 130 km/h", "à cent trente kilomètres-heure"),
+        ("1,5 km", "un virgule cinq kilomètre"),
         ("J'ai 25 ans.", "J'ai vingt-cinq ans."),
         ("le 1er janvier 2024", "le premier janvier deux mille vingt-quatre"),
         ("le 15/01/2024", "le quinze janvier deux mille vingt-quatre"),
@@ -167,6 +184,7 @@ READINGS = {
         ("2.000.000 di persone", "due milioni di persone"),
     ],
     "portuguese": [
+        ("O jogo terminou 2 a 1.", "O jogo terminou dois a um."),
         ("Tenho 21 anos.", "Tenho vinte e um anos."),
         ("2 horas", "duas horas"),
         ("22 pessoas", "vinte e duas pessoas"),
@@ -185,6 +203,8 @@ READINGS = {
         ("versão 3.11.7", "versão três ponto onze ponto sete"),
     ],
     "russian": [
+        ("5 км", "пять километров"),
+        ("2 кг", "два килограмма"),
         ("в 1999 году", "в тысяча девятьсот девяносто девятом году"),
         ("15 января 2024 года", "пятнадцатого января две тысячи двадцать четвёртого года"),
         ("Сегодня 15 мая", "Сегодня пятнадцатое мая"),

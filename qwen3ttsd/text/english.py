@@ -284,7 +284,7 @@ def _fraction(n: int, d: int) -> str:
 ENGLISH = Locale(
     name="english", cardinal=words, digit_names=tuple(DIGIT_NAMES), minus="minus", point="point",
     dot="point", to="to", slash="slash", group=",", decimal=".", fraction=_fraction,
-    always={"24/7": "twenty-four seven"},
+    always={"24/7": "twenty-four seven"}, ratio="to",
 )
 _SHAPES = shape_rules(ENGLISH)
 
@@ -298,6 +298,7 @@ ENGLISH_RULES = compile_rules([
     (rf"\b(\d{{1,2}})(?:st|nd|rd|th)?\s+({_MONTH_RE})\b\.?(?:,?\s+(\d{{4}})\b)?", _date_dmy),
     (r"\b(\d{1,2}):(\d{2})(?::(\d{2}))?(?:\s*(a\.m\.|p\.m\.|am|pm|AM|PM)(?!\w))?", _time),
     (r"\b(\d{1,2})\s*(a\.m\.|p\.m\.|am|pm|AM|PM)(?!\w)", _time_short),
+    _SHAPES["ratio"],   # "won 2:1", "16:9"
     _SHAPES["range"],   # "5-10 km" -> "5 to 10 km", "1939-1945" -> two years
     (r"\b(\d{1,3}(?:,\d{3})*|\d+)(?:st|nd|rd|th)\b", _ordinal),
     (r"(?<![\d.,])\b(1[1-9]\d\d|20\d\d)(s)?\b(?![.,]\d)", _year),

@@ -201,7 +201,7 @@ FRENCH = Locale(
 
 _MASCULINE_IN_A = {"día", "días", "dia", "dias", "mapa", "mapas", "problema", "problemas", "programa", "programas",
                    "sistema", "sistemas", "tema", "temas", "idioma", "idiomas", "clima", "planeta", "planetas",
-                   "poema", "poemas", "cinema", "diploma", "diplomas", "pigiama", "papa"}
+                   "poema", "poemas", "cinema", "diploma", "diplomas", "pigiama", "papa", "grama", "gramas"}
 _FEMININE_OTHER = {"vez", "veces", "vezes", "mujer", "mujeres", "mulher", "mulheres", "noche", "noches", "noite",
                    "noites", "ciudad", "ciudades", "cidade", "cidades", "edad", "unidad", "unidades", "unidade",
                    "unidades", "volte", "notte", "notti", "parte", "partes", "gente", "legge", "leggi",

@@ -255,7 +255,7 @@ def shape_rules(loc: Locale) -> dict[str, tuple[str, Callable[[re.Match], str]]]
         shapes["time"] = (r"(?<![\d:.])(\d{1,2}):(\d{2})(?![\d:])", _time(loc))
     if loc.ratio:
         shapes["ratio"] = (rf"(?<![{w}:.,])(\d+):(\d+)(?![{w}:]|[.,]\d)",
-                           lambda m: f"{m.group(1)} {loc.ratio} {m.group(2)}")
+                           lambda m: f"{m.group(1)}{loc.sep}{loc.ratio}{loc.sep}{m.group(2)}")
     if loc.currencies:
         cur = _alt(loc.currencies)
         shapes["money"] = (rf"(?P<cur>{cur})\s?{num}", _money(loc))
