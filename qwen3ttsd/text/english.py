@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
-from typing import Callable
 
 from .numerals import LONG_DIGITS, Locale, compile_rules, shape_rules
 

@@ -47,6 +47,13 @@ def _metric(km: tuple[str, ...], m: tuple[str, ...], cm: tuple[str, ...], mm: tu
             "km/h": kmh}
 
 
+def _signs(percent: tuple[str, ...], degree: tuple[str, ...], celsius: str = "Celsius",
+           fahrenheit: str = "Fahrenheit") -> dict[str, tuple[str, ...]]:
+    """Percent and degree signs: '%', '°', '°C' / '℃', '°F'."""
+    c = tuple(f"{d} {celsius}" for d in degree)
+    return {"%": percent, "°": degree, "°C": c, "℃": c, "°F": tuple(f"{d} {fahrenheit}" for d in degree)}
+
+
 def _currencies(table: dict[str, tuple[tuple[str, ...], tuple[str, ...]]]) -> dict:
     """Currency words keyed by their symbols and ISO codes ("€" and "EUR" say the same)."""
     keys = {"€": ("€", "EUR"), "$": ("$", "USD", "US$"), "£": ("£", "GBP"), "¥": ("¥", "JPY"),
@@ -124,8 +131,7 @@ GERMAN = Locale(
                         lambda n: "ein" if n == 1 else _de_cardinal(n)),
     units={**_metric(("Kilometer",), ("Meter",), ("Zentimeter",), ("Millimeter",), ("Kilogramm",), ("Gramm",),
                     ("Liter",), ("Milliliter",), ("Kilometer pro Stunde",)),
-           "%": ("Prozent",), "°C": ("Grad Celsius",), "℃": ("Grad Celsius",), "°F": ("Grad Fahrenheit",),
-           "°": ("Grad",)},
+           **_signs(("Prozent",), ("Grad",))},
     currencies=_currencies({"€": (("Euro",), ("Cent",)), "$": (("Dollar",), ("Cent",)),
                             "£": (("Pfund",), ("Pence",)), "¥": (("Yen",), ()), "₽": (("Rubel",), ("Kopeken",))}),
     say_subunit=False, time=_de_time, agree=_de_agree,
@@ -179,8 +185,7 @@ FRENCH = Locale(
     units={**_metric(("kilomètre", "kilomètres"), ("mètre", "mètres"), ("centimètre", "centimètres"),
                     ("millimètre", "millimètres"), ("kilogramme", "kilogrammes"), ("gramme", "grammes"),
                     ("litre", "litres"), ("millilitre", "millilitres"), ("kilomètre-heure", "kilomètres-heure")),
-           "%": ("pour cent",), "°C": ("degré Celsius", "degrés Celsius"), "℃": ("degré Celsius", "degrés Celsius"),
-           "°F": ("degré Fahrenheit", "degrés Fahrenheit"), "°": ("degré", "degrés")},
+           **_signs(("pour cent",), ("degré", "degrés"))},
     plural=lambda v, f: f[0] if v.lstrip("-") in ("0", "1") or v.lstrip("-").startswith(("0.", "1.")) else f[-1],
     currencies=_currencies({"€": (("euro", "euros"), ("centime", "centimes")),
                             "$": (("dollar", "dollars"), ("cent", "cents")),
@@ -287,8 +292,7 @@ SPANISH = Locale(
     units={**_metric(("kilómetro", "kilómetros"), ("metro", "metros"), ("centímetro", "centímetros"),
                     ("milímetro", "milímetros"), ("kilo", "kilos"), ("gramo", "gramos"), ("litro", "litros"),
                     ("mililitro", "mililitros"), ("kilómetro por hora", "kilómetros por hora")),
-           "%": ("por ciento",), "°C": ("grado Celsius", "grados Celsius"), "℃": ("grado Celsius", "grados Celsius"),
-           "°F": ("grado Fahrenheit", "grados Fahrenheit"), "°": ("grado", "grados")},
+           **_signs(("por ciento",), ("grado", "grados"))},
     currencies=_currencies({"€": (("euro", "euros"), ("céntimo", "céntimos")),
                             "$": (("dólar", "dólares"), ("centavo", "centavos")),
                             "£": (("libra", "libras"), ("penique", "peniques")), "¥": (("yen", "yenes"), ()),
@@ -315,8 +319,7 @@ ITALIAN = Locale(
     units={**_metric(("chilometro", "chilometri"), ("metro", "metri"), ("centimetro", "centimetri"),
                     ("millimetro", "millimetri"), ("chilo", "chili"), ("grammo", "grammi"), ("litro", "litri"),
                     ("millilitro", "millilitri"), ("chilometro orario", "chilometri orari")),
-           "%": ("per cento",), "°C": ("grado Celsius", "gradi Celsius"), "℃": ("grado Celsius", "gradi Celsius"),
-           "°F": ("grado Fahrenheit", "gradi Fahrenheit"), "°": ("grado", "gradi")},
+           **_signs(("per cento",), ("grado", "gradi"))},
     currencies=_currencies({"€": (("euro",), ("centesimo", "centesimi")),
                             "$": (("dollaro", "dollari"), ("centesimo", "centesimi")),
                             "£": (("sterlina", "sterline"), ("penny", "pence")), "¥": (("yen",), ()),
@@ -343,8 +346,7 @@ PORTUGUESE = Locale(
     units={**_metric(("quilômetro", "quilômetros"), ("metro", "metros"), ("centímetro", "centímetros"),
                     ("milímetro", "milímetros"), ("quilo", "quilos"), ("grama", "gramas"), ("litro", "litros"),
                     ("mililitro", "mililitros"), ("quilômetro por hora", "quilômetros por hora")),
-           "%": ("por cento",), "°C": ("grau Celsius", "graus Celsius"), "℃": ("grau Celsius", "graus Celsius"),
-           "°F": ("grau Fahrenheit", "graus Fahrenheit"), "°": ("grau", "graus")},
+           **_signs(("por cento",), ("grau", "graus"))},
     currencies=_currencies({"R$": (("real", "reais"), ("centavo", "centavos")),
                             "€": (("euro", "euros"), ("centavo", "centavos")),
                             "$": (("dólar", "dólares"), ("centavo", "centavos")),
@@ -450,9 +452,8 @@ RUSSIAN = Locale(
     group=_SPACES, decimal=",", fraction=_ru_fraction, decimal_reader=_ru_decimal,
     range_format="от {a} до {b}", plural=_ru_plural,
     units={**_RU_METRIC, **{cyr: _RU_METRIC[lat] for cyr, lat in _RU_METRIC_CYRILLIC.items()},
-           "%": ("процент", "процента", "процентов"),
-           "°C": ("градус Цельсия", "градуса Цельсия", "градусов Цельсия"),
-           "℃": ("градус Цельсия", "градуса Цельсия", "градусов Цельсия"), "°": ("градус", "градуса", "градусов")},
+           **_signs(("процент", "процента", "процентов"), ("градус", "градуса", "градусов"), "Цельсия",
+                    "Фаренгейта")},
     currencies={**_currencies({"€": (("евро",), ("цент", "цента", "центов")),
                                "$": (("доллар", "доллара", "долларов"), ("цент", "цента", "центов")),
                                "£": (("фунт", "фунта", "фунтов"), ("пенс", "пенса", "пенсов")),
