@@ -22,6 +22,7 @@ READINGS = {
         ("about 1/2 of them", "about one half of them"),
         ("We are open 24/7.", "We are open twenty-four seven."),
         ("For ages 5-10.", "For ages five to ten."),
+        ("scores 5 -10 and 7", "scores five minus ten and seven"),
         ("a 5-10 km walk", "a five to ten kilometers walk"),
         ("from 1939-1945", "from nineteen thirty-nine to nineteen forty-five"),
         ("Python 3.11.7 is out.", "Python three point eleven point seven is out."),
@@ -124,6 +125,7 @@ READINGS = {
         ("12,5 % mehr", "zwölf Komma fünf Prozent mehr"),
         ("24/7 geöffnet", "vierundzwanzig sieben geöffnet"),
         ("Er wurde 3. Dann ging er.", "Er wurde drei. Dann ging er."),
+        ("Wir kommen am 3.3. Dann feiern wir.", "Wir kommen am dritten März. Dann feiern wir."),
     ],
     "french": [
         ("Environ 3 000 manifestants", "Environ trois mille manifestants"),

@@ -311,7 +311,7 @@ ENGLISH_RULES = compile_rules([
     _SHAPES["number"], _SHAPES["digits"],   # whatever is left: a digit never reaches the model
     (rf"(?<!\w)(?:{_ABBR_ALT})(?=\s|$)", _abbrev),
 ])
-_SYMBOLS = [(re.compile(r"\s&\s"), " and "), (re.compile(r"(?<=\d)\s?[x×]\s?(?=\d)"), " by "),
+_SYMBOLS = [(re.compile(r"(?<=\s)&(?=\s)"), "and"), (re.compile(r"(?<=\d)\s?[x×]\s?(?=\d)"), " by "),
             (re.compile(r"#(?=\d)"), "number ")]
 
 

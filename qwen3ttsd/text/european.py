@@ -111,6 +111,15 @@ def _de_ordinal(m: re.Match) -> str:
     return _ordinal("de", int(m.group(1))) + ending
 
 
+def _de_day_month(m: re.Match) -> str:
+    d, mo = int(m.group(1)), int(m.group(2))
+    if not (1 <= mo <= 12 and 1 <= d <= 31):
+        return m.group(0)
+    rest = m.string[m.end():]
+    ends = not rest.strip() or re.match(r"\s+[A-ZÄÖÜ]", rest) is not None   # its dot also ends the sentence
+    return f"{d}. {DE_MONTHS[mo - 1]}" + ("." if ends else "")
+
+
 def _de_year(m: re.Match) -> str:
     return n2w(int(m.group(1)), "de", "year")
 
@@ -139,8 +148,7 @@ GERMAN = Locale(
     always={"24/7": "vierundzwanzig sieben"},
     rules=compile_rules([
         *_date_rules(DE_MONTHS, "{d}. {month} {y}", "1."),
-        (r"(?<![\d.])(\d{1,2})\.(\d{1,2})\.(?!\d)", lambda m: f"{m.group(1)}. {DE_MONTHS[int(m.group(2)) - 1]}"
-         if 1 <= int(m.group(2)) <= 12 and 1 <= int(m.group(1)) <= 31 else m.group(0)),   # "am 24.12."
+        (r"(?<![\d.])(\d{1,2})\.(\d{1,2})\.(?!\d)", _de_day_month),   # "am 24.12."
         (r"(?<![\d.])(\d{1,2})[.:](\d{2})\s?Uhr\b", lambda m: f"{m.group(1)}:{m.group(2)}"),
         (r"(?<![\d.,])(\d{1,3})\.(?=[ \u00a0]+[^\W\d_])", _de_ordinal),
         (r"(?<![\d.,\-−–])(1[1-9]\d\d)(?![\d]|[.,]\d)", _de_year),

@@ -248,7 +248,8 @@ def shape_rules(loc: Locale) -> dict[str, tuple[str, Callable[[re.Match], str]]]
                   _phone(loc)),
         "version": (rf"(?<![{w}.,])\d+(?:\.\d+){{2,}}(?![{w}]|\.\d)", _version(loc)),
         "slash": (rf"(?<![{w}/.,])(\d+)/(\d+)(?![{w}/]|[.,]\d)", _slash(loc)),
-        "range": (rf"(?<![{w}.,\-−–/])(\d+)\s?[-–~〜～]\s?(\d+)(?![{w}/]|[.,]\d|[-–]\d)", _range(loc)),
+        # "5-10", "5 - 10"; not "5 -10" (a list with a negative number)
+        "range": (rf"(?<![{w}.,\-−–/])(\d+)(?:[-–~〜～]|\s[-–~〜～]\s)(\d+)(?![{w}/]|[.,]\d|[-–]\d)", _range(loc)),
         "id": (rf"(?<![{w}\-])(?:[A-Za-z]+-?\d+[A-Za-z]*|\d+[A-Za-z]+)(?:\d+[A-Za-z]*)*(?![{w}\-])", _split_id(loc)),
     }
     if loc.time:
