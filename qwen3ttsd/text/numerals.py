@@ -68,8 +68,7 @@ class Locale:
     sep: str = " "                    # between the words of a reading ("" in Japanese)
     pause: str = ", "                 # between the digit groups of a phone number
     digit_sep: str | None = None      # between digits read one by one (default: sep)
-    units: dict[str, tuple[str, ...]] = field(default_factory=dict)   # "%", "°C", "€"... after a number
-    prefix_units: tuple[str, ...] = ()                                # "$5", "€5": the unit comes first
+    units: dict[str, tuple[str, ...]] = field(default_factory=dict)   # "%", "°C", "km"... after a number
     plural: Callable[[str, tuple[str, ...]], str] = plural_one_other
     decimal_reader: Callable[[str, str], str] | None = None           # whole, fraction -> words (ru)
     always: dict[str, str] = field(default_factory=dict)              # fixed readings ("24/7")
@@ -83,7 +82,8 @@ class Locale:
     rules: tuple[Rule, ...] = ()                                      # the language's own, run first
 
     def digits(self, s: str) -> str:
-        return (self.sep if self.digit_sep is None else self.digit_sep).join(self.digit_names[int(c)] for c in s if c.isdigit())
+        sep = self.sep if self.digit_sep is None else self.digit_sep
+        return sep.join(self.digit_names[int(c)] for c in s if c.isdigit())
 
     def integer(self, s: str) -> str:
         """Digits as one number, or digit by digit where people do: '007', long ids."""
@@ -114,7 +114,8 @@ _WORD_AFTER = re.compile(r"^[\s\u00a0]*([^\W\d_]+)")
 
 
 def neighbours(m: re.Match) -> tuple[str, str]:
-    """The words just before and after a match (lower-cased), for agreement rules."""
+    """The word just before a match (lower-cased) and just after it (as written: German nouns
+    are capitalised), for agreement rules."""
     before = _WORD_BEFORE.search(m.string, max(0, m.start() - 40), m.start())
     after = _WORD_AFTER.search(m.string[m.end(): m.end() + 40])
     return (before.group(1).lower() if before else ""), (after.group(1) if after else "")
@@ -138,7 +139,7 @@ def read_number(loc: Locale, m: re.Match) -> str:
         words = loc.decimal_number(re.sub(r"\D", "", whole), frac)
     else:
         words = loc.integer(whole)
-        if loc.agree and whole.isdigit() and (len(whole) == 1 or whole[0] != "0") and len(whole) < 7:
+        if loc.agree and whole.isdigit() and (len(whole) == 1 or whole[0] != "0") and len(whole) < LONG_DIGITS:
             words = loc.agree(words, int(whole), *neighbours(m))
     return f"{loc.minus}{loc.sep}{words}" if m.group("sign") else words
 
