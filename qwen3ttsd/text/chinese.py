@@ -94,7 +94,8 @@ def normalize_chinese(text: str) -> str:
     text = _EMAIL.sub(keep, text)
     for pat, fn in _BEFORE_CN2AN:
         text = pat.sub(fn, text)
-    text = _cn2an(re.fullmatch(r"(?s).*", text))
+    if re.search(r"\d", text):   # cn2an is slow on long prose with nothing to read
+        text = _cn2an(re.fullmatch(r"(?s).*", text))
     text = _PLACEHOLDERS.sub(lambda m: protected[ord(m.group(0)) - 0xE100]
                              if ord(m.group(0)) - 0xE100 < len(protected) else m.group(0), text)
     for pat, fn in _AFTER_CN2AN:

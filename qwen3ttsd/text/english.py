@@ -287,9 +287,9 @@ ENGLISH = Locale(
 )
 _SHAPES = shape_rules(ENGLISH)
 
-ENGLISH_RULES = compile_rules([
-    (_URL, _url),
-    (_EMAIL, _email),
+_ADDRESS_RULES = compile_rules([(_URL, _url), (_EMAIL, _email)])
+_ABBREVIATION_RULES = compile_rules([(rf"(?<!\w)(?:{_ABBR_ALT})(?=\s|$)", _abbrev)])
+_NUMBER_RULES = compile_rules([
     (r"(?<![\w+])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{3}\)\s?|\d{3}[\s.-])\d{3}[\s.-]\d{4}\b", _phone),
     (r"\b(\d{4})-(\d{2})-(\d{2})\b", _date_iso),
     (r"\b(\d{1,2})/(\d{1,2})/(\d{4})\b", _date_us),
@@ -309,16 +309,19 @@ ENGLISH_RULES = compile_rules([
     (rf"(?<![\w.])([-−]?(?:{_NUM}))\s?({_UNIT_ALT})(?![\w/])", _unit),
     (rf"(?<![\w.])[-−]?(?:{_NUM})(?!\w)", _cardinal),
     _SHAPES["number"], _SHAPES["digits"],   # whatever is left: a digit never reaches the model
-    (rf"(?<!\w)(?:{_ABBR_ALT})(?=\s|$)", _abbrev),
 ])
+ENGLISH_RULES = _ADDRESS_RULES + _NUMBER_RULES + _ABBREVIATION_RULES
 _SYMBOLS = [(re.compile(r"(?<=\s)&(?=\s)"), "and"), (re.compile(r"(?<=\d)\s?[x×]\s?(?=\d)"), " by "),
             (re.compile(r"#(?=\d)"), "number ")]
+
+
+_WORDS_ONLY_RULES = _ADDRESS_RULES + _ABBREVIATION_RULES   # prose without a digit skips the number rules
 
 
 def normalize_english(text: str) -> str:
     for pat, repl in _SYMBOLS:
         text = pat.sub(repl, text)
-    for pat, fn in ENGLISH_RULES:
+    for pat, fn in ENGLISH_RULES if re.search(r"\d", text) else _WORDS_ONLY_RULES:
         text = pat.sub(fn, text)
     return text
 
