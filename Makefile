@@ -10,7 +10,7 @@ HOST    ?= 127.0.0.1
 PORT    ?= 8880
 PYTEST_ARGS ?=
 
-.PHONY: install system-deps run tiny-model test test-fast bench bench-engine bench-bridge verify-units clean
+.PHONY: install system-deps run tiny-model test test-fast bench bench-engine bench-bridge bench-text verify-units clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -53,13 +53,16 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
-bench: bench-engine bench-bridge
+bench: bench-engine bench-bridge bench-text
 
 bench-engine: install
 	$(BIN)/python bench/bench_engine.py
 
 bench-bridge: install
 	$(BIN)/python bench/bench_bridge.py
+
+bench-text: install
+	$(BIN)/python bench/bench_text.py
 
 verify-units:
 	$(BIN)/python -m pytest -q tests/test_systemd_units.py

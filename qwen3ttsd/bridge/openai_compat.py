@@ -6,18 +6,13 @@ import json
 from typing import Any
 
 from ..errors import TTSError
+from ..text.language import LANG_CODES  # ISO suffixes in model names ("tts-1-es"); light import
 
 # OpenAI voice -> Qwen3-TTS CustomVoice speaker (closest timbre; English speakers first).
 VOICE_MAP = {
     "alloy": "vivian", "ash": "ryan", "ballad": "uncle_fu", "coral": "serena", "echo": "aiden",
     "fable": "dylan", "onyx": "eric", "nova": "ono_anna", "sage": "sohee", "shimmer": "serena",
     "verse": "ryan", "marin": "vivian", "cedar": "aiden",
-}
-# ISO 639-1 suffixes in model names ("tts-1-es") -> Qwen language
-LANG_CODES = {
-    "en": "english", "zh": "chinese", "cn": "chinese", "ja": "japanese", "jp": "japanese",
-    "ko": "korean", "de": "german", "fr": "french", "ru": "russian", "pt": "portuguese",
-    "es": "spanish", "it": "italian",
 }
 OPENAI_MODELS = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")
 # response_format -> (daemon format, Content-Type)

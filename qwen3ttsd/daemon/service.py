@@ -28,7 +28,7 @@ from ..audio.reference import process_reference
 from ..config import DaemonConfig
 from ..errors import TTSError
 from ..text import prepare_text
-from ..text.language import detect_language
+from ..text.language import canonical_language, detect_language
 from .models import ModelEntry, ModelRegistry
 from .scheduler import PRIORITIES, Job, Scheduler
 from .server import Connection, Server
@@ -149,7 +149,7 @@ class Service:
         else:
             want = "custom_voice"
         entry = self.registry.pick(_str(params, "model"), None if params.get("model") else want)
-        language = (_str(params, "language", "auto") or "auto").lower()
+        language = canonical_language(_str(params, "language", "auto"))  # "en" == "english"
         if language not in entry.languages:
             raise TTSError("bad_request", f"unsupported language {params.get('language')!r}; supported: {entry.languages}")
         req: dict[str, Any] = {"language": language}
