@@ -313,3 +313,35 @@ def test_every_format_has_the_same_length_for_every_reader(bridge, fmt):
     want = 2 * 20 * 1920
     assert abs(n_ff - want) <= 1920 + 1152 and abs(len(wav) - n_ff) <= 1152, (len(wav), n_ff, want)
     assert not math.isnan(float(wav.sum()))
+
+
+BROWSER_DECODE = """async ([url, fmt]) => {
+  const r = await fetch(url, {method: "POST", headers: {"content-type": "application/json"},
+    body: JSON.stringify({input: "Length check. And a second sentence.", voice: "nova",
+                          response_format: fmt, max_frames: 20})});
+  const buf = await r.arrayBuffer();
+  const ctx = new OfflineAudioContext(1, 1, 24000);
+  try { const audio = await ctx.decodeAudioData(buf); return audio.duration; }
+  catch (e) { return "error: " + e; }
+}"""
+
+
+def test_chromium_decodes_every_format_to_the_same_length(bridge):
+    """What a browser (the web page, <audio>) makes of each format's bytes."""
+    from playwright.sync_api import sync_playwright
+
+    want = 2 * 20 * 1920 / 24000
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=[
+            "--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--no-first-run"])
+        try:
+            page = browser.new_page()
+            page.goto(bridge.url + "/health")
+            got = {fmt: page.evaluate(BROWSER_DECODE, [bridge.url + SPEECH, fmt])
+                   for fmt in ("mp3", "flac", "opus", "wav", "aac")}
+        finally:
+            browser.close()
+    for fmt, duration in got.items():
+        assert isinstance(duration, float), (fmt, duration)
+        assert abs(duration - want) <= 0.13, (fmt, duration, want)  # within ~1.5 frames (codec priming)
