@@ -345,3 +345,32 @@ def test_chromium_decodes_every_format_to_the_same_length(bridge):
     for fmt, duration in got.items():
         assert isinstance(duration, float), (fmt, duration)
         assert abs(duration - want) <= 0.13, (fmt, duration, want)  # within ~1.5 frames (codec priming)
+
+
+WS_FIELDS = ["voice", "language", "format", "sample_rate", "instructions", "speed", "seed", "model",
+             "audio_header", "temperature", "top_k", "top_p", "max_frames"]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(field=st.sampled_from(WS_FIELDS), value=VALUES)
+def test_fuzz_websocket_session_fields_never_break_the_call(bridge, field, value):
+    async def call() -> list[str]:
+        kinds = []
+        async with websockets.connect(ws_url(bridge)) as ws:
+            await ws.recv()  # session
+            update = {"type": "session.update", "voice": "ryan", "max_frames": 2, field: value}
+            if field == "max_frames":
+                update["max_frames"] = value if not isinstance(value, int) or isinstance(value, bool) else 2
+            await ws.send(json.dumps(update))
+            await ws.send(json.dumps({"type": "text", "text": "Hi."}))
+            await ws.send(json.dumps({"type": "flush"}))
+            while True:
+                m = await asyncio.wait_for(ws.recv(), 120)
+                if isinstance(m, bytes):
+                    continue
+                kinds.append(json.loads(m)["type"])
+                if kinds[-1] in ("flushed",):
+                    return kinds
+    kinds = asyncio.run(call())  # a crashed handler would close the socket instead
+    errors = [k for k in kinds if k == "error"]
+    assert kinds[-1] == "flushed" and len(errors) <= 2, kinds

@@ -84,7 +84,7 @@ def model_and_language(model: str | None) -> tuple[str | None, str | None]:
     return m, None
 
 
-def _typed(key: str, value: Any, types: tuple[type, ...]) -> Any:
+def typed_field(key: str, value: Any, types: tuple[type, ...]) -> Any:
     is_bool = isinstance(value, bool)
     if (is_bool and bool not in types) or not isinstance(value, types):
         kind = {str: "a string", bool: "true or false", int: "an integer"}.get(types[0], "a number")
@@ -143,7 +143,7 @@ def speech_params(body: dict[str, Any], max_chars: int) -> tuple[dict[str, Any],
             params["instructions"] = instructions
     for k, types in EXTRA_FIELDS.items():
         if body.get(k) is not None:
-            params[k] = _typed(k, body[k], types)
+            params[k] = typed_field(k, body[k], types)
     if rf == "pcm" and "sample_rate" not in params:
         params["sample_rate"] = 24000
     return params, rf, sf

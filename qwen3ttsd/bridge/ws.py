@@ -46,12 +46,17 @@ from ..client import STREAM_BUFFER, AsyncClient, ConnectionLost
 from ..config import BridgeConfig
 from ..errors import TTSError
 from ..text.split import IncrementalSplitter
-from .openai_compat import LANG_CODES, VOICE_MAP
+from .openai_compat import EXTRA_FIELDS, LANG_CODES, VOICE_MAP, typed_field
 
 log = logging.getLogger("qwen3tts.bridge.ws")
 
 WS_FORMATS = {"pcm16": 2, "pcm": 2, "mulaw": 1, "ulaw": 1, "alaw": 1, "f32": 4}
 RATES = (8000, 16000, 22050, 24000, 44100, 48000)
+# session.update fields beyond the shared extra fields, and their JSON types
+SESSION_FIELDS: dict[str, tuple[type, ...]] = {
+    "voice": (str,), "format": (str,), "instructions": (str,), "model": (str,),
+    "speed": (int, float), "audio_header": (bool,),
+}
 
 
 class Session:
@@ -83,7 +88,7 @@ class Session:
         for k in ("voice", "language", "format", "sample_rate", "instructions", "speed", "seed",
                   "model", "audio_header", "temperature", "top_k", "top_p", "max_frames"):
             if k in msg:
-                c[k] = msg[k]
+                c[k] = typed_field(k, msg[k], SESSION_FIELDS.get(k) or EXTRA_FIELDS[k])
         fmt = str(c["format"]).lower()
         if fmt not in WS_FORMATS:
             raise TTSError("bad_request", f"format must be one of {sorted(WS_FORMATS)}")
