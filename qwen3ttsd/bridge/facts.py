@@ -129,8 +129,9 @@ class DaemonFacts:
         }
         st = self.status
         if st and self.at:
-            details = {k: st.get(k) for k in ("state", "pid", "loaded", "rss_bytes", "vram_bytes",
+            details = {k: st.get(k) for k in ("state", "pid", "version", "rss_bytes", "vram_bytes",
                                                "active_streams", "queue_len", "idle_timeout", "uptime_s")}
+            details["loaded"] = sorted(st.get("loaded") or {})
             left = st.get("idle_exit_in_s")
             if left is not None:  # extrapolated from when we asked; a later request postpones it
                 details["idle_exit_at"] = self.at + float(left)
