@@ -8,7 +8,7 @@ HOST    ?= 127.0.0.1
 PORT    ?= 8880
 PYTEST_ARGS ?=
 
-.PHONY: install system-deps run tiny-model test test-fast bench bench-engine bench-bridge verify-units clean
+.PHONY: install system-deps run tiny-model test test-fast bench bench-engine bench-bridge bench-wyoming verify-units clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -17,13 +17,18 @@ $(BIN)/python:
 install: $(BIN)/python system-deps
 	$(BIN)/pip install -q -e '.[daemon,test]'
 
-# ffmpeg is only needed for mp3/aac/opus encoders that libsndfile lacks (pydub drives it).
-system-deps:
-	@command -v ffmpeg >/dev/null 2>&1 || { \
+# $(call apt_install,COMMAND,PACKAGE,WHAT IS MISSING WITHOUT IT): as root with apt, install it if absent.
+apt_install = command -v $(1) >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null) \
-	      || echo "warning: could not install ffmpeg (mp3/aac/opus disabled)"; \
-	  else echo "warning: ffmpeg not found (mp3/aac/opus disabled)"; fi; }
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(2) >/dev/null) \
+	      || echo "warning: could not install $(2) ($(3))"; \
+	  else echo "warning: $(1) not found ($(3))"; fi; }
+
+# ffmpeg is only needed for mp3/aac/opus encoders that libsndfile lacks (pydub drives it);
+# chromium only for the browser tests of the web page (Playwright drives it).
+system-deps:
+	@$(call apt_install,ffmpeg,ffmpeg,mp3/aac/opus disabled)
+	@$(call apt_install,chromium,chromium,the browser tests of the web page fail)
 
 # A random-weight model for trying the service without downloading weights.
 tiny-model: $(MODEL)/config.json
@@ -42,13 +47,16 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
-bench: bench-engine bench-bridge
+bench: bench-engine bench-bridge bench-wyoming
 
 bench-engine: install
 	$(BIN)/python bench/bench_engine.py
 
 bench-bridge: install
 	$(BIN)/python bench/bench_bridge.py
+
+bench-wyoming: install
+	$(BIN)/python bench/bench_wyoming.py
 
 verify-units:
 	$(BIN)/python -m pytest -q tests/test_systemd_units.py
