@@ -113,11 +113,21 @@ def start_bridge(tmp: str, model: str | None, *args: str) -> tuple[subprocess.Po
     return p, url, rt
 
 
-def main() -> int:
+def stop_bridge(p: subprocess.Popen, tmp: tempfile.TemporaryDirectory) -> None:
+    p.send_signal(signal.SIGTERM)
+    p.wait(60)
+    tmp.cleanup()
+
+
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model")
-    ap.add_argument("-n", type=int, default=10)
-    a = ap.parse_args()
+    ap.add_argument("--model", help="checkpoint directory (default: a tiny random one)")
+    ap.add_argument("-n", type=int, default=10, help="runs per path")
+    return ap.parse_args()
+
+
+def main() -> int:
+    a = parse_args()
     tmp = tempfile.TemporaryDirectory()
     p, url, rt = start_bridge(tmp.name, a.model)
     try:
@@ -135,9 +145,7 @@ def main() -> int:
             rows["bridge WebSocket"].append(ws(url))
         busy = rss_mb(p.pid)
     finally:
-        p.send_signal(signal.SIGTERM)
-        p.wait(60)
-        tmp.cleanup()
+        stop_bridge(p, tmp)
 
     print(f"\nbridge RSS: idle {idle:.1f} MB, after {3 * a.n + 1} requests {busy:.1f} MB; "
           f"bare uvicorn+starlette+msgpack import {base_mb:.1f} MB (budget 35 MB)")

@@ -13,14 +13,12 @@ Each run stops at the first audio chunk and hangs up (which cancels the generati
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import signal
 import statistics
 import tempfile
 import time
 
-from bench_bridge import rss_mb, start_bridge
+from bench_bridge import parse_args, rss_mb, start_bridge, stop_bridge
 from wyoming.client import AsyncTcpClient
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeVoice
 
@@ -61,10 +59,7 @@ async def wyoming(port: int, streaming: bool) -> float:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--model")
-    ap.add_argument("-n", type=int, default=10)
-    a = ap.parse_args()
+    a = parse_args()
     tmp = tempfile.TemporaryDirectory()
     port = free_port()
     p, url, rt = start_bridge(tmp.name, a.model, "--wyoming", f"tcp://127.0.0.1:{port}")
@@ -89,9 +84,7 @@ def main() -> int:
         cold = asyncio.run(run())
         busy = rss_mb(p.pid)
     finally:
-        p.send_signal(signal.SIGTERM)
-        p.wait(60)
-        tmp.cleanup()
+        stop_bridge(p, tmp)
 
     print(f"\nbridge RSS with Wyoming enabled: idle {idle:.1f} MB (budget 40 MB), after {3 * a.n + 1} "
           f"requests {busy:.1f} MB")

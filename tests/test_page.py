@@ -52,6 +52,20 @@ def open_page(browser, url: str, loaded: bool = True):
     return page, problems
 
 
+def spoken(page) -> None:
+    """Wait until the page has played everything it was sent."""
+    page.wait_for_function("document.getElementById('stat-state').textContent === 'done'", timeout=120_000)
+
+
+def add_voice(page, name: str, clip: Path, consent: str, transcript: str = "") -> None:
+    page.fill("#voice-name", name)
+    page.set_input_files("#voice-file", str(clip))
+    page.fill("#voice-transcript", transcript)
+    page.fill("#voice-consent", consent)
+    page.check("#voice-consent-ok")
+    page.click("#voice-add")
+
+
 def test_page_speaks_and_manages_voices(bridge, browser, tmp_path):
     page, problems = open_page(browser, bridge.url)
     assert page.title() == "qwen3ttsd"
@@ -65,7 +79,7 @@ def test_page_speaks_and_manages_voices(bridge, browser, tmp_path):
     page.fill("#text", text)
     page.select_option("#voice", "aiden")
     page.click("#speak-btn")
-    page.wait_for_function("document.getElementById('stat-state').textContent === 'done'", timeout=120_000)
+    spoken(page)
     audio = page.evaluate("window.qwen3tts.audio")
     samples = frame_budget(text) * 1920
     assert audio == {"received": samples, "played": samples}  # every sample went through the graph
@@ -84,16 +98,11 @@ def test_page_speaks_and_manages_voices(bridge, browser, tmp_path):
     # voice library: upload a clip, it is listed, preview it, delete it
     clip = tmp_path / "grandpa.wav"
     clip.write_bytes(_ref_wav(3))
-    page.fill("#voice-name", "grandpa")
-    page.set_input_files("#voice-file", str(clip))
-    page.fill("#voice-transcript", "Hello there.")
-    page.fill("#voice-consent", "recorded with his permission")
-    page.check("#voice-consent-ok")
-    page.click("#voice-add")
+    add_voice(page, "grandpa", clip, "recorded with his permission", "Hello there.")
     page.wait_for_selector("li[data-voice=grandpa]", timeout=120_000)
     assert "grandpa" in page.locator("#voice").inner_text()
     page.click("li[data-voice=grandpa] >> text=Preview")
-    page.wait_for_function("document.getElementById('stat-state').textContent === 'done'", timeout=120_000)
+    spoken(page)
     page.fill("#text", text)
     SCREENSHOT.parent.mkdir(exist_ok=True)
     page.screenshot(path=str(SCREENSHOT), full_page=True)
@@ -105,11 +114,7 @@ def test_page_speaks_and_manages_voices(bridge, browser, tmp_path):
     # a bad clip gets the server's message, not a silent failure
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"not audio" * 100)
-    page.fill("#voice-name", "broken")
-    page.set_input_files("#voice-file", str(bad))
-    page.fill("#voice-consent", "yes")
-    page.check("#voice-consent-ok")
-    page.click("#voice-add")
+    add_voice(page, "broken", bad, "yes")
     page.wait_for_selector("#voice-error:not([hidden])", timeout=60_000)
     assert "audio" in page.locator("#voice-error").inner_text()
 
@@ -133,7 +138,7 @@ def test_page_with_an_api_key(tiny_models, tmp_path, browser):
         page.wait_for_function("document.getElementById('voice').options.length > 0")
         page.fill("#text", "Secret.")
         page.click("#speak-btn")
-        page.wait_for_function("document.getElementById('stat-state').textContent === 'done'", timeout=120_000)
+        spoken(page)
         assert page.evaluate("window.qwen3tts.audio.played") == frame_budget("Secret.") * 1920
     finally:
         b.stop()

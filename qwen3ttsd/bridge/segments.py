@@ -20,14 +20,36 @@ from typing import Any, AsyncIterator
 from ..client import AsyncClient
 from ..errors import TTSError
 
-_END = object()
+
+async def fetch_in_order(tts_socket: str, params: dict, audio: asyncio.Queue, prev: asyncio.Event | None,
+                         queued: asyncio.Event) -> None:
+    """Run one segment's daemon request: its audio chunks go into ``audio``, then None (done)
+    or a TTSError. It is sent once ``prev`` is set (the previous segment is in the daemon's
+    queue) and sets ``queued`` when its own is, so the daemon sees a call's requests in order."""
+    try:
+        if prev is not None:
+            await prev.wait()
+        async with AsyncClient(tts_socket) as c:
+            async for ev in c.synthesize(**params):
+                queued.set()
+                if ev.kind == "chunk":
+                    audio.put_nowait(ev.audio)
+        audio.put_nowait(None)
+    except TTSError as e:
+        audio.put_nowait(e)
+    except asyncio.CancelledError:
+        raise
+    except Exception as e:  # noqa: BLE001 - reported to the consumer, in order
+        audio.put_nowait(TTSError("internal", f"{type(e).__name__}: {e}"))
+    finally:
+        queued.set()  # never hold up the next segment
 
 
 class OrderedSegments:
     def __init__(self, tts_socket: str, params: dict[str, Any]) -> None:
         self.tts_socket = tts_socket
         self.params = dict(params, session=uuid.uuid4().hex)
-        self._order: asyncio.Queue = asyncio.Queue()       # per-segment audio queues, then _END
+        self._order: asyncio.Queue = asyncio.Queue()       # per-segment audio queues, then None
         self._tasks: list[asyncio.Task] = []
         self._last_queued: asyncio.Event | None = None
         self.count = 0
@@ -36,41 +58,21 @@ class OrderedSegments:
         """Request ``text`` now (pipelined behind the previous segment)."""
         audio: asyncio.Queue = asyncio.Queue()
         queued = asyncio.Event()
-        self._tasks.append(asyncio.create_task(
-            self._fetch(dict(self.params, text=text), audio, self._last_queued, queued)))
+        self._tasks.append(asyncio.create_task(fetch_in_order(
+            self.tts_socket, dict(self.params, text=text), audio, self._last_queued, queued)))
         self._last_queued = queued
         self._order.put_nowait(audio)
         self.count += 1
 
     def close(self) -> None:
         """No more segments: ``audio()`` ends after the last one."""
-        self._order.put_nowait(_END)
-
-    async def _fetch(self, params: dict, audio: asyncio.Queue, prev: asyncio.Event | None,
-                     queued: asyncio.Event) -> None:
-        try:
-            if prev is not None:
-                await prev.wait()
-            async with AsyncClient(self.tts_socket) as c:
-                async for ev in c.synthesize(**params):
-                    queued.set()
-                    if ev.kind == "chunk":
-                        audio.put_nowait(ev.audio)
-            audio.put_nowait(_END)
-        except TTSError as e:
-            audio.put_nowait(e)
-        except asyncio.CancelledError:
-            raise
-        except Exception as e:  # noqa: BLE001 - reported to the consumer, in order
-            audio.put_nowait(TTSError("internal", f"{type(e).__name__}: {e}"))
-        finally:
-            queued.set()  # never hold up the next segment
+        self._order.put_nowait(None)
 
     async def audio(self) -> AsyncIterator[bytes]:
         """Audio bytes of every segment in order; raises the first segment error."""
         try:
-            while (seg := await self._order.get()) is not _END:
-                while (data := await seg.get()) is not _END:
+            while (seg := await self._order.get()) is not None:
+                while (data := await seg.get()) is not None:
                     if isinstance(data, TTSError):
                         raise data
                     if data:
