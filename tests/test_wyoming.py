@@ -14,7 +14,7 @@ from wyoming.error import Error
 from wyoming.info import Describe, Info
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeStopped, SynthesizeVoice
 
-from qwen3ttsd.bridge.wyoming import qwen_language, voice_params
+from qwen3ttsd.bridge.wyoming import qwen_language, read_event, voice_params
 from qwen3ttsd.engine.engine import frame_budget
 from qwen3ttsd.testing import free_port
 
@@ -61,6 +61,20 @@ def test_voice_and_language_mapping():
     assert voice_params({"name": "alloy"}) == {"voice": "vivian", "language": "auto"}
     assert voice_params({"language": "ja"}) == {"voice": "ono_anna", "language": "japanese"}
     assert voice_params({"name": "ryan", "language": "en"}) == {"voice": "ryan", "language": "english"}
+
+
+def test_oversized_or_malformed_events_are_refused_before_reading_them():
+    async def read(raw: bytes):
+        r = asyncio.StreamReader()
+        r.feed_data(raw)
+        r.feed_eof()
+        return await read_event(r)
+
+    huge = b'{"type": "synthesize", "data_length": 1073741824}\n'
+    assert asyncio.run(read(huge)) is None  # refused from the header: nothing buffered
+    assert asyncio.run(read(b"not json\n")) is None
+    ok = asyncio.run(read(b'{"type": "synthesize", "data_length": 15}\n{"text": "Hi."}'))
+    assert ok.type == "synthesize" and ok.data == {"text": "Hi."}
 
 
 def test_describe_answers_without_waking_the_daemon(wy):
@@ -123,6 +137,21 @@ def test_streaming_speaks_before_the_text_ends(wy):
     assert len(audio_of(events)) == expected * FRAME_BYTES
     stamps = [AudioChunk.from_event(e).timestamp for e in events if e.type == "audio-chunk"]
     assert stamps == sorted(stamps) and stamps[0] == 0
+
+
+def test_whole_text_copy_after_synthesize_stop_is_not_spoken_again(wy):
+    async def go():
+        async with client(wy) as c:
+            for ev in (SynthesizeStart(), SynthesizeChunk(text="Hi there."), SynthesizeStop(),
+                       Synthesize(text="Hi there.")):
+                await c.write_event(ev.event())
+            events = await read_until(c, "synthesize-stopped")
+            with pytest.raises(asyncio.TimeoutError):
+                await read_until(c, "audio-start", timeout=1.5)
+            return events
+
+    events = asyncio.run(go())
+    assert len(audio_of(events)) == frame_budget("Hi there.") * FRAME_BYTES
 
 
 def test_unknown_voice_and_empty_text_are_errors(wy):

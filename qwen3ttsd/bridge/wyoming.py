@@ -12,8 +12,8 @@ the daemon still starts only when something must be spoken and exits when idle.
 * ``synthesize-start`` / ``-chunk`` / ``-stop``: text is cut at the first clause boundary
   and each segment is requested as soon as it is known (``segments.OrderedSegments``), so
   speech starts while the LLM is still writing. The whole-text ``synthesize`` that
-  streaming clients also send for old servers is ignored inside a stream; the stream ends
-  with ``synthesize-stopped``.
+  streaming clients also send for old servers is ignored on a connection that streams; the
+  stream ends with ``synthesize-stopped``.
 * Audio goes out as ``audio-start`` / ``audio-chunk`` / ``audio-stop``: 24 kHz, 16-bit,
   mono, chunk by chunk as the daemon produces it.
 * Errors (unknown voice, empty text, daemon unavailable) become a Wyoming ``error`` event,
@@ -195,6 +195,7 @@ class WyomingHandler(AsyncEventHandler):
         super().__init__(reader, writer)
         self.service = service
         self.stream: Utterance | None = None      # the open synthesize-start .. -stop
+        self.streamed = False                     # this connection is a streaming client's
         self.task: asyncio.Task | None = None     # the latest utterance being spoken
 
     async def run(self) -> None:
@@ -223,6 +224,7 @@ class WyomingHandler(AsyncEventHandler):
             if self.stream is not None:
                 raise TTSError("bad_request", "synthesize-start inside an open stream")
             self.stream = Utterance(self, event.data.get("voice"), streaming=True)
+            self.streamed = True
             self._speak(self.stream)
         elif SynthesizeChunk.is_type(event.type):
             if self.stream is None:
@@ -234,8 +236,10 @@ class WyomingHandler(AsyncEventHandler):
             stream, self.stream = self.stream, None
             stream.finish()
         elif Synthesize.is_type(event.type):
-            if self.stream is not None:
-                return True  # the whole-text copy a streaming client sends for old servers
+            if self.streamed:
+                # the whole-text copy a streaming client sends for old servers (before or,
+                # from some clients, after synthesize-stop): one request per connection
+                return True
             text = str(event.data.get("text") or "")
             if not any(ch.isalnum() for ch in text):
                 raise TTSError("bad_request", "nothing to speak: the text is empty")

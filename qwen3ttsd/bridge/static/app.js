@@ -312,6 +312,7 @@ async function speak(textOverride, voiceOverride) {
       ws.close();
       S.ws = null;
       finishSpeaking("playing");
+      loadStatus(true);  // the daemon just worked: asking it now wakes nothing
     } else if (m.type === "error") {
       showError("speak-error", new Error(m.message + (m.code ? " (" + m.code + ")" : "")));
       stopSpeaking();
