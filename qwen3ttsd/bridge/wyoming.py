@@ -59,6 +59,10 @@ PROGRAM = Attribution(name="qwen3ttsd", url="https://github.com/QwenLM/Qwen3-TTS
 ISO_CODES = {name: code for code, name in reversed(list(LANG_CODES.items()))}
 # a voice request that names only a language gets that language's native speaker
 NATIVE_SPEAKER = {"english": "ryan", "chinese": "vivian", "japanese": "ono_anna", "korean": "sohee"}
+# shown in Home Assistant's voice picker (every speaker speaks every language)
+SPEAKER_NOTES = {"vivian": "female, Chinese", "serena": "female, Chinese", "uncle_fu": "male, Chinese",
+                 "dylan": "male, Beijing Chinese", "eric": "male, Sichuan Chinese", "ryan": "male, English",
+                 "aiden": "male, American English", "ono_anna": "female, Japanese", "sohee": "female, Korean"}
 DEFAULT_SPEAKER = "ryan"
 
 
@@ -83,8 +87,10 @@ def voice_params(voice: dict[str, Any] | None) -> dict[str, str]:
 
 
 def build_info(facts: DaemonFacts) -> Info:
-    langs = sorted({ISO_CODES.get(lang, lang) for lang in facts.language_names()})
-    voices = [TtsVoice(name=s, description=f"{s} (built-in speaker)", attribution=QWEN, installed=True,
+    # ISO codes only (what Home Assistant matches pipelines on); dialects ride on "zh"
+    langs = sorted({ISO_CODES[lang] for lang in facts.language_names() if lang in ISO_CODES})
+    voices = [TtsVoice(name=s, description=f"{s} ({SPEAKER_NOTES.get(s, 'built-in speaker')})",
+                       attribution=QWEN, installed=True,
                        version=facts.model_for("custom_voice", s) or "Qwen3-TTS CustomVoice", languages=langs)
               for s in facts.speakers()]
     voices += [TtsVoice(name=c["name"], description=f"{c['name']} (saved clone voice)", attribution=QWEN,
