@@ -206,3 +206,22 @@ def test_describe_lists_saved_clone_voices_after_a_synthesis(wy):
     voices = {v.name: v for v in info.tts[0].voices}
     assert "grandpa" in voices and voices["grandpa"].version == "base"
     assert voices["ryan"].version == "custom_voice"
+
+
+def test_daemon_that_cannot_start_gives_an_error_event_at_once(tiny_models, tmp_path):
+    port = free_port()
+    b = Bridge(tmp_path, tiny_models["custom_voice"].parent,
+               args=["--daemon-command", "/bin/false", "--wyoming", f"tcp://127.0.0.1:{port}"])
+    try:
+        async def ask(*events) -> list:
+            async with AsyncTcpClient("127.0.0.1", port) as c:
+                for ev in events:
+                    await c.write_event(ev.event())
+                return await read_until(c, "error", timeout=30)
+
+        for events in ([Synthesize(text="Hello.")],
+                       [SynthesizeStart(), SynthesizeChunk(text="Hello there, friend."), SynthesizeStop()]):
+            got = asyncio.run(ask(*events))
+            assert [e.type for e in got] == ["error"] and Error.from_event(got[0]).code == "unavailable"
+    finally:
+        b.stop()

@@ -39,6 +39,8 @@ async def fetch_in_order(tts_socket: str, params: dict, audio: asyncio.Queue, pr
         audio.put_nowait(e)
     except asyncio.CancelledError:
         raise
+    except OSError as e:  # the daemon went away mid-request (crash, restart)
+        audio.put_nowait(TTSError("unavailable", f"daemon connection lost: {e}"))
     except Exception as e:  # noqa: BLE001 - reported to the consumer, in order
         audio.put_nowait(TTSError("internal", f"{type(e).__name__}: {e}"))
     finally:
