@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -107,6 +108,15 @@ def test_synthesize_whole_text(wy):
     start = AudioStart.from_event(events[0])
     assert (start.rate, start.width, start.channels) == (24000, 2, 1)
     assert len(audio_of(events)) == frame_budget(text) * FRAME_BYTES
+
+
+def test_bridge_with_wyoming_stays_small_and_torch_free(wy):
+    maps = Path(f"/proc/{wy.proc.pid}/maps").read_text()
+    for lib in ("numpy", "torch", "soundfile", "libsndfile"):
+        assert lib not in maps, lib
+    rss_kb = int(next(line for line in Path(f"/proc/{wy.proc.pid}/status").read_text().splitlines()
+                      if line.startswith("VmRSS")).split()[1])
+    assert rss_kb < 40 * 1024  # the budget; bench/bench_wyoming.py reports the exact figure
 
 
 def test_streaming_speaks_before_the_text_ends(wy):

@@ -53,8 +53,8 @@ class DaemonFacts:
         return self.activator.info()["pid"] is not None
 
     def speakers(self) -> list[str]:
-        if self.voices and self.voices.get("speakers"):
-            return list(self.voices["speakers"])
+        if self.voices is not None:  # what the configured models really have (maybe none)
+            return list(self.voices.get("speakers") or [])
         return list(BUILTIN_SPEAKERS)
 
     def clones(self) -> list[dict]:
