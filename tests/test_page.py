@@ -72,7 +72,10 @@ def test_page_speaks_and_manages_voices(bridge, browser, tmp_path):
     assert problems == []
     assert "ryan" in page.locator("#voice").inner_text()
     assert page.locator("#daemon-pill").inner_text() == "daemon idle (not running)"
-    assert bridge.health()["daemon"]["spawns"] == 0  # the page and its status panel did not wake it
+    # neither the page and its status panel, nor an explicit refresh while it is idle, woke it
+    st = httpx.get(bridge.url + "/v1/status?refresh=1").json()
+    assert st["daemon"]["running"] is False and st["daemon"]["speakers"][0] == "vivian"
+    assert bridge.health()["daemon"]["spawns"] == 0
 
     # Speak: pcm16 over the WebSocket into the AudioWorklet
     text = "Hello from the browser."
