@@ -24,10 +24,10 @@ apt_install = command -v $(1) >/dev/null 2>&1 || { \
 	      || echo "warning: could not install $(2) ($(3))"; \
 	  else echo "warning: $(1) not found ($(3))"; fi; }
 
-# ffmpeg is only needed for mp3/aac/opus encoders that libsndfile lacks (pydub drives it);
-# chromium only for the browser tests of the web page (Playwright drives it).
+# ffmpeg encodes AAC and decodes reference uploads libsndfile cannot read (m4a, webm: the
+# page's microphone recordings); chromium only for the web page's browser tests (Playwright).
 system-deps:
-	@$(call apt_install,ffmpeg,ffmpeg,mp3/aac/opus disabled)
+	@$(call apt_install,ffmpeg,ffmpeg,AAC output and m4a/webm uploads disabled)
 	@$(call apt_install,chromium,chromium,the browser tests of the web page fail)
 
 # A random-weight model for trying the service without downloading weights.

@@ -36,6 +36,17 @@ N_CHUNK = "tts.chunk"         # [msgid, seq, {audio: bin, samples, t}]
 N_CANCEL = "$/cancel"         # client -> server: [msgid]
 
 
+class _Nil:
+    """What ``read_frame`` returns for a frame whose body is msgpack ``nil``: a message
+    (an invalid one, answered with ``$/error``), not the end of the stream (``None``)."""
+
+    def __repr__(self) -> str:
+        return "NIL"
+
+
+NIL = _Nil()
+
+
 class ProtocolError(TTSError):
     def __init__(self, message: str, code: str = "protocol_error") -> None:
         super().__init__(code, message)
@@ -73,7 +84,7 @@ def unpack_body(body: bytes, max_len: int) -> Any:
 
 
 async def read_frame(reader: asyncio.StreamReader, max_len: int) -> Any | None:
-    """Next decoded message, or None on a clean EOF between frames."""
+    """Next decoded message (``NIL`` for a nil body), or None on a clean EOF between frames."""
     try:
         header = await reader.readexactly(4)
     except asyncio.IncompleteReadError as e:
@@ -87,7 +98,11 @@ async def read_frame(reader: asyncio.StreamReader, max_len: int) -> Any | None:
         body = await reader.readexactly(n)
     except asyncio.IncompleteReadError:
         raise ProtocolError("truncated frame body") from None
-    return unpack_body(body, max_len)
+    return _message(unpack_body(body, max_len))
+
+
+def _message(obj: Any) -> Any:
+    return NIL if obj is None else obj
 
 
 def read_frame_sync(sock, max_len: int) -> Any | None:
@@ -101,7 +116,7 @@ def read_frame_sync(sock, max_len: int) -> Any | None:
     body = _recv_exact(sock, n)
     if body is None:
         raise ProtocolError("truncated frame body")
-    return unpack_body(body, max_len)
+    return _message(unpack_body(body, max_len))
 
 
 def _recv_exact(sock, n: int) -> bytes | None:

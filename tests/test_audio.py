@@ -57,7 +57,10 @@ def test_stream_concatenation_decodes_to_same_duration(fmt, rate):
         pytest.skip("ffmpeg not installed")
     pcm = tone(3.0)
     data, parts = encode_stream(fmt, rate, pcm, chunk=FRAME * 3)
-    assert sum(1 for p in parts if p) >= 3  # really streamed, not all at the end
+    if fmt == "flac":  # sent complete: readers need STREAMINFO's exact length
+        assert parts[-1] == data
+    else:
+        assert sum(1 for p in parts if p) >= 3  # really streamed, not all at the end
     want = 3.0 * rate
     if fmt in RAW:
         got = len(np.frombuffer(data, RAW[fmt][0]))
@@ -68,11 +71,10 @@ def test_stream_concatenation_decodes_to_same_duration(fmt, rate):
     else:
         decoded = ffmpeg_decode(data, rate)
         got = len(decoded)
-        if fmt in ("wav", "opus"):  # libsndfile reads these too (not "length unknown" FLAC)
-            with sf.SoundFile(io.BytesIO(data)) as f:
-                assert f.samplerate == rate
-                n = sum(len(b) for b in f.blocks(4096))
-            assert abs(n - want) <= rate * FRAME / SR
+        if fmt != "aac":  # libsndfile has no AAC; every other reader agrees on the length
+            wav, sr = sf.read(io.BytesIO(data), dtype="float32")
+            assert sr == rate
+            assert abs(len(wav) - got) <= 1152 if fmt == "mp3" else len(wav) == got, (len(wav), got)
     assert abs(got - want) <= rate * FRAME / SR + (1024 if fmt in ("aac", "mp3") else 0), (got, want)
 
 
@@ -261,3 +263,65 @@ def test_fuzz_reference_decoder_only_raises_its_own_error():
         except ReferenceAudioError:
             continue
         assert out.dtype == np.float32 and np.all(np.isfinite(out))
+
+
+class _Canary:
+    """A loopback HTTP server that records every request: nothing may ever reach it."""
+
+    def __init__(self, body: bytes) -> None:
+        import http.server
+        import threading
+
+        hits = self.hits = []
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                hits.append(self.path)
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *a):
+                pass
+
+        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.url = f"http://127.0.0.1:{self.srv.server_address[1]}"
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.srv.shutdown()
+
+
+def hostile_uploads(url: str, local_file: str) -> dict[str, bytes]:
+    """Files that are not audio but make a naive ffmpeg fetch other resources."""
+    return {
+        "hls-http": f"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:3,\n{url}/internal/voice.wav\n#EXT-X-ENDLIST\n".encode(),
+        "hls-file": f"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:3,\nfile://{local_file}\n#EXT-X-ENDLIST\n".encode(),
+        "concat": f"ffconcat version 1.0\nfile '{local_file}'\nfile '{url}/internal/b.wav'\n".encode(),
+        "m3u": f"#EXTM3U\n{url}/internal/c.wav\n".encode() * 3,
+    }
+
+
+@pytest.mark.skipif(FFMPEG is None, reason="ffmpeg not installed")
+def test_reference_playlists_never_fetch_anything(tmp_path):
+    wav = _file(tone(3.0), SR)
+    local = tmp_path / "secret.wav"
+    local.write_bytes(wav)
+    canary = _Canary(wav)
+    try:
+        for name, data in hostile_uploads(canary.url, str(local)).items():
+            with pytest.raises(ReferenceAudioError):
+                process_reference(data)
+        assert canary.hits == []
+    finally:
+        canary.close()
+
+
+@pytest.mark.skipif(FFMPEG is None, reason="ffmpeg not installed")
+def test_reference_webm_and_m4a_still_decode():
+    wav = _file(tone(3.0), SR)
+    for args in (["-c:a", "libopus", "-f", "webm"], ["-c:a", "aac", "-f", "mp4", "-movflags", "frag_keyframe+empty_moov"]):
+        data = subprocess.run([FFMPEG, "-v", "error", "-i", "pipe:0", *args, "pipe:1"],
+                              input=wav, capture_output=True).stdout
+        assert data, args
+        assert 2.5 < len(process_reference(data)) / SR < 3.3

@@ -6,15 +6,20 @@ Every encoder's concatenated output is a valid file/stream of its format:
 * ``wav``: a PCM16 RIFF header whose sizes say "unknown/streaming" (0xFFFFFFFF), as
   browsers, ffmpeg and libsndfile accept;
 * ``mulaw`` / ``alaw``: raw G.711 bytes (telephony, 8 kHz);
-* ``flac``, ``mp3``, ``opus`` (Ogg): libsndfile through a write-only virtual file - bytes
-  are emitted as libsndfile writes them; the header patches it attempts at close (total
-  length) are dropped, which leaves valid "length unknown" streams;
+* ``mp3``, ``opus`` (Ogg): libsndfile through a write-only virtual file - bytes are
+  emitted as libsndfile writes them; the header patches it attempts at close (total
+  length) are dropped, which leaves valid "length unknown" streams. MP3 is constant
+  bitrate: a stream has no Xing/Info header (it is written at the end), and readers that
+  lack one estimate the length from the first frame's bitrate - exact only for CBR;
+* ``flac``: readers (libsndfile among them) trust STREAMINFO's total sample count, which
+  is only known at the end, so FLAC is sent complete, with exact headers, at ``finish``;
 * ``aac`` (ADTS): libsndfile has no AAC encoder, so an ffmpeg subprocess does it, fed
   through pipes.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import struct
@@ -199,6 +204,21 @@ class _StreamSink:
         return b
 
 
+class _WholeFileSink(io.BytesIO):
+    """A real in-memory file (rewrites land): for formats sent complete at the end."""
+
+    def take(self) -> bytes:
+        return self.getvalue() if self.closed_by_encoder else b""
+
+    closed_by_encoder = False
+
+
+def mp3_cbr_level(sample_rate: int) -> float:
+    """libsndfile compression level for speech-quality CBR: ~64 kbit/s up to 24 kHz
+    (MPEG-2), ~96 kbit/s above (MPEG-1)."""
+    return 0.6 if sample_rate <= 24000 else 0.8
+
+
 class SndfileEncoder(Encoder):
     _SPEC = {"flac": ("FLAC", "PCM_16"), "mp3": ("MP3", "MPEG_LAYER_III"), "opus": ("OGG", "OPUS")}
 
@@ -207,17 +227,15 @@ class SndfileEncoder(Encoder):
         import soundfile as sf
 
         container, subtype = self._SPEC[fmt]
-        self._sink = _StreamSink(skip_first=fmt == "mp3")
+        self._sink: _StreamSink | _WholeFileSink = (
+            _WholeFileSink() if fmt == "flac" else _StreamSink(skip_first=fmt == "mp3"))
+        extra = {"bitrate_mode": "CONSTANT", "compression_level": mp3_cbr_level(sample_rate)} \
+            if fmt == "mp3" else {}
         try:
             self._sf = sf.SoundFile(self._sink, mode="w", samplerate=sample_rate, channels=1,
-                                    format=container, subtype=subtype)
+                                    format=container, subtype=subtype, **extra)
         except Exception as e:  # noqa: BLE001 - libsndfile says no (rate, build)
             raise AudioFormatError(f"{fmt} at {sample_rate} Hz is not supported: {e}") from e
-        if fmt == "mp3":
-            try:
-                self._sf.compression_level = 0.3
-            except Exception:  # noqa: BLE001
-                pass
 
     def header(self) -> bytes:
         return self._sink.take()
@@ -228,6 +246,8 @@ class SndfileEncoder(Encoder):
 
     def finish(self) -> bytes:
         self._sf.close()
+        if isinstance(self._sink, _WholeFileSink):
+            self._sink.closed_by_encoder = True
         return self._sink.take()
 
     def close(self) -> None:

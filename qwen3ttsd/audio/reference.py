@@ -1,15 +1,24 @@
 """Reference audio for voice cloning: any common file in, clean mono 24 kHz out.
 
-Steps: decode (libsndfile for wav/flac/ogg/mp3, ffmpeg via pydub for the rest, e.g. m4a),
+Steps: decode (libsndfile for wav/flac/ogg/mp3, ffmpeg for the rest, e.g. m4a/webm),
 downmix, resample to 24 kHz, trim leading/trailing silence, clip to at most 15 s at the
 quietest point near the limit (never mid-word), normalise loudness. Rejects, with
 ``ReferenceAudioError``, anything that is not audio, too short, silent or clipped beyond
 use. Only raw bytes are accepted: never a path or URL (qwen-tts would fetch a URL - SSRF).
+
+Uploads are hostile until proven otherwise. ffmpeg happily opens HLS playlists and concat
+lists and fetches what they name (http, file): it gets the bytes on a pipe with only the
+``pipe`` protocol allowed and only audio demuxers whitelisted, so an upload can never make
+the daemon reach the network or the disk. Decoding stops at ``MAX_DECODE_SECONDS`` of
+audio, so a tiny file cannot expand into gigabytes of samples.
 """
 
 from __future__ import annotations
 
 import io
+import os
+import shutil
+import subprocess
 
 import numpy as np
 
@@ -20,6 +29,10 @@ MIN_SECONDS = 1.0
 MAX_SECONDS = 15.0
 TARGET_RMS_DBFS = -20.0
 SILENCE_DBFS = -45.0
+MAX_DECODE_SECONDS = 120.0          # decoded before trimming; longer uploads are cut here
+FFMPEG_TIMEOUT_S = 30.0
+# Demuxers an audio upload may need; never hls, concat, image2, lavfi, ... (they open URLs/files).
+AUDIO_DEMUXERS = "wav,w64,mp3,flac,ogg,mov,matroska,aac,aiff,caf,amr,au"
 
 
 class ReferenceAudioError(AudioFormatError):
@@ -30,19 +43,32 @@ def _decode(data: bytes) -> tuple[np.ndarray, int]:
     import soundfile as sf
 
     try:
-        wav, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
-        return wav, int(sr)
+        with sf.SoundFile(io.BytesIO(data)) as f:
+            sr = int(f.samplerate)
+            wav = f.read(frames=int(MAX_DECODE_SECONDS * sr), dtype="float32", always_2d=True)
+        return wav, sr
     except Exception:  # noqa: BLE001 - fall through to ffmpeg
         pass
-    try:
-        from pydub import AudioSegment
+    return _decode_with_ffmpeg(data), TARGET_RATE
 
-        seg = AudioSegment.from_file(io.BytesIO(data))
-    except Exception as e:  # noqa: BLE001 - anything ffmpeg cannot read is not audio
-        raise ReferenceAudioError("the upload is not a readable audio file") from e
-    samples = np.array(seg.get_array_of_samples(), dtype=np.float32)
-    samples /= float(1 << (8 * seg.sample_width - 1))
-    return samples.reshape(-1, seg.channels), int(seg.frame_rate)
+
+def _decode_with_ffmpeg(data: bytes) -> np.ndarray:
+    """Sandboxed ffmpeg decode: bytes on stdin, mono 24 kHz float32 on stdout."""
+    exe = shutil.which("ffmpeg")
+    if exe is None:
+        raise ReferenceAudioError("the upload is not wav/flac/ogg/mp3 and ffmpeg is not installed")
+    cmd = [exe, "-nostdin", "-hide_banner", "-loglevel", "error",
+           "-protocol_whitelist", "pipe", "-format_whitelist", AUDIO_DEMUXERS, "-i", "pipe:0",
+           "-map", "0:a:0", "-vn", "-t", str(MAX_DECODE_SECONDS),
+           "-f", "f32le", "-ac", "1", "-ar", str(TARGET_RATE), "pipe:1"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LISTEN_", "NOTIFY_"))}
+    try:
+        r = subprocess.run(cmd, input=data, capture_output=True, timeout=FFMPEG_TIMEOUT_S, env=env)
+    except subprocess.TimeoutExpired:
+        raise ReferenceAudioError("the upload took too long to decode") from None
+    if r.returncode != 0 or not r.stdout:
+        raise ReferenceAudioError("the upload is not a readable audio file")
+    return np.frombuffer(r.stdout[: len(r.stdout) // 4 * 4], dtype="<f4").reshape(-1, 1).copy()
 
 
 def _frame_db(x: np.ndarray, hop: int) -> np.ndarray:

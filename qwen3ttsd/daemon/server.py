@@ -74,6 +74,12 @@ class Connection:
             else:
                 await asyncio.wait_for(self.writer.drain(), timeout)
 
+    def abort(self) -> None:
+        """Drop the connection now, unsent data included (``close`` would wait for a
+        reader that never reads, keeping the daemon awake)."""
+        self.closed = True
+        self.writer.transport.abort()
+
 
 Handler = Callable[[Connection, int, str, dict], Awaitable[None]]
 

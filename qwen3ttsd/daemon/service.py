@@ -9,8 +9,10 @@ SO_PEERCRED check.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
+import math
 import os
 import resource
 import shutil
@@ -45,10 +47,11 @@ def _num(params: dict, key: str, typ, lo, hi, default=None):
         return None
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise TTSError("bad_request", f"{key} must be a number")
-    v = typ(v)
-    if not lo <= v <= hi:
+    if not math.isfinite(v) or not lo <= v <= hi:  # NaN fails every comparison: test it first
         raise TTSError("bad_request", f"{key} must be within {lo}..{hi}")
-    return v
+    if typ is int and v != int(v):
+        raise TTSError("bad_request", f"{key} must be a whole number")
+    return typ(v)
 
 
 def _str(params: dict, key: str, default: str | None = None, max_len: int = 1000) -> str | None:
@@ -317,10 +320,11 @@ class Service:
                     return
         except asyncio.TimeoutError:
             job.cancel.set()
-            log.warning("client pid %d stalled for %.0f s; cancelling", conn.pid, stall)
-            conn.closed = True
-            conn.writer.close()
-            raise TTSError("client_stalled", f"client did not read audio for {stall:.0f} s") from None
+            log.warning("client pid %d stalled for %.0f s; cutting it off", conn.pid, stall)
+            err = TTSError("client_stalled", f"client did not read audio for {stall:.0f} s")
+            with contextlib.suppress(Exception):  # queued behind the unread audio: best effort
+                await conn.send(P.response(msgid, err.to_wire()), timeout=1)
+            conn.abort()  # unread audio would otherwise hold the connection (and us) open
         except (ConnectionError, OSError):
             job.cancel.set()
             raise asyncio.CancelledError() from None

@@ -1,5 +1,8 @@
 """Saved clone voices on disk: <state_dir>/voices/<name>/{ref.wav, meta.json}.
 
+Recordings of people's voices are biometric data: directories are created 0700 and files
+0600 whatever umask the daemon inherited (the activator and Docker have no ``UMask=``).
+
 The reference audio is stored already cleaned (mono 24 kHz, trimmed, normalised), so the
 clone prompt built from it is the same on every daemon start. Prompts themselves are
 cached in memory by the engine (keyed by name + content hash).
@@ -7,7 +10,9 @@ cached in memory by the engine (keyed by name + content hash).
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import re
 import shutil
 import time
@@ -18,6 +23,26 @@ import numpy as np
 from ..errors import TTSError
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+PRIVATE_DIR = 0o700
+PRIVATE_FILE = 0o600
+
+
+def _private_dir(path: Path) -> None:
+    """mkdir -p with every directory we create (and ``path`` itself) mode 0700."""
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    for p in reversed(missing):
+        p.mkdir(mode=PRIVATE_DIR, exist_ok=True)
+        os.chmod(p, PRIVATE_DIR)  # mkdir's mode is masked by the umask
+    os.chmod(path, PRIVATE_DIR)
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE)
+    with os.fdopen(fd, "wb") as f:
+        os.fchmod(f.fileno(), PRIVATE_FILE)
+        f.write(data)
 
 
 class VoiceStore:
@@ -35,11 +60,13 @@ class VoiceStore:
         d = self._dir(name)
         tmp = d.with_name(f".{name}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        sf.write(tmp / "ref.wav", wav, 24000, subtype="PCM_16")
+        _private_dir(tmp)
+        buf = io.BytesIO()
+        sf.write(buf, wav, 24000, format="WAV", subtype="PCM_16")
+        _write_private(tmp / "ref.wav", buf.getvalue())
         info = dict(meta or {}, name=name, ref_text=ref_text or "", created=time.time(),
                     duration_s=round(len(wav) / 24000, 3))
-        (tmp / "meta.json").write_text(json.dumps(info, indent=2))
+        _write_private(tmp / "meta.json", json.dumps(info, indent=2).encode())
         shutil.rmtree(d, ignore_errors=True)
         tmp.rename(d)
         return info

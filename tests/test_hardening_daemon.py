@@ -1,0 +1,167 @@
+"""Hostile and careless clients against the real daemon (tiny model, real Unix sockets):
+each finding of the hardening review, reproduced first, then kept fixed."""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import stat
+import time
+
+import pytest
+
+from qwen3ttsd import protocol as P
+from qwen3ttsd.client import Client
+
+from .helpers import daemon_env, pid_alive, start_daemon, synth, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+def _raw(path) -> socket.socket:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(30)
+    s.connect(str(path))
+    return s
+
+
+def _read_msg(s: socket.socket):
+    return P.read_frame_sync(s, P.MAX_RESPONSE_FRAME)
+
+
+@pytest.fixture(scope="module")
+def daemon(tiny_models, tmp_path_factory):
+    rt = tmp_path_factory.mktemp("rt")
+    env = daemon_env(tiny_models["custom_voice"], rt / "state", idle_timeout=-1)
+    p = start_daemon(rt, env)
+    synth(rt / "tts.sock", text="Warm up.", voice="ryan", max_frames=2)
+    yield rt, p
+    p.terminate()
+    p.wait(30)
+
+
+def test_nil_body_gets_error_and_the_connection_stays_open(daemon):
+    rt, _ = daemon
+    s = _raw(rt / "tts.sock")
+    s.sendall(P.pack(None))
+    msg = _read_msg(s)
+    assert msg[:2] == [P.NOTIFICATION, "$/error"] and msg[2][0]["code"] == "protocol_error"
+    s.sendall(P.request(3, "rpc.hello", {}))
+    assert _read_msg(s)[3]["proto"] == 1
+    s.close()
+
+
+@pytest.mark.parametrize("field, value", [
+    ("sample_rate", math.nan), ("sample_rate", math.inf), ("seed", math.inf), ("seed", -math.inf),
+    ("max_frames", math.nan), ("speed", math.nan), ("temperature", math.inf), ("top_k", 2.5),
+    ("sample_rate", 16000.5), ("seed", 1e300), ("chunk_frames", -math.inf),
+])
+def test_non_finite_and_fractional_numbers_are_bad_request(daemon, field, value):
+    rt, proc = daemon
+    with Client(str(rt / "tts.sock")) as c:
+        with pytest.raises(Exception) as ei:
+            for _ in c.synthesize(**{"text": "Numbers.", "voice": "ryan", "max_frames": 2, field: value}):
+                pass
+    assert getattr(ei.value, "code", None) == "bad_request", ei.value
+    assert proc.poll() is None
+
+
+def test_stalled_client_is_cut_off_and_the_daemon_then_idles_out(tiny_models, tmp_path):
+    """A client that stops reading is disconnected after stall_timeout (not merely
+    cancelled), so the daemon can exit while the client still holds its socket."""
+    rt = tmp_path / "rt"
+    env = daemon_env(tiny_models["custom_voice"], tmp_path / "state", idle_timeout=1.5,
+                     stall_timeout=2, conn_idle_timeout=60)
+    p = start_daemon(rt, env)
+    try:
+        s = _raw(rt / "tts.sock")
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.sendall(P.request(1, "tts.synthesize", {"text": "Never read. " * 40, "voice": "ryan",
+                                                   "max_frames": 3000, "format": "f32",
+                                                   "sample_rate": 48000, "chunk_frames": 8}))
+        # never read: the daemon must give up on us and exit although we keep the socket open
+        wait_for(lambda: p.poll() is not None, 60, what="daemon exit after cutting off the stalled client")
+        assert p.returncode == 0
+        s.settimeout(5)
+        got = b""
+        try:
+            while True:
+                b = s.recv(1 << 20)
+                if not b:
+                    break
+                got += b
+        except (ConnectionResetError, socket.timeout):
+            pass
+        s.close()
+    finally:
+        if p.poll() is None:
+            p.kill()
+        p.wait(10)
+
+
+def test_saved_voices_are_private_whatever_the_umask(tiny_models, tmp_path):
+    import io
+
+    import numpy as np
+    import soundfile as sf
+
+    rt = tmp_path / "rt"
+    state = tmp_path / "state"
+    env = daemon_env(tiny_models["base"], state, idle_timeout=-1)
+    old = os.umask(0)  # the daemon inherits a permissive umask (activator, Docker)
+    try:
+        p = start_daemon(rt, env)
+    finally:
+        os.umask(old)
+    try:
+        t = np.arange(24000 * 2) / 24000
+        buf = io.BytesIO()
+        sf.write(buf, (0.3 * np.sin(2 * np.pi * 180 * t)).astype(np.float32), 24000, format="WAV")
+        with Client(str(rt / "tts.sock")) as c:
+            c.call("voices.add", {"name": "private", "audio": buf.getvalue(), "ref_text": "x"})
+        for path in [state / "voices", *(state / "voices").rglob("*")]:
+            mode = stat.S_IMODE(path.stat().st_mode)
+            assert mode & 0o077 == 0, (path, oct(mode))
+    finally:
+        p.terminate()
+        p.wait(30)
+
+
+def test_daemon_survives_and_idles_out_after_every_kind_of_ending(tiny_models, tmp_path):
+    """Invariant: once every client is gone and nothing is queued, the daemon exits within
+    idle_timeout + 1 s - after completed, cancelled, failed, disconnected and warm-up calls."""
+    rt = tmp_path / "rt"
+    idle = 1.5
+    env = daemon_env(tiny_models["custom_voice"], tmp_path / "state", idle_timeout=idle)
+    p = start_daemon(rt, env)
+    try:
+        sock = rt / "tts.sock"
+        synth(sock, text="Done.", voice="ryan", max_frames=2)                     # completed
+        with Client(str(sock)) as c:                                              # warm-up
+            c.call("tts.warmup", {"voice": "ryan"})
+        with Client(str(sock)) as c:                                              # failed
+            with pytest.raises(Exception):
+                c.call("tts.synthesize", {"text": "x", "voice": "nobody"})
+        s = _raw(sock)                                                            # cancelled
+        s.sendall(P.request(1, "tts.synthesize", {"text": "Cancel.", "voice": "ryan", "max_frames": 400}))
+        while _read_msg(s)[1] != P.N_CHUNK:
+            pass
+        s.sendall(P.notification(P.N_CANCEL, [1]))
+        while _read_msg(s)[0] != P.RESPONSE:
+            pass
+        s.close()
+        s = _raw(sock)                                                            # hung up mid-stream
+        s.sendall(P.request(1, "tts.synthesize", {"text": "Hang up.", "voice": "ryan", "max_frames": 400}))
+        while _read_msg(s)[1] != P.N_CHUNK:
+            pass
+        s.close()
+        gone = time.monotonic()
+        wait_for(lambda: p.poll() is not None, idle + 15, what="idle exit")
+        # the last stream stops within a frame or so of the hang-up; then idle_timeout + 1 s
+        assert time.monotonic() - gone < idle + 1 + 3
+        assert p.returncode == 0 and not pid_alive(p.pid)
+    finally:
+        if p.poll() is None:
+            p.kill()
+        p.wait(10)
