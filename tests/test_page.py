@@ -121,11 +121,17 @@ def test_page_speaks_and_manages_voices(bridge, browser, tmp_path):
     page.wait_for_selector("#voice-error:not([hidden])", timeout=60_000)
     assert "audio" in page.locator("#voice-error").inner_text()
 
-    # microphone recording (Chromium's fake device) yields a clip to upload
+    # record from the microphone (Chromium's fake device: beeps) and save it as a voice
+    page.set_input_files("#voice-file", [])
     page.click("#record-btn")
-    page.wait_for_timeout(1500)
+    page.wait_for_timeout(4000)
     page.click("#record-btn")
     page.wait_for_function("window.qwen3tts.recorded && window.qwen3tts.recorded.size > 0")
+    page.fill("#voice-name", "mic")
+    page.fill("#voice-consent", "my own voice")
+    page.check("#voice-consent-ok")
+    page.click("#voice-add")
+    page.wait_for_selector("li[data-voice=mic]", timeout=120_000)
     assert problems == [] or all("400" in p for p in problems), problems  # only the bad clip's 400
 
 
