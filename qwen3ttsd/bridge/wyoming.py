@@ -296,6 +296,8 @@ class WyomingService:
         self.cfg = cfg
         self.facts = facts
         self.metrics = metrics
+        if urlparse(cfg.wyoming).scheme not in ("tcp", "unix"):
+            raise ValueError(f"--wyoming must be tcp://HOST:PORT or unix://PATH, not {cfg.wyoming!r}")
         self.server = AsyncServer.from_uri(cfg.wyoming)
         self.zeroconf = None
 

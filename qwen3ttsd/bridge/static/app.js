@@ -113,6 +113,10 @@ function option(value, label) {
 }
 
 function renderVoices(d) {
+  // rebuilt only when something changed: the status is polled and a user may be choosing
+  const key = JSON.stringify([d.speakers, d.clones, d.languages, !!d.checked_at]);
+  if (key === S.voicesKey) return;
+  S.voicesKey = key;
   const sel = $("voice");
   const keep = sel.value;
   sel.textContent = "";
