@@ -17,6 +17,7 @@ import asyncio
 import statistics
 import tempfile
 import time
+import uuid
 
 from bench_bridge import parse_args, rss_mb, start_bridge, stop_bridge
 from wyoming.client import AsyncTcpClient
@@ -34,7 +35,7 @@ PARAMS = {"text": TEXT, "voice": "ryan", "language": "auto", "format": "pcm16", 
 async def direct(sock: str) -> float:
     t0 = time.monotonic()
     async with AsyncClient(sock) as c:
-        async for ev in c.synthesize(**PARAMS):
+        async for ev in c.synthesize(**PARAMS, session=uuid.uuid4().hex):  # as the bridge sends it
             if ev.kind == "chunk" and ev.audio:
                 return time.monotonic() - t0
     raise RuntimeError("no audio")
@@ -71,12 +72,13 @@ def main() -> int:
         t0 = time.monotonic()
         await wyoming(port, False)  # cold start: spawn + load
         cold = time.monotonic() - t0
-        for _ in range(a.n):
-            for name, fn in (("daemon socket (direct)", lambda: direct(sock)),
-                             ("Wyoming synthesize", lambda: wyoming(port, False)),
-                             ("Wyoming streaming", lambda: wyoming(port, True))):
+        paths = [("daemon socket (direct)", lambda: direct(sock)),
+                 ("Wyoming synthesize", lambda: wyoming(port, False)),
+                 ("Wyoming streaming", lambda: wyoming(port, True))]
+        for i in range(a.n):
+            for name, fn in paths[i % 3:] + paths[:i % 3]:  # rotated: no path always goes first
                 rows[name].append(await fn())
-                await asyncio.sleep(0.3)  # let the cancelled generation wind down
+                await asyncio.sleep(0.5)  # let the cancelled generation wind down
         return cold
 
     try:
