@@ -2,13 +2,15 @@
 PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
-MODEL   ?= $(CURDIR)/.models/tiny-custom_voice
+MODEL   ?=
+MODELS_DIR ?= $(CURDIR)/.models
+TINY_MODEL := $(MODELS_DIR)/tiny-custom_voice
 RUNDIR  ?= $(CURDIR)/.run
 HOST    ?= 127.0.0.1
 PORT    ?= 8880
 PYTEST_ARGS ?=
 
-.PHONY: install system-deps run tiny-model test test-fast bench bench-engine bench-bridge bench-wyoming verify-units clean
+.PHONY: install system-deps run tiny-model test test-fast bench bench-engine bench-bridge bench-text bench-wyoming verify-units clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -31,14 +33,23 @@ system-deps:
 	@$(call apt_install,chromium,chromium,the browser tests of the web page fail)
 
 # A random-weight model for trying the service without downloading weights.
-tiny-model: $(MODEL)/config.json
-$(MODEL)/config.json:
-	$(BIN)/qwen3tts-ctl make-tiny-model $(MODEL) --variant custom_voice
+tiny-model: $(TINY_MODEL)/config.json
+$(TINY_MODEL)/config.json:
+	$(BIN)/qwen3tts-ctl make-tiny-model $(TINY_MODEL) --variant custom_voice
 
 # Runs the bridge as its own activator (no systemd needed): HTTP on $(HOST):$(PORT),
 # the daemon starts on the first request and exits when idle.
-run: install tiny-model
-	QWEN3TTSD_MODEL=$(MODEL) $(BIN)/qwen3tts-bridge --activate --runtime-dir $(RUNDIR) \
+#   make run MODEL=1.7b-customvoice   pulls it into $(MODELS_DIR) on first use, then serves it
+#   make run MODEL=/path/to/checkpoint
+#   make run                          the tiny random-weight model: audio is noise
+run: install
+	@if [ -z "$(MODEL)" ]; then \
+	  grep -qs '"qwen3ttsd_random_weights"' "$(TINY_MODEL)/config.json" || rm -rf "$(TINY_MODEL)"; \
+	  $(MAKE) --no-print-directory tiny-model || exit 1; model="$(TINY_MODEL)"; \
+	  printf '\n*** MODEL not set: serving the tiny RANDOM-WEIGHT model, audio is noise. ***\n*** For real voices: make run MODEL=1.7b-customvoice (or 0.6b-customvoice, 1.7b-base, ...) ***\n\n' >&2; \
+	elif [ -f "$(MODEL)/config.json" ]; then model="$(MODEL)"; \
+	else model=$$($(BIN)/qwen3tts-ctl models pull "$(MODEL)" --if-missing --models-dir "$(MODELS_DIR)") || exit 1; fi; \
+	QWEN3TTSD_MODEL="$$model" exec $(BIN)/qwen3tts-bridge --activate --runtime-dir $(RUNDIR) \
 	  --host $(HOST) --port $(PORT)
 
 test: install
@@ -47,13 +58,16 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
-bench: bench-engine bench-bridge bench-wyoming
+bench: bench-engine bench-bridge bench-text bench-wyoming
 
 bench-engine: install
 	$(BIN)/python bench/bench_engine.py
 
 bench-bridge: install
 	$(BIN)/python bench/bench_bridge.py
+
+bench-text: install
+	$(BIN)/python bench/bench_text.py
 
 bench-wyoming: install
 	$(BIN)/python bench/bench_wyoming.py

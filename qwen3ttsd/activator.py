@@ -9,7 +9,14 @@ spawn, so none is lost. The daemon code path is the same as under systemd.
 
 A daemon that dies before READY=1 is retried with backoff; while it keeps failing, pending
 connections are accepted and closed so clients get an immediate error instead of hanging
-(the bridge turns that into a 503).
+(the bridge turns that into a 503). A daemon that crashes after READY=1 is simply started
+again by the next connection (the bridge resends a request that got no audio).
+
+Recovery: the daemon gets SIGTERM when the activator dies (``PR_SET_PDEATHSIG``), so a killed
+bridge leaves no orphan holding the sockets; and a restarted activator that finds the
+sockets still served (a daemon it did not start) asks that daemon to leave over the admin
+socket and takes the socket files over. Stale ``.notify-PID`` sockets of dead activators are
+removed at start.
 
 Torch-free; used by ``qwen3tts-bridge --activate`` and runnable alone:
 ``python -m qwen3ttsd.activator --runtime-dir DIR -- qwen3ttsd [args]``.
@@ -19,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import fcntl
 import logging
 import os
@@ -33,6 +41,37 @@ from .daemon.activation import bind_unix  # stdlib-only module: no torch, no num
 log = logging.getLogger("qwen3ttsd.activator")
 
 NAMES = ("tts", "admin")
+PR_SET_PDEATHSIG = 1
+RETIRE_TIMEOUT_S = 30.0     # a stray daemon drains its streams, then lets go of the sockets
+
+
+def die_with_parent() -> None:
+    """In the child: SIGTERM when the activator (our parent) dies, however it dies."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # not Linux: the stray-daemon retirement below still recovers
+
+
+def socket_in_use(path: Path) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class Activator:
@@ -61,6 +100,9 @@ class Activator:
     # --- setup -------------------------------------------------------------------------
 
     def open(self) -> None:
+        self._remove_stale_notify_sockets()
+        if any(socket_in_use(p) for p in self.paths.values()):
+            self._retire_stray_daemon()
         for name in NAMES:
             self.sockets[name] = bind_unix(self.paths[name], self.modes[name], backlog=4096)
         try:
@@ -70,6 +112,30 @@ class Activator:
         self._notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._notify.bind(str(self._notify_path))
         self._notify.setblocking(False)
+
+    def _remove_stale_notify_sockets(self) -> None:
+        for p in self._notify_path.parent.glob(".notify-*"):
+            pid = p.name.removeprefix(".notify-")
+            if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
+                p.unlink(missing_ok=True)
+
+    def _retire_stray_daemon(self) -> None:
+        """Someone still serves our sockets (a daemon whose activator died without taking
+        it along): ask it to drain and exit, then wait until the sockets are free."""
+        from .client import Client
+
+        log.warning("%s is still served by a daemon this activator did not start; asking it to exit",
+                    self.paths["tts"])
+        try:
+            with Client(str(self.paths["admin"]), timeout=5) as c:
+                c.call("admin.shutdown", {"drain": True})
+        except Exception as e:  # noqa: BLE001 - it may be exiting already; the wait decides
+            log.warning("could not ask it over %s: %s", self.paths["admin"], e)
+        deadline = time.monotonic() + RETIRE_TIMEOUT_S
+        while any(socket_in_use(p) for p in self.paths.values()):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.paths['tts']} is still in use by another process")
+            time.sleep(0.1)
 
     async def start(self) -> None:
         """Begin watching (call from the event loop that will own the activator)."""
@@ -141,6 +207,7 @@ class Activator:
                 os.dup2(t, 3 + i, inheritable=True)
                 os.close(t)
             os.setsid()
+            die_with_parent()
 
         env = {k: v for k, v in self.env.items() if not k.startswith("LISTEN_")}
         env.update(LISTEN_FDS=str(len(fds)), LISTEN_FDNAMES=":".join(NAMES),
@@ -166,10 +233,12 @@ class Activator:
         never_ready = self.state == "starting"
         self.proc = None
         log.info("daemon exited with %s after %.1f s", rc, time.monotonic() - t0)
-        if rc != 0 or never_ready:
-            self._failed()
+        if never_ready:
+            self._failed()  # it cannot start: back off instead of spawning in a loop
         else:
-            self.state, self.status = "stopped", "idle (not running)"
+            if rc != 0:
+                log.warning("daemon exited with %s after it was ready; the next connection starts it again", rc)
+            self.state, self.status = "stopped", "idle (not running)" if rc == 0 else f"exited with {rc}"
         self._arm()
 
     def _failed(self) -> None:

@@ -7,6 +7,10 @@
 
 A synthesize stream is one request; the daemon answers with notifications then exactly one
 response. Closing the connection (or ``cancel``) stops the generation in the daemon.
+
+Backpressure: each stream buffers at most ``STREAM_BUFFER`` events. When a consumer stops
+reading, the connection's reader stops reading the socket, the daemon's writes block, and
+its ``stall_timeout`` decides - memory here never grows with an unread stream.
 """
 
 from __future__ import annotations
@@ -22,6 +26,16 @@ from .errors import TTSError
 
 DEFAULT_SOCKET = "/run/qwen3ttsd/tts.sock"
 DEFAULT_ADMIN_SOCKET = "/run/qwen3ttsd/admin.sock"
+STREAM_BUFFER = 8       # events (audio chunks) held per stream before we stop reading
+READ_AHEAD = 64 * 1024  # socket bytes buffered beyond the frame being read (asyncio pauses at 2x)
+
+
+class ConnectionLost(TTSError):
+    """The daemon could not be reached or went away without answering (crash, exit): the
+    request may not have run at all, so it is safe to send again if no audio arrived."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("unavailable", message)
 
 
 @dataclass
@@ -72,10 +86,12 @@ class AsyncClient:
 
     async def connect(self) -> None:
         try:
-            self._reader, self._writer = await asyncio.wait_for(
-                asyncio.open_unix_connection(self.path, limit=self.max_frame + 8), self.connect_timeout)
+            # asyncio.timeout, not wait_for: a cancel racing a finished connect must not
+            # orphan the connection (an open connection keeps the daemon from idling out).
+            async with asyncio.timeout(self.connect_timeout):
+                self._reader, self._writer = await asyncio.open_unix_connection(self.path, limit=READ_AHEAD)
         except (OSError, asyncio.TimeoutError) as e:
-            raise TTSError("unavailable", f"cannot connect to {self.path}: {e}") from e
+            raise ConnectionLost(f"cannot connect to {self.path}: {e}") from e
         self._pump = asyncio.create_task(self._read_loop())
 
     async def close(self) -> None:
@@ -98,23 +114,24 @@ class AsyncClient:
             while True:
                 msg = await P.read_frame(self._reader, self.max_frame)
                 if msg is None:
-                    raise TTSError("unavailable", "daemon closed the connection")
+                    raise ConnectionLost("daemon closed the connection")
                 if not isinstance(msg, list) or not msg:
                     continue
                 if msg[0] == P.RESPONSE and len(msg) == 4:
-                    q = self._queues.get(msg[1])
+                    q = self._queues.pop(msg[1], None)  # answered: a later hang-up is not its end
                     if q is not None:
-                        q.put_nowait(("response", msg[2], msg[3]))
+                        await q.put(("response", msg[2], msg[3]))
                 elif msg[0] == P.NOTIFICATION and len(msg) == 3:
                     got = _event_from_notification(msg[1], msg[2])
-                    if got and got[0] in self._queues:
-                        self._queues[got[0]].put_nowait(("event", got[1], None))
+                    q = self._queues.get(got[0]) if got else None
+                    if q is not None:
+                        await q.put(("event", got[1], None))  # waits while the consumer lags
         except (asyncio.CancelledError, GeneratorExit):
             raise
         except BaseException as e:  # noqa: BLE001 - fan the failure out to every waiter
-            self._closed_exc = e if isinstance(e, TTSError) else TTSError("unavailable", f"connection lost: {e}")
+            self._closed_exc = e if isinstance(e, TTSError) else ConnectionLost(f"connection lost: {e}")
             for q in self._queues.values():
-                q.put_nowait(("closed", self._closed_exc, None))
+                _put_last(q, ("closed", self._closed_exc, None))
 
     async def _send(self, data: bytes) -> None:
         if self._writer is None:
@@ -127,7 +144,7 @@ class AsyncClient:
     async def stream(self, method: str, params: dict | None = None) -> AsyncIterator[Event]:
         """Yield progress/start/chunk events, then one Event('result'). Raises TTSError."""
         msgid = next(self._ids) & 0xFFFFFFFF
-        q: asyncio.Queue = asyncio.Queue()
+        q: asyncio.Queue = asyncio.Queue(STREAM_BUFFER)
         self._queues[msgid] = q
         done = False
         try:
@@ -168,6 +185,13 @@ class AsyncClient:
         return await self.call("rpc.hello", {"proto": P.PROTOCOL_VERSION, "client": client})
 
 
+def _put_last(q: asyncio.Queue, item: tuple) -> None:
+    """Deliver a terminal item even to a full queue (the stream ends with it anyway)."""
+    while q.full():
+        q.get_nowait()
+    q.put_nowait(item)
+
+
 class Client:
     """Blocking client (one request at a time) for scripts and qwen3tts-ctl."""
 
@@ -182,7 +206,7 @@ class Client:
             self.sock.connect(path)
         except OSError as e:
             self.sock.close()
-            raise TTSError("unavailable", f"cannot connect to {path}: {e}") from e
+            raise ConnectionLost(f"cannot connect to {path}: {e}") from e
 
     def __enter__(self) -> "Client":
         return self
@@ -199,7 +223,7 @@ class Client:
         while True:
             msg = P.read_frame_sync(self.sock, self.max_frame)
             if msg is None:
-                raise TTSError("unavailable", "daemon closed the connection")
+                raise ConnectionLost("daemon closed the connection")
             if msg[0] == P.RESPONSE and msg[1] == msgid:
                 if msg[2] is not None:
                     raise TTSError.from_wire(msg[2])

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_CONFIG_FILE = "/etc/qwen3ttsd/qwen3ttsd.toml"
+DEFAULT_MODELS_DIR = "/var/lib/qwen3ttsd/models"  # the service's; `qwen3tts-ctl models` uses it when unset
 
 
 @dataclass
@@ -61,6 +62,8 @@ class BridgeConfig:
     activate: bool = False                 # act as the daemon's activator (containers)
     daemon_command: str = ""               # what --activate spawns (default: qwen3ttsd)
     api_key: str = ""                      # optional bearer token for the HTTP API
+    allowed_hosts: str = ""                # extra Host names (comma list; "*" = any), see bridge/guard.py
+    allowed_origins: str = ""              # extra browser origins that may POST / open WebSockets
     max_upload_bytes: int = 10 * 1024 * 1024
     max_input_chars: int = 20_000
     first_byte_timeout: float = 600.0      # covers a cold model load

@@ -7,9 +7,11 @@
     qwen3tts-ctl cache [--clear prompts]
     qwen3tts-ctl say TEXT [-o out.wav] [--voice V] [--format wav]   (stdout if no -o)
     qwen3tts-ctl bench [-n 5] [--text T]  time-to-first-audio and real-time factor
+    qwen3tts-ctl models pull NAME | list | remove NAME | info NAME   checkpoints in models_dir
+    qwen3tts-ctl install-service [--root DIR] [--dry-run]   systemd units for this installation
     qwen3tts-ctl make-tiny-model DIR [--variant ..] [--size ..]   random-weight checkpoint
 
-Torch-free except ``make-tiny-model``.
+Torch-free except ``make-tiny-model``; the hub client is imported by ``models pull`` only.
 """
 
 from __future__ import annotations
@@ -17,13 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import struct
-import subprocess
 import sys
 import time
 
+from . import models_cli, probe
 from .client import DEFAULT_ADMIN_SOCKET, DEFAULT_SOCKET, Client
 from .errors import TTSError
 
@@ -39,22 +40,10 @@ def _print(obj) -> None:
     print(json.dumps(obj, indent=2, default=str))
 
 
-def _systemd_state() -> dict | None:
-    if shutil.which("systemctl") is None:
-        return None
-    try:
-        out = subprocess.run(["systemctl", "show", "qwen3ttsd.service", "-p",
-                              "ActiveState,SubState,StatusText,MainPID,MemoryCurrent"],
-                             capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if out.returncode != 0 or not out.stdout.strip():
-        return None
-    return dict(line.split("=", 1) for line in out.stdout.strip().splitlines() if "=" in line)
-
-
 def cmd_status(a) -> int:
-    sd = _systemd_state()
+    sd = probe.systemd_state()
+    if sd is not None and sd.get("LoadState") != "loaded":
+        sd = None  # the service is not installed here (make run, containers)
     if sd is not None and sd.get("ActiveState") not in (None, "active", "activating", "reloading") and not a.wake:
         _print({"daemon": "not running (socket-activated; starts on the next request)", "systemd": sd})
         return 0
@@ -181,6 +170,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-n", type=int, default=5)
     p.add_argument("--text", default="The quick brown fox jumps over the lazy dog.")
     p.add_argument("--voice", default="ryan")
+    models_cli.add_parser(sub)
+    p = sub.add_parser("install-service", help="install and enable the systemd units for this installation")
+    p.add_argument("--root", help="write the files under this directory (packaging); run nothing")
+    p.add_argument("--dry-run", action="store_true", help="print what would be written and run")
+    p.add_argument("--bin-dir", help="directory of qwen3ttsd/qwen3tts-bridge for ExecStart "
+                   "(default: this installation's)")
     sub.add_parser("make-tiny-model", add_help=False)
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "make-tiny-model":
@@ -213,6 +208,16 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_say(a)
         if a.cmd == "bench":
             return cmd_bench(a)
+        if a.cmd == "models":
+            return models_cli.run(a, _socket(a, True))
+        if a.cmd == "install-service":
+            from .install_service import InstallError, install
+
+            try:
+                return install(a.root, a.dry_run, a.bin_dir)
+            except InstallError as e:
+                print(f"error: {e}", file=sys.stderr)
+                return 1
     except TTSError as e:
         print(f"error ({e.code}): {e.message}", file=sys.stderr)
         return 1

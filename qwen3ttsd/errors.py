@@ -14,6 +14,7 @@ CODES: dict[str, tuple[int, bool]] = {
     "payload_too_large": (413, False),
     "frame_too_large": (413, False),
     "no_such_method": (404, False),
+    "unauthorized": (401, False),
     "forbidden": (403, False),
     "busy": (503, True),
     "timeout": (504, True),

@@ -436,3 +436,15 @@ def test_session_requests_continue_one_codec_stream_in_order(daemon):
     assert a2 == b2  # same history, same seed -> same audio
     assert a2 != plain and len(a2) == len(plain)  # continued stream, not a fresh decode
     assert results["call-a1"][0] <= results["call-a2"][0]
+
+
+def test_iso_language_codes_route_like_names(daemon):
+    """'en' and 'en-US' are English to the daemon too, not an unsupported language."""
+    rt, _ = daemon
+    req = dict(text="Language by code.", voice="ryan", seed=5, max_frames=4)
+    named = synth(rt / "tts.sock", language="english", **req)[1]
+    assert synth(rt / "tts.sock", language="en", **req)[1] == named
+    assert synth(rt / "tts.sock", language="en-US", **req)[1] == named
+    with pytest.raises(TTSError) as e:
+        synth(rt / "tts.sock", language="xx", **req)
+    assert e.value.code == "bad_request"

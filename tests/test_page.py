@@ -138,7 +138,7 @@ def test_page_speaks_and_manages_voices(bridge, browser, tmp_path):
 def test_page_with_an_api_key(tiny_models, tmp_path, browser):
     b = Bridge(tmp_path, tiny_models["custom_voice"].parent, args=["--api-key", "s3cret"])
     try:
-        assert httpx.get(b.url + "/v1/status").status_code == 403
+        assert httpx.get(b.url + "/v1/status").status_code == 401
         page, _ = open_page(browser, b.url, loaded=False)
         page.wait_for_selector("#status-error:not([hidden])")
         assert "API key" in page.locator("#status-error").inner_text()

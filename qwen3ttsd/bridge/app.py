@@ -16,30 +16,24 @@ import time
 from typing import Any, AsyncIterator
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
 
-from .. import __version__
-from ..client import AsyncClient, Event
+from .. import __version__, checkpoints
+from ..client import AsyncClient, ConnectionLost, Event
 from ..config import BridgeConfig
 from ..errors import TTSError
 from . import openai_compat as oa
 from .facts import DaemonFacts
+from .guard import BodyTooLarge, Guard
+from .http_errors import error_response
 from .metrics import Metrics
 from .page import page_routes
 from .wyoming import wyoming_service
 
 log = logging.getLogger("qwen3tts.bridge")
-
-
-def error_response(e: TTSError) -> JSONResponse:
-    status = e.http_status if e.http_status != 499 else 400
-    kind = "invalid_request_error" if status < 500 else "server_error"
-    body = {"error": {"message": e.message, "type": kind, "code": e.code,
-                      "param": (e.data or {}).get("param")}}
-    headers = {"Retry-After": "2"} if e.retryable and status >= 500 else None
-    return JSONResponse(body, status_code=status, headers=headers)
 
 
 class DaemonStream:
@@ -58,9 +52,26 @@ class DaemonStream:
         self.first_audio: float | None = None
 
     async def open(self) -> "DaemonStream":
-        """Connect and wait until generation has really begun (model loaded) or failed."""
+        """Connect and wait until generation has really begun (model loaded) or failed.
+
+        A daemon that dies before answering (crash, OOM kill) costs the client nothing:
+        the request is sent once more, to the daemon the activator starts next."""
+        try:
+            return await self._open_once()
+        except ConnectionLost as e:
+            log.warning("daemon connection lost before any audio (%s); retrying once", e.message)
+            self.client = AsyncClient(self.cfg.tts_socket, connect_timeout=10)
+            self.events = None
+            self.buffered.clear()
+            return await self._open_once()
+
+    async def _open_once(self) -> "DaemonStream":
+        """Wait for the first audio the model generates (not a container header sent
+        ahead of it): anything that fails before then is a clean HTTP error, not a
+        200 with a cut-off body. It costs nothing: those bytes are the first byte."""
         await self.client.connect()
         self.events = self.client.synthesize(**self.params)
+        generating = False
         try:
             while True:
                 ev = await self._next(self.cfg.first_byte_timeout)
@@ -70,10 +81,10 @@ class DaemonStream:
                     self.start = ev.data
                 elif ev.kind == "chunk" or ev.kind == "result":
                     self.buffered.append(ev)
-                    if ev.kind == "result":
+                    if ev.kind == "result" or generating:
                         return self
                 elif ev.kind == "progress" and ev.data.get("stage") == "generating":
-                    return self
+                    generating = True
         except BaseException:
             await self.close()
             raise
@@ -125,19 +136,8 @@ def create_app(cfg: BridgeConfig, activator=None) -> Starlette:
         async with AsyncClient(cfg.admin_socket if admin else cfg.tts_socket) as c:
             return await c.call(method, params or {})
 
-    def check_auth(request: Request) -> None:
-        if cfg.api_key and request.headers.get("authorization", "") != f"Bearer {cfg.api_key}":
-            raise TTSError("forbidden", "missing or wrong API key")
-
     async def read_json(request: Request) -> dict:
-        raw = await request.body()
-        if len(raw) > cfg.max_input_chars * 4 + 65536:
-            raise TTSError("payload_too_large", "request body too large")
-        try:
-            body = json.loads(raw or b"{}")
-        except ValueError:
-            raise oa.bad("request body is not valid JSON") from None
-        return body
+        return oa.parse_json(await request.body())  # size: bounded by the Guard middleware
 
     async def stream_response(params: dict, rf: str, sf: str, endpoint: str) -> Response:
         ds = await DaemonStream(cfg, params).open()
@@ -168,7 +168,7 @@ def create_app(cfg: BridgeConfig, activator=None) -> Starlette:
 
         metrics.observe(endpoint, 200)
         media = "text/event-stream" if sf == "sse" else oa.FORMATS[rf][1]
-        if rf == "pcm" or rf in ("mulaw", "alaw", "f32"):
+        if sf != "sse" and rf in ("pcm", "mulaw", "alaw", "f32"):
             media += f";rate={ds.start.get('sample_rate', 24000)}"
         headers = {"X-Sample-Rate": str(ds.start.get("sample_rate", "")), "Cache-Control": "no-store",
                    "X-Accel-Buffering": "no"}
@@ -178,8 +178,6 @@ def create_app(cfg: BridgeConfig, activator=None) -> Starlette:
         def deco(fn):
             async def wrapper(request: Request) -> Response:
                 try:
-                    if endpoint.startswith("/v1"):
-                        check_auth(request)
                     return await fn(request)
                 except TTSError as e:
                     metrics.observe(endpoint, e.http_status)
@@ -193,16 +191,13 @@ def create_app(cfg: BridgeConfig, activator=None) -> Starlette:
         params, rf, sf = oa.speech_params(body, cfg.max_input_chars)
         return await stream_response(params, rf, sf, "/v1/audio/speech")
 
-    async def read_form(request: Request):
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > cfg.max_upload_bytes + 65536:
-            raise TTSError("payload_too_large", f"upload larger than {cfg.max_upload_bytes} bytes")
+    async def read_form(request: Request):  # size: bounded by the Guard middleware
         ctype = request.headers.get("content-type", "")
         if not ctype.startswith("multipart/form-data"):
             raise oa.bad("expected multipart/form-data")
         try:
             form = await request.form(max_files=2, max_fields=32, max_part_size=cfg.max_upload_bytes)
-        except TTSError:
+        except (TTSError, BodyTooLarge):
             raise
         except Exception as e:  # noqa: BLE001 - starlette raises its own types for limits
             msg = str(getattr(e, "detail", e))
@@ -275,12 +270,13 @@ def create_app(cfg: BridgeConfig, activator=None) -> Starlette:
                     body[k] = int(body[k])
                 except ValueError:
                     raise oa.bad(f"{k} must be an integer", k) from None
+        ref_text = body.pop("ref_text", "")
         body.setdefault("voice", "clone")
         params, rf, sf = oa.speech_params(body, cfg.max_input_chars)
         params.pop("voice", None)
         params["ref_audio"] = audio
-        if body.get("ref_text"):
-            params["ref_text"] = body["ref_text"]
+        if ref_text:
+            params["ref_text"] = ref_text
         return await stream_response(params, rf, sf, "/v1/audio/speech/clone")
 
     @handled("/v1/models")
@@ -298,7 +294,8 @@ def create_app(cfg: BridgeConfig, activator=None) -> Starlette:
         import os
 
         info: dict[str, Any] = {"status": "ok", "version": __version__,
-                                "daemon_socket": os.path.exists(cfg.tts_socket)}
+                                "daemon_socket": os.path.exists(cfg.tts_socket),
+                                "warnings": checkpoints.configured_warnings()}  # no model / random weights
         if activator is not None:
             info["daemon"] = activator.info()
         return JSONResponse(info)
@@ -312,11 +309,7 @@ def create_app(cfg: BridgeConfig, activator=None) -> Starlette:
 
     from .ws import speech_stream_ws
 
-    async def ws_endpoint(websocket):
-        if cfg.api_key and websocket.headers.get("authorization", "") != f"Bearer {cfg.api_key}" \
-                and websocket.query_params.get("api_key") != cfg.api_key:
-            await websocket.close(code=4401)
-            return
+    async def ws_endpoint(websocket):  # authorised by the Guard middleware
         metrics.ws_sessions += 1
         await speech_stream_ws(websocket, cfg, metrics)
 
@@ -343,6 +336,6 @@ def create_app(cfg: BridgeConfig, activator=None) -> Starlette:
         WebSocketRoute("/v1/audio/speech/stream", ws_endpoint),
         *page_routes(cfg, facts),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(Guard, cfg=cfg)])
     app.state.metrics = metrics
     return app

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from ..errors import TTSError
+from ..text.language import LANG_CODES  # ISO suffixes in model names ("tts-1-es"); light import
 
 # OpenAI voice -> Qwen3-TTS CustomVoice speaker (closest timbre; English speakers first).
 VOICE_MAP = {
     "alloy": "vivian", "ash": "ryan", "ballad": "uncle_fu", "coral": "serena", "echo": "aiden",
     "fable": "dylan", "onyx": "eric", "nova": "ono_anna", "sage": "sohee", "shimmer": "serena",
     "verse": "ryan", "marin": "vivian", "cedar": "aiden",
-}
-# ISO 639-1 suffixes in model names ("tts-1-es") -> Qwen language
-LANG_CODES = {
-    "en": "english", "zh": "chinese", "cn": "chinese", "ja": "japanese", "jp": "japanese",
-    "ko": "korean", "de": "german", "fr": "french", "ru": "russian", "pt": "portuguese",
-    "es": "spanish", "it": "italian",
 }
 OPENAI_MODELS = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")
 # response_format -> (daemon format, Content-Type)
@@ -26,13 +22,50 @@ FORMATS = {
     "mulaw": ("mulaw", "audio/basic"), "alaw": ("alaw", "audio/x-alaw-basic"),
     "f32": ("f32", "audio/x-f32le"),
 }
-EXTRA_FIELDS = ("language", "seed", "sample_rate", "temperature", "top_k", "top_p",
-                "repetition_penalty", "priority", "chunk_frames", "first_chunk_frames", "normalize",
-                "max_frames")
+# Extra (non-OpenAI) fields and their JSON types; the daemon checks ranges (one place).
+EXTRA_FIELDS: dict[str, tuple[type, ...]] = {
+    "language": (str,), "priority": (str,), "normalize": (bool,),
+    "seed": (int,), "sample_rate": (int,), "top_k": (int,), "chunk_frames": (int,),
+    "first_chunk_frames": (int,), "max_frames": (int,),
+    "temperature": (int, float), "top_p": (int, float), "repetition_penalty": (int, float),
+}
+WIRE_INT_LIMIT = 2 ** 63   # msgpack integers are 64-bit
+OPENAI_FIELDS = ("model", "input", "voice", "response_format", "speed", "instructions", "stream_format")
+IGNORED_FIELDS = ("stream", "user")  # sent by some clients; they change nothing here
+KNOWN_FIELDS = frozenset(OPENAI_FIELDS + tuple(EXTRA_FIELDS) + IGNORED_FIELDS)
 
 
 def bad(message: str, param: str | None = None) -> TTSError:
     return TTSError("bad_request", message, data={"param": param} if param else None)
+
+
+def _reject_constant(name: str) -> Any:
+    raise bad(f"{name} is not a valid JSON number")
+
+
+def _finite_float(text: str) -> float:
+    v = float(text)
+    if v in (float("inf"), float("-inf")):
+        raise bad(f"number {text[:20]} is out of range")
+    return v
+
+
+def parse_json(raw: bytes) -> Any:
+    """Strict JSON: no NaN/Infinity, no overflowing numbers, no lone surrogates - each a
+    clear 400 instead of a 500 somewhere downstream."""
+    try:
+        body = json.loads(raw or b"{}", parse_constant=_reject_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise bad("request body is nested too deeply") from None
+    except ValueError:  # includes UnicodeDecodeError and int digit limits
+        raise bad("request body is not valid JSON") from None
+    try:
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise bad("request body contains invalid Unicode (a lone surrogate)") from None
+    except RecursionError:
+        raise bad("request body is nested too deeply") from None
+    return body
 
 
 def model_and_language(model: str | None) -> tuple[str | None, str | None]:
@@ -51,10 +84,31 @@ def model_and_language(model: str | None) -> tuple[str | None, str | None]:
     return m, None
 
 
+def _typed(key: str, value: Any, types: tuple[type, ...]) -> Any:
+    is_bool = isinstance(value, bool)
+    if (is_bool and bool not in types) or not isinstance(value, types):
+        kind = {str: "a string", bool: "true or false", int: "an integer"}.get(types[0], "a number")
+        raise bad(f"{key} must be {kind}", key)
+    if isinstance(value, int) and not is_bool and not -WIRE_INT_LIMIT <= value < WIRE_INT_LIMIT:
+        raise bad(f"{key} is out of range", key)
+    return value
+
+
+def _choice(body: dict[str, Any], key: str, options: tuple[str, ...], default: str) -> str:
+    value = body.get(key, default)
+    if not isinstance(value, str) or value not in options:
+        raise bad(f"{key} must be one of {sorted(options)}", key)
+    return value
+
+
 def speech_params(body: dict[str, Any], max_chars: int) -> tuple[dict[str, Any], str, str]:
     """Validate an OpenAI speech body; returns (daemon params, response_format, stream_format)."""
     if not isinstance(body, dict):
         raise bad("request body must be a JSON object")
+    unknown = sorted(set(body) - KNOWN_FIELDS)
+    if unknown:
+        raise bad(f"unknown field {unknown[0]!r}; accepted: {sorted(KNOWN_FIELDS - set(IGNORED_FIELDS))}",
+                  unknown[0])
     text = body.get("input")
     if not isinstance(text, str) or not text.strip():
         raise bad("'input' is required and must be a non-empty string", "input")
@@ -67,16 +121,15 @@ def speech_params(body: dict[str, Any], max_chars: int) -> tuple[dict[str, Any],
     if not isinstance(voice, str) or not voice:
         raise bad("'voice' must be a string or {\"id\": ...}", "voice")
     voice = VOICE_MAP.get(voice.lower(), voice)
-    rf = body.get("response_format", "mp3")
-    if rf not in FORMATS:
-        raise bad(f"response_format must be one of {sorted(FORMATS)}", "response_format")
-    sf = body.get("stream_format", "audio")
-    if sf not in ("audio", "sse"):
-        raise bad("stream_format must be 'audio' or 'sse'", "stream_format")
+    rf = _choice(body, "response_format", tuple(FORMATS), "mp3")
+    sf = _choice(body, "stream_format", ("audio", "sse"), "audio")
     speed = body.get("speed", 1.0)
     if isinstance(speed, bool) or not isinstance(speed, (int, float)) or not 0.25 <= speed <= 4.0:
         raise bad("speed must be a number from 0.25 to 4.0", "speed")
-    model, lang = model_and_language(body.get("model"))
+    model = body.get("model")
+    if model is not None and not isinstance(model, str):
+        raise bad("model must be a string", "model")
+    model, lang = model_and_language(model)
     params: dict[str, Any] = {"text": text, "voice": voice, "format": FORMATS[rf][0], "speed": float(speed)}
     if model:
         params["model"] = model
@@ -88,9 +141,9 @@ def speech_params(body: dict[str, Any], max_chars: int) -> tuple[dict[str, Any],
             raise bad("instructions must be a string", "instructions")
         if instructions.strip():
             params["instructions"] = instructions
-    for k in EXTRA_FIELDS:
+    for k, types in EXTRA_FIELDS.items():
         if body.get(k) is not None:
-            params[k] = body[k]
+            params[k] = _typed(k, body[k], types)
     if rf == "pcm" and "sample_rate" not in params:
         params["sample_rate"] = 24000
     return params, rf, sf

@@ -4,6 +4,8 @@ The page (``static/``: plain HTML/JS/CSS, no build step, nothing from the intern
 to the bridge's own API: the WebSocket for speaking, ``/v1/audio/voices`` for the voice
 library, and ``GET /v1/status`` for the status panel.
 
+The API key (when set) is checked for all of ``/v1`` by ``guard.Guard``.
+
 ``/v1/status`` never wakes the daemon on its own: every connection to the daemon starts it
 (socket activation) and postpones its idle exit, so a page left open would keep it alive
 for ever. It reports what the bridge knows (the activator's view of the process, the
@@ -37,10 +39,6 @@ def page_routes(cfg: BridgeConfig, facts: DaemonFacts) -> list:
         return FileResponse(str(STATIC / "index.html"), headers={"Cache-Control": "no-cache"})
 
     async def status(request: Request) -> Response:
-        if cfg.api_key and request.headers.get("authorization", "") != f"Bearer {cfg.api_key}":
-            from .app import error_response  # app imports this module
-
-            return error_response(TTSError("forbidden", "missing or wrong API key"))
         refresh_error = None
         if request.query_params.get("refresh") in ("1", "true") and facts.running() is not False:
             try:

@@ -42,7 +42,7 @@ from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from ..client import AsyncClient
+from ..client import STREAM_BUFFER, AsyncClient, ConnectionLost
 from ..config import BridgeConfig
 from ..errors import TTSError
 from ..text.split import IncrementalSplitter
@@ -74,6 +74,7 @@ class Session:
         self.session_id = uuid.uuid4().hex  # the daemon continues one codec stream per call
         self.last_queued: asyncio.Event | None = None  # the previous segment reached the daemon queue
         self.send_lock = asyncio.Lock()
+        self.closed = False
 
     # --- config ------------------------------------------------------------------------
 
@@ -118,7 +119,7 @@ class Session:
     async def _keep_warm(self, params: dict) -> None:
         """Warm the session's model, then keep a live connection (a call is activity)."""
         params = {k: params[k] for k in ("voice", "model", "instructions", "language") if k in params}
-        while True:
+        while not self.closed:
             try:
                 async with AsyncClient(self.cfg.tts_socket) as c:
                     try:
@@ -168,7 +169,7 @@ class Session:
         for text in segments:
             idx = self.seg_index
             self.seg_index += 1
-            q: asyncio.Queue = asyncio.Queue()
+            q: asyncio.Queue = asyncio.Queue(STREAM_BUFFER)  # bounded: backpressure to the daemon
             queued = asyncio.Event()
             self.streams[idx] = asyncio.create_task(self._fetch(self.params(text), q, self.last_queued, queued))
             self.last_queued = queued
@@ -185,20 +186,36 @@ class Session:
         try:
             if prev is not None:
                 await prev.wait()
+            sent = await self._synthesize_into(params, q, queued)
+            if sent is None:  # the daemon died before any audio: once more, to its successor
+                await self._synthesize_into(params, q, queued, retry=False)
+            await q.put(None)
+        except TTSError as e:
+            await q.put(e)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # noqa: BLE001
+            await q.put(TTSError("internal", str(e)))
+        finally:
+            queued.set()  # never hold up the next segment
+
+    async def _synthesize_into(self, params: dict, q: asyncio.Queue, queued: asyncio.Event,
+                               retry: bool = True) -> int | None:
+        """Audio chunks into ``q``; their count, or None if the connection was lost before
+        the first one and ``retry`` allows another try."""
+        chunks = 0
+        try:
             async with AsyncClient(self.cfg.tts_socket) as c:
                 async for ev in c.synthesize(**params):
                     queued.set()
                     if ev.kind == "chunk":
-                        q.put_nowait(ev.audio)
-            q.put_nowait(None)
-        except TTSError as e:
-            q.put_nowait(e)
-        except asyncio.CancelledError:
-            raise
-        except Exception as e:  # noqa: BLE001
-            q.put_nowait(TTSError("internal", str(e)))
-        finally:
-            queued.set()  # never hold up the next segment
+                        await q.put(ev.audio)
+                        chunks += 1
+        except ConnectionLost:
+            if chunks or not retry:
+                raise
+            return None
+        return chunks
 
     async def play(self) -> None:
         """Forward segments' audio strictly in order."""
@@ -238,6 +255,17 @@ class Session:
         self.last_queued = None
         self.session_id = uuid.uuid4().hex  # after a barge-in the next answer starts a fresh stream
         self.player = asyncio.create_task(self.play())
+
+
+    async def close(self) -> None:
+        """Hang-up: stop every task of the call and wait until each has let go of its
+        daemon connection - nothing of a finished call may keep the daemon awake."""
+        self.closed = True
+        tasks = [t for t in (self.player, self.keeper, *self.streams.values()) if t is not None]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self.streams.clear()
 
 
 async def announce(s: Session, segments: list[str]) -> None:
@@ -296,10 +324,6 @@ async def speech_stream_ws(ws: WebSocket, cfg: BridgeConfig, metrics) -> None:
     except WebSocketDisconnect:
         pass
     finally:
-        for t in (s.player, s.keeper):
-            if t is not None:
-                t.cancel()
-        for t in s.streams.values():
-            t.cancel()
+        await s.close()
         with contextlib.suppress(Exception):
             await ws.close()

@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 
-from .. import __version__, config
+from .. import __version__, checkpoints, config
 from ..errors import TTSError
 from .activation import bind_unix, listen_fds
 from .models import ModelRegistry
@@ -68,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     registry = ModelRegistry(cfg.model, cfg.models_dir, cfg.default_model, cfg.max_loaded_models,
                              LoadOptions(cfg.device, cfg.dtype, cfg.attn, cfg.compile))
     if not registry.entries:
-        log.warning("no model configured: synthesis requests will fail (set QWEN3TTSD_MODEL)")
+        log.warning("%s (models_dir %r): synthesis requests will fail", checkpoints.NO_MODEL_MESSAGE,
+                    cfg.models_dir)
     scheduler = Scheduler(registry, cfg.queue_max)
     service = Service(cfg, registry, scheduler, VoiceStore(cfg.state_dir), notifier)
     server = Server(sockets, service.handle, notifier=notifier, idle_timeout=cfg.idle_timeout,

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from .. import checkpoints
 from ..errors import TTSError
 
 log = logging.getLogger("qwen3ttsd.models")
@@ -55,13 +56,16 @@ class ModelRegistry:
                 self.entries[e.name] = e
             else:
                 log.error("QWEN3TTSD_MODEL=%s has no config.json", model)
-        if models_dir and Path(models_dir).is_dir():
-            for p in sorted(Path(models_dir).iterdir()):
-                if (p / "config.json").is_file() and p.name not in self.entries:
-                    try:
-                        self.entries[p.name] = ModelEntry.read(p)
-                    except (OSError, ValueError) as ex:
-                        log.warning("skipping %s: %s", p, ex)
+        for p in checkpoints.checkpoint_dirs(models_dir):  # never a pull's hidden staging dir
+            if p.name not in self.entries:
+                try:
+                    self.entries[p.name] = ModelEntry.read(p)
+                except (OSError, ValueError) as ex:
+                    log.warning("skipping %s: %s", p, ex)
+        for e in self.entries.values():
+            if checkpoints.has_random_weights(e.path):
+                log.warning("%s has RANDOM WEIGHTS: audio is noise (for real voices %s)",
+                            e.name, checkpoints.pull_hint())
         self.default = default if default in self.entries else (next(iter(self.entries), ""))
         self.max_loaded = max(1, max_loaded)
         self.load_options = load_options
@@ -75,6 +79,8 @@ class ModelRegistry:
     def pick(self, name: str | None = None, want: str | None = None) -> ModelEntry:
         """The model for a request: by name, else the default if it can serve ``want``,
         else the first of type ``want``."""
+        if not self.entries:
+            raise TTSError("unavailable", checkpoints.NO_MODEL_MESSAGE, retryable=False)
         if name:
             e = self.entries.get(name)
             if e is None:
@@ -84,16 +90,14 @@ class ModelRegistry:
             if e is None:
                 raise TTSError("not_found", f"unknown model {name!r}; available: {sorted(self.entries)}")
             return e
-        if not self.entries:
-            raise TTSError("unavailable", "no model is configured (set QWEN3TTSD_MODEL or QWEN3TTSD_MODELS_DIR)")
         d = self.entries.get(self.default)
         if want is None or (d is not None and d.type == want):
             return d or next(iter(self.entries.values()))
         for e in self.entries.values():
             if e.type == want:
                 return e
-        raise TTSError("unsupported", f"no {want} model is configured; available: "
-                       f"{[(e.name, e.type) for e in self.entries.values()]}")
+        raise TTSError("unsupported", f"no {want} model is installed ({checkpoints.pull_hint(want)}); "
+                       f"available: {[(e.name, e.type) for e in self.entries.values()]}")
 
     def engine(self, entry: ModelEntry, on_loading: Callable[[], None] | None = None):
         """Loaded engine for ``entry`` (GPU thread only)."""

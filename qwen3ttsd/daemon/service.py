@@ -28,7 +28,7 @@ from ..audio.reference import process_reference
 from ..config import DaemonConfig
 from ..errors import TTSError
 from ..text import prepare_text
-from ..text.language import detect_language
+from ..text.language import canonical_language, detect_language
 from .models import ModelEntry, ModelRegistry
 from .scheduler import PRIORITIES, Job, Scheduler
 from .server import Connection, Server
@@ -39,6 +39,7 @@ log = logging.getLogger("qwen3ttsd.service")
 CAPABILITIES = ["stream", "cancel", "clone", "voice_design", "formats", "speed", "resample",
                 "seed", "priority"]
 _STREAMED = object()
+MIN_TEMPERATURE = 0.05   # lower divides the logits into inf/NaN mid-generation
 
 
 def _num(params: dict, key: str, typ, lo, hi, default=None):
@@ -148,7 +149,7 @@ class Service:
         else:
             want = "custom_voice"
         entry = self.registry.pick(_str(params, "model"), None if params.get("model") else want)
-        language = (_str(params, "language", "auto") or "auto").lower()
+        language = canonical_language(_str(params, "language", "auto"))  # "en" == "english"
         if language not in entry.languages:
             raise TTSError("bad_request", f"unsupported language {params.get('language')!r}; supported: {entry.languages}")
         req: dict[str, Any] = {"language": language}
@@ -212,7 +213,7 @@ class Service:
         seed = _num(params, "seed", int, 0, 2 ** 31 - 1)
         req["first_chunk_frames"] = _num(params, "first_chunk_frames", int, 1, 50, self.cfg.first_chunk_frames)
         req["chunk_frames"] = _num(params, "chunk_frames", int, 1, 100, self.cfg.chunk_frames)
-        for key, lo, hi in (("temperature", 0.0, 5.0), ("top_p", 0.0, 1.0), ("repetition_penalty", 0.5, 5.0)):
+        for key, lo, hi in (("temperature", MIN_TEMPERATURE, 5.0), ("top_p", 0.0, 1.0), ("repetition_penalty", 0.5, 5.0)):
             req[key] = _num(params, key, float, lo, hi)
         req["top_k"] = _num(params, "top_k", int, 0, 4096)
         req["max_frames"] = _num(params, "max_frames", int, 1, 8000)
@@ -221,7 +222,9 @@ class Service:
             if confidence >= 0.8 and detected in entry.languages:
                 req["language"] = detected  # the model's language token beats its own guess
         try:
-            segments = prepare_text(text, req["language"], normalize=bool(params.get("normalize", True)))
+            # off the event loop: 20k characters of numbers take ~0.1 s to normalise
+            segments = await asyncio.to_thread(prepare_text, text, req["language"],
+                                               normalize=bool(params.get("normalize", True)))
         except ValueError as e:
             raise TTSError("bad_request", str(e)) from e
         if not segments:
@@ -386,11 +389,7 @@ class Service:
 
     async def status(self, conn, msgid, params) -> dict:
         srv = self.server
-        vram = None
-        if "torch" in sys.modules:
-            torch = sys.modules["torch"]
-            if torch.cuda.is_available():
-                vram = int(torch.cuda.memory_allocated())
+        vram = _vram_bytes()
         infos = {n: getattr(e, "info", {}) for n, e in self.registry.engines.items()}
         state = "loading" if self.registry.loading else ("ready" if infos else "idle")
         if srv is not None and srv.stopping:
@@ -478,6 +477,16 @@ class Service:
             self.registry.entries.pop(entry.name, None)
             return {"removed": entry.name}
         raise TTSError("bad_request", "what must be 'prompts' or 'model'")
+
+
+def _vram_bytes() -> int | None:
+    torch = sys.modules.get("torch")
+    try:
+        if torch is not None and torch.cuda.is_available():
+            return int(torch.cuda.memory_allocated())
+    except (AttributeError, ImportError):
+        pass  # torch is half-imported on the GPU thread right now: no figure yet
+    return None
 
 
 def _rss_bytes() -> int:

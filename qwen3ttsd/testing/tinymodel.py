@@ -21,6 +21,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..checkpoints import RANDOM_WEIGHTS_KEY  # read back by /health, the daemon's log, models list
+
 # Ids of the real checkpoints (config.json of Qwen/Qwen3-TTS-12Hz-*).
 TEXT_VOCAB_REGULAR = 151_643  # regular BPE entries; specials start right after
 IM_START, IM_END = 151_644, 151_645
@@ -313,7 +315,8 @@ def build(out_dir: str | os.PathLike, variant: str = "custom_voice", size: str =
     # Our own config.json, not save_pretrained's: the serialised sub-configs carry keys
     # (model_type, ...) that Qwen3TTSSpeakerEncoderConfig refuses on load, as the real
     # repos' hand-written config.json never has them.
-    _write_json(out / "config.json", dict(cfg_dict, dtype=dtype, transformers_version="4.57.3"))
+    _write_json(out / "config.json", dict(cfg_dict, dtype=dtype, transformers_version="4.57.3",
+                                          **{RANDOM_WEIGHTS_KEY: True}))
     with open(out / "generation_config.json", "w") as f:
         json.dump(GENERATION_CONFIG, f, indent=2)
     del model

@@ -1,7 +1,8 @@
 """Text front end: normalisation, language detection, splitting for streaming. Pure Python.
 
-The bridge imports only ``text.split`` (for WebSocket deltas); normalisation (inflect,
-cn2an) loads on first use so the bridge stays small.
+The bridge imports only ``text.split`` (for WebSocket deltas) and ``text.language`` (the
+language-code mapping); normalisation (inflect, cn2an, num2words) loads on first use so
+the bridge stays small.
 """
 
 from __future__ import annotations

@@ -12,6 +12,25 @@ import unicodedata
 
 LANGUAGES = ("chinese", "english", "japanese", "korean", "german", "french", "russian",
              "portuguese", "spanish", "italian")
+# ISO 639-1 codes (and the common regional tags and misspellings clients send) -> the
+# language names the model's ``codec_language_id`` uses. The one mapping for normaliser,
+# detector, bridge and daemon.
+LANG_CODES = {
+    "en": "english", "zh": "chinese", "cn": "chinese", "ja": "japanese", "jp": "japanese",
+    "ko": "korean", "kr": "korean", "de": "german", "fr": "french", "ru": "russian",
+    "pt": "portuguese", "es": "spanish", "it": "italian",
+}
+
+
+def canonical_language(language: str | None) -> str:
+    """'en' / 'EN' / 'en-US' / 'zh_CN' / 'English' -> 'english'; 'auto' or empty -> 'auto'.
+
+    Anything else comes back lower-cased, for the caller to accept or reject."""
+    lang = str(language or "auto").strip().lower()
+    if lang in LANGUAGES or lang == "auto":
+        return lang
+    base = re.split(r"[-_]", lang, maxsplit=1)[0]
+    return LANG_CODES.get(lang) or LANG_CODES.get(base) or lang
 
 _STOP = {
     "english": "the and is are was were of to in that it you he she they we for on with as at this be have not but what "

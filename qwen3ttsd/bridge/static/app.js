@@ -43,7 +43,7 @@ function showError(id, err) {
   const el = $(id);
   el.hidden = !err;
   el.textContent = err ? String(err.message || err) : "";
-  if (err && err.status === 403) {
+  if (err && (err.status === 401 || err.status === 403 && !apiKey())) {
     el.textContent = "This server needs an API key: enter it at the top right.";
     $("api-key").classList.add("needed");
   }
@@ -325,8 +325,9 @@ async function speak(textOverride, voiceOverride) {
   };
   ws.onclose = (e) => {
     if (ws !== S.ws) return;
-    if (e.code === 4401) showError("speak-error", Object.assign(new Error("wrong API key"), {status: 403}));
-    else showError("speak-error", new Error("the connection closed (" + e.code + ")"));
+    // a refused handshake (wrong API key, Host/Origin not allowed) closes with 1006 before "session"
+    if (!configured && apiKey() !== "" && e.code === 1006) showError("speak-error", {status: 401});
+    else showError("speak-error", new Error("the connection closed (" + e.code + (e.reason ? ": " + e.reason : "") + ")"));
     S.ws = null;
     finishSpeaking("error");
   };

@@ -1,0 +1,171 @@
+"""``qwen3tts-ctl install-service``: the systemd service for *this* installation, in one command.
+
+The unit templates ship inside the package (``qwen3ttsd/systemd``, which ``./systemd`` links
+to), so an installed wheel has them. They say ``ExecStart=/usr/bin/qwen3ttsd``; this writes
+them with the real paths of the running installation (its venv's ``qwen3ttsd`` and
+``qwen3tts-bridge``), plus the sysusers and tmpfiles entries and, if absent,
+``/etc/qwen3ttsd/qwen3ttsd.toml``. Then it creates the user, reloads systemd and enables the
+two sockets and the bridge (never ``qwen3ttsd.service``: the sockets start it).
+
+``--root DIR`` is for packaging: files go under DIR in the vendor locations
+(``/usr/lib/systemd/system``, ``/usr/lib/sysusers.d``, ``/usr/lib/tmpfiles.d``) and nothing
+is run. ``--dry-run`` prints what would be written and run.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import sysconfig
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+UNITS = ("qwen3ttsd.socket", "qwen3ttsd-admin.socket", "qwen3ttsd.service", "qwen3tts-bridge.service")
+ENABLE = ("qwen3ttsd.socket", "qwen3ttsd-admin.socket", "qwen3tts-bridge.service")
+PROGRAMS = ("qwen3ttsd", "qwen3tts-bridge")
+HOME_DIRS = ("/home/", "/root/", "/run/user/")  # hidden from the units by ProtectHome=yes
+
+
+class InstallError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Layout:
+    unit_dir: str
+    sysusers: str
+    tmpfiles: str
+    config: str = "/etc/qwen3ttsd/qwen3ttsd.toml"
+
+
+ADMIN = Layout("/etc/systemd/system", "/etc/sysusers.d/qwen3ttsd.conf", "/etc/tmpfiles.d/qwen3ttsd.conf")
+VENDOR = Layout("/usr/lib/systemd/system", "/usr/lib/sysusers.d/qwen3ttsd.conf", "/usr/lib/tmpfiles.d/qwen3ttsd.conf")
+
+
+def template(name: str) -> str:
+    return (resources.files("qwen3ttsd") / "systemd" / name).read_text()
+
+
+def programs(bin_dir: str | None = None) -> dict[str, str]:
+    """Absolute paths of this installation's entry points (``bin_dir`` overrides, for packaging)."""
+    out = {}
+    for name in PROGRAMS:
+        if bin_dir:
+            out[name] = str(Path(bin_dir) / name)
+            continue
+        p = Path(sysconfig.get_path("scripts")) / name
+        found = str(p) if os.access(p, os.X_OK) else shutil.which(name)
+        if not found:
+            raise InstallError(f"{name} is not installed next to this qwen3tts-ctl "
+                               f"({p.parent}) nor on PATH: pip install 'qwen3ttsd[daemon]' first")
+        out[name] = os.path.abspath(found)
+    return out
+
+
+def _exec_path(path: str) -> str:
+    path = path.replace("%", "%%")  # systemd specifiers
+    return f'"{path}"' if re.search(r"\s", path) else path
+
+
+def render_unit(text: str, exes: dict[str, str]) -> str:
+    text = re.sub(r"^ExecStart=/usr/bin/(\S+)", lambda m: "ExecStart=" + _exec_path(exes[m[1]]),
+                  text, flags=re.M)
+    if any(p.startswith(HOME_DIRS) for p in _runtime_paths(exes)):
+        # A venv under a home directory must stay visible to the service.
+        text = text.replace("ProtectHome=yes", "ProtectHome=read-only")
+    return text
+
+
+def _runtime_paths(exes: dict[str, str]) -> list[str]:
+    paths = [*exes.values()]
+    for exe in exes.values():
+        try:
+            first = Path(exe).read_bytes()[:256].split(b"\n", 1)[0]
+        except OSError:
+            continue
+        if first.startswith(b"#!"):  # the venv's interpreter and what it links to
+            interp = first[2:].decode(errors="replace").strip().split()[0]
+            paths += [interp, os.path.realpath(interp)]
+    return paths
+
+
+def closed_dirs(paths: list[str]) -> list[str]:
+    """Directories on the way to ``paths`` that other users cannot enter: the bridge runs as
+    a dynamic user and the daemon as qwen3tts, so neither could start from there."""
+    closed = []
+    for p in paths:
+        for d in list(Path(p).parents)[::-1]:
+            try:
+                if not d.stat().st_mode & 0o001 and str(d) not in closed:
+                    closed.append(str(d))
+            except OSError:
+                break
+    return closed
+
+
+def plan(layout: Layout, exes: dict[str, str]) -> list[tuple[str, str, bool]]:
+    """(path, content, replace existing) for every file to write."""
+    files = [(f"{layout.unit_dir}/{u}", render_unit(template(u), exes), True) for u in UNITS]
+    files += [(layout.sysusers, template("qwen3ttsd.sysusers.conf"), True),
+              (layout.tmpfiles, template("qwen3ttsd.tmpfiles.conf"), True),
+              (layout.config, template("qwen3ttsd.toml.example"), False)]
+    return files
+
+
+def commands(layout: Layout) -> list[list[str]]:
+    return [["systemd-sysusers", layout.sysusers], ["systemd-tmpfiles", "--create", layout.tmpfiles],
+            ["systemctl", "daemon-reload"], ["systemctl", "enable", "--now", *ENABLE]]
+
+
+def _under(root: Path, path: str) -> Path:
+    return root / path.lstrip("/")
+
+
+def install(root: str | None = None, dry_run: bool = False, bin_dir: str | None = None,
+            out=sys.stderr) -> int:
+    exes = programs(bin_dir)
+    layout = VENDOR if root else ADMIN
+    base = Path(root or "/")
+    run_them = not root and not dry_run
+    if run_them and os.geteuid() != 0:
+        raise InstallError("installing the service needs root: sudo "
+                           f"{_exec_path(sys.argv[0] if os.path.isabs(sys.argv[0]) else 'qwen3tts-ctl')}"
+                           " install-service (or --dry-run / --root DIR)")
+    if run_them and not Path("/run/systemd/system").is_dir():
+        raise InstallError("systemd is not running on this host (a container?): use "
+                           "`qwen3tts-bridge --activate` instead, or --root DIR to only write the files")
+    tag = "[dry-run] " if dry_run else ""
+    for path, content, replace in plan(layout, exes):
+        dest = _under(base, path)
+        if dest.exists() and not replace:
+            print(f"{tag}keep {dest} (exists)", file=out)
+            continue
+        print(f"{tag}write {dest}", file=out)
+        if not dry_run:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dest.with_name(f".{dest.name}.tmp")
+            tmp.write_text(content)
+            tmp.chmod(0o644)
+            tmp.replace(dest)
+    print(f"{tag}ExecStart: {exes['qwen3ttsd']}, {exes['qwen3tts-bridge']}", file=out)
+    if not bin_dir and (closed := closed_dirs(_runtime_paths(exes))):
+        print(f"warning: the service users cannot enter {', '.join(closed)} (mode o-x): install into a venv "
+              "outside home directories (e.g. /opt/qwen3ttsd) or chmod o+x them", file=out)
+    for cmd in commands(layout):
+        if not run_them:
+            print(f"{'[dry-run] ' if dry_run else '[skipped under --root] '}run {' '.join(cmd)}", file=out)
+            continue
+        print(f"run {' '.join(cmd)}", file=out)
+        r = subprocess.run(cmd)
+        if r.returncode != 0:
+            raise InstallError(f"{' '.join(cmd)} failed with exit code {r.returncode}")
+    if run_them:
+        ctl = Path(exes["qwen3ttsd"]).with_name("qwen3tts-ctl")
+        print("\nqwen3ttsd is installed: the bridge serves http://127.0.0.1:8880 and the daemon starts on "
+              f"the first request.\nNext: sudo {ctl} models pull 1.7b-customvoice; add admins to the "
+              "qwen3tts-admin group; settings in /etc/qwen3ttsd/qwen3ttsd.toml.", file=out)
+    return 0

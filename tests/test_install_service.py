@@ -1,0 +1,112 @@
+"""``qwen3tts-ctl install-service`` into a temporary root: the written units carry this
+installation's paths and verify cleanly; the sysusers/tmpfiles entries work; the config is
+never overwritten; an installed wheel carries the templates."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+from qwen3ttsd.install_service import UNITS, closed_dirs
+
+from .helpers import PY
+
+REPO = Path(__file__).resolve().parents[1]
+ANALYZE = shutil.which("systemd-analyze")
+
+
+def install(*args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QWEN3TTSD_")}
+    return subprocess.run([PY, "-m", "qwen3ttsd.ctl", "install-service", *args], env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture()
+def root(tmp_path):
+    r = install("--root", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    return tmp_path
+
+
+def test_units_point_at_this_installation_and_verify(root):
+    unit_dir = root / "usr/lib/systemd/system"
+    assert sorted(p.name for p in unit_dir.iterdir()) == sorted(UNITS)
+    scripts = Path(sysconfig.get_path("scripts"))
+    assert f"ExecStart={scripts / 'qwen3ttsd'}\n" in (unit_dir / "qwen3ttsd.service").read_text()
+    assert f"ExecStart={scripts / 'qwen3tts-bridge'}\n" in (unit_dir / "qwen3tts-bridge.service").read_text()
+    # An interpreter under /root or /home (pyenv, pipx) must stay visible to the service.
+    in_home = os.path.realpath(sys.executable).startswith(("/home/", "/root/"))
+    for u in UNITS:  # the rest is the template, unchanged
+        template = (REPO / "systemd" / u).read_text()
+        if in_home:
+            template = template.replace("ProtectHome=yes", "ProtectHome=read-only")
+        written = (unit_dir / u).read_text()
+        assert [a for a in template.splitlines() if not a.startswith("ExecStart=")] == \
+               [b for b in written.splitlines() if not b.startswith("ExecStart=")]
+    if ANALYZE:
+        r = subprocess.run([ANALYZE, "verify", "--man=no", *sorted(map(str, unit_dir.iterdir()))],
+                           capture_output=True, text=True, cwd=unit_dir)
+        assert r.returncode == 0 and r.stdout.strip() == "" and r.stderr.strip() == "", r.stdout + r.stderr
+    example = (REPO / "contrib" / "qwen3ttsd.toml.example").read_text()
+    assert (root / "etc/qwen3ttsd/qwen3ttsd.toml").read_text() == example
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("systemd-sysusers"), reason="needs root to chown")
+def test_sysusers_and_tmpfiles_entries_apply(root):
+    (root / "etc").mkdir(exist_ok=True)
+    for cmd in (["systemd-sysusers", f"--root={root}", str(root / "usr/lib/sysusers.d/qwen3ttsd.conf")],
+                ["systemd-tmpfiles", f"--root={root}", "--create", str(root / "usr/lib/tmpfiles.d/qwen3ttsd.conf")]):
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+    users = {line.split(":")[0]: line.split(":")[2] for line in (root / "etc/passwd").read_text().splitlines()}
+    models = root / "var/lib/qwen3ttsd/models"
+    assert models.is_dir() and str(models.stat().st_uid) == users["qwen3tts"]
+    assert "qwen3tts-admin:" in (root / "etc/group").read_text()
+
+
+def test_config_is_kept_and_dry_run_writes_nothing(root, tmp_path_factory):
+    cfg = root / "etc/qwen3ttsd/qwen3ttsd.toml"
+    cfg.write_text("[daemon]\nidle_timeout = 60\n")
+    r = install("--root", str(root))
+    assert r.returncode == 0 and f"keep {cfg}" in r.stderr
+    assert cfg.read_text() == "[daemon]\nidle_timeout = 60\n"
+    empty = tmp_path_factory.mktemp("dry")
+    r = install("--root", str(empty), "--dry-run")
+    assert r.returncode == 0 and list(empty.iterdir()) == []
+    assert "[dry-run] run systemctl enable --now qwen3ttsd.socket qwen3ttsd-admin.socket " \
+           "qwen3tts-bridge.service" in r.stderr
+
+
+def test_venv_in_a_home_directory_stays_reachable(tmp_path):
+    r = install("--root", str(tmp_path), "--bin-dir", "/home/ann/my venv/bin")
+    assert r.returncode == 0, r.stderr
+    svc = (tmp_path / "usr/lib/systemd/system/qwen3ttsd.service").read_text()
+    assert 'ExecStart="/home/ann/my venv/bin/qwen3ttsd"\n' in svc
+    assert "ProtectHome=read-only" in svc and "ProtectHome=yes" not in svc
+
+
+def test_package_build_carries_the_unit_templates(tmp_path):
+    """What setuptools puts in the wheel (build_py: packages + package data)."""
+    src = tmp_path / "src"
+    shutil.copytree(REPO, src, symlinks=True, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "*.egg-info", ".models", ".run", "__pycache__", "tests", "bench"))
+    r = subprocess.run([sys.executable, "-c", "from setuptools import setup; setup()", "-q", "build_py",
+                        "--build-lib", str(tmp_path / "lib")], cwd=src, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    for f in (REPO / "systemd").iterdir():
+        assert (tmp_path / "lib/qwen3ttsd/systemd" / f.name).read_text() == f.read_text(), f.name
+
+
+def test_directories_the_service_users_cannot_enter_are_reported(tmp_path):
+    home = tmp_path / "home" / "ann"
+    (home / "venv" / "bin").mkdir(parents=True)
+    home.chmod(0o700)
+    assert str(home) in closed_dirs([str(home / "venv/bin/qwen3ttsd")])
+    home.chmod(0o755)
+    assert str(home) not in closed_dirs([str(home / "venv/bin/qwen3ttsd")])
