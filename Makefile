@@ -10,7 +10,7 @@ HOST    ?= 127.0.0.1
 PORT    ?= 8880
 PYTEST_ARGS ?=
 
-.PHONY: install system-deps run tiny-model test test-fast bench bench-engine bench-bridge bench-text verify-units clean
+.PHONY: install system-deps run tiny-model test test-fast bench bench-engine bench-bridge bench-text bench-wyoming verify-units clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -19,13 +19,18 @@ $(BIN)/python:
 install: $(BIN)/python system-deps
 	$(BIN)/pip install -q -e '.[daemon,test]'
 
-# ffmpeg encodes AAC and decodes reference uploads libsndfile cannot read (m4a, webm).
-system-deps:
-	@command -v ffmpeg >/dev/null 2>&1 || { \
+# $(call apt_install,COMMAND,PACKAGE,WHAT IS MISSING WITHOUT IT): as root with apt, install it if absent.
+apt_install = command -v $(1) >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null) \
-	      || echo "warning: could not install ffmpeg (mp3/aac/opus disabled)"; \
-	  else echo "warning: ffmpeg not found (mp3/aac/opus disabled)"; fi; }
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(2) >/dev/null) \
+	      || echo "warning: could not install $(2) ($(3))"; \
+	  else echo "warning: $(1) not found ($(3))"; fi; }
+
+# ffmpeg encodes AAC and decodes reference uploads libsndfile cannot read (m4a, webm: the
+# page's microphone recordings); chromium only for the web page's browser tests (Playwright).
+system-deps:
+	@$(call apt_install,ffmpeg,ffmpeg,AAC output and m4a/webm uploads disabled)
+	@$(call apt_install,chromium,chromium,the browser tests of the web page fail)
 
 # A random-weight model for trying the service without downloading weights.
 tiny-model: $(TINY_MODEL)/config.json
@@ -53,7 +58,7 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
-bench: bench-engine bench-bridge bench-text
+bench: bench-engine bench-bridge bench-text bench-wyoming
 
 bench-engine: install
 	$(BIN)/python bench/bench_engine.py
@@ -63,6 +68,9 @@ bench-bridge: install
 
 bench-text: install
 	$(BIN)/python bench/bench_text.py
+
+bench-wyoming: install
+	$(BIN)/python bench/bench_wyoming.py
 
 verify-units:
 	$(BIN)/python -m pytest -q tests/test_systemd_units.py

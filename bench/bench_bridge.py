@@ -88,33 +88,49 @@ def ws(url: str) -> tuple[float, float]:
     return asyncio.run(go())
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--model")
-    ap.add_argument("-n", type=int, default=10)
-    a = ap.parse_args()
-    tmp = tempfile.TemporaryDirectory()
-    model = a.model
+def start_bridge(tmp: str, model: str | None, *args: str) -> tuple[subprocess.Popen, str, Path]:
+    """The real bridge in activator mode (a tiny checkpoint unless ``model``), up and settled:
+    (process, base URL, runtime dir)."""
     if model is None:
         from qwen3ttsd.testing import tinymodel
 
-        model = str(tinymodel.build(Path(tmp.name) / "cv", variant="custom_voice"))
-    rt = Path(tmp.name) / "rt"
+        model = str(tinymodel.build(Path(tmp) / "cv", variant="custom_voice"))
+    rt = Path(tmp) / "rt"
     port = free_port()
-    env = dict(os.environ, QWEN3TTSD_MODEL=model, QWEN3TTSD_STATE_DIR=str(Path(tmp.name) / "st"),
+    env = dict(os.environ, QWEN3TTSD_MODEL=model, QWEN3TTSD_STATE_DIR=str(Path(tmp) / "st"),
                QWEN3TTSD_IDLE_TIMEOUT="120", HF_HUB_OFFLINE="1")
     p = subprocess.Popen([sys.executable, "-m", "qwen3ttsd.bridge.main", "--activate", "--runtime-dir", str(rt),
-                          "--port", str(port), "--log-level", "warning"], env=env,
+                          "--port", str(port), "--log-level", "warning", *args], env=env,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    time.sleep(1.0)
+    return p, url, rt
+
+
+def stop_bridge(p: subprocess.Popen, tmp: tempfile.TemporaryDirectory) -> None:
+    p.send_signal(signal.SIGTERM)
+    p.wait(60)
+    tmp.cleanup()
+
+
+def parse_args() -> argparse.Namespace:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", help="checkpoint directory (default: a tiny random one)")
+    ap.add_argument("-n", type=int, default=10, help="runs per path")
+    return ap.parse_args()
+
+
+def main() -> int:
+    a = parse_args()
+    tmp = tempfile.TemporaryDirectory()
+    p, url, rt = start_bridge(tmp.name, a.model)
     try:
-        for _ in range(300):
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        time.sleep(1.0)
         idle = rss_mb(p.pid)
         base = subprocess.run([sys.executable, "-c", "import uvicorn, starlette, msgpack, os;"
                                "print(open('/proc/self/status').read())"], capture_output=True, text=True).stdout
@@ -129,9 +145,7 @@ def main() -> int:
             rows["bridge WebSocket"].append(ws(url))
         busy = rss_mb(p.pid)
     finally:
-        p.send_signal(signal.SIGTERM)
-        p.wait(60)
-        tmp.cleanup()
+        stop_bridge(p, tmp)
 
     print(f"\nbridge RSS: idle {idle:.1f} MB, after {3 * a.n + 1} requests {busy:.1f} MB; "
           f"bare uvicorn+starlette+msgpack import {base_mb:.1f} MB (budget 35 MB)")

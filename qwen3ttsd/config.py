@@ -69,6 +69,8 @@ class BridgeConfig:
     first_byte_timeout: float = 600.0      # covers a cold model load
     default_model: str = ""
     log_level: str = "info"
+    wyoming: str = ""                      # Wyoming TTS server: tcp://HOST:PORT or unix://PATH
+    wyoming_zeroconf: str = ""             # announce it over mDNS: "1" or a service name
 
     def __post_init__(self) -> None:
         if not self.tts_socket:

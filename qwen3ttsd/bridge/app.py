@@ -26,9 +26,12 @@ from ..client import AsyncClient, ConnectionLost, Event
 from ..config import BridgeConfig
 from ..errors import TTSError
 from . import openai_compat as oa
+from .facts import DaemonFacts
 from .guard import BodyTooLarge, Guard
 from .http_errors import error_response
 from .metrics import Metrics
+from .page import page_routes
+from .wyoming import wyoming_service
 
 log = logging.getLogger("qwen3tts.bridge")
 
@@ -126,6 +129,7 @@ class DaemonStream:
 
 def create_app(cfg: BridgeConfig, activator=None) -> Starlette:
     metrics = Metrics()
+    facts = DaemonFacts(cfg, activator, metrics)  # what the page and Wyoming know without waking it
     models_cache: dict[str, Any] = {"at": 0.0, "data": None}
 
     async def daemon_call(method: str, params: dict | None = None, admin: bool = False) -> Any:
@@ -314,7 +318,8 @@ def create_app(cfg: BridgeConfig, activator=None) -> Starlette:
         if activator is not None:
             await activator.start()
         try:
-            yield
+            async with wyoming_service(cfg, facts, metrics):
+                yield
         finally:
             if activator is not None:
                 await activator.close()
@@ -329,6 +334,7 @@ def create_app(cfg: BridgeConfig, activator=None) -> Starlette:
         Route("/healthz", health, methods=["GET"]),
         Route("/metrics", prom, methods=["GET"]),
         WebSocketRoute("/v1/audio/speech/stream", ws_endpoint),
+        *page_routes(cfg, facts),
     ]
     app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(Guard, cfg=cfg)])
     app.state.metrics = metrics

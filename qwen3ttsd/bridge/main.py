@@ -3,6 +3,7 @@
     qwen3tts-bridge                         # systemd: the daemon is socket-activated
     qwen3tts-bridge --activate              # containers: also act as the daemon's activator
     qwen3tts-bridge --fd 3                  # serve on an inherited listening socket
+    qwen3tts-bridge --wyoming tcp://0.0.0.0:10200   # also Wyoming TTS for Home Assistant
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="hold the daemon sockets and spawn qwen3ttsd on demand (no systemd)")
     ap.add_argument("--daemon-command", help="command --activate runs (default: qwen3ttsd)")
     ap.add_argument("--api-key")
+    ap.add_argument("--wyoming", metavar="URI",
+                    help="also serve Wyoming TTS (Home Assistant): tcp://0.0.0.0:10200 or unix://PATH")
+    ap.add_argument("--wyoming-zeroconf", nargs="?", const="1", metavar="NAME",
+                    help="announce the Wyoming server over mDNS (zeroconf) for Home Assistant discovery")
     ap.add_argument("--log-level")
     ap.add_argument("--version", action="version", version=__version__)
     a = vars(ap.parse_args(argv))

@@ -1,0 +1,343 @@
+"""Wyoming TTS server (Home Assistant) inside the always-on bridge.
+
+    qwen3tts-bridge --wyoming tcp://0.0.0.0:10200 [--wyoming-zeroconf]
+
+The bridge is the process that is always up, so Home Assistant can connect at any time;
+the daemon still starts only when something must be spoken and exits when idle.
+
+* ``describe`` answers from the bridge's cache of what the daemon last reported
+  (``facts.DaemonFacts``), falling back to Qwen3's built-in speakers: it never wakes the
+  daemon.
+* ``synthesize`` speaks the whole text as one daemon request.
+* ``synthesize-start`` / ``-chunk`` / ``-stop``: text is cut at the first clause boundary
+  and each segment is requested as soon as it is known (``segments.OrderedSegments``), so
+  speech starts while the LLM is still writing. The whole-text ``synthesize`` that
+  streaming clients also send for old servers is ignored on a connection that streams; the
+  stream ends with ``synthesize-stopped``.
+* Audio goes out as ``audio-start`` / ``audio-chunk`` / ``audio-stop``: 24 kHz, 16-bit,
+  mono, chunk by chunk as the daemon produces it.
+* Errors (unknown voice, empty text, daemon unavailable) become a Wyoming ``error`` event,
+  then the connection closes - a client never waits for audio that will not come.
+* A client that disconnects cancels its generation (the daemon connections close).
+
+Wyoming has no authentication: bind it to the LAN interface Home Assistant uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any, AsyncIterator
+from urllib.parse import urlparse
+
+from wyoming.audio import AudioChunk, AudioStart, AudioStop
+from wyoming.error import Error
+from wyoming.event import Event
+from wyoming.info import Attribution, Describe, Info, TtsProgram, TtsVoice
+from wyoming.ping import Ping, Pong
+from wyoming.server import AsyncEventHandler, AsyncServer
+from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeStopped
+
+from .. import __version__
+from ..client import AsyncClient
+from ..config import BridgeConfig
+from ..errors import TTSError
+from ..text.split import IncrementalSplitter
+from .facts import DaemonFacts
+from .openai_compat import LANG_CODES, VOICE_MAP
+from .segments import OrderedSegments
+
+log = logging.getLogger("qwen3tts.bridge.wyoming")
+
+RATE, WIDTH, CHANNELS = 24000, 2, 1          # what we ask the daemon for: pcm16 mono 24 kHz
+MAX_EVENT_BYTES = 1 << 20                    # a text event is small; refuse anything bigger
+QWEN = Attribution(name="Qwen team, Alibaba Cloud", url="https://github.com/QwenLM/Qwen3-TTS")
+PROGRAM = Attribution(name="qwen3ttsd", url="https://github.com/QwenLM/Qwen3-TTS")
+# Qwen language name -> ISO 639-1 (what Home Assistant pipelines use)
+ISO_CODES = {name: code for code, name in reversed(list(LANG_CODES.items()))}
+# a voice request that names only a language gets that language's native speaker
+NATIVE_SPEAKER = {"english": "ryan", "chinese": "vivian", "japanese": "ono_anna", "korean": "sohee"}
+# shown in Home Assistant's voice picker (every speaker speaks every language)
+SPEAKER_NOTES = {"vivian": "female, Chinese", "serena": "female, Chinese", "uncle_fu": "male, Chinese",
+                 "dylan": "male, Beijing Chinese", "eric": "male, Sichuan Chinese", "ryan": "male, English",
+                 "aiden": "male, American English", "ono_anna": "female, Japanese", "sohee": "female, Korean"}
+DEFAULT_SPEAKER = "ryan"
+
+
+def qwen_language(code: str | None) -> str:
+    """'en', 'en-US', 'en_GB', 'English' -> 'english'; None/'' -> 'auto'."""
+    if not code:
+        return "auto"
+    c = code.strip().lower()
+    return LANG_CODES.get(c.replace("_", "-").split("-")[0], c)
+
+
+def voice_params(voice: dict[str, Any] | None) -> dict[str, str]:
+    """Wyoming ``voice`` {name, language, speaker} -> daemon voice + language.
+
+    Read from the raw event: the wyoming package keeps the language only when no name is
+    given, but a client may send both."""
+    voice = voice if isinstance(voice, dict) else {}
+    language = qwen_language(voice.get("language"))
+    name = voice.get("speaker") or voice.get("name") or NATIVE_SPEAKER.get(language, DEFAULT_SPEAKER)
+    name = str(name)
+    return {"voice": VOICE_MAP.get(name.lower(), name), "language": language}
+
+
+def build_info(facts: DaemonFacts) -> Info:
+    # ISO codes only (what Home Assistant matches pipelines on); dialects ride on "zh"
+    langs = sorted({ISO_CODES[lang] for lang in facts.language_names() if lang in ISO_CODES})
+    voices = [TtsVoice(name=s, description=f"{s} ({SPEAKER_NOTES.get(s, 'built-in speaker')})",
+                       attribution=QWEN, installed=True,
+                       version=facts.model_for("custom_voice", s) or "Qwen3-TTS CustomVoice", languages=langs)
+              for s in facts.speakers()]
+    voices += [TtsVoice(name=c["name"], description=f"{c['name']} (saved clone voice)", attribution=QWEN,
+                        installed=True, version=facts.model_for("base") or "Qwen3-TTS Base", languages=langs)
+               for c in facts.clones()]
+    program = TtsProgram(name="qwen3ttsd", description="Qwen3-TTS, streaming (qwen3ttsd)", attribution=PROGRAM,
+                         installed=True, version=__version__, voices=voices, supports_synthesize_streaming=True)
+    return Info(tts=[program])
+
+
+async def read_event(reader: asyncio.StreamReader) -> Event | None:
+    """One Wyoming event, or None at EOF / on a malformed or oversized event.
+
+    Like ``wyoming.event.async_read_event`` but with a size limit: that one reads whatever
+    ``data_length`` / ``payload_length`` a peer announces into memory."""
+    try:
+        line = await reader.readline()
+        if not line:
+            return None
+        head = json.loads(line)
+        data = head.get("data") or {}
+        n, m = int(head.get("data_length") or 0), int(head.get("payload_length") or 0)
+        if not 0 <= n + m <= MAX_EVENT_BYTES or not isinstance(data, dict):
+            log.warning("wyoming: refusing an event of %d bytes", n + m)
+            return None
+        if n:
+            data.update(json.loads(await reader.readexactly(n)))
+        payload = await reader.readexactly(m) if m else None
+        return Event(type=str(head["type"]), data=data, payload=payload)
+    except (ValueError, KeyError, TypeError, AttributeError, asyncio.IncompleteReadError, ConnectionError):
+        return None
+
+
+class Utterance:
+    """One request being spoken: segments in, Wyoming audio events out."""
+
+    def __init__(self, handler: "WyomingHandler", voice: dict | None, streaming: bool) -> None:
+        self.handler = handler
+        self.streaming = streaming
+        cfg = handler.service.cfg
+        params = {**voice_params(voice), "format": "pcm16", "sample_rate": RATE, "priority": "realtime",
+                  "first_chunk_frames": 1, "chunk_frames": 2}
+        self.segments = OrderedSegments(cfg.tts_socket, params)
+        self.splitter = IncrementalSplitter()
+        self.chars = 0
+        # a stream's text may take a while to reach its first clause: start the daemon and
+        # load the voice's model meanwhile
+        self.warm = asyncio.create_task(self._warm_up(params)) if streaming else None
+
+    async def _warm_up(self, params: dict) -> None:
+        with contextlib.suppress(Exception):
+            async with AsyncClient(self.handler.service.cfg.tts_socket) as c:
+                await c.call("tts.warmup", {k: params[k] for k in ("voice", "language") if k in params})
+
+    async def close(self) -> None:
+        if self.warm is not None:
+            self.warm.cancel()
+        await self.segments.cancel()
+
+    def feed(self, text: str) -> None:
+        self.chars += len(text)
+        if self.chars > self.handler.service.cfg.max_input_chars:
+            raise TTSError("payload_too_large", "text is longer than the bridge's max_input_chars")
+        for seg in self.splitter.feed(text):
+            self.segments.add(seg)
+
+    def finish(self) -> None:
+        for seg in self.splitter.flush():
+            self.segments.add(seg)
+        if self.segments.count == 0:
+            raise TTSError("bad_request", "nothing to speak: the text is empty")
+        self.segments.close()
+
+    async def speak(self) -> None:
+        """Send the audio as it comes; on failure an ``error`` event, then hang up."""
+        h = self.handler
+        metrics = h.service.metrics
+        if metrics is not None:
+            metrics.active += 1
+        sent = 0
+        try:
+            async for data in self.segments.audio():
+                if sent == 0:
+                    await h.write_event(AudioStart(rate=RATE, width=WIDTH, channels=CHANNELS).event())
+                await h.write_event(AudioChunk(rate=RATE, width=WIDTH, channels=CHANNELS, audio=data,
+                                               timestamp=sent * 1000 // (RATE * WIDTH)).event())
+                sent += len(data)
+                if metrics is not None:
+                    metrics.audio_bytes += len(data)
+            if sent == 0:
+                await h.write_event(AudioStart(rate=RATE, width=WIDTH, channels=CHANNELS).event())
+            await h.write_event(AudioStop(timestamp=sent * 1000 // (RATE * WIDTH)).event())
+            if self.streaming:
+                await h.write_event(SynthesizeStopped().event())
+            h.service.facts.refresh_soon()  # the daemon is up now: learn its voices for describe
+        except TTSError as e:
+            await h.fail(e)
+        finally:
+            if metrics is not None:
+                metrics.active -= 1
+
+
+class WyomingHandler(AsyncEventHandler):
+    """One client connection. Requests on it are spoken one after the other."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 service: "WyomingService") -> None:
+        super().__init__(reader, writer)
+        self.service = service
+        self.stream: Utterance | None = None      # the open synthesize-start .. -stop
+        self.streamed = False                     # this connection is a streaming client's
+        self.task: asyncio.Task | None = None     # the latest utterance being spoken
+
+    async def run(self) -> None:
+        try:
+            while (event := await read_event(self.reader)) is not None:
+                if not await self.handle_event(event):
+                    break
+        finally:
+            await self.disconnect()
+            self.writer.close()
+
+    async def handle_event(self, event: Event) -> bool:
+        try:
+            return await self._handle(event)
+        except TTSError as e:
+            await self.fail(e)
+            return False
+
+    async def _handle(self, event: Event) -> bool:
+        if Describe.is_type(event.type):
+            await self.service.facts.refresh_if_running(timeout=1.0)
+            await self.write_event(build_info(self.service.facts).event())
+        elif Ping.is_type(event.type):
+            await self.write_event(Pong(text=Ping.from_event(event).text).event())
+        elif SynthesizeStart.is_type(event.type):
+            if self.stream is not None:
+                raise TTSError("bad_request", "synthesize-start inside an open stream")
+            self.stream = Utterance(self, event.data.get("voice"), streaming=True)
+            self.streamed = True
+            self._speak(self.stream)
+        elif SynthesizeChunk.is_type(event.type):
+            if self.stream is None:
+                raise TTSError("bad_request", "synthesize-chunk without synthesize-start")
+            self.stream.feed(str(event.data.get("text") or ""))
+        elif SynthesizeStop.is_type(event.type):
+            if self.stream is None:
+                raise TTSError("bad_request", "synthesize-stop without synthesize-start")
+            stream, self.stream = self.stream, None
+            stream.finish()
+        elif Synthesize.is_type(event.type):
+            if self.streamed:
+                # the whole-text copy a streaming client sends for old servers (before or,
+                # from some clients, after synthesize-stop): one request per connection
+                return True
+            text = str(event.data.get("text") or "")
+            if not any(ch.isalnum() for ch in text):
+                raise TTSError("bad_request", "nothing to speak: the text is empty")
+            if len(text) > self.service.cfg.max_input_chars:
+                raise TTSError("payload_too_large", "text is longer than the bridge's max_input_chars")
+            u = Utterance(self, event.data.get("voice"), streaming=False)
+            u.segments.add(text)  # the daemon splits a whole text itself, on one codec stream
+            u.segments.close()
+            self._speak(u)
+        return True
+
+    def _speak(self, u: Utterance) -> None:
+        prev = self.task
+
+        async def after_previous() -> None:
+            try:
+                if prev is not None:
+                    with contextlib.suppress(Exception):
+                        await prev
+                await u.speak()
+            finally:
+                await u.close()
+
+        self.task = asyncio.create_task(after_previous())
+
+    async def fail(self, e: TTSError) -> None:
+        log.info("wyoming: %s: %s", e.code, e.message)
+        with contextlib.suppress(Exception):
+            await self.write_event(Error(text=e.message, code=e.code).event())
+        await self.stop()  # reading ends -> disconnect() cancels whatever still runs
+
+    async def disconnect(self) -> None:
+        """The client went away (or we hung up): cancel generation in the daemon."""
+        if self.stream is not None:
+            await self.stream.close()
+            self.stream = None
+        task = self.task
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+
+
+class WyomingService:
+    """The server, its handlers and (optionally) the zeroconf announcement."""
+
+    def __init__(self, cfg: BridgeConfig, facts: DaemonFacts, metrics=None) -> None:
+        self.cfg = cfg
+        self.facts = facts
+        self.metrics = metrics
+        if urlparse(cfg.wyoming).scheme not in ("tcp", "unix"):
+            raise ValueError(f"--wyoming must be tcp://HOST:PORT or unix://PATH, not {cfg.wyoming!r}")
+        self.server = AsyncServer.from_uri(cfg.wyoming)
+        self.zeroconf = None
+
+    async def start(self) -> None:
+        await self.server.start(lambda r, w: WyomingHandler(r, w, self))
+        log.info("Wyoming TTS on %s", self.cfg.wyoming)
+        if self.cfg.wyoming_zeroconf:
+            await self._announce()
+
+    async def _announce(self) -> None:
+        uri = urlparse(self.cfg.wyoming)
+        if uri.scheme != "tcp":
+            log.warning("--wyoming-zeroconf needs a tcp:// Wyoming address; not announcing")
+            return
+        from wyoming.zeroconf import HomeAssistantZeroconf  # imports zeroconf: only when asked
+
+        name = self.cfg.wyoming_zeroconf if self.cfg.wyoming_zeroconf not in ("1", "true", "yes") else None
+        host = uri.hostname if uri.hostname not in ("0.0.0.0", "::", "") else None
+        try:
+            self.zeroconf = HomeAssistantZeroconf(port=uri.port, name=name, host=host)
+            await self.zeroconf.register_server()
+        except OSError as e:  # no multicast route (containers without host networking)
+            log.warning("zeroconf announcement failed: %s", e)
+
+    async def stop(self) -> None:
+        await self.server.stop()
+        if self.zeroconf is not None:
+            with contextlib.suppress(Exception):
+                await self.zeroconf._aiozc.async_close()
+
+
+@contextlib.asynccontextmanager
+async def wyoming_service(cfg: BridgeConfig, facts: DaemonFacts, metrics=None) -> AsyncIterator[Any]:
+    """Run the Wyoming server for the app's lifetime when ``cfg.wyoming`` is set."""
+    if not cfg.wyoming:
+        yield None
+        return
+    service = WyomingService(cfg, facts, metrics)
+    await service.start()
+    try:
+        yield service
+    finally:
+        await service.stop()
