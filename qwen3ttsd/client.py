@@ -40,7 +40,7 @@ class ConnectionLost(TTSError):
 
 @dataclass
 class Event:
-    """One step of a stream: kind is progress | start | chunk | result."""
+    """One step of a stream: kind is progress | start | chunk | segment | result."""
 
     kind: str
     data: dict = field(default_factory=dict)
@@ -57,6 +57,8 @@ def _event_from_notification(method: str, params: list) -> tuple[int, Event] | N
         return msgid, Event("chunk", d, audio=bytes(d.get("audio", b"")), seq=int(params[1]))
     if method == P.N_START and len(params) >= 2:
         return msgid, Event("start", params[1])
+    if method == P.N_SEGMENT and len(params) >= 2 and isinstance(params[1], dict):
+        return msgid, Event("segment", params[1])
     if method == P.N_PROGRESS and len(params) >= 2:
         return msgid, Event("progress", params[1])
     return None

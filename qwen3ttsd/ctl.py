@@ -5,7 +5,7 @@
     qwen3tts-ctl voice-add NAME FILE [--text T] [--consent C]   |   voice-rm NAME
     qwen3tts-ctl load [MODEL] | unload [MODEL] [--exit] | keepalive SECONDS | shutdown
     qwen3tts-ctl cache [--clear prompts]
-    qwen3tts-ctl say TEXT [-o out.wav] [--voice V] [--format wav]   (stdout if no -o)
+    qwen3tts-ctl say TEXT [-o out.wav] [--voice V] [--format wav] [--subtitles out.srt|.vtt]
     qwen3tts-ctl bench [-n 5] [--text T]  time-to-first-audio and real-time factor
     qwen3tts-ctl models pull NAME | list | remove NAME | info NAME   checkpoints in models_dir
     qwen3tts-ctl install-service [--root DIR] [--dry-run]   systemd units for this installation
@@ -84,12 +84,13 @@ def _admin(a, method: str, params: dict) -> int:
 
 def cmd_say(a) -> int:
     params = {"text": a.text, "format": a.format}
-    for k in ("voice", "language", "instructions", "model", "speed", "seed", "sample_rate"):
+    for k in ("voice", "language", "instructions", "model", "speed", "seed", "sample_rate", "max_frames"):
         v = getattr(a, k)
         if v is not None:
             params[k] = v
     out = open(a.output, "wb") if a.output else sys.stdout.buffer
     total = 0
+    captions: list[dict] = []
     try:
         with Client(_socket(a, False)) as c:
             for ev in c.synthesize(**params):
@@ -97,12 +98,18 @@ def cmd_say(a) -> int:
                     out.write(ev.audio)
                     out.flush()
                     total += len(ev.audio)
+                elif ev.kind == "segment":
+                    captions.append(ev.data)
                 elif ev.kind == "result":
                     print(f"{ev.data['duration_s']:.2f} s of audio, first audio after "
                           f"{ev.data['first_audio_s'] * 1000:.0f} ms, rtf {ev.data['rtf']}", file=sys.stderr)
     finally:
         if a.output:
             out.close()
+    if a.subtitles:
+        from . import subtitles
+
+        subtitles.write(a.subtitles, captions)
     if a.output and a.format == "wav" and total >= 44:
         # A file is seekable: replace the streaming header's unknown sizes with real ones.
         with open(a.output, "r+b") as f:
@@ -166,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--speed", type=float)
     p.add_argument("--seed", type=int)
     p.add_argument("--sample-rate", dest="sample_rate", type=int)
+    p.add_argument("--max-frames", dest="max_frames", type=int)
+    p.add_argument("--subtitles", help="also write captions: .srt or .vtt")
     p = sub.add_parser("bench")
     p.add_argument("-n", type=int, default=5)
     p.add_argument("--text", default="The quick brown fox jumps over the lazy dog.")

@@ -33,6 +33,7 @@ _HEADER = struct.Struct(">I")
 N_PROGRESS = "tts.progress"   # [msgid, {stage: queued|loading|generating, ...}]
 N_START = "tts.start"         # [msgid, {sample_rate, channels, format, mime}]
 N_CHUNK = "tts.chunk"         # [msgid, seq, {audio: bin, samples, t}]
+N_SEGMENT = "tts.segment"     # [msgid, {index, text, start, end}]: a segment's span in the audio (s)
 N_CANCEL = "$/cancel"         # client -> server: [msgid]
 
 

@@ -123,9 +123,32 @@ class AudioPipeline:
     def _stages(self, pcm: np.ndarray, final: bool) -> np.ndarray:
         if self.stretch is not None:
             pcm = self.stretch.process(pcm, final)
+        return self._resample(pcm, final)
+
+    def _resample(self, pcm: np.ndarray, final: bool) -> np.ndarray:
         pcm = self.resampler.process(pcm, final)
         self.samples_out += len(pcm)
         return pcm
+
+    @property
+    def speed(self) -> float:
+        return self.stretch.speed if self.stretch is not None else 1.0
+
+    def _flush_stretch(self, speed: float) -> bytes:
+        """End the current time-stretch (its tail goes out) and continue at ``speed``."""
+        tail = self.stretch.process(np.zeros(0, np.float32), True) if self.stretch is not None else None
+        self.stretch = TimeStretch(speed) if speed != 1.0 else None
+        return b"" if tail is None else self.encoder.encode(self._resample(tail, False))
+
+    def set_speed(self, speed: float) -> bytes:
+        """Between segments (SSML ``<prosody rate>``): from here on, ``speed``."""
+        return self._flush_stretch(speed) if speed != self.speed else b""
+
+    def silence(self, seconds: float) -> bytes:
+        """Exact silence (SSML ``<break>``): not stretched, after everything fed so far."""
+        out = self._flush_stretch(self.speed)
+        n = int(round(seconds * MODEL_RATE))
+        return out + self.encoder.encode(self._resample(np.zeros(n, np.float32), False))
 
     def feed(self, pcm: np.ndarray) -> bytes:
         return self.encoder.encode(self._stages(pcm, False))

@@ -4,8 +4,9 @@ Client -> server (JSON text messages):
 
   {"type": "session.update", "voice": "ryan", "language": "english", "format": "mulaw",
    "sample_rate": 8000, "instructions": "...", "speed": 1.0, "seed": 1, "model": "...",
-   "audio_header": true}
+   "audio_header": true, "text_format": "text"}
   {"type": "text", "text": "Hello, how can I"}     LLM deltas; speech starts at the first clause
+                                                  (text_format "ssml": one SSML document, spoken at flush)
   {"type": "flush"}                               end of turn: speak what is buffered
   {"type": "cancel"}                              barge-in: stop now, report what was sent
 
@@ -17,7 +18,9 @@ Server -> client:
   binary frames: 8-byte header (u32 seq, u32 timestamp_ms, big-endian; the audio time of the
     frame's first sample since the session began) + audio in the session's format;
     with "audio_header": false, the audio alone
-  {"type": "segment.done", "index": n, "sent_ms": ...}
+  {"type": "caption", "index": n, "text": "...", "start_ms": ..., "end_ms": ...}
+                                                  a sentence's span on the call's timeline (subtitles)
+  {"type": "segment.done", "index": n, "sent_ms": ..., "start_ms": ..., "end_ms": ...}
   {"type": "flushed", "sent_ms": ...}             everything up to the flush has been sent
   {"type": "cancelled", "sent_ms": ..., "sent_bytes": ..., "segments_done": n}
   {"type": "error", "code": "...", "message": "...", "index": n?}
@@ -55,8 +58,31 @@ RATES = (8000, 16000, 22050, 24000, 44100, 48000)
 # session.update fields beyond the shared extra fields, and their JSON types
 SESSION_FIELDS: dict[str, tuple[type, ...]] = {
     "voice": (str,), "format": (str,), "instructions": (str,), "model": (str,),
-    "speed": (int, float), "audio_header": (bool,),
+    "speed": (int, float), "audio_header": (bool,), "text_format": (str,),
 }
+
+
+class WholeDocument:
+    """SSML cannot be cut at sentence ends (its tags span them): the deltas are held until
+    flush and spoken as one request - the daemon splits it and streams it as usual."""
+
+    def __init__(self, limit: int) -> None:
+        self.parts: list[str] = []
+        self.size = 0
+        self.limit = limit
+
+    def feed(self, delta: str) -> list[str]:
+        self.size += len(delta)
+        if self.size > self.limit:
+            raise TTSError("payload_too_large", f"SSML document longer than {self.limit} characters")
+        self.parts.append(delta)
+        return []
+
+    def flush(self) -> list[str]:
+        text = "".join(self.parts)
+        self.parts.clear()
+        self.size = 0
+        return [text] if text.strip() else []
 
 
 class Session:
@@ -65,7 +91,8 @@ class Session:
         self.cfg = cfg
         self.metrics = metrics
         self.conf: dict[str, Any] = {"voice": "vivian", "language": "auto", "format": "pcm16",
-                                     "sample_rate": 24000, "speed": 1.0, "audio_header": True}
+                                     "sample_rate": 24000, "speed": 1.0, "audio_header": True,
+                                     "text_format": "text"}
         self.splitter = IncrementalSplitter()
         self.order: asyncio.Queue = asyncio.Queue()   # ("seg", idx, text, stream-queue) | ("flush",)
         self.streams: dict[int, asyncio.Task] = {}
@@ -86,9 +113,13 @@ class Session:
     def update(self, msg: dict) -> None:
         c = dict(self.conf)
         for k in ("voice", "language", "format", "sample_rate", "instructions", "speed", "seed",
-                  "model", "audio_header", "temperature", "top_k", "top_p", "max_frames"):
+                  "model", "audio_header", "temperature", "top_k", "top_p", "max_frames", "text_format"):
             if k in msg:
                 c[k] = typed_field(k, msg[k], SESSION_FIELDS.get(k) or EXTRA_FIELDS[k])
+        if c["text_format"] not in ("text", "ssml"):
+            raise TTSError("bad_request", "text_format must be 'text' or 'ssml'")
+        if c["text_format"] != self.conf["text_format"]:
+            self.splitter = self.new_splitter(c["text_format"])
         fmt = str(c["format"]).lower()
         if fmt not in WS_FORMATS:
             raise TTSError("bad_request", f"format must be one of {sorted(WS_FORMATS)}")
@@ -102,6 +133,10 @@ class Session:
         c["language"] = LANG_CODES.get(lang, lang)
         c["format"] = {"pcm": "pcm16", "ulaw": "mulaw"}.get(fmt, fmt)
         self.conf = c
+
+    def new_splitter(self, text_format: str | None = None) -> "IncrementalSplitter | WholeDocument":
+        fmt = text_format or self.conf["text_format"]
+        return WholeDocument(self.cfg.max_input_chars) if fmt == "ssml" else IncrementalSplitter()
 
     def params(self, text: str) -> dict:
         c = self.conf
@@ -216,6 +251,8 @@ class Session:
                     if ev.kind == "chunk":
                         await q.put(ev.audio)
                         chunks += 1
+                    elif ev.kind == "segment":
+                        await q.put(ev.data)
         except ConnectionLost:
             if chunks or not retry:
                 raise
@@ -230,16 +267,23 @@ class Session:
                 await self.send_json({"type": "flushed", "sent_ms": self.sent_ms})
                 continue
             _, idx, text, q = item
+            start_ms = self.sent_ms  # where this segment's audio begins on the call's timeline
             while True:
                 data = await q.get()
                 if data is None:
                     self.segments_done += 1
-                    await self.send_json({"type": "segment.done", "index": idx, "sent_ms": self.sent_ms})
+                    await self.send_json({"type": "segment.done", "index": idx, "sent_ms": self.sent_ms,
+                                          "start_ms": start_ms, "end_ms": self.sent_ms})
                     break
                 if isinstance(data, TTSError):
                     await self.send_json({"type": "error", "index": idx, "code": data.code,
                                           "message": data.message})
                     break
+                if isinstance(data, dict):  # a caption: the daemon's span, moved onto the call's timeline
+                    await self.send_json({"type": "caption", "index": idx, "text": data["text"],
+                                          "start_ms": start_ms + round(data["start"] * 1000),
+                                          "end_ms": start_ms + round(data["end"] * 1000)})
+                    continue
                 await self.send_audio(data)
             self.streams.pop(idx, None)
 
@@ -256,7 +300,7 @@ class Session:
                 await t
         self.streams.clear()
         self.order = asyncio.Queue()
-        self.splitter = IncrementalSplitter()
+        self.splitter = self.new_splitter()
         self.last_queued = None
         self.session_id = uuid.uuid4().hex  # after a barge-in the next answer starts a fresh stream
         self.player = asyncio.create_task(self.play())

@@ -36,6 +36,7 @@ class Job:
     request: dict[str, Any]                 # SynthesisRequest fields except text
     loop: asyncio.AbstractEventLoop
     priority: str = "normal"
+    languages: list[str] | None = None      # per-segment language (SSML <lang>), else request's
     seed: int | None = None
     voice_audio: Any = None                 # (wav, meta) for clone voices, loaded lazily
     queue_timeout: float = 120.0
@@ -174,10 +175,12 @@ class Scheduler:
 
             idx = job.next_segment
             seed = None if job.seed is None else (int(job.seed) + 7919 * idx) & 0x7FFFFFFF
-            req = SynthesisRequest(text=job.segments[idx], seed=seed, **job.request)
+            fields = dict(job.request, language=job.languages[idx]) if job.languages else job.request
+            req = SynthesisRequest(text=job.segments[idx], seed=seed, **fields)
             stats = engine.synthesize(req, lambda pcm: job.emit("pcm", pcm), job.cancel,
                                       decoder=job.decoder)
             job.frames += stats.frames
+            job.emit("segment_end", {"index": idx, "samples": stats.samples})
             job.next_segment += 1
             if job.next_segment < len(job.segments):
                 return True

@@ -27,11 +27,12 @@ from ..audio import AudioFormatError, AudioPipeline
 from ..audio.reference import process_reference
 from ..config import DaemonConfig
 from ..errors import TTSError
-from ..text import prepare_text
+from ..text import SSMLError, prepare_segments
 from ..text.language import canonical_language, detect_language
 from .models import ModelEntry, ModelRegistry
 from .scheduler import PRIORITIES, Job, Scheduler
 from .server import Connection, Server
+from .timeline import Timeline, segment_speed
 from .voices import VoiceStore
 
 log = logging.getLogger("qwen3ttsd.service")
@@ -223,26 +224,32 @@ class Service:
                 req["language"] = detected  # the model's language token beats its own guess
         try:
             # off the event loop: 20k characters of numbers take ~0.1 s to normalise
-            segments = await asyncio.to_thread(prepare_text, text, req["language"],
-                                               normalize=bool(params.get("normalize", True)))
-        except ValueError as e:
+            segments, trailing_pause = await asyncio.to_thread(
+                prepare_segments, text, req["language"], normalize=bool(params.get("normalize", True)))
+        except (SSMLError, ValueError) as e:
             raise TTSError("bad_request", str(e)) from e
         if not segments:
             raise TTSError("bad_request", "text has nothing to speak")
+        languages = [s.language or req["language"] for s in segments]
+        for lang in set(languages) - set(entry.languages):
+            raise TTSError("bad_request", f"unsupported language {lang!r} in the text; supported: {entry.languages}")
         try:
-            pipeline = AudioPipeline(fmt, rate, speed)
+            pipeline = AudioPipeline(fmt, rate, segment_speed(speed, segments[0].rate))
         except AudioFormatError as e:
             raise TTSError("bad_request", str(e)) from e
+        timeline = Timeline(segments, speed, trailing_pause, pipeline)
         try:
             loaded = await self._load_voice(voice_audio)
-            job = Job(model=entry, segments=segments, request=req, loop=asyncio.get_running_loop(),
-                      priority=priority, seed=seed, voice_audio=loaded, queue_timeout=self.cfg.queue_timeout)
+            job = Job(model=entry, segments=[s.text for s in segments], request=req,
+                      languages=languages if any(s.language for s in segments) else None,
+                      loop=asyncio.get_running_loop(), priority=priority, seed=seed, voice_audio=loaded,
+                      queue_timeout=self.cfg.queue_timeout)
             self._join_session(job, _str(params, "session", max_len=128))
             position = self.scheduler.submit(job)
             conn.jobs[msgid] = job
             self.active_streams += 1
             try:
-                await self._stream(conn, msgid, job, pipeline, position, t0, entry)
+                await self._stream(conn, msgid, job, timeline, position, t0, entry)
             finally:
                 self.active_streams -= 1
                 conn.jobs.pop(msgid, None)
@@ -267,8 +274,9 @@ class Service:
         job.after = last if last is not None and not last.done else None
         entry["last"] = job
 
-    async def _stream(self, conn: Connection, msgid: int, job: Job, pipeline: AudioPipeline,
+    async def _stream(self, conn: Connection, msgid: int, job: Job, timeline: Timeline,
                       position: int, t0: float, entry: ModelEntry) -> None:
+        pipeline = timeline.pipeline
         stall = self.cfg.stall_timeout
         send = conn.send
         await send(P.notification(P.N_PROGRESS, [msgid, {"stage": "queued", "position": position}]), stall)
@@ -288,6 +296,7 @@ class Service:
 
         try:
             await chunk(pipeline.header())
+            await chunk(timeline.start())
             while True:
                 timeout = None
                 if job.started is None:
@@ -303,12 +312,16 @@ class Service:
                     if first_audio is None:
                         first_audio = time.monotonic() - t0
                     await chunk(pipeline.feed(value))
+                elif kind == "segment_end":
+                    caption, audio = timeline.segment_end(value["index"], value["samples"])
+                    await send(P.notification(P.N_SEGMENT, [msgid, caption]), stall)
+                    await chunk(audio)
                 elif kind == "progress":
                     await send(P.notification(P.N_PROGRESS, [msgid, value]), stall)
                 elif kind == "error":
                     raise value
                 elif kind == "done":
-                    await chunk(pipeline.finish())
+                    await chunk(timeline.finish() + pipeline.finish())
                     total = time.monotonic() - t0
                     dur = pipeline.duration_s
                     self.served += 1

@@ -1,0 +1,56 @@
+"""Where each segment of a request lands in the audio the client receives.
+
+Captions need the exact time span of every segment in the *delivered* audio: after speed
+change, with SSML pauses, per-segment prosody rates and any resampling. The model's sample
+count per segment is exact; the output time is that count divided by the speed in effect,
+plus the pauses, which are inserted as exact silence after the time-stretch stage. This
+object also makes those audio-path changes at each segment boundary, so the timings and
+the audio come from one place.
+"""
+
+from __future__ import annotations
+
+from ..audio.pipeline import MODEL_RATE, SPEED_RANGE, AudioPipeline
+from ..text import Segment
+
+
+def segment_speed(request_speed: float, rate: float) -> float:
+    return min(SPEED_RANGE[1], max(SPEED_RANGE[0], request_speed * rate))
+
+
+class Timeline:
+    def __init__(self, segments: list[Segment], speed: float, trailing_pause_s: float,
+                 pipeline: AudioPipeline) -> None:
+        self.segments = segments
+        self.speeds = [segment_speed(speed, s.rate) for s in segments]
+        self.trailing_pause_s = trailing_pause_s
+        self.pipeline = pipeline
+        self.t = 0.0            # seconds of output audio accounted for
+
+    def start(self) -> bytes:
+        """Before the first audio: the first segment's speed and leading pause."""
+        return self._enter(0)
+
+    def segment_end(self, index: int, samples: int) -> tuple[dict, bytes]:
+        """Segment ``index`` produced ``samples`` model samples: its caption, then the
+        audio-path change (pause, speed) for the next segment."""
+        start = self.t
+        self.t += samples / MODEL_RATE / self.speeds[index]
+        caption = {"index": index, "text": self.segments[index].caption,
+                   "start": round(start, 3), "end": round(self.t, 3)}
+        return caption, self._enter(index + 1)
+
+    def finish(self) -> bytes:
+        return self._pause(self.trailing_pause_s)
+
+    def _enter(self, index: int) -> bytes:
+        if index >= len(self.segments):
+            return b""
+        out = self._pause(self.segments[index].pause_before_s)
+        return out + self.pipeline.set_speed(self.speeds[index])
+
+    def _pause(self, seconds: float) -> bytes:
+        if seconds <= 0:
+            return b""
+        self.t += seconds
+        return self.pipeline.silence(seconds)
