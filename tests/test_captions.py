@@ -78,6 +78,7 @@ def speak(rt, **params) -> tuple[np.ndarray, list[dict], dict]:
     return np.frombuffer(bytes(audio), np.int16), captions, result
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("speed", [1.0, 2.0, 0.5])
 def test_caption_spans_tile_the_delivered_audio(daemon, speed):
     pcm, caps, res = speak(daemon, text="First one. Second one. Third one.", max_frames=5, speed=speed)
@@ -91,6 +92,7 @@ def test_caption_spans_tile_the_delivered_audio(daemon, speed):
     assert res["duration_s"] == pytest.approx(len(pcm) / 24000, abs=1e-3)
 
 
+@pytest.mark.slow
 def test_ssml_break_is_exact_silence_and_prosody_sets_the_speed(daemon):
     pcm, caps, _ = speak(daemon, max_frames=5, text=(
         '<speak><s>Before the pause.</s><break time="700ms"/><s><prosody rate="50%">Slow part.</prosody></s>'
@@ -105,12 +107,14 @@ def test_ssml_break_is_exact_silence_and_prosody_sets_the_speed(daemon):
     assert len(gap) > 0.6 * 24000 and not gap.any()  # digital silence, not model noise
 
 
+@pytest.mark.slow
 def test_ssml_tags_are_never_spoken(daemon):
     plain, _, _ = speak(daemon, text="Hello world.", max_frames=6)
     tagged, _, _ = speak(daemon, text="<speak>Hello <emphasis>world</emphasis>.</speak>", max_frames=6)
     assert np.array_equal(plain, tagged)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("text", ["<speak>broken", '<speak><lang xml:lang="tlh">x</lang></speak>'])
 def test_bad_ssml_is_bad_request(daemon, text):
     with pytest.raises(TTSError) as ei:
@@ -118,6 +122,7 @@ def test_bad_ssml_is_bad_request(daemon, text):
     assert ei.value.code == "bad_request"
 
 
+@pytest.mark.slow
 def test_ctl_say_writes_subtitles(daemon, tmp_path):
     out, srt, vtt = tmp_path / "a.wav", tmp_path / "a.srt", tmp_path / "a.vtt"
     for sub in (srt, vtt):
@@ -129,3 +134,90 @@ def test_ctl_say_writes_subtitles(daemon, tmp_path):
     assert srt.read_text() == ("1\n00:00:00,000 --> 00:00:00,200\nOne sentence.\n\n"
                                "2\n00:00:00,200 --> 00:00:00,400\nAnother one.\n")
     assert vtt.read_text().startswith("WEBVTT\n\n00:00:00.000 --> 00:00:00.200\nOne sentence.\n")
+
+
+# --- through the bridge: SSE, WebSocket, Wyoming -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bridge(tiny_models, tmp_path_factory):
+    from qwen3ttsd.testing import free_port
+
+    from .test_bridge import Bridge
+
+    port = free_port()
+    b = Bridge(tmp_path_factory.mktemp("capbridge"), tiny_models["custom_voice"].parent,
+               args=["--wyoming", f"tcp://127.0.0.1:{port}"])
+    b.wyoming_port = port
+    yield b
+    b.stop()
+
+
+@pytest.mark.slow
+def test_sse_carries_segment_timings_and_ssml_input_works(bridge):
+    import base64
+
+    import httpx
+
+    r = httpx.post(bridge.url + "/v1/audio/speech", timeout=120, json={
+        "input": '<speak>One here.<break time="250ms"/>Two here.</speak>', "voice": "ryan",
+        "response_format": "pcm", "stream_format": "sse", "max_frames": 4})
+    assert r.status_code == 200, r.text
+    events = [json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: ")]
+    segs = [e for e in events if e["type"] == "speech.segment"]
+    assert [s["text"] for s in segs] == ["One here.", "Two here."]
+    assert segs[1]["start"] - segs[0]["end"] == pytest.approx(0.25, abs=1e-3)
+    audio = b"".join(base64.b64decode(e["audio"]) for e in events if e["type"] == "speech.audio.delta")
+    assert len(audio) / 2 / 24000 == pytest.approx(segs[1]["end"], abs=0.02)
+    r = httpx.post(bridge.url + "/v1/audio/speech", timeout=60, json={"input": "<speak>broken", "voice": "ryan"})
+    assert r.status_code == 400 and "SSML" in r.json()["error"]["message"]
+
+
+@pytest.mark.slow
+def test_websocket_captions_and_ssml_sessions(bridge):
+    async def call() -> tuple[list[dict], int]:
+        async with websockets.connect(bridge.url.replace("http", "ws") + "/v1/audio/speech/stream") as ws:
+            await ws.recv()
+            await ws.send(json.dumps({"type": "session.update", "voice": "ryan", "max_frames": 3,
+                                      "text_format": "ssml"}))
+            await ws.send(json.dumps({"type": "text", "text": "<speak>First part.<break time='500ms'/>"}))
+            await ws.send(json.dumps({"type": "text", "text": "Second part.</speak>"}))
+            await ws.send(json.dumps({"type": "flush"}))
+            msgs, audio = [], 0
+            while True:
+                m = await asyncio.wait_for(ws.recv(), 120)
+                if isinstance(m, bytes):
+                    audio += len(m) - 8
+                    continue
+                msgs.append(json.loads(m))
+                if msgs[-1]["type"] == "flushed":
+                    return msgs, audio
+
+    msgs, audio = asyncio.run(call())
+    caps = [m for m in msgs if m["type"] == "caption"]
+    assert [c["text"] for c in caps] == ["First part.", "Second part."]
+    assert caps[1]["start_ms"] - caps[0]["end_ms"] == 500
+    done = next(m for m in msgs if m["type"] == "segment.done")
+    assert done["end_ms"] == audio * 1000 // 2 // 24000 == done["sent_ms"]
+
+
+@pytest.mark.slow
+def test_wyoming_ssml_is_parsed_not_spoken(bridge):
+    from wyoming.audio import AudioChunk, AudioStop
+    from wyoming.client import AsyncTcpClient
+    from wyoming.tts import Synthesize, SynthesizeVoice
+
+    async def speak(text: str, fmt: str | None) -> int:
+        async with AsyncTcpClient("127.0.0.1", bridge.wyoming_port) as c:
+            await c.write_event(Synthesize(text=text, voice=SynthesizeVoice(name="ryan"), text_format=fmt).event())
+            n = 0
+            while True:
+                ev = await asyncio.wait_for(c.read_event(), 120)
+                if AudioChunk.is_type(ev.type):
+                    n += len(AudioChunk.from_event(ev).audio)
+                if AudioStop.is_type(ev.type):
+                    return n
+
+    plain = asyncio.run(speak("Hi.", None))
+    fragment = asyncio.run(speak('Hi.<break time="1s"/>', "ssml"))  # a fragment gets its <speak> root
+    assert fragment - plain == 24000 * 2  # exactly one second of silence, no tag read aloud

@@ -79,9 +79,9 @@ class DaemonStream:
                     return self
                 if ev.kind == "start":
                     self.start = ev.data
-                elif ev.kind == "chunk" or ev.kind == "result":
+                elif ev.kind in ("chunk", "result", "segment"):
                     self.buffered.append(ev)
-                    if ev.kind == "result" or generating:
+                    if ev.kind == "result" or (generating and ev.kind == "chunk"):
                         return self
                 elif ev.kind == "progress" and ev.data.get("stage") == "generating":
                     generating = True
@@ -97,18 +97,24 @@ class DaemonStream:
         except asyncio.TimeoutError:
             raise TTSError("timeout", "the daemon did not start generating in time") from None
 
-    async def audio(self) -> AsyncIterator[bytes]:
-        """Audio bytes in order; sets ``result`` at the end."""
+    async def audio(self, captions: bool = False) -> AsyncIterator[bytes | dict]:
+        """Audio bytes in order (with ``captions``, each segment's span as a dict where it
+        ends); sets ``result`` at the end."""
         try:
             while self.buffered:
                 ev = self.buffered.pop(0)
                 if ev.kind == "result":
                     self.result = ev.data
                     return
-                yield self._mark(ev.audio)
+                if ev.kind == "chunk":
+                    yield self._mark(ev.audio)
+                elif captions:
+                    yield ev.data
             async for ev in self.events:
                 if ev.kind == "chunk":
                     yield self._mark(ev.audio)
+                elif ev.kind == "segment" and captions:
+                    yield ev.data
                 elif ev.kind == "result":
                     self.result = ev.data
                     return
@@ -146,13 +152,13 @@ def create_app(cfg: BridgeConfig, activator=None) -> Starlette:
         async def body() -> AsyncIterator[bytes]:
             try:
                 if sf == "sse":
-                    n = 0
-                    async for chunk in ds.audio():
-                        if chunk:
-                            n += len(chunk)
-                            metrics.audio_bytes += len(chunk)
+                    async for item in ds.audio(captions=True):
+                        if isinstance(item, dict):  # captions: where each sentence sits in the audio
+                            yield ("data: " + json.dumps({"type": "speech.segment", **item}) + "\n\n").encode()
+                        elif item:
+                            metrics.audio_bytes += len(item)
                             yield ("data: " + json.dumps({"type": "speech.audio.delta",
-                                                          "audio": base64.b64encode(chunk).decode()}) + "\n\n").encode()
+                                                          "audio": base64.b64encode(item).decode()}) + "\n\n").encode()
                     r = ds.result
                     usage = {"input_tokens": len(params["text"]), "output_tokens": int(r.get("frames", 0)),
                              "total_tokens": len(params["text"]) + int(r.get("frames", 0))}

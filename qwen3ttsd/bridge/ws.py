@@ -48,7 +48,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from ..client import STREAM_BUFFER, AsyncClient, ConnectionLost
 from ..config import BridgeConfig
 from ..errors import TTSError
-from ..text.split import IncrementalSplitter
+from ..text.split import IncrementalSplitter, WholeDocument
 from .openai_compat import EXTRA_FIELDS, LANG_CODES, VOICE_MAP, typed_field
 
 log = logging.getLogger("qwen3tts.bridge.ws")
@@ -60,29 +60,6 @@ SESSION_FIELDS: dict[str, tuple[type, ...]] = {
     "voice": (str,), "format": (str,), "instructions": (str,), "model": (str,),
     "speed": (int, float), "audio_header": (bool,), "text_format": (str,),
 }
-
-
-class WholeDocument:
-    """SSML cannot be cut at sentence ends (its tags span them): the deltas are held until
-    flush and spoken as one request - the daemon splits it and streams it as usual."""
-
-    def __init__(self, limit: int) -> None:
-        self.parts: list[str] = []
-        self.size = 0
-        self.limit = limit
-
-    def feed(self, delta: str) -> list[str]:
-        self.size += len(delta)
-        if self.size > self.limit:
-            raise TTSError("payload_too_large", f"SSML document longer than {self.limit} characters")
-        self.parts.append(delta)
-        return []
-
-    def flush(self) -> list[str]:
-        text = "".join(self.parts)
-        self.parts.clear()
-        self.size = 0
-        return [text] if text.strip() else []
 
 
 class Session:

@@ -44,7 +44,8 @@ from .. import __version__
 from ..client import AsyncClient
 from ..config import BridgeConfig
 from ..errors import TTSError
-from ..text.split import IncrementalSplitter
+from ..text.split import IncrementalSplitter, WholeDocument
+from ..text.ssml import is_ssml
 from .facts import DaemonFacts
 from .openai_compat import LANG_CODES, VOICE_MAP
 from .segments import OrderedSegments
@@ -124,17 +125,25 @@ async def read_event(reader: asyncio.StreamReader) -> Event | None:
         return None
 
 
+def as_ssml(text: str) -> str:
+    """Wyoming's ``text_format: ssml`` may carry a fragment: give it its <speak> root."""
+    return text if is_ssml(text) else f"<speak>{text}</speak>"
+
+
 class Utterance:
     """One request being spoken: segments in, Wyoming audio events out."""
 
-    def __init__(self, handler: "WyomingHandler", voice: dict | None, streaming: bool) -> None:
+    def __init__(self, handler: "WyomingHandler", voice: dict | None, streaming: bool,
+                 ssml: bool = False) -> None:
         self.handler = handler
         self.streaming = streaming
         cfg = handler.service.cfg
         params = {**voice_params(voice), "format": "pcm16", "sample_rate": RATE, "priority": "realtime",
                   "first_chunk_frames": 1, "chunk_frames": 2}
         self.segments = OrderedSegments(cfg.tts_socket, params)
-        self.splitter = IncrementalSplitter()
+        # SSML is spoken as one document (its tags span sentences); the daemon splits it
+        self.splitter = WholeDocument(cfg.max_input_chars) if ssml else IncrementalSplitter()
+        self.ssml = ssml
         self.chars = 0
         # a stream's text may take a while to reach its first clause: start the daemon and
         # load the voice's model meanwhile
@@ -159,7 +168,7 @@ class Utterance:
 
     def finish(self) -> None:
         for seg in self.splitter.flush():
-            self.segments.add(seg)
+            self.segments.add(as_ssml(seg) if self.ssml else seg)
         if self.segments.count == 0:
             raise TTSError("bad_request", "nothing to speak: the text is empty")
         self.segments.close()
@@ -229,7 +238,8 @@ class WyomingHandler(AsyncEventHandler):
         elif SynthesizeStart.is_type(event.type):
             if self.stream is not None:
                 raise TTSError("bad_request", "synthesize-start inside an open stream")
-            self.stream = Utterance(self, event.data.get("voice"), streaming=True)
+            self.stream = Utterance(self, event.data.get("voice"), streaming=True,
+                                    ssml=event.data.get("text_format") == "ssml")
             self.streamed = True
             self._speak(self.stream)
         elif SynthesizeChunk.is_type(event.type):
@@ -252,6 +262,8 @@ class WyomingHandler(AsyncEventHandler):
             if len(text) > self.service.cfg.max_input_chars:
                 raise TTSError("payload_too_large", "text is longer than the bridge's max_input_chars")
             u = Utterance(self, event.data.get("voice"), streaming=False)
+            if event.data.get("text_format") == "ssml":
+                text = as_ssml(text)
             u.segments.add(text)  # the daemon splits a whole text itself, on one codec stream
             u.segments.close()
             self._speak(u)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import re
 
+from ..errors import TTSError
+
 ABBREVIATIONS = {
     "mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "mt", "ft", "vs", "etc", "e.g", "i.e",
     "inc", "ltd", "co", "corp", "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept",
@@ -164,3 +166,26 @@ class IncrementalSplitter:
         out = split_segments(rest, self.max_chars, self.clause_min)
         self.emitted += len(out)
         return out
+
+
+class WholeDocument:
+    """SSML cannot be cut at sentence ends (its tags span them): the deltas are held until
+    flush and spoken as one request - the daemon splits it and streams it as usual."""
+
+    def __init__(self, limit: int) -> None:
+        self.parts: list[str] = []
+        self.size = 0
+        self.limit = limit
+
+    def feed(self, delta: str) -> list[str]:
+        self.size += len(delta)
+        if self.size > self.limit:
+            raise TTSError("payload_too_large", f"document longer than {self.limit} characters")
+        self.parts.append(delta)
+        return []
+
+    def flush(self) -> list[str]:
+        text = "".join(self.parts)
+        self.parts.clear()
+        self.size = 0
+        return [text] if text.strip() else []
