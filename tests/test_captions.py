@@ -17,6 +17,7 @@ from qwen3ttsd.text import prepare_segments
 from qwen3ttsd.text.ssml import SSMLError, parse_ssml
 
 from .helpers import PY, daemon_env, start_daemon
+from .test_wyoming import wy  # noqa: F401 - the bridge (with Wyoming) these tests share
 
 FRAME_S = 0.08
 
@@ -139,27 +140,13 @@ def test_ctl_say_writes_subtitles(daemon, tmp_path):
 # --- through the bridge: SSE, WebSocket, Wyoming -------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def bridge(tiny_models, tmp_path_factory):
-    from qwen3ttsd.testing import free_port
-
-    from .test_bridge import Bridge
-
-    port = free_port()
-    b = Bridge(tmp_path_factory.mktemp("capbridge"), tiny_models["custom_voice"].parent,
-               args=["--wyoming", f"tcp://127.0.0.1:{port}"])
-    b.wyoming_port = port
-    yield b
-    b.stop()
-
-
 @pytest.mark.slow
-def test_sse_carries_segment_timings_and_ssml_input_works(bridge):
+def test_sse_carries_segment_timings_and_ssml_input_works(wy):
     import base64
 
     import httpx
 
-    r = httpx.post(bridge.url + "/v1/audio/speech", timeout=120, json={
+    r = httpx.post(wy.url + "/v1/audio/speech", timeout=120, json={
         "input": '<speak>One here.<break time="250ms"/>Two here.</speak>', "voice": "ryan",
         "response_format": "pcm", "stream_format": "sse", "max_frames": 4})
     assert r.status_code == 200, r.text
@@ -169,14 +156,14 @@ def test_sse_carries_segment_timings_and_ssml_input_works(bridge):
     assert segs[1]["start"] - segs[0]["end"] == pytest.approx(0.25, abs=1e-3)
     audio = b"".join(base64.b64decode(e["audio"]) for e in events if e["type"] == "speech.audio.delta")
     assert len(audio) / 2 / 24000 == pytest.approx(segs[1]["end"], abs=0.02)
-    r = httpx.post(bridge.url + "/v1/audio/speech", timeout=60, json={"input": "<speak>broken", "voice": "ryan"})
+    r = httpx.post(wy.url + "/v1/audio/speech", timeout=60, json={"input": "<speak>broken", "voice": "ryan"})
     assert r.status_code == 400 and "SSML" in r.json()["error"]["message"]
 
 
 @pytest.mark.slow
-def test_websocket_captions_and_ssml_sessions(bridge):
+def test_websocket_captions_and_ssml_sessions(wy):
     async def call() -> tuple[list[dict], int]:
-        async with websockets.connect(bridge.url.replace("http", "ws") + "/v1/audio/speech/stream") as ws:
+        async with websockets.connect(wy.url.replace("http", "ws") + "/v1/audio/speech/stream") as ws:
             await ws.recv()
             await ws.send(json.dumps({"type": "session.update", "voice": "ryan", "max_frames": 3,
                                       "text_format": "ssml"}))
@@ -202,13 +189,13 @@ def test_websocket_captions_and_ssml_sessions(bridge):
 
 
 @pytest.mark.slow
-def test_wyoming_ssml_is_parsed_not_spoken(bridge):
+def test_wyoming_ssml_is_parsed_not_spoken(wy):
     from wyoming.audio import AudioChunk, AudioStop
     from wyoming.client import AsyncTcpClient
     from wyoming.tts import Synthesize, SynthesizeVoice
 
     async def speak(text: str, fmt: str | None) -> int:
-        async with AsyncTcpClient("127.0.0.1", bridge.wyoming_port) as c:
+        async with AsyncTcpClient("127.0.0.1", wy.wyoming_port) as c:
             await c.write_event(Synthesize(text=text, voice=SynthesizeVoice(name="ryan"), text_format=fmt).event())
             n = 0
             while True:

@@ -15,19 +15,9 @@ from qwen3ttsd import protocol as P
 from qwen3ttsd.client import Client
 
 from .helpers import daemon_env, pid_alive, start_daemon, synth, wait_for
+from .test_daemon import _raw, _read_msg
 
 pytestmark = pytest.mark.slow
-
-
-def _raw(path) -> socket.socket:
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(30)
-    s.connect(str(path))
-    return s
-
-
-def _read_msg(s: socket.socket):
-    return P.read_frame_sync(s, P.MAX_RESPONSE_FRAME)
 
 
 @pytest.fixture(scope="module")
