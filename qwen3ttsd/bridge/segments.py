@@ -17,34 +17,55 @@ import contextlib
 import uuid
 from typing import Any, AsyncIterator
 
-from ..client import AsyncClient
+from ..client import STREAM_BUFFER, AsyncClient, ConnectionLost
 from ..errors import TTSError
 
 
 async def fetch_in_order(tts_socket: str, params: dict, audio: asyncio.Queue, prev: asyncio.Event | None,
                          queued: asyncio.Event) -> None:
-    """Run one segment's daemon request: its audio chunks go into ``audio``, then None (done)
-    or a TTSError. It is sent once ``prev`` is set (the previous segment is in the daemon's
-    queue) and sets ``queued`` when its own is, so the daemon sees a call's requests in order."""
+    """Run one segment's daemon request: its audio chunks (bytes) and captions (dicts) go
+    into ``audio``, then None (done) or a TTSError. It is sent once ``prev`` is set (the
+    previous segment is in the daemon's queue) and sets ``queued`` when its own is, so the
+    daemon sees a call's requests in order. ``audio`` should be bounded: a consumer that
+    lags then stops the daemon stream (backpressure) instead of growing memory. A daemon
+    that dies before the first audio costs one transparent retry."""
     try:
         if prev is not None:
             await prev.wait()
+        if await _synthesize_into(tts_socket, params, audio, queued, retry=True) is None:
+            await _synthesize_into(tts_socket, params, audio, queued, retry=False)
+        await audio.put(None)
+    except TTSError as e:
+        await audio.put(e)
+    except asyncio.CancelledError:
+        raise
+    except OSError as e:  # the daemon went away mid-request (crash, restart)
+        await audio.put(TTSError("unavailable", f"daemon connection lost: {e}"))
+    except Exception as e:  # noqa: BLE001 - reported to the consumer, in order
+        await audio.put(TTSError("internal", f"{type(e).__name__}: {e}"))
+    finally:
+        queued.set()  # never hold up the next segment
+
+
+async def _synthesize_into(tts_socket: str, params: dict, audio: asyncio.Queue, queued: asyncio.Event,
+                           retry: bool) -> int | None:
+    """Audio chunks into ``audio``; their count, or None if the connection was lost before
+    the first one and ``retry`` allows another try."""
+    chunks = 0
+    try:
         async with AsyncClient(tts_socket) as c:
             async for ev in c.synthesize(**params):
                 queued.set()
                 if ev.kind == "chunk":
-                    audio.put_nowait(ev.audio)
-        audio.put_nowait(None)
-    except TTSError as e:
-        audio.put_nowait(e)
-    except asyncio.CancelledError:
-        raise
-    except OSError as e:  # the daemon went away mid-request (crash, restart)
-        audio.put_nowait(TTSError("unavailable", f"daemon connection lost: {e}"))
-    except Exception as e:  # noqa: BLE001 - reported to the consumer, in order
-        audio.put_nowait(TTSError("internal", f"{type(e).__name__}: {e}"))
-    finally:
-        queued.set()  # never hold up the next segment
+                    await audio.put(ev.audio)
+                    chunks += 1
+                elif ev.kind == "segment":
+                    await audio.put(ev.data)
+    except ConnectionLost:
+        if chunks or not retry:
+            raise
+        return None
+    return chunks
 
 
 class OrderedSegments:
@@ -58,7 +79,7 @@ class OrderedSegments:
 
     def add(self, text: str) -> None:
         """Request ``text`` now (pipelined behind the previous segment)."""
-        audio: asyncio.Queue = asyncio.Queue()
+        audio: asyncio.Queue = asyncio.Queue(STREAM_BUFFER)  # bounded: backpressure to the daemon
         queued = asyncio.Event()
         self._tasks.append(asyncio.create_task(fetch_in_order(
             self.tts_socket, dict(self.params, text=text), audio, self._last_queued, queued)))
@@ -77,7 +98,7 @@ class OrderedSegments:
                 while (data := await seg.get()) is not None:
                     if isinstance(data, TTSError):
                         raise data
-                    if data:
+                    if isinstance(data, bytes) and data:  # (captions are not Wyoming's)
                         yield data
         finally:
             await self.cancel()

@@ -45,11 +45,12 @@ from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from ..client import STREAM_BUFFER, AsyncClient, ConnectionLost
+from ..client import STREAM_BUFFER, AsyncClient
 from ..config import BridgeConfig
 from ..errors import TTSError
 from ..text.split import IncrementalSplitter, WholeDocument
 from .openai_compat import EXTRA_FIELDS, LANG_CODES, VOICE_MAP, typed_field
+from .segments import fetch_in_order
 
 log = logging.getLogger("qwen3tts.bridge.ws")
 
@@ -188,53 +189,12 @@ class Session:
             self.seg_index += 1
             q: asyncio.Queue = asyncio.Queue(STREAM_BUFFER)  # bounded: backpressure to the daemon
             queued = asyncio.Event()
-            self.streams[idx] = asyncio.create_task(self._fetch(self.params(text), q, self.last_queued, queued))
+            self.streams[idx] = asyncio.create_task(
+                fetch_in_order(self.cfg.tts_socket, self.params(text), q, self.last_queued, queued))
             self.last_queued = queued
             self.order.put_nowait(("seg", idx, text, q))
             idxs.append(idx)
         return idxs
-
-    async def _fetch(self, params: dict, q: asyncio.Queue, prev: asyncio.Event | None,
-                     queued: asyncio.Event) -> None:
-        """Run one daemon request, pushing audio (bytes) then None, or a TTSError.
-
-        Sent only once the previous segment is in the daemon's queue, so the daemon sees
-        the call's requests in order (one codec stream, generated in sequence)."""
-        try:
-            if prev is not None:
-                await prev.wait()
-            sent = await self._synthesize_into(params, q, queued)
-            if sent is None:  # the daemon died before any audio: once more, to its successor
-                await self._synthesize_into(params, q, queued, retry=False)
-            await q.put(None)
-        except TTSError as e:
-            await q.put(e)
-        except asyncio.CancelledError:
-            raise
-        except Exception as e:  # noqa: BLE001
-            await q.put(TTSError("internal", str(e)))
-        finally:
-            queued.set()  # never hold up the next segment
-
-    async def _synthesize_into(self, params: dict, q: asyncio.Queue, queued: asyncio.Event,
-                               retry: bool = True) -> int | None:
-        """Audio chunks into ``q``; their count, or None if the connection was lost before
-        the first one and ``retry`` allows another try."""
-        chunks = 0
-        try:
-            async with AsyncClient(self.cfg.tts_socket) as c:
-                async for ev in c.synthesize(**params):
-                    queued.set()
-                    if ev.kind == "chunk":
-                        await q.put(ev.audio)
-                        chunks += 1
-                    elif ev.kind == "segment":
-                        await q.put(ev.data)
-        except ConnectionLost:
-            if chunks or not retry:
-                raise
-            return None
-        return chunks
 
     async def play(self) -> None:
         """Forward segments' audio strictly in order."""
