@@ -13,6 +13,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from .formats import CHUNK_PROFILES
+
 DEFAULT_CONFIG_FILE = "/etc/qwen3ttsd/qwen3ttsd.toml"
 DEFAULT_MODELS_DIR = "/var/lib/qwen3ttsd/models"  # the service's; `qwen3tts-ctl models` uses it when unset
 
@@ -40,8 +42,8 @@ class DaemonConfig:
     max_text_chars: int = 20_000
     max_loaded_models: int = 2
     admin_group: str = "qwen3tts-admin"
-    first_chunk_frames: int = 1
-    chunk_frames: int = 4
+    first_chunk_frames: int = CHUNK_PROFILES["default"].first_chunk_frames
+    chunk_frames: int = CHUNK_PROFILES["default"].chunk_frames
     drain_timeout: float = 25.0            # SIGTERM: let streams finish this long
 
     def __post_init__(self) -> None:

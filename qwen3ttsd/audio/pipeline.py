@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .encoders import AudioFormatError, Encoder, make_encoder
-
-MODEL_RATE = 24_000
-SPEED_RANGE = (0.25, 4.0)
+from ..formats import MODEL_RATE, SPEED_RANGE, AudioFormatError
+from .encoders import Encoder, make_encoder
 
 
 class TimeStretch:

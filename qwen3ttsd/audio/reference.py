@@ -22,9 +22,8 @@ import subprocess
 
 import numpy as np
 
+from ..formats import MODEL_RATE as TARGET_RATE  # references are cleaned at the model's rate
 from .encoders import AudioFormatError
-
-TARGET_RATE = 24_000
 MIN_SECONDS = 1.0
 MAX_SECONDS = 15.0
 TARGET_RMS_DBFS = -20.0

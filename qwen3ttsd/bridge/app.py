@@ -25,6 +25,7 @@ from .. import __version__, checkpoints
 from ..client import AsyncClient, ConnectionLost, Event
 from ..config import BridgeConfig
 from ..errors import TTSError
+from ..formats import MODEL_RATE, OPENAI_FORMATS, content_type
 from . import openai_compat as oa
 from .guard import BodyTooLarge, Guard
 from .http_errors import error_response
@@ -163,9 +164,8 @@ def create_app(cfg: BridgeConfig, activator=None) -> Starlette:
                     metrics.first_byte(ds.first_audio)
 
         metrics.observe(endpoint, 200)
-        media = "text/event-stream" if sf == "sse" else oa.FORMATS[rf][1]
-        if sf != "sse" and rf in ("pcm", "mulaw", "alaw", "f32"):
-            media += f";rate={ds.start.get('sample_rate', 24000)}"
+        media = "text/event-stream" if sf == "sse" else \
+            content_type(OPENAI_FORMATS[rf].name, ds.start.get("sample_rate", MODEL_RATE))
         headers = {"X-Sample-Rate": str(ds.start.get("sample_rate", "")), "Cache-Control": "no-store",
                    "X-Accel-Buffering": "no"}
         return StreamingResponse(body(), media_type=media, headers=headers)

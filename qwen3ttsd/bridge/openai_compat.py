@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from ..errors import TTSError
+from ..formats import MODEL_RATE, OPENAI_FORMATS, SPEED_RANGE
 from ..text.language import LANG_CODES  # ISO suffixes in model names ("tts-1-es"); light import
 
 # OpenAI voice -> Qwen3-TTS CustomVoice speaker (closest timbre; English speakers first).
@@ -15,13 +16,6 @@ VOICE_MAP = {
     "verse": "ryan", "marin": "vivian", "cedar": "aiden",
 }
 OPENAI_MODELS = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")
-# response_format -> (daemon format, Content-Type)
-FORMATS = {
-    "mp3": ("mp3", "audio/mpeg"), "opus": ("opus", "audio/ogg"), "aac": ("aac", "audio/aac"),
-    "flac": ("flac", "audio/flac"), "wav": ("wav", "audio/wav"), "pcm": ("pcm16", "audio/pcm"),
-    "mulaw": ("mulaw", "audio/basic"), "alaw": ("alaw", "audio/x-alaw-basic"),
-    "f32": ("f32", "audio/x-f32le"),
-}
 # Extra (non-OpenAI) fields and their JSON types; the daemon checks ranges (one place).
 EXTRA_FIELDS: dict[str, tuple[type, ...]] = {
     "language": (str,), "priority": (str,), "normalize": (bool,),
@@ -121,16 +115,17 @@ def speech_params(body: dict[str, Any], max_chars: int) -> tuple[dict[str, Any],
     if not isinstance(voice, str) or not voice:
         raise bad("'voice' must be a string or {\"id\": ...}", "voice")
     voice = VOICE_MAP.get(voice.lower(), voice)
-    rf = _choice(body, "response_format", tuple(FORMATS), "mp3")
+    rf = _choice(body, "response_format", tuple(OPENAI_FORMATS), "mp3")
     sf = _choice(body, "stream_format", ("audio", "sse"), "audio")
     speed = body.get("speed", 1.0)
-    if isinstance(speed, bool) or not isinstance(speed, (int, float)) or not 0.25 <= speed <= 4.0:
-        raise bad("speed must be a number from 0.25 to 4.0", "speed")
+    lo, hi = SPEED_RANGE
+    if isinstance(speed, bool) or not isinstance(speed, (int, float)) or not lo <= speed <= hi:
+        raise bad(f"speed must be a number from {lo} to {hi}", "speed")
     model = body.get("model")
     if model is not None and not isinstance(model, str):
         raise bad("model must be a string", "model")
     model, lang = model_and_language(model)
-    params: dict[str, Any] = {"text": text, "voice": voice, "format": FORMATS[rf][0], "speed": float(speed)}
+    params: dict[str, Any] = {"text": text, "voice": voice, "format": OPENAI_FORMATS[rf].name, "speed": float(speed)}
     if model:
         params["model"] = model
     if lang:
@@ -145,5 +140,5 @@ def speech_params(body: dict[str, Any], max_chars: int) -> tuple[dict[str, Any],
         if body.get(k) is not None:
             params[k] = _typed(k, body[k], types)
     if rf == "pcm" and "sample_rate" not in params:
-        params["sample_rate"] = 24000
+        params["sample_rate"] = MODEL_RATE
     return params, rf, sf

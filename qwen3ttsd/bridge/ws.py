@@ -45,13 +45,13 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from ..client import STREAM_BUFFER, AsyncClient, ConnectionLost
 from ..config import BridgeConfig
 from ..errors import TTSError
+from ..formats import CALL_RATE, CHUNK_PROFILES, FORMATS, MODEL_RATE, RAW_FORMATS, SPEED_RANGE, AudioFormatError, canonical_format, check_rate
 from ..text.split import IncrementalSplitter
 from .openai_compat import LANG_CODES, VOICE_MAP
 
 log = logging.getLogger("qwen3tts.bridge.ws")
+CALL_CHUNKS = CHUNK_PROFILES["call"]
 
-WS_FORMATS = {"pcm16": 2, "pcm": 2, "mulaw": 1, "ulaw": 1, "alaw": 1, "f32": 4}
-RATES = (8000, 16000, 22050, 24000, 44100, 48000)
 
 
 class Session:
@@ -60,7 +60,7 @@ class Session:
         self.cfg = cfg
         self.metrics = metrics
         self.conf: dict[str, Any] = {"voice": "vivian", "language": "auto", "format": "pcm16",
-                                     "sample_rate": 24000, "speed": 1.0, "audio_header": True}
+                                     "sample_rate": MODEL_RATE, "speed": 1.0, "audio_header": True}
         self.splitter = IncrementalSplitter()
         self.order: asyncio.Queue = asyncio.Queue()   # ("seg", idx, text, stream-queue) | ("flush",)
         self.streams: dict[int, asyncio.Task] = {}
@@ -84,25 +84,32 @@ class Session:
                   "model", "audio_header", "temperature", "top_k", "top_p", "max_frames"):
             if k in msg:
                 c[k] = msg[k]
-        fmt = str(c["format"]).lower()
-        if fmt not in WS_FORMATS:
-            raise TTSError("bad_request", f"format must be one of {sorted(WS_FORMATS)}")
-        if fmt in ("mulaw", "ulaw", "alaw") and "sample_rate" not in msg:
-            c["sample_rate"] = 8000
-        if c["sample_rate"] not in RATES:
-            raise TTSError("bad_request", f"sample_rate must be one of {RATES}")
-        if not isinstance(c["speed"], (int, float)) or not 0.25 <= c["speed"] <= 4.0:
-            raise TTSError("bad_request", "speed must be within 0.25..4.0")
+        try:
+            fmt = canonical_format(str(c["format"]))
+        except AudioFormatError:
+            fmt = ""
+        if fmt not in RAW_FORMATS:
+            raise TTSError("bad_request", f"format must be one of {list(RAW_FORMATS)}")
+        if FORMATS[fmt].telephony and "sample_rate" not in msg:
+            c["sample_rate"] = CALL_RATE
+        try:
+            check_rate(fmt, c["sample_rate"])
+        except AudioFormatError as e:
+            raise TTSError("bad_request", str(e)) from None
+        lo, hi = SPEED_RANGE
+        if isinstance(c["speed"], bool) or not isinstance(c["speed"], (int, float)) or not lo <= c["speed"] <= hi:
+            raise TTSError("bad_request", f"speed must be within {lo}..{hi}")
         lang = str(c["language"]).lower()
         c["language"] = LANG_CODES.get(lang, lang)
-        c["format"] = {"pcm": "pcm16", "ulaw": "mulaw"}.get(fmt, fmt)
+        c["format"] = fmt
         self.conf = c
 
     def params(self, text: str) -> dict:
         c = self.conf
         p = {"text": text, "voice": VOICE_MAP.get(str(c["voice"]).lower(), c["voice"]),
              "language": c["language"], "format": c["format"], "sample_rate": c["sample_rate"],
-             "speed": float(c["speed"]), "priority": "realtime", "first_chunk_frames": 1, "chunk_frames": 2,
+             "speed": float(c["speed"]), "priority": "realtime",
+             "first_chunk_frames": CALL_CHUNKS.first_chunk_frames, "chunk_frames": CALL_CHUNKS.chunk_frames,
              "session": self.session_id}
         for k in ("instructions", "seed", "model", "temperature", "top_k", "top_p", "max_frames"):
             if c.get(k) is not None:
@@ -152,7 +159,7 @@ class Session:
     async def send_audio(self, data: bytes) -> None:
         if not data:
             return
-        width = WS_FORMATS[self.conf["format"]]
+        width = FORMATS[self.conf["format"]].sample_width or 1
         frame = struct.pack(">II", self.seq & 0xFFFFFFFF, self.sent_ms & 0xFFFFFFFF) + data \
             if self.conf["audio_header"] else data
         async with self.send_lock:
