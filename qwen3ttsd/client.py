@@ -23,6 +23,7 @@ from typing import Any, AsyncIterator, Iterator
 
 from . import protocol as P
 from .errors import TTSError
+from .messages import NOTIFICATIONS, Cancel, Chunk, Hello, Progress, Start, Synthesize
 
 DEFAULT_SOCKET = "/run/qwen3ttsd/tts.sock"
 DEFAULT_ADMIN_SOCKET = "/run/qwen3ttsd/admin.sock"
@@ -40,26 +41,32 @@ class ConnectionLost(TTSError):
 
 @dataclass
 class Event:
-    """One step of a stream: kind is progress | start | chunk | result."""
+    """One step of a stream: kind is progress | start | chunk | result; ``message`` is the
+    typed notification (``messages.Progress/Start/Chunk``), None for the result."""
 
     kind: str
     data: dict = field(default_factory=dict)
     audio: bytes = b""
     seq: int = -1
+    message: Progress | Start | Chunk | None = None
 
 
-def _event_from_notification(method: str, params: list) -> tuple[int, Event] | None:
-    if not params or not isinstance(params, list):
+_KINDS = {Progress: "progress", Start: "start", Chunk: "chunk"}
+
+
+def _event_from_notification(method: str, params: Any) -> tuple[int, Event] | None:
+    cls = NOTIFICATIONS.get(method)
+    n = cls.from_wire(params) if cls is not None and isinstance(params, list) else None
+    if n is None:
         return None
-    msgid = params[0]
-    if method == P.N_CHUNK and len(params) >= 3:
-        d = params[2] if isinstance(params[2], dict) else {}
-        return msgid, Event("chunk", d, audio=bytes(d.get("audio", b"")), seq=int(params[1]))
-    if method == P.N_START and len(params) >= 2:
-        return msgid, Event("start", params[1])
-    if method == P.N_PROGRESS and len(params) >= 2:
-        return msgid, Event("progress", params[1])
-    return None
+    if isinstance(n, Chunk):
+        return n.msgid, Event("chunk", {"audio": n.audio}, audio=n.audio, seq=n.seq, message=n)
+    return n.msgid, Event(_KINDS[type(n)], n.to_wire()[1], message=n)
+
+
+def _params(request: Synthesize | None, params: dict[str, Any]) -> dict[str, Any]:
+    """A typed request's wire map, or the caller's map as given (the daemon validates)."""
+    return {**request.to_wire(), **params} if request is not None else params
 
 
 class AsyncClient:
@@ -167,7 +174,7 @@ class AsyncClient:
             if not done and self._closed_exc is None and self._writer is not None:
                 # The consumer went away mid-stream: tell the daemon to stop generating.
                 try:
-                    self._writer.write(P.notification(P.N_CANCEL, [msgid]))
+                    self._writer.write(P.notification(Cancel.method, Cancel(msgid).to_wire()))
                 except Exception:  # noqa: BLE001
                     pass
 
@@ -178,11 +185,11 @@ class AsyncClient:
                 result = ev.data.get("value", ev.data) if set(ev.data) == {"value"} else ev.data
         return result
 
-    def synthesize(self, **params) -> AsyncIterator[Event]:
-        return self.stream("tts.synthesize", params)
+    def synthesize(self, request: Synthesize | None = None, **params: Any) -> AsyncIterator[Event]:
+        return self.stream(Synthesize.method, _params(request, params))
 
     async def hello(self, client: str = "qwen3ttsd.client") -> dict:
-        return await self.call("rpc.hello", {"proto": P.PROTOCOL_VERSION, "client": client})
+        return await self.call(Hello.method, Hello(proto=P.PROTOCOL_VERSION, client=client).to_wire())
 
 
 def _put_last(q: asyncio.Queue, item: tuple) -> None:
@@ -241,5 +248,5 @@ class Client:
                 result = ev.data.get("value", ev.data) if set(ev.data) == {"value"} else ev.data
         return result
 
-    def synthesize(self, **params) -> Iterator[Event]:
-        return self.stream("tts.synthesize", params)
+    def synthesize(self, request: Synthesize | None = None, **params: Any) -> Iterator[Event]:
+        return self.stream(Synthesize.method, _params(request, params))

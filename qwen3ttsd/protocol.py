@@ -29,11 +29,12 @@ MAX_REQUEST_FRAME = 16 * 1024 * 1024    # what the daemon accepts (voice uploads
 MAX_RESPONSE_FRAME = 4 * 1024 * 1024    # what clients accept
 _HEADER = struct.Struct(">I")
 
-# Notifications the daemon sends while a synthesize request streams.
-N_PROGRESS = "tts.progress"   # [msgid, {stage: queued|loading|generating, ...}]
-N_START = "tts.start"         # [msgid, {sample_rate, channels, format, mime}]
-N_CHUNK = "tts.chunk"         # [msgid, seq, {audio: bin, samples, t}]
-N_CANCEL = "$/cancel"         # client -> server: [msgid]
+# Notification names; their params are the dataclasses in messages.py.
+N_PROGRESS = "tts.progress"   # daemon -> client while a synthesize request streams
+N_START = "tts.start"
+N_CHUNK = "tts.chunk"
+N_CANCEL = "$/cancel"         # client -> daemon
+N_ERROR = "$/error"           # daemon -> client: a message with no usable msgid, or a broken frame
 
 
 class _Nil:

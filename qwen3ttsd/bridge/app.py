@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import json
 import logging
 import time
@@ -26,6 +27,7 @@ from ..client import AsyncClient, ConnectionLost, Event
 from ..config import BridgeConfig
 from ..errors import TTSError
 from ..formats import MODEL_RATE, OPENAI_FORMATS, content_type
+from ..messages import Synthesize
 from . import openai_compat as oa
 from .guard import BodyTooLarge, Guard
 from .http_errors import error_response
@@ -38,9 +40,9 @@ class DaemonStream:
     """One synthesize stream: opened and validated before any HTTP header is sent, so
     errors become proper 4xx/5xx responses; then iterated for audio."""
 
-    def __init__(self, cfg: BridgeConfig, params: dict[str, Any]) -> None:
+    def __init__(self, cfg: BridgeConfig, request: Synthesize) -> None:
         self.cfg = cfg
-        self.params = params
+        self.request = request
         self.client = AsyncClient(cfg.tts_socket, connect_timeout=10)
         self.events: AsyncIterator[Event] | None = None
         self.buffered: list[Event] = []
@@ -68,7 +70,7 @@ class DaemonStream:
         ahead of it): anything that fails before then is a clean HTTP error, not a
         200 with a cut-off body. It costs nothing: those bytes are the first byte."""
         await self.client.connect()
-        self.events = self.client.synthesize(**self.params)
+        self.events = self.client.synthesize(self.request)
         generating = False
         try:
             while True:
@@ -136,8 +138,8 @@ def create_app(cfg: BridgeConfig, activator=None) -> Starlette:
     async def read_json(request: Request) -> dict:
         return oa.parse_json(await request.body())  # size: bounded by the Guard middleware
 
-    async def stream_response(params: dict, rf: str, sf: str, endpoint: str) -> Response:
-        ds = await DaemonStream(cfg, params).open()
+    async def stream_response(msg: Synthesize, rf: str, sf: str, endpoint: str) -> Response:
+        ds = await DaemonStream(cfg, msg).open()
         metrics.active += 1
 
         async def body() -> AsyncIterator[bytes]:
@@ -151,8 +153,8 @@ def create_app(cfg: BridgeConfig, activator=None) -> Starlette:
                             yield ("data: " + json.dumps({"type": "speech.audio.delta",
                                                           "audio": base64.b64encode(chunk).decode()}) + "\n\n").encode()
                     r = ds.result
-                    usage = {"input_tokens": len(params["text"]), "output_tokens": int(r.get("frames", 0)),
-                             "total_tokens": len(params["text"]) + int(r.get("frames", 0))}
+                    usage = {"input_tokens": len(msg.text), "output_tokens": int(r.get("frames", 0)),
+                             "total_tokens": len(msg.text) + int(r.get("frames", 0))}
                     yield ("data: " + json.dumps({"type": "speech.audio.done", "usage": usage}) + "\n\n").encode()
                 else:
                     async for chunk in ds.audio():
@@ -184,8 +186,8 @@ def create_app(cfg: BridgeConfig, activator=None) -> Starlette:
     @handled("/v1/audio/speech")
     async def speech(request: Request) -> Response:
         body = await read_json(request)
-        params, rf, sf = oa.speech_params(body, cfg.max_input_chars)
-        return await stream_response(params, rf, sf, "/v1/audio/speech")
+        msg, rf, sf = oa.speech_params(body, cfg.max_input_chars)
+        return await stream_response(msg, rf, sf, "/v1/audio/speech")
 
     async def read_form(request: Request):  # size: bounded by the Guard middleware
         ctype = request.headers.get("content-type", "")
@@ -253,27 +255,12 @@ def create_app(cfg: BridgeConfig, activator=None) -> Starlette:
     async def speech_clone(request: Request) -> Response:
         form = await read_form(request)
         audio = await upload_bytes(form)
-        body = {k: v for k, v in form.items() if isinstance(v, str)}
-        for k in ("speed", "temperature", "top_p", "repetition_penalty"):
-            if k in body:
-                try:
-                    body[k] = float(body[k])
-                except ValueError:
-                    raise oa.bad(f"{k} must be a number", k) from None
-        for k in ("seed", "sample_rate", "top_k", "max_frames", "chunk_frames", "first_chunk_frames"):
-            if k in body:
-                try:
-                    body[k] = int(body[k])
-                except ValueError:
-                    raise oa.bad(f"{k} must be an integer", k) from None
+        body = oa.form_fields({k: v for k, v in form.items() if isinstance(v, str)})
         ref_text = body.pop("ref_text", "")
         body.setdefault("voice", "clone")
-        params, rf, sf = oa.speech_params(body, cfg.max_input_chars)
-        params.pop("voice", None)
-        params["ref_audio"] = audio
-        if ref_text:
-            params["ref_text"] = ref_text
-        return await stream_response(params, rf, sf, "/v1/audio/speech/clone")
+        msg, rf, sf = oa.speech_params(body, cfg.max_input_chars)
+        msg = dataclasses.replace(msg, voice=None, ref_audio=audio, ref_text=ref_text or None)
+        return await stream_response(msg, rf, sf, "/v1/audio/speech/clone")
 
     @handled("/v1/models")
     async def models(request: Request) -> Response:

@@ -45,12 +45,18 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from ..client import STREAM_BUFFER, AsyncClient, ConnectionLost
 from ..config import BridgeConfig
 from ..errors import TTSError
-from ..formats import CALL_RATE, CHUNK_PROFILES, FORMATS, MODEL_RATE, RAW_FORMATS, SPEED_RANGE, AudioFormatError, canonical_format, check_rate
+from ..formats import CALL_RATE, CHUNK_PROFILES, FORMATS, MODEL_RATE, RAW_FORMATS, AudioFormatError, \
+    canonical_format
+from ..messages import DEFAULT_SPEAKER, Bool, Synthesize, Warmup
 from ..text.split import IncrementalSplitter
 from .openai_compat import LANG_CODES, VOICE_MAP
 
 log = logging.getLogger("qwen3tts.bridge.ws")
 CALL_CHUNKS = CHUNK_PROFILES["call"]
+SESSION_DEFAULTS = {"voice": DEFAULT_SPEAKER, "language": "auto", "format": "pcm16", "sample_rate": MODEL_RATE,
+                    "speed": 1.0, "audio_header": True}
+SESSION_FIELDS = ("voice", "language", "format", "sample_rate", "instructions", "speed", "seed", "model",
+                  "temperature", "top_k", "top_p", "max_frames")
 
 
 
@@ -59,8 +65,7 @@ class Session:
         self.ws = ws
         self.cfg = cfg
         self.metrics = metrics
-        self.conf: dict[str, Any] = {"voice": "vivian", "language": "auto", "format": "pcm16",
-                                     "sample_rate": MODEL_RATE, "speed": 1.0, "audio_header": True}
+        self.conf: dict[str, Any] = dict(SESSION_DEFAULTS)
         self.splitter = IncrementalSplitter()
         self.order: asyncio.Queue = asyncio.Queue()   # ("seg", idx, text, stream-queue) | ("flush",)
         self.streams: dict[int, asyncio.Task] = {}
@@ -80,10 +85,8 @@ class Session:
 
     def update(self, msg: dict) -> None:
         c = dict(self.conf)
-        for k in ("voice", "language", "format", "sample_rate", "instructions", "speed", "seed",
-                  "model", "audio_header", "temperature", "top_k", "top_p", "max_frames"):
-            if k in msg:
-                c[k] = msg[k]
+        c.update({k: SESSION_DEFAULTS.get(k) if msg[k] is None else msg[k]  # null: back to the default
+                  for k in (*SESSION_FIELDS, "audio_header") if k in msg})
         try:
             fmt = canonical_format(str(c["format"]))
         except AudioFormatError:
@@ -92,45 +95,40 @@ class Session:
             raise TTSError("bad_request", f"format must be one of {list(RAW_FORMATS)}")
         if FORMATS[fmt].telephony and "sample_rate" not in msg:
             c["sample_rate"] = CALL_RATE
-        try:
-            check_rate(fmt, c["sample_rate"])
-        except AudioFormatError as e:
-            raise TTSError("bad_request", str(e)) from None
-        lo, hi = SPEED_RANGE
-        if isinstance(c["speed"], bool) or not isinstance(c["speed"], (int, float)) or not lo <= c["speed"] <= hi:
-            raise TTSError("bad_request", f"speed must be within {lo}..{hi}")
-        lang = str(c["language"]).lower()
-        c["language"] = LANG_CODES.get(lang, lang)
         c["format"] = fmt
+        # types and bounds: the daemon's own declarations, so a bad value fails here, at once
+        Synthesize.from_wire({"text": "-", **{k: c[k] for k in SESSION_FIELDS if k in c}}, strict=True)
+        Bool().check("audio_header", c["audio_header"], True, None)
+        lang = c["language"].lower()
+        c["language"] = LANG_CODES.get(lang, lang)
         self.conf = c
 
-    def params(self, text: str) -> dict:
+    def request(self, text: str) -> Synthesize:
+        """The daemon request for one segment of the call."""
         c = self.conf
-        p = {"text": text, "voice": VOICE_MAP.get(str(c["voice"]).lower(), c["voice"]),
-             "language": c["language"], "format": c["format"], "sample_rate": c["sample_rate"],
-             "speed": float(c["speed"]), "priority": "realtime",
-             "first_chunk_frames": CALL_CHUNKS.first_chunk_frames, "chunk_frames": CALL_CHUNKS.chunk_frames,
-             "session": self.session_id}
-        for k in ("instructions", "seed", "model", "temperature", "top_k", "top_p", "max_frames"):
-            if c.get(k) is not None:
-                p[k] = c[k]
-        if "seed" in p:
-            p["seed"] = int(p["seed"]) + self.seg_index
-        return p
+        seed = c.get("seed")
+        return Synthesize(
+            text=text, voice=VOICE_MAP.get(c["voice"].lower(), c["voice"]), instruct=c.get("instructions"),
+            model=c.get("model"), language=c["language"], format=c["format"], sample_rate=c["sample_rate"],
+            speed=float(c["speed"]), seed=None if seed is None else seed + self.seg_index,
+            first_chunk_frames=CALL_CHUNKS.first_chunk_frames, chunk_frames=CALL_CHUNKS.chunk_frames,
+            priority="realtime", temperature=c.get("temperature"), top_k=c.get("top_k"), top_p=c.get("top_p"),
+            max_frames=c.get("max_frames"), session=self.session_id)
 
     def start_keeper(self) -> None:
         if self.keeper is not None:
             self.keeper.cancel()
-        self.keeper = asyncio.create_task(self._keep_warm(dict(self.params("warm up"))))
+        r = self.request("warm up")
+        self.keeper = asyncio.create_task(self._keep_warm(
+            Warmup(voice=r.voice, instruct=r.instruct, model=r.model, language=r.language)))
 
-    async def _keep_warm(self, params: dict) -> None:
+    async def _keep_warm(self, warm: Warmup) -> None:
         """Warm the session's model, then keep a live connection (a call is activity)."""
-        params = {k: params[k] for k in ("voice", "model", "instructions", "language") if k in params}
         while not self.closed:
             try:
                 async with AsyncClient(self.cfg.tts_socket) as c:
                     try:
-                        info = await c.call("tts.warmup", params)
+                        info = await c.call(Warmup.method, warm.to_wire())
                         await self.send_json({"type": "warm", **info})
                     except TTSError as e:
                         if e.code in ("bad_request", "not_found", "unsupported"):
@@ -178,13 +176,13 @@ class Session:
             self.seg_index += 1
             q: asyncio.Queue = asyncio.Queue(STREAM_BUFFER)  # bounded: backpressure to the daemon
             queued = asyncio.Event()
-            self.streams[idx] = asyncio.create_task(self._fetch(self.params(text), q, self.last_queued, queued))
+            self.streams[idx] = asyncio.create_task(self._fetch(self.request(text), q, self.last_queued, queued))
             self.last_queued = queued
             self.order.put_nowait(("seg", idx, text, q))
             idxs.append(idx)
         return idxs
 
-    async def _fetch(self, params: dict, q: asyncio.Queue, prev: asyncio.Event | None,
+    async def _fetch(self, request: Synthesize, q: asyncio.Queue, prev: asyncio.Event | None,
                      queued: asyncio.Event) -> None:
         """Run one daemon request, pushing audio (bytes) then None, or a TTSError.
 
@@ -193,9 +191,9 @@ class Session:
         try:
             if prev is not None:
                 await prev.wait()
-            sent = await self._synthesize_into(params, q, queued)
+            sent = await self._synthesize_into(request, q, queued)
             if sent is None:  # the daemon died before any audio: once more, to its successor
-                await self._synthesize_into(params, q, queued, retry=False)
+                await self._synthesize_into(request, q, queued, retry=False)
             await q.put(None)
         except TTSError as e:
             await q.put(e)
@@ -206,14 +204,14 @@ class Session:
         finally:
             queued.set()  # never hold up the next segment
 
-    async def _synthesize_into(self, params: dict, q: asyncio.Queue, queued: asyncio.Event,
+    async def _synthesize_into(self, request: Synthesize, q: asyncio.Queue, queued: asyncio.Event,
                                retry: bool = True) -> int | None:
         """Audio chunks into ``q``; their count, or None if the connection was lost before
         the first one and ``retry`` allows another try."""
         chunks = 0
         try:
             async with AsyncClient(self.cfg.tts_socket) as c:
-                async for ev in c.synthesize(**params):
+                async for ev in c.synthesize(request):
                     queued.set()
                     if ev.kind == "chunk":
                         await q.put(ev.audio)

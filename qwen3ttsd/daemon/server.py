@@ -24,6 +24,7 @@ from typing import Any, Awaitable, Callable
 
 from .. import protocol as P
 from ..errors import TTSError
+from ..messages import Cancel
 
 log = logging.getLogger("qwen3ttsd.server")
 
@@ -245,16 +246,16 @@ class Server:
 
     async def _send_error_notification(self, conn: Connection, e: TTSError) -> None:
         try:
-            await conn.send(P.notification("$/error", [e.to_wire()]), timeout=2)
+            await conn.send(P.notification(P.N_ERROR, [e.to_wire()]), timeout=2)
         except Exception:  # noqa: BLE001
             pass
 
     async def _dispatch(self, conn: Connection, msg: Any) -> None:
         if isinstance(msg, list) and len(msg) == 3 and msg[0] == P.NOTIFICATION:
-            if msg[1] == P.N_CANCEL and isinstance(msg[2], list) and msg[2]:
-                job = conn.jobs.get(msg[2][0])
-                if job is not None:
-                    job.cancel.set()
+            cancel = Cancel.from_wire(msg[2]) if msg[1] == Cancel.method else None
+            job = conn.jobs.get(cancel.msgid) if cancel else None
+            if job is not None:
+                job.cancel.set()
             return
         try:
             msgid, method, params = P.parse_request(msg)
