@@ -1,9 +1,19 @@
-"""Prometheus text exposition without a client library (a few counters and gauges)."""
+"""Prometheus text exposition without a client library (a few counters and gauges), and
+the middleware that counts every HTTP request by route and status."""
 
 from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+UNMATCHED = "unmatched"   # one label for every unknown path (no unbounded label set)
 
 
 class Metrics:
@@ -43,3 +53,24 @@ class Metrics:
         for k, v in (extra or {}).items():
             lines += [f"# TYPE {k} gauge", f"{k} {v}"]
         return "\n".join(lines) + "\n"
+
+
+class MetricsMiddleware:
+    """Counts each HTTP response once, when its status goes out, under the route's path
+    template (``/v1/audio/voices/{name}``): GETs, errors and streams alike."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def counting_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                route = scope.get("route")
+                self.metrics.observe(getattr(route, "path", UNMATCHED), message["status"])
+            await send(message)
+
+        await self.app(scope, receive, counting_send)
