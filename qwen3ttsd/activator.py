@@ -87,6 +87,7 @@ class Activator:
         self.proc: asyncio.subprocess.Process | None = None
         self.state = "stopped"       # stopped | starting | ready | stopping | failed
         self.status = ""
+        self.last_status = ""        # the last STATUS a daemon sent (kept after it exits)
         self.spawns = 0
         self.failures = 0
         self.last_exit: int | None = None
@@ -167,15 +168,17 @@ class Activator:
                 data = self._notify.recv(4096)
             except (BlockingIOError, OSError):
                 return
-            for line in data.decode(errors="replace").splitlines():
-                key, _, value = line.partition("=")
-                if key == "READY" and value == "1":
-                    self.state = "ready"
-                    self.failures = 0
-                elif key == "STOPPING" and value == "1":
-                    self.state = "stopping"
-                elif key == "STATUS":
-                    self.status = value
+            fields = dict(line.partition("=")[::2] for line in data.decode(errors="replace").splitlines())
+            if fields.get("READY") == "1":
+                self.state = "ready"
+                self.failures = 0
+            stopping = fields.get("STOPPING") == "1"
+            if stopping:
+                self.state = "stopping"
+            if "STATUS" in fields:
+                self.status = fields["STATUS"]
+                if not stopping:
+                    self.last_status = fields["STATUS"]  # what it was doing, not that it leaves
 
     def _on_pending(self, name: str) -> None:
         if self.proc is not None:
@@ -277,7 +280,8 @@ class Activator:
 
     def info(self) -> dict:
         return {"state": self.state, "status": self.status, "pid": self.proc.pid if self.proc else None,
-                "spawns": self.spawns, "failures": self.failures, "last_exit": self.last_exit}
+                "spawns": self.spawns, "failures": self.failures, "last_exit": self.last_exit,
+                "last_status": self.last_status}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,11 +17,9 @@ class Notifier:
         self._addr: str | None = None
         if addr:
             self._addr = "\0" + addr[1:] if addr.startswith("@") else addr
-        self.sent: list[str] = []  # for status reporting and tests
 
     def notify(self, **fields: object) -> None:
         msg = "\n".join(f"{k.upper()}={v}" for k, v in fields.items())
-        self.sent.append(msg)
         if self._addr is None:
             return
         try:

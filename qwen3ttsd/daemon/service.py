@@ -54,6 +54,7 @@ class Service:
         self.active_streams = 0
         self.served = 0
         self.sockets_info: dict[str, dict] = {}
+        self._published = ""   # the last STATUS sent
         self.sessions: OrderedDict[str, dict] = OrderedDict()  # id -> {"slot", "last"}
         self.methods = {
             "rpc.hello": self.hello,
@@ -209,6 +210,7 @@ class Service:
                 self.active_streams -= 1
                 conn.jobs.pop(msgid, None)
                 job.cancel.set()
+                self.publish_status()
         finally:
             pipeline.close()
         return _STREAMED
@@ -265,6 +267,8 @@ class Service:
                         first_audio = time.monotonic() - t0
                     await chunk(pipeline.feed(value))
                 elif kind == "progress":
+                    if value.get("stage") in ("loading", "generating"):
+                        self.publish_status()  # a model this request loads shows at once
                     await send(_notify(M.Progress(msgid, value)), stall)
                 elif kind == "error":
                     raise value
@@ -301,7 +305,7 @@ class Service:
         t0 = time.monotonic()
         was_loaded = entry.name in self.registry.engines
         await self.scheduler.run_call(lambda: self.registry.engine(entry), asyncio.get_running_loop())
-        self.notifier.status(self.status_line())
+        self.publish_status()
         return M.WarmupResult(model=entry.name, was_loaded=was_loaded,
                               load_s=round(time.monotonic() - t0, 3)).to_wire()
 
@@ -332,6 +336,14 @@ class Service:
         return {"removed": name}
 
     # --- admin -------------------------------------------------------------------------
+
+    def publish_status(self) -> None:
+        """sd_notify STATUS whenever it changes: the bridge's /health and ``systemctl
+        status`` read the daemon's state from it without connecting (which could wake it)."""
+        line = self.status_line()
+        if line != self._published:
+            self._published = line
+            self.notifier.status(line)
 
     def status_line(self) -> str:
         loaded = list(self.registry.engines)
@@ -366,7 +378,7 @@ class Service:
         self.notifier.status(f"loading {entry.name}")
         loop = asyncio.get_running_loop()
         await self.scheduler.run_call(lambda: self.registry.engine(entry), loop)
-        self.notifier.status(self.status_line())
+        self.publish_status()
         eng = self.registry.engines[entry.name]
         return dict(eng.info, name=entry.name)
 
@@ -379,7 +391,7 @@ class Service:
         for s in self.sessions.values():
             s["slot"]["decoder"] = None  # it would pin the unloaded model's decoder
         dropped = await self.scheduler.run_call(lambda: self.registry.unload(name), asyncio.get_running_loop())
-        self.notifier.status(self.status_line())
+        self.publish_status()
         return {"unloaded": dropped}
 
     async def keepalive(self, conn, msgid, params) -> dict:
