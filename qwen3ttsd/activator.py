@@ -143,21 +143,27 @@ class Activator:
         if not self.sockets:
             self.open()
         self._loop = asyncio.get_running_loop()
-        self._loop.add_reader(self._notify.fileno(), self._on_notify)
+        self._loop.add_reader(self._notify_socket().fileno(), self._on_notify)
         self._arm()
+
+    def _notify_socket(self) -> socket.socket:
+        assert self._notify is not None, "open() first"
+        return self._notify
 
     def _arm(self) -> None:
         if self._armed or self._closed:
             return
+        loop = asyncio.get_running_loop()
         for name, s in self.sockets.items():
-            self._loop.add_reader(s.fileno(), self._on_pending, name)
+            loop.add_reader(s.fileno(), self._on_pending, name)
         self._armed = True
 
     def _disarm(self) -> None:
         if not self._armed:
             return
+        loop = asyncio.get_running_loop()
         for s in self.sockets.values():
-            self._loop.remove_reader(s.fileno())
+            loop.remove_reader(s.fileno())
         self._armed = False
 
     # --- events ------------------------------------------------------------------------
@@ -165,7 +171,7 @@ class Activator:
     def _on_notify(self) -> None:
         while True:
             try:
-                data = self._notify.recv(4096)
+                data = self._notify_socket().recv(4096)
             except (BlockingIOError, OSError):
                 return
             fields = dict(line.partition("=")[::2] for line in data.decode(errors="replace").splitlines())
@@ -189,7 +195,7 @@ class Activator:
             self._reject_pending()
             return
         self._disarm()  # level-triggered: stop watching while a daemon owns the sockets
-        self._loop.create_task(self._spawn())
+        asyncio.get_running_loop().create_task(self._spawn())
 
     def _reject_pending(self) -> None:
         for s in self.sockets.values():
@@ -259,7 +265,7 @@ class Activator:
         if self._loop is not None:
             self._disarm()
             try:
-                self._loop.remove_reader(self._notify.fileno())
+                self._loop.remove_reader(self._notify_socket().fileno())
             except (ValueError, OSError):
                 pass
         if self.proc is not None and self.proc.returncode is None:

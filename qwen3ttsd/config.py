@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .formats import CHUNK_PROFILES
 
@@ -86,17 +87,19 @@ def _coerce(value: str, typ: Any) -> Any:
     return t(value)
 
 
+C = TypeVar("C", "DaemonConfig", "BridgeConfig")
 _SHARED = ("runtime_dir", "tts_socket", "admin_socket")
 
 
-def load(cls, section: str, overrides: dict[str, Any] | None = None,
-         env: dict[str, str] | None = None) -> Any:
+def load(cls: type[C], section: str, overrides: Mapping[str, Any] | None = None,
+         env: Mapping[str, str] | None = None) -> C:
     """Build ``cls`` from defaults < TOML[section] < env < overrides.
 
     Daemon fields read ``QWEN3TTSD_<NAME>``; bridge fields read ``QWEN3TTS_BRIDGE_<NAME>``,
     and the socket locations also fall back to the daemon's variables so both agree.
     """
-    env = os.environ if env is None else env
+    if env is None:
+        env = os.environ
     values: dict[str, Any] = {}
     path = env.get("QWEN3TTSD_CONFIG", DEFAULT_CONFIG_FILE)
     if path and Path(path).is_file():

@@ -114,7 +114,8 @@ def cmd_say(a) -> int:
 
 
 def cmd_bench(a) -> int:
-    ttfa, rtf = [], []
+    ttfa: list[float] = []
+    rtf: list[float] = []
     for i in range(a.n):
         t0 = time.monotonic()
         first = None
@@ -124,6 +125,8 @@ def cmd_bench(a) -> int:
                     first = time.monotonic() - t0
                 elif ev.kind == "result":
                     rtf.append(ev.data["rtf"])
+        if first is None:
+            raise TTSError("internal", "the stream ended without audio")
         ttfa.append(first)
         print(f"run {i + 1}: first audio {first * 1000:.0f} ms, rtf {rtf[-1]}", file=sys.stderr)
     print(f"first audio: median {statistics.median(ttfa) * 1000:.0f} ms (cold run 1: {ttfa[0] * 1000:.0f} ms); "

@@ -21,8 +21,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, ClassVar, TypeVar
 
 from .errors import TTSError
-from .formats import CHUNK_PROFILES, MODEL_RATE, RATE_RANGE, SPEED_RANGE, AudioFormatError, \
-    canonical_format, check_rate
+from .formats import CHUNK_PROFILES, MODEL_RATE, RATE_RANGE, SPEED_RANGE, AudioFormatError, canonical_format, check_rate
 from .protocol import N_CANCEL, N_CHUNK, N_PROGRESS, N_START
 
 PRIORITIES = ("realtime", "normal")   # realtime (phone calls) is scheduled first
@@ -170,7 +169,8 @@ class Message:
     @classmethod
     def kind_of(cls, name: str) -> Kind:
         field_name = cls.wire_names()[name]
-        return next(f.metadata["kind"] for f in fields(cls) if f.name == field_name)
+        kind: Kind = next(f.metadata["kind"] for f in fields(cls) if f.name == field_name)
+        return kind
 
 
 @dataclass

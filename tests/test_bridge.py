@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import os
 import signal
 import struct
 import subprocess
@@ -24,7 +23,7 @@ import websockets
 from qwen3ttsd.client import Client
 from qwen3ttsd.testing import free_port
 
-from .helpers import PY, daemon_env, pid_alive, wait_for
+from .helpers import PY, daemon_env, wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -25,6 +25,7 @@ import shutil
 import struct
 import subprocess
 import threading
+from typing import IO
 
 import numpy as np
 
@@ -210,7 +211,7 @@ class SndfileEncoder(Encoder):
         try:
             self._sf = sf.SoundFile(self._sink, mode="w", samplerate=sample_rate, channels=1,
                                     format=container, subtype=subtype, **extra)
-        except Exception as e:  # noqa: BLE001 - libsndfile says no (rate, build)
+        except Exception as e:
             raise AudioFormatError(f"{fmt} at {sample_rate} Hz is not supported: {e}") from e
 
     def header(self) -> bytes:
@@ -247,6 +248,9 @@ class FfmpegEncoder(Encoder):
         env = {k: v for k, v in os.environ.items() if not k.startswith("LISTEN_")}
         self._p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                    stderr=subprocess.DEVNULL, env=env)
+        assert self._p.stdin is not None and self._p.stdout is not None  # PIPE
+        self._stdin: IO[bytes] = self._p.stdin
+        self._stdout: IO[bytes] = self._p.stdout
         self._buf = bytearray()
         self._written = 0
         self._ready = threading.Event()
@@ -256,7 +260,8 @@ class FfmpegEncoder(Encoder):
 
     def _drain(self) -> None:
         while True:
-            data = self._p.stdout.read1(65536) if hasattr(self._p.stdout, "read1") else self._p.stdout.read(4096)
+            out = self._stdout
+            data = out.read1(65536) if isinstance(out, io.BufferedReader) else out.read(4096)
             if not data:
                 return
             with self._lock:
@@ -271,8 +276,8 @@ class FfmpegEncoder(Encoder):
 
     def encode(self, pcm: np.ndarray) -> bytes:
         try:
-            self._p.stdin.write(to_int16(pcm).tobytes())
-            self._p.stdin.flush()
+            self._stdin.write(to_int16(pcm).tobytes())
+            self._stdin.flush()
         except BrokenPipeError as e:
             raise AudioFormatError("ffmpeg encoder exited") from e
         self._written += len(pcm)
@@ -285,7 +290,7 @@ class FfmpegEncoder(Encoder):
 
     def finish(self) -> bytes:
         try:
-            self._p.stdin.close()
+            self._stdin.close()
         except BrokenPipeError:
             pass
         self._p.wait(timeout=30)

@@ -45,14 +45,17 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from ..client import STREAM_BUFFER, AsyncClient, ConnectionLost
 from ..config import BridgeConfig
 from ..errors import TTSError
-from ..formats import CALL_RATE, CHUNK_PROFILES, FORMATS, MODEL_RATE, RAW_FORMATS, AudioFormatError, \
-    canonical_format
+from ..formats import CALL_RATE, CHUNK_PROFILES, FORMATS, MODEL_RATE, RAW_FORMATS, AudioFormatError, canonical_format
 from ..messages import DEFAULT_SPEAKER, Bool, Synthesize, Warmup
+from ..text.language import LANG_CODES
 from ..text.split import IncrementalSplitter
-from .openai_compat import LANG_CODES, VOICE_MAP
+from .metrics import Metrics
+from .openai_compat import VOICE_MAP
 
 log = logging.getLogger("qwen3tts.bridge.ws")
 CALL_CHUNKS = CHUNK_PROFILES["call"]
+Audio = bytes | TTSError | None   # a segment's stream: audio, then None (done) or the error
+Order = tuple[int, str, "asyncio.Queue[Audio]"] | None   # a segment (index, text, its audio) | None: flush
 SESSION_DEFAULTS = {"voice": DEFAULT_SPEAKER, "language": "auto", "format": "pcm16", "sample_rate": MODEL_RATE,
                     "speed": 1.0, "audio_header": True}
 SESSION_FIELDS = ("voice", "language", "format", "sample_rate", "instructions", "speed", "seed", "model",
@@ -61,21 +64,21 @@ SESSION_FIELDS = ("voice", "language", "format", "sample_rate", "instructions", 
 
 
 class Session:
-    def __init__(self, ws: WebSocket, cfg: BridgeConfig, metrics) -> None:
+    def __init__(self, ws: WebSocket, cfg: BridgeConfig, metrics: Metrics) -> None:
         self.ws = ws
         self.cfg = cfg
         self.metrics = metrics
         self.conf: dict[str, Any] = dict(SESSION_DEFAULTS)
         self.splitter = IncrementalSplitter()
-        self.order: asyncio.Queue = asyncio.Queue()   # ("seg", idx, text, stream-queue) | ("flush",)
-        self.streams: dict[int, asyncio.Task] = {}
+        self.order: asyncio.Queue[Order] = asyncio.Queue()
+        self.streams: dict[int, asyncio.Task[None]] = {}
         self.seg_index = 0
         self.seq = 0
         self.sent_samples = 0
         self.sent_bytes = 0
         self.segments_done = 0
-        self.player: asyncio.Task | None = None
-        self.keeper: asyncio.Task | None = None
+        self.player: asyncio.Task[None] | None = None
+        self.keeper: asyncio.Task[None] | None = None
         self.session_id = uuid.uuid4().hex  # the daemon continues one codec stream per call
         self.last_queued: asyncio.Event | None = None  # the previous segment reached the daemon queue
         self.send_lock = asyncio.Lock()
@@ -83,7 +86,7 @@ class Session:
 
     # --- config ------------------------------------------------------------------------
 
-    def update(self, msg: dict) -> None:
+    def update(self, msg: dict[str, Any]) -> None:
         c = dict(self.conf)
         c.update({k: SESSION_DEFAULTS.get(k) if msg[k] is None else msg[k]  # null: back to the default
                   for k in (*SESSION_FIELDS, "audio_header") if k in msg})
@@ -146,7 +149,7 @@ class Session:
 
     # --- sending -----------------------------------------------------------------------
 
-    async def send_json(self, obj: dict) -> None:
+    async def send_json(self, obj: dict[str, Any]) -> None:
         async with self.send_lock:
             await self.ws.send_text(json.dumps(obj))
 
@@ -174,15 +177,15 @@ class Session:
         for text in segments:
             idx = self.seg_index
             self.seg_index += 1
-            q: asyncio.Queue = asyncio.Queue(STREAM_BUFFER)  # bounded: backpressure to the daemon
+            q: asyncio.Queue[Audio] = asyncio.Queue(STREAM_BUFFER)  # bounded: backpressure to the daemon
             queued = asyncio.Event()
             self.streams[idx] = asyncio.create_task(self._fetch(self.request(text), q, self.last_queued, queued))
             self.last_queued = queued
-            self.order.put_nowait(("seg", idx, text, q))
+            self.order.put_nowait((idx, text, q))
             idxs.append(idx)
         return idxs
 
-    async def _fetch(self, request: Synthesize, q: asyncio.Queue, prev: asyncio.Event | None,
+    async def _fetch(self, request: Synthesize, q: asyncio.Queue[Audio], prev: asyncio.Event | None,
                      queued: asyncio.Event) -> None:
         """Run one daemon request, pushing audio (bytes) then None, or a TTSError.
 
@@ -204,7 +207,7 @@ class Session:
         finally:
             queued.set()  # never hold up the next segment
 
-    async def _synthesize_into(self, request: Synthesize, q: asyncio.Queue, queued: asyncio.Event,
+    async def _synthesize_into(self, request: Synthesize, q: asyncio.Queue[Audio], queued: asyncio.Event,
                                retry: bool = True) -> int | None:
         """Audio chunks into ``q``; their count, or None if the connection was lost before
         the first one and ``retry`` allows another try."""
@@ -226,10 +229,10 @@ class Session:
         """Forward segments' audio strictly in order."""
         while True:
             item = await self.order.get()
-            if item[0] == "flush":
+            if item is None:
                 await self.send_json({"type": "flushed", "sent_ms": self.sent_ms})
                 continue
-            _, idx, text, q = item
+            idx, _, q = item
             while True:
                 data = await q.get()
                 if data is None:
@@ -278,7 +281,7 @@ async def announce(s: Session, segments: list[str]) -> None:
         await s.send_json({"type": "segment", "index": idx, "text": text})
 
 
-async def speech_stream_ws(ws: WebSocket, cfg: BridgeConfig, metrics) -> None:
+async def speech_stream_ws(ws: WebSocket, cfg: BridgeConfig, metrics: Metrics) -> None:
     await ws.accept()
     s = Session(ws, cfg, metrics)
     s.player = asyncio.create_task(s.play())
@@ -315,7 +318,7 @@ async def speech_stream_ws(ws: WebSocket, cfg: BridgeConfig, metrics) -> None:
                     await announce(s, s.splitter.feed(delta))
                 elif kind in ("flush", "input_text.done"):
                     await announce(s, s.splitter.flush())
-                    s.order.put_nowait(("flush",))
+                    s.order.put_nowait(None)  # "flushed" once everything before it was sent
                 elif kind == "cancel":
                     await s.cancel()
                     await s.send_json({"type": "cancelled", "sent_ms": s.sent_ms, "sent_bytes": s.sent_bytes,

@@ -21,8 +21,9 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-from .. import __version__, protocol as P
+from .. import __version__
 from .. import messages as M
+from .. import protocol as P
 from ..audio import AudioFormatError, AudioPipeline
 from ..audio.reference import process_reference
 from ..config import DaemonConfig
@@ -129,7 +130,7 @@ class Service:
             raise TTSError("bad_request", f"unsupported language {msg.language!r}; supported: {entry.languages}",
                            data={"param": "language"})
         req: dict[str, Any] = {"language": language}
-        voice_audio = None
+        voice_audio: tuple[str, Any, str | None, str] | None = None   # (kind, bytes or name, ref_text, name)
         if entry.type == "custom_voice":
             default = M.DEFAULT_SPEAKER if M.DEFAULT_SPEAKER in entry.speakers else entry.speakers[0]
             speaker = (voice or default).lower()
@@ -337,6 +338,12 @@ class Service:
 
     # --- admin -------------------------------------------------------------------------
 
+    @property
+    def srv(self) -> Server:
+        if self.server is None:
+            raise TTSError("unavailable", "the daemon is still starting")
+        return self.server
+
     def publish_status(self) -> None:
         """sd_notify STATUS whenever it changes: the bridge's /health and ``systemctl
         status`` read the daemon's state from it without connecting (which could wake it)."""
@@ -385,7 +392,7 @@ class Service:
     async def unload(self, conn, msgid, params) -> dict:
         msg = M.AdminUnload.from_wire(params)
         if msg.exit:
-            self.server.request_stop("admin.unload exit", drain=True)
+            self.srv.request_stop("admin.unload exit", drain=True)
             return {"exiting": True}
         name = msg.model
         for s in self.sessions.values():
@@ -396,19 +403,19 @@ class Service:
 
     async def keepalive(self, conn, msgid, params) -> dict:
         secs = M.AdminKeepalive.from_wire(params, limits={"seconds": self.cfg.max_keepalive}).seconds
-        self.server.keepalive_until = time.monotonic() + secs if secs else 0.0
-        return {"keepalive_s": secs, "idle_exit_in_s": self.server.idle_exit_in()}
+        self.srv.keepalive_until = time.monotonic() + secs if secs else 0.0
+        return {"keepalive_s": secs, "idle_exit_in_s": self.srv.idle_exit_in()}
 
     async def set(self, conn, msgid, params) -> dict:
         msg = M.AdminSet.from_wire(params)
         if msg.idle_timeout is not None:
-            self.server.idle_timeout = msg.idle_timeout
+            self.srv.idle_timeout = msg.idle_timeout
         if msg.queue_timeout is not None:
             self.cfg.queue_timeout = msg.queue_timeout
-        return {"idle_timeout": self.server.idle_timeout, "queue_timeout": self.cfg.queue_timeout}
+        return {"idle_timeout": self.srv.idle_timeout, "queue_timeout": self.cfg.queue_timeout}
 
     async def shutdown(self, conn, msgid, params) -> dict:
-        self.server.request_stop("admin.shutdown", drain=M.AdminShutdown.from_wire(params).drain)
+        self.srv.request_stop("admin.shutdown", drain=M.AdminShutdown.from_wire(params).drain)
         return {"stopping": True}
 
     async def cache_list(self, conn, msgid, params) -> dict:

@@ -14,7 +14,8 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -40,10 +41,10 @@ class DaemonStream:
         self.cfg = cfg
         self.request = request
         self.client = AsyncClient(cfg.tts_socket, connect_timeout=10)
-        self.events: AsyncIterator[Event] | None = None
+        self.events: AsyncGenerator[Event, None] | None = None
         self.buffered: list[Event] = []
-        self.start: dict = {}
-        self.result: dict = {}
+        self.start: dict[str, Any] = {}
+        self.result: dict[str, Any] = {}
         self.t0 = time.monotonic()
         self.first_audio: float | None = None
 
@@ -86,6 +87,7 @@ class DaemonStream:
             raise
 
     async def _next(self, timeout: float) -> Event | None:
+        assert self.events is not None  # opened
         try:
             return await asyncio.wait_for(self.events.__anext__(), timeout)
         except StopAsyncIteration:
@@ -95,6 +97,7 @@ class DaemonStream:
 
     async def audio(self) -> AsyncIterator[bytes]:
         """Audio bytes in order; sets ``result`` at the end."""
+        assert self.events is not None  # opened
         try:
             while self.buffered:
                 ev = self.buffered.pop(0)
@@ -155,7 +158,7 @@ async def stream_response(ctx: BridgeContext, msg: Synthesize, rf: str, sf: str)
     return StreamingResponse(body(), media_type=media, headers=headers)
 
 
-def _sse(event: dict) -> bytes:
+def _sse(event: dict[str, Any]) -> bytes:
     return ("data: " + json.dumps(event) + "\n\n").encode()
 
 
