@@ -36,6 +36,7 @@ import sys
 import time
 from pathlib import Path
 
+from . import config
 from .daemon.activation import bind_unix  # stdlib-only module: no torch, no numpy
 
 log = logging.getLogger("qwen3ttsd.activator")
@@ -292,14 +293,16 @@ class Activator:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m qwen3ttsd.activator")
-    ap.add_argument("--runtime-dir", default=os.environ.get("QWEN3TTSD_RUNTIME_DIR", "/run/qwen3ttsd"))
+    ap.add_argument("--runtime-dir", help="default: the daemon's runtime_dir setting")
     ap.add_argument("--mode", default="660", help="octal socket mode (both sockets)")
     ap.add_argument("command", nargs="*", help="daemon command (default: qwen3ttsd)")
     a = ap.parse_args(argv)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cmd = a.command or ["qwen3ttsd"]
     mode = int(a.mode, 8)
-    act = Activator(a.runtime_dir, cmd, tts_mode=mode, admin_mode=mode)
+    cfg = config.load(config.DaemonConfig, "daemon", {"runtime_dir": a.runtime_dir})
+    act = Activator(cfg.runtime_dir, cmd, tts_mode=mode, admin_mode=mode, tts_path=cfg.tts_socket,
+                    admin_path=cfg.admin_socket)
 
     async def run() -> None:
         await act.start()

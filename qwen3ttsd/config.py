@@ -46,6 +46,7 @@ class DaemonConfig:
     first_chunk_frames: int = CHUNK_PROFILES["default"].first_chunk_frames
     chunk_frames: int = CHUNK_PROFILES["default"].chunk_frames
     drain_timeout: float = 25.0            # SIGTERM: let streams finish this long
+    log_level: str = "info"
 
     def __post_init__(self) -> None:
         if not self.tts_socket:
@@ -70,7 +71,6 @@ class BridgeConfig:
     max_upload_bytes: int = 10 * 1024 * 1024
     max_input_chars: int = 20_000
     first_byte_timeout: float = 600.0      # covers a cold model load
-    default_model: str = ""
     log_level: str = "info"
 
     def __post_init__(self) -> None:

@@ -18,22 +18,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import struct
 import sys
 import time
 
-from . import models_cli, probe
-from .client import DEFAULT_ADMIN_SOCKET, DEFAULT_SOCKET, Client
+from . import config, models_cli, probe
+from .client import Client
 from .errors import TTSError
 
 
-def _socket(args, admin: bool) -> str:
-    rd = args.runtime_dir or os.environ.get("QWEN3TTSD_RUNTIME_DIR")
-    if rd:
-        return os.path.join(rd, "admin.sock" if admin else "tts.sock")
-    return DEFAULT_ADMIN_SOCKET if admin else DEFAULT_SOCKET
+def _socket(args: argparse.Namespace, admin: bool) -> str:
+    """The daemon's sockets as the daemon's own settings say (--runtime-dir > environment >
+    /etc/qwen3ttsd/qwen3ttsd.toml > /run/qwen3ttsd)."""
+    try:
+        cfg = config.load(config.DaemonConfig, "daemon", {"runtime_dir": args.runtime_dir})
+    except (ValueError, OSError) as e:
+        raise TTSError("bad_request", f"bad configuration: {e}") from None
+    return cfg.admin_socket if admin else cfg.tts_socket
 
 
 def _print(obj) -> None:
