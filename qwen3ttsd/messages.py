@@ -398,7 +398,15 @@ NOTIFICATIONS: dict[str, type[Progress] | type[Start] | type[Chunk]] = {
 
 
 @dataclass
-class SynthesizeResult:
+class Result:
+    """Base of results: every field goes on the wire."""
+
+    def to_wire(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass
+class SynthesizeResult(Result):
     """The one response that ends a synthesize stream."""
 
     chunks: int
@@ -415,12 +423,9 @@ class SynthesizeResult:
     sample_rate: int
     language: str | None = None
 
-    def to_wire(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
 
 @dataclass
-class HelloResult:
+class HelloResult(Result):
     proto: int
     server: str
     version: str
@@ -429,18 +434,12 @@ class HelloResult:
     admin: bool
     socket: str
 
-    def to_wire(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
 
 @dataclass
-class WarmupResult:
+class WarmupResult(Result):
     model: str
     was_loaded: bool
     load_s: float
-
-    def to_wire(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 REQUESTS: dict[str, type[Message]] = {m.method: m for m in (

@@ -129,3 +129,13 @@ def test_messages_module_is_numpy_free():
     code = "import sys, qwen3ttsd.messages; print([m for m in ('numpy', 'torch') if m in sys.modules])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_documented_stream_shapes_are_the_dataclasses():
+    start = re.search(r'"tts.start",\s+\[7, \{([^}]*)\}', PROTOCOL).group(1)
+    assert [kv.split(":")[0].strip() for kv in start.split(",")] == \
+        list(M.Start(7, 24000, "pcm16", "audio/pcm").to_wire()[1])
+    result = re.search(r"<- \[1, 7, nil, \{([^}]*)\}\]", PROTOCOL).group(1)
+    assert [k.strip() for k in result.split(",")] == [f.name for f in fields(M.SynthesizeResult)]
+    chunk = re.search(r'"tts.chunk",\s+\[7, 0, \{([^}]*)\}', PROTOCOL).group(1)
+    assert chunk.split(":")[0] == "audio"
