@@ -165,7 +165,9 @@ class Server:
     async def _finish(self, drain: bool) -> None:
         if drain:
             deadline = time.monotonic() + self.drain_timeout
-            while (self.is_busy() or any(c.jobs for c in self.connections)) and time.monotonic() < deadline:
+            # handler tasks too: a request read before the signal may not have queued its job yet
+            while (self.is_busy() or any(c.jobs or c.tasks for c in self.connections)) \
+                    and time.monotonic() < deadline:
                 self.notifier.extend_timeout(10)
                 await asyncio.sleep(0.2)
         for c in list(self.connections):
