@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, AsyncContextManager
+from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -30,7 +30,7 @@ from .routes import calls, health, models, speech, voices
 if TYPE_CHECKING:
     from ..activator import Activator
 
-LifespanHook = Callable[[BridgeContext], AsyncContextManager[None]]
+LifespanHook = Callable[[BridgeContext], contextlib.AbstractAsyncContextManager[None]]
 
 
 @contextlib.asynccontextmanager
@@ -53,8 +53,11 @@ async def tts_error(request: Request, exc: Exception) -> Response:
 
 def create_app(cfg: BridgeConfig, activator: Activator | None = None) -> Starlette:
     ctx = BridgeContext(cfg, activator)
+    # a new endpoint module: one more `*module.routes` here
     routes: list[BaseRoute] = [*speech.routes, *voices.routes, *models.routes, *health.routes, *calls.routes]
-    hooks: list[LifespanHook] = [run_activator]   # started in order, stopped in reverse
+    # a service that lives as long as the app (e.g. another listener): one more hook here;
+    # hooks start in order and stop in reverse, each gets the BridgeContext
+    hooks: list[LifespanHook] = [run_activator]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
