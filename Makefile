@@ -10,7 +10,7 @@ HOST    ?= 127.0.0.1
 PORT    ?= 8880
 PYTEST_ARGS ?=
 
-.PHONY: install system-deps run tiny-model test test-fast bench bench-engine bench-bridge bench-text bench-wyoming verify-units clean
+.PHONY: install system-deps run tiny-model test test-fast lint bench bench-engine bench-bridge bench-text bench-wyoming verify-units clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -54,6 +54,15 @@ run: install
 
 test: install
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# ruff (pycodestyle, pyflakes, isort, blind except) and mypy (strict on the torch-free core);
+# settings in pyproject.toml
+lint: $(BIN)/ruff
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+$(BIN)/ruff:
+	$(MAKE) --no-print-directory install
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)

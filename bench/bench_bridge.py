@@ -26,10 +26,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import httpx  # noqa: E402
+import httpx
 
-from qwen3ttsd.client import Client  # noqa: E402
-from qwen3ttsd.testing import free_port  # noqa: E402
+from qwen3ttsd.client import Client
+from qwen3ttsd.testing import free_port
 
 TEXT = "Thanks for calling, how can I help you today?"  # the WebSocket splits it into 2 x 12 frames
 

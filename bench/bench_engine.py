@@ -24,9 +24,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from qwen3ttsd.engine import Engine, LoadOptions, SynthesisRequest  # noqa: E402
-from qwen3ttsd.engine.streaming_decoder import StreamingDecoder  # noqa: E402
-from qwen3ttsd.testing import tinymodel  # noqa: E402
+from qwen3ttsd.engine import Engine, LoadOptions, SynthesisRequest
+from qwen3ttsd.engine.streaming_decoder import StreamingDecoder
+from qwen3ttsd.testing import tinymodel
 
 
 def sync(device: str) -> None:

@@ -17,8 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from qwen3ttsd.text import split_segments  # noqa: E402
-from qwen3ttsd.text.normalize import normalize  # noqa: E402
+from qwen3ttsd.text import split_segments
+from qwen3ttsd.text.normalize import normalize
 
 DENSE = {
     "english": "On 2024-01-15 at 10:30 am, Dr. Smith paid $5.50 for 3/4 cup; ages 5-10, -3°C, "

@@ -36,6 +36,7 @@ import sys
 import time
 from pathlib import Path
 
+from . import config
 from .daemon.activation import bind_unix  # stdlib-only module: no torch, no numpy
 
 log = logging.getLogger("qwen3ttsd.activator")
@@ -87,6 +88,7 @@ class Activator:
         self.proc: asyncio.subprocess.Process | None = None
         self.state = "stopped"       # stopped | starting | ready | stopping | failed
         self.status = ""
+        self.last_status = ""        # the last STATUS a daemon sent (kept after it exits)
         self.spawns = 0
         self.failures = 0
         self.last_exit: int | None = None
@@ -142,21 +144,27 @@ class Activator:
         if not self.sockets:
             self.open()
         self._loop = asyncio.get_running_loop()
-        self._loop.add_reader(self._notify.fileno(), self._on_notify)
+        self._loop.add_reader(self._notify_socket().fileno(), self._on_notify)
         self._arm()
+
+    def _notify_socket(self) -> socket.socket:
+        assert self._notify is not None, "open() first"
+        return self._notify
 
     def _arm(self) -> None:
         if self._armed or self._closed:
             return
+        loop = asyncio.get_running_loop()
         for name, s in self.sockets.items():
-            self._loop.add_reader(s.fileno(), self._on_pending, name)
+            loop.add_reader(s.fileno(), self._on_pending, name)
         self._armed = True
 
     def _disarm(self) -> None:
         if not self._armed:
             return
+        loop = asyncio.get_running_loop()
         for s in self.sockets.values():
-            self._loop.remove_reader(s.fileno())
+            loop.remove_reader(s.fileno())
         self._armed = False
 
     # --- events ------------------------------------------------------------------------
@@ -164,18 +172,20 @@ class Activator:
     def _on_notify(self) -> None:
         while True:
             try:
-                data = self._notify.recv(4096)
+                data = self._notify_socket().recv(4096)
             except (BlockingIOError, OSError):
                 return
-            for line in data.decode(errors="replace").splitlines():
-                key, _, value = line.partition("=")
-                if key == "READY" and value == "1":
-                    self.state = "ready"
-                    self.failures = 0
-                elif key == "STOPPING" and value == "1":
-                    self.state = "stopping"
-                elif key == "STATUS":
-                    self.status = value
+            fields = dict(line.partition("=")[::2] for line in data.decode(errors="replace").splitlines())
+            if fields.get("READY") == "1":
+                self.state = "ready"
+                self.failures = 0
+            stopping = fields.get("STOPPING") == "1"
+            if stopping:
+                self.state = "stopping"
+            if "STATUS" in fields:
+                self.status = fields["STATUS"]
+                if not stopping:
+                    self.last_status = fields["STATUS"]  # what it was doing, not that it leaves
 
     def _on_pending(self, name: str) -> None:
         if self.proc is not None:
@@ -186,7 +196,7 @@ class Activator:
             self._reject_pending()
             return
         self._disarm()  # level-triggered: stop watching while a daemon owns the sockets
-        self._loop.create_task(self._spawn())
+        asyncio.get_running_loop().create_task(self._spawn())
 
     def _reject_pending(self) -> None:
         for s in self.sockets.values():
@@ -256,7 +266,7 @@ class Activator:
         if self._loop is not None:
             self._disarm()
             try:
-                self._loop.remove_reader(self._notify.fileno())
+                self._loop.remove_reader(self._notify_socket().fileno())
             except (ValueError, OSError):
                 pass
         if self.proc is not None and self.proc.returncode is None:
@@ -277,19 +287,22 @@ class Activator:
 
     def info(self) -> dict:
         return {"state": self.state, "status": self.status, "pid": self.proc.pid if self.proc else None,
-                "spawns": self.spawns, "failures": self.failures, "last_exit": self.last_exit}
+                "spawns": self.spawns, "failures": self.failures, "last_exit": self.last_exit,
+                "last_status": self.last_status}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m qwen3ttsd.activator")
-    ap.add_argument("--runtime-dir", default=os.environ.get("QWEN3TTSD_RUNTIME_DIR", "/run/qwen3ttsd"))
+    ap.add_argument("--runtime-dir", help="default: the daemon's runtime_dir setting")
     ap.add_argument("--mode", default="660", help="octal socket mode (both sockets)")
     ap.add_argument("command", nargs="*", help="daemon command (default: qwen3ttsd)")
     a = ap.parse_args(argv)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cmd = a.command or ["qwen3ttsd"]
     mode = int(a.mode, 8)
-    act = Activator(a.runtime_dir, cmd, tts_mode=mode, admin_mode=mode)
+    cfg = config.load(config.DaemonConfig, "daemon", {"runtime_dir": a.runtime_dir})
+    act = Activator(cfg.runtime_dir, cmd, tts_mode=mode, admin_mode=mode, tts_path=cfg.tts_socket,
+                    admin_path=cfg.admin_socket)
 
     async def run() -> None:
         await act.start()

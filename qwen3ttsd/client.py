@@ -18,16 +18,20 @@ from __future__ import annotations
 import asyncio
 import itertools
 import socket
+from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Iterator
+from typing import Any
 
 from . import protocol as P
 from .errors import TTSError
+from .messages import NOTIFICATIONS, Cancel, Caption, Chunk, Hello, Progress, Start, Synthesize
 
 DEFAULT_SOCKET = "/run/qwen3ttsd/tts.sock"
 DEFAULT_ADMIN_SOCKET = "/run/qwen3ttsd/admin.sock"
 STREAM_BUFFER = 8       # events (audio chunks) held per stream before we stop reading
 READ_AHEAD = 64 * 1024  # socket bytes buffered beyond the frame being read (asyncio pauses at 2x)
+# what the reader hands a stream: ("event", Event, None) | ("response", error, result) | ("closed", exc, None)
+Item = tuple[str, Any, Any]
 
 
 class ConnectionLost(TTSError):
@@ -40,28 +44,32 @@ class ConnectionLost(TTSError):
 
 @dataclass
 class Event:
-    """One step of a stream: kind is progress | start | chunk | segment | result."""
+    """One step of a stream: kind is progress | start | chunk | segment | result; ``message``
+    is the typed notification (``messages.Progress/Start/Chunk/Caption``), None for the result."""
 
     kind: str
-    data: dict = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
     audio: bytes = b""
     seq: int = -1
+    message: Progress | Start | Chunk | Caption | None = None
 
 
-def _event_from_notification(method: str, params: list) -> tuple[int, Event] | None:
-    if not params or not isinstance(params, list):
+_KINDS = {Progress: "progress", Start: "start", Chunk: "chunk", Caption: "segment"}
+
+
+def _event_from_notification(method: str, params: Any) -> tuple[int, Event] | None:
+    cls = NOTIFICATIONS.get(method)
+    n = cls.from_wire(params) if cls is not None and isinstance(params, list) else None
+    if n is None:
         return None
-    msgid = params[0]
-    if method == P.N_CHUNK and len(params) >= 3:
-        d = params[2] if isinstance(params[2], dict) else {}
-        return msgid, Event("chunk", d, audio=bytes(d.get("audio", b"")), seq=int(params[1]))
-    if method == P.N_START and len(params) >= 2:
-        return msgid, Event("start", params[1])
-    if method == P.N_SEGMENT and len(params) >= 2 and isinstance(params[1], dict):
-        return msgid, Event("segment", params[1])
-    if method == P.N_PROGRESS and len(params) >= 2:
-        return msgid, Event("progress", params[1])
-    return None
+    if isinstance(n, Chunk):
+        return n.msgid, Event("chunk", {"audio": n.audio}, audio=n.audio, seq=n.seq, message=n)
+    return n.msgid, Event(_KINDS[type(n)], n.to_wire()[1], message=n)
+
+
+def _params(request: Synthesize | None, params: dict[str, Any]) -> dict[str, Any]:
+    """A typed request's wire map, or the caller's map as given (the daemon validates)."""
+    return {**request.to_wire(), **params} if request is not None else params
 
 
 class AsyncClient:
@@ -75,15 +83,15 @@ class AsyncClient:
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._ids = itertools.count(1)
-        self._queues: dict[int, asyncio.Queue] = {}
-        self._pump: asyncio.Task | None = None
+        self._queues: dict[int, asyncio.Queue[Item]] = {}
+        self._pump: asyncio.Task[None] | None = None
         self._closed_exc: BaseException | None = None
 
     async def __aenter__(self) -> "AsyncClient":
         await self.connect()
         return self
 
-    async def __aexit__(self, *exc) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
     async def connect(self) -> None:
@@ -112,6 +120,7 @@ class AsyncClient:
         self._writer = None
 
     async def _read_loop(self) -> None:
+        assert self._reader is not None  # connected
         try:
             while True:
                 msg = await P.read_frame(self._reader, self.max_frame)
@@ -126,7 +135,7 @@ class AsyncClient:
                 elif msg[0] == P.NOTIFICATION and len(msg) == 3:
                     got = _event_from_notification(msg[1], msg[2])
                     q = self._queues.get(got[0]) if got else None
-                    if q is not None:
+                    if got is not None and q is not None:
                         await q.put(("event", got[1], None))  # waits while the consumer lags
         except (asyncio.CancelledError, GeneratorExit):
             raise
@@ -143,10 +152,10 @@ class AsyncClient:
         self._writer.write(data)
         await self._writer.drain()
 
-    async def stream(self, method: str, params: dict | None = None) -> AsyncIterator[Event]:
+    async def stream(self, method: str, params: dict[str, Any] | None = None) -> AsyncGenerator[Event, None]:
         """Yield progress/start/chunk events, then one Event('result'). Raises TTSError."""
         msgid = next(self._ids) & 0xFFFFFFFF
-        q: asyncio.Queue = asyncio.Queue(STREAM_BUFFER)
+        q: asyncio.Queue[Item] = asyncio.Queue(STREAM_BUFFER)
         self._queues[msgid] = q
         done = False
         try:
@@ -169,25 +178,26 @@ class AsyncClient:
             if not done and self._closed_exc is None and self._writer is not None:
                 # The consumer went away mid-stream: tell the daemon to stop generating.
                 try:
-                    self._writer.write(P.notification(P.N_CANCEL, [msgid]))
+                    self._writer.write(P.notification(Cancel.method, Cancel(msgid).to_wire()))
                 except Exception:  # noqa: BLE001
                     pass
 
-    async def call(self, method: str, params: dict | None = None) -> Any:
+    async def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
         result: Any = None
         async for ev in self.stream(method, params):
             if ev.kind == "result":
                 result = ev.data.get("value", ev.data) if set(ev.data) == {"value"} else ev.data
         return result
 
-    def synthesize(self, **params) -> AsyncIterator[Event]:
-        return self.stream("tts.synthesize", params)
+    def synthesize(self, request: Synthesize | None = None, **params: Any) -> AsyncGenerator[Event, None]:
+        return self.stream(Synthesize.method, _params(request, params))
 
-    async def hello(self, client: str = "qwen3ttsd.client") -> dict:
-        return await self.call("rpc.hello", {"proto": P.PROTOCOL_VERSION, "client": client})
+    async def hello(self, client: str = "qwen3ttsd.client") -> dict[str, Any]:
+        info: dict[str, Any] = await self.call(Hello.method, Hello(proto=P.PROTOCOL_VERSION, client=client).to_wire())
+        return info
 
 
-def _put_last(q: asyncio.Queue, item: tuple) -> None:
+def _put_last(q: asyncio.Queue[Item], item: Item) -> None:
     """Deliver a terminal item even to a full queue (the stream ends with it anyway)."""
     while q.full():
         q.get_nowait()
@@ -213,13 +223,13 @@ class Client:
     def __enter__(self) -> "Client":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def close(self) -> None:
         self.sock.close()
 
-    def stream(self, method: str, params: dict | None = None) -> Iterator[Event]:
+    def stream(self, method: str, params: dict[str, Any] | None = None) -> Iterator[Event]:
         msgid = next(self._ids)
         self.sock.sendall(P.request(msgid, method, params))
         while True:
@@ -236,12 +246,12 @@ class Client:
                 if got and got[0] == msgid:
                     yield got[1]
 
-    def call(self, method: str, params: dict | None = None) -> Any:
+    def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
         result: Any = None
         for ev in self.stream(method, params):
             if ev.kind == "result":
                 result = ev.data.get("value", ev.data) if set(ev.data) == {"value"} else ev.data
         return result
 
-    def synthesize(self, **params) -> Iterator[Event]:
-        return self.stream("tts.synthesize", params)
+    def synthesize(self, request: Synthesize | None = None, **params: Any) -> Iterator[Event]:
+        return self.stream(Synthesize.method, _params(request, params))

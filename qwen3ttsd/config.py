@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from .formats import CHUNK_PROFILES
 
 DEFAULT_CONFIG_FILE = "/etc/qwen3ttsd/qwen3ttsd.toml"
 DEFAULT_MODELS_DIR = "/var/lib/qwen3ttsd/models"  # the service's; `qwen3tts-ctl models` uses it when unset
@@ -40,9 +43,10 @@ class DaemonConfig:
     max_text_chars: int = 20_000
     max_loaded_models: int = 2
     admin_group: str = "qwen3tts-admin"
-    first_chunk_frames: int = 1
-    chunk_frames: int = 4
+    first_chunk_frames: int = CHUNK_PROFILES["default"].first_chunk_frames
+    chunk_frames: int = CHUNK_PROFILES["default"].chunk_frames
     drain_timeout: float = 25.0            # SIGTERM: let streams finish this long
+    log_level: str = "info"
 
     def __post_init__(self) -> None:
         if not self.tts_socket:
@@ -67,7 +71,6 @@ class BridgeConfig:
     max_upload_bytes: int = 10 * 1024 * 1024
     max_input_chars: int = 20_000
     first_byte_timeout: float = 600.0      # covers a cold model load
-    default_model: str = ""
     log_level: str = "info"
     wyoming: str = ""                      # Wyoming TTS server: tcp://HOST:PORT or unix://PATH
     wyoming_zeroconf: str = ""             # announce it over mDNS: "1" or a service name
@@ -86,17 +89,19 @@ def _coerce(value: str, typ: Any) -> Any:
     return t(value)
 
 
+C = TypeVar("C", "DaemonConfig", "BridgeConfig")
 _SHARED = ("runtime_dir", "tts_socket", "admin_socket")
 
 
-def load(cls, section: str, overrides: dict[str, Any] | None = None,
-         env: dict[str, str] | None = None) -> Any:
+def load(cls: type[C], section: str, overrides: Mapping[str, Any] | None = None,
+         env: Mapping[str, str] | None = None) -> C:
     """Build ``cls`` from defaults < TOML[section] < env < overrides.
 
     Daemon fields read ``QWEN3TTSD_<NAME>``; bridge fields read ``QWEN3TTS_BRIDGE_<NAME>``,
     and the socket locations also fall back to the daemon's variables so both agree.
     """
-    env = os.environ if env is None else env
+    if env is None:
+        env = os.environ
     values: dict[str, Any] = {}
     path = env.get("QWEN3TTSD_CONFIG", DEFAULT_CONFIG_FILE)
     if path and Path(path).is_file():

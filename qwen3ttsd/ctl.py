@@ -18,22 +18,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import struct
 import sys
 import time
 
-from . import models_cli, probe
-from .client import DEFAULT_ADMIN_SOCKET, DEFAULT_SOCKET, Client
+from . import config, models_cli, probe
+from .client import Client
 from .errors import TTSError
 
 
-def _socket(args, admin: bool) -> str:
-    rd = args.runtime_dir or os.environ.get("QWEN3TTSD_RUNTIME_DIR")
-    if rd:
-        return os.path.join(rd, "admin.sock" if admin else "tts.sock")
-    return DEFAULT_ADMIN_SOCKET if admin else DEFAULT_SOCKET
+def _socket(args: argparse.Namespace, admin: bool) -> str:
+    """The daemon's sockets as the daemon's own settings say (--runtime-dir > environment >
+    /etc/qwen3ttsd/qwen3ttsd.toml > /run/qwen3ttsd)."""
+    try:
+        cfg = config.load(config.DaemonConfig, "daemon", {"runtime_dir": args.runtime_dir})
+    except (ValueError, OSError) as e:
+        raise TTSError("bad_request", f"bad configuration: {e}") from None
+    return cfg.admin_socket if admin else cfg.tts_socket
 
 
 def _print(obj) -> None:
@@ -121,7 +123,8 @@ def cmd_say(a) -> int:
 
 
 def cmd_bench(a) -> int:
-    ttfa, rtf = [], []
+    ttfa: list[float] = []
+    rtf: list[float] = []
     for i in range(a.n):
         t0 = time.monotonic()
         first = None
@@ -131,6 +134,8 @@ def cmd_bench(a) -> int:
                     first = time.monotonic() - t0
                 elif ev.kind == "result":
                     rtf.append(ev.data["rtf"])
+        if first is None:
+            raise TTSError("internal", "the stream ended without audio")
         ttfa.append(first)
         print(f"run {i + 1}: first audio {first * 1000:.0f} ms, rtf {rtf[-1]}", file=sys.stderr)
     print(f"first audio: median {statistics.median(ttfa) * 1000:.0f} ms (cold run 1: {ttfa[0] * 1000:.0f} ms); "

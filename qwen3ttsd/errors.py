@@ -6,6 +6,8 @@ and exceptions without importing the engine.
 
 from __future__ import annotations
 
+from typing import Any
+
 # code -> (HTTP status the bridge answers with, retryable by default)
 CODES: dict[str, tuple[int, bool]] = {
     "bad_request": (400, False),
@@ -31,7 +33,7 @@ class TTSError(Exception):
     """An error with a stable code, a human message and optional structured data."""
 
     def __init__(self, code: str, message: str, *, retryable: bool | None = None,
-                 data: dict | None = None) -> None:
+                 data: dict[str, Any] | None = None) -> None:
         if code not in CODES:
             code = "internal"
         super().__init__(message)
@@ -44,8 +46,8 @@ class TTSError(Exception):
     def http_status(self) -> int:
         return CODES[self.code][0]
 
-    def to_wire(self) -> dict:
-        d = {"code": self.code, "message": self.message, "retryable": self.retryable}
+    def to_wire(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"code": self.code, "message": self.message, "retryable": self.retryable}
         if self.data:
             d["data"] = self.data
         return d

@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from .client import DEFAULT_ADMIN_SOCKET
 
@@ -69,13 +70,21 @@ def _holders_running(inode: str) -> bool | None:
     return None if unknown else False
 
 
-def daemon_running(admin_socket: str = DEFAULT_ADMIN_SOCKET) -> bool | None:
-    """True/False, or None when this user cannot tell."""
+def service_state(admin_socket: str = DEFAULT_ADMIN_SOCKET) -> dict[str, Any]:
+    """``{running: True/False/None (cannot tell), status: the daemon's last sd_notify
+    STATUS or None, pid}`` - from systemd for the installed service, else from /proc."""
     if admin_socket == DEFAULT_ADMIN_SOCKET:
         sd = systemd_state()
         if sd is not None and sd.get("LoadState") == "loaded":
-            return sd.get("ActiveState") not in ("inactive", "failed")
+            return {"running": sd.get("ActiveState") not in ("inactive", "failed"),
+                    "status": sd.get("StatusText") or None, "pid": int(sd.get("MainPID") or 0) or None}
     inode = _listening_inode(admin_socket)
-    if inode is None:
-        return False  # nobody listens: a connection would fail, not start anything
-    return _holders_running(inode)
+    # nobody listens: a connection would fail, not start anything
+    running = False if inode is None else _holders_running(inode)
+    return {"running": running, "status": None, "pid": None}
+
+
+def daemon_running(admin_socket: str = DEFAULT_ADMIN_SOCKET) -> bool | None:
+    """True/False, or None when this user cannot tell."""
+    running: bool | None = service_state(admin_socket)["running"]
+    return running

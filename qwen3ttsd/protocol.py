@@ -15,6 +15,7 @@ with bounded container sizes, so a hostile peer cannot make us allocate more tha
 from __future__ import annotations
 
 import asyncio
+import socket
 import struct
 from typing import Any
 
@@ -29,12 +30,13 @@ MAX_REQUEST_FRAME = 16 * 1024 * 1024    # what the daemon accepts (voice uploads
 MAX_RESPONSE_FRAME = 4 * 1024 * 1024    # what clients accept
 _HEADER = struct.Struct(">I")
 
-# Notifications the daemon sends while a synthesize request streams.
-N_PROGRESS = "tts.progress"   # [msgid, {stage: queued|loading|generating, ...}]
-N_START = "tts.start"         # [msgid, {sample_rate, channels, format, mime}]
-N_CHUNK = "tts.chunk"         # [msgid, seq, {audio: bin, samples, t}]
-N_SEGMENT = "tts.segment"     # [msgid, {index, text, start, end}]: a segment's span in the audio (s)
-N_CANCEL = "$/cancel"         # client -> server: [msgid]
+# Notification names; their params are the dataclasses in messages.py.
+N_PROGRESS = "tts.progress"   # daemon -> client while a synthesize request streams
+N_START = "tts.start"
+N_CHUNK = "tts.chunk"
+N_SEGMENT = "tts.segment"     # a segment's span in the delivered audio (captions)
+N_CANCEL = "$/cancel"         # client -> daemon
+N_ERROR = "$/error"           # daemon -> client: a message with no usable msgid, or a broken frame
 
 
 class _Nil:
@@ -58,15 +60,15 @@ def pack(obj: Any) -> bytes:
     return _HEADER.pack(len(body)) + body
 
 
-def request(msgid: int, method: str, params: dict | None = None) -> bytes:
+def request(msgid: int, method: str, params: dict[str, Any] | None = None) -> bytes:
     return pack([REQUEST, msgid, method, [params or {}]])
 
 
-def response(msgid: int, error: dict | None, result: Any = None) -> bytes:
+def response(msgid: int, error: dict[str, Any] | None, result: Any = None) -> bytes:
     return pack([RESPONSE, msgid, error, result])
 
 
-def notification(method: str, params: list) -> bytes:
+def notification(method: str, params: list[Any]) -> bytes:
     return pack([NOTIFICATION, method, params])
 
 
@@ -106,7 +108,7 @@ def _message(obj: Any) -> Any:
     return NIL if obj is None else obj
 
 
-def read_frame_sync(sock, max_len: int) -> Any | None:
+def read_frame_sync(sock: socket.socket, max_len: int) -> Any | None:
     """Blocking twin of read_frame for the sync client."""
     header = _recv_exact(sock, 4)
     if header is None:
@@ -120,7 +122,7 @@ def read_frame_sync(sock, max_len: int) -> Any | None:
     return _message(unpack_body(body, max_len))
 
 
-def _recv_exact(sock, n: int) -> bytes | None:
+def _recv_exact(sock: socket.socket, n: int) -> bytes | None:
     buf = bytearray()
     while len(buf) < n:
         chunk = sock.recv(n - len(buf))
@@ -132,7 +134,7 @@ def _recv_exact(sock, n: int) -> bytes | None:
     return bytes(buf)
 
 
-def parse_request(msg: Any) -> tuple[int, str, dict]:
+def parse_request(msg: Any) -> tuple[int, str, dict[str, Any]]:
     """Validate a decoded message as a request; returns (msgid, method, params)."""
     if not isinstance(msg, list) or len(msg) != 4 or msg[0] != REQUEST:
         raise ProtocolError("expected a request [0, msgid, method, [params]]")

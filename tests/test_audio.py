@@ -28,7 +28,8 @@ def tone(seconds: float = 3.0, sr: int = SR, f: float = 220.0) -> np.ndarray:
     return (0.3 * np.sin(2 * np.pi * f * t) * (0.7 + 0.3 * np.sin(2 * np.pi * 3 * t))).astype(np.float32)
 
 
-def encode_stream(fmt: str, rate: int, pcm: np.ndarray, chunk: int = FRAME, speed: float = 1.0) -> tuple[bytes, list[bytes]]:
+def encode_stream(fmt: str, rate: int, pcm: np.ndarray, chunk: int = FRAME,
+                  speed: float = 1.0) -> tuple[bytes, list[bytes]]:
     p = AudioPipeline(fmt, rate, speed)
     parts = [p.header()]
     for i in range(0, len(pcm), chunk):
@@ -275,7 +276,7 @@ class _Canary:
         hits = self.hits = []
 
         class H(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802
+            def do_GET(self):
                 hits.append(self.path)
                 self.send_response(200)
                 self.end_headers()
@@ -295,7 +296,8 @@ class _Canary:
 def hostile_uploads(url: str, local_file: str) -> dict[str, bytes]:
     """Files that are not audio but make a naive ffmpeg fetch other resources."""
     return {
-        "hls-http": f"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:3,\n{url}/internal/voice.wav\n#EXT-X-ENDLIST\n".encode(),
+        "hls-http": (f"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:3,\n{url}/internal/voice.wav\n"
+                     "#EXT-X-ENDLIST\n").encode(),
         "hls-file": f"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:3,\nfile://{local_file}\n#EXT-X-ENDLIST\n".encode(),
         "concat": f"ffconcat version 1.0\nfile '{local_file}'\nfile '{url}/internal/b.wav'\n".encode(),
         "m3u": f"#EXTM3U\n{url}/internal/c.wav\n".encode() * 3,
@@ -320,7 +322,8 @@ def test_reference_playlists_never_fetch_anything(tmp_path):
 @pytest.mark.skipif(FFMPEG is None, reason="ffmpeg not installed")
 def test_reference_webm_and_m4a_still_decode():
     wav = _file(tone(3.0), SR)
-    for args in (["-c:a", "libopus", "-f", "webm"], ["-c:a", "aac", "-f", "mp4", "-movflags", "frag_keyframe+empty_moov"]):
+    for args in (["-c:a", "libopus", "-f", "webm"],
+                 ["-c:a", "aac", "-f", "mp4", "-movflags", "frag_keyframe+empty_moov"]):
         data = subprocess.run([FFMPEG, "-v", "error", "-i", "pipe:0", *args, "pipe:1"],
                               input=wav, capture_output=True).stdout
         assert data, args

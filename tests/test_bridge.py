@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import os
 import signal
 import struct
 import subprocess
@@ -24,7 +23,7 @@ import websockets
 from qwen3ttsd.client import Client
 from qwen3ttsd.testing import free_port
 
-from .helpers import PY, daemon_env, pid_alive, wait_for
+from .helpers import PY, daemon_env, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -414,5 +413,27 @@ def test_daemon_that_cannot_start_gives_503(tiny_models, tmp_path):
         r = httpx.post(b.url + "/v1/audio/speech", json={"input": "x"}, timeout=60)
         assert r.status_code == 503
         assert b.health()["daemon"]["failures"] >= 1
+    finally:
+        b.stop()
+
+
+def test_health_reads_the_daemons_live_state_and_never_wakes_it(tiny_models, tmp_path):
+    """A model loaded by a request (no warm-up, no admin.load) shows on /health at once, as
+    /v1/models has it; after the idle exit /health gives the last state, marked cached."""
+    b = Bridge(tmp_path, tiny_models["custom_voice"].parent, idle=2)
+    try:
+        assert b.health()["daemon"]["source"] == "cached"
+        r = httpx.post(b.url + "/v1/audio/speech", timeout=120,
+                       json={"input": "Load me.", "voice": "ryan", "response_format": "pcm", "max_frames": 2})
+        assert r.status_code == 200
+        d = b.health()["daemon"]
+        assert d["source"] == "live" and d["status"].startswith("ready: custom_voice"), d
+        models = {m["id"]: m for m in httpx.get(b.url + "/v1/models", timeout=30).json()["data"]}
+        assert models["custom_voice"]["loaded"] is True
+        wait_for(lambda: b.health()["daemon"]["pid"] is None, 30, what="idle exit")
+        d = b.health()["daemon"]
+        assert d["source"] == "cached" and d["last_status"].startswith("ready: custom_voice"), d
+        time.sleep(1)
+        assert b.health()["daemon"]["spawns"] == 1  # asking never started it again
     finally:
         b.stop()

@@ -17,7 +17,7 @@ from qwen3ttsd.text import prepare_segments
 from qwen3ttsd.text.ssml import SSMLError, parse_ssml
 
 from .helpers import PY, daemon_env, start_daemon
-from .test_wyoming import wy  # noqa: F401 - the bridge (with Wyoming) these tests share
+from .test_wyoming import wyoming_bridge
 
 FRAME_S = 0.08
 
@@ -138,6 +138,13 @@ def test_ctl_say_writes_subtitles(daemon, tmp_path):
 
 
 # --- through the bridge: SSE, WebSocket, Wyoming -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def wy(tiny_models, tmp_path_factory):
+    b = wyoming_bridge(tmp_path_factory.mktemp("capbridge"), tiny_models["custom_voice"].parent)
+    yield b
+    b.stop()
 
 
 @pytest.mark.slow

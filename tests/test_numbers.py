@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from qwen3ttsd.text.language import LANGUAGES, LANG_CODES, canonical_language
+from qwen3ttsd.text.language import LANG_CODES, LANGUAGES, canonical_language
 from qwen3ttsd.text.normalize import normalize
 
 READINGS = {
@@ -270,7 +270,8 @@ _NUMBERISH = st.one_of(
 _WORD = st.sampled_from(["wir", "nous", "los", "noi", "nós", "мы", "we", "我们", "私たち", "우리", "x", "ab"])
 _TOKEN = st.one_of(_NUMBERISH, _WORD)
 # a token ending in "." ("руб.") is an abbreviation, not a sentence end
-_SENTENCE = st.tuples(st.lists(_TOKEN.filter(lambda t: not t.endswith(".")), min_size=1, max_size=6), st.sampled_from(".!?")).map(
+_SENTENCE = st.tuples(st.lists(_TOKEN.filter(lambda t: not t.endswith(".")), min_size=1, max_size=6),
+                      st.sampled_from(".!?")).map(
     lambda t: "Aa " + " ".join(t[0]) + t[1])
 
 

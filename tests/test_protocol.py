@@ -105,7 +105,8 @@ def test_admin_check_root_own_uid_and_group(monkeypatch):
     class G:
         gr_gid = 4242
 
-    monkeypatch.setattr(grp, "getgrnam", lambda name: G if name == "qwen3tts-admin" else (_ for _ in ()).throw(KeyError(name)))
+    monkeypatch.setattr(grp, "getgrnam",
+                        lambda name: G if name == "qwen3tts-admin" else (_ for _ in ()).throw(KeyError(name)))
     monkeypatch.setattr(pwd, "getpwuid", lambda uid: type("P", (), {"pw_name": f"user{uid}"}))
     monkeypatch.setattr(os, "getgrouplist", lambda name, gid: [gid, 4242] if name == "user2000" else [gid])
     assert server.is_admin(0, 0, "qwen3tts-admin")

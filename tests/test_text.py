@@ -17,7 +17,8 @@ EN = [
     ("It has 1,234,567 rows.", "It has one million two hundred thirty-four thousand five hundred sixty-seven rows."),
     ("Only 7 left", "Only seven left"),
     ("It fell to -5 today", "It fell to minus five today"),
-    ("A 16 digit id 1234567890123456789", "A sixteen digit id one two three four five six seven eight nine zero one two three four five six seven eight nine"),
+    ("A 16 digit id 1234567890123456789", "A sixteen digit id one two three four five six seven eight nine zero "
+                                          "one two three four five six seven eight nine"),
     # ordinals
     ("the 1st place", "the first place"),
     ("the 22nd time", "the twenty-second time"),

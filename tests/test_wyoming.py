@@ -26,12 +26,17 @@ pytestmark = pytest.mark.slow
 FRAME_BYTES = 1920 * 2  # one 80 ms frame of pcm16 at 24 kHz
 
 
+def wyoming_bridge(root: Path, models_dir: Path) -> Bridge:
+    """A bridge serving Wyoming on a free loopback port (``.wyoming_port``)."""
+    port = free_port()
+    b = Bridge(root, models_dir, args=["--wyoming", f"tcp://127.0.0.1:{port}"])
+    b.wyoming_port = port
+    return b
+
+
 @pytest.fixture(scope="module")
 def wy(tiny_models, tmp_path_factory):
-    port = free_port()
-    b = Bridge(tmp_path_factory.mktemp("wyoming"), tiny_models["custom_voice"].parent,
-               args=["--wyoming", f"tcp://127.0.0.1:{port}"])
-    b.wyoming_port = port
+    b = wyoming_bridge(tmp_path_factory.mktemp("wyoming"), tiny_models["custom_voice"].parent)
     yield b
     b.stop()
 

@@ -3,7 +3,8 @@
 Plain function/class interfaces over float32 mono numpy arrays; no torch.
 """
 
-from .encoders import FORMATS, AudioFormatError, make_encoder
+from ..formats import AudioFormatError
+from .encoders import make_encoder
 from .pipeline import AudioPipeline
 
-__all__ = ["FORMATS", "AudioFormatError", "make_encoder", "AudioPipeline"]
+__all__ = ["AudioFormatError", "make_encoder", "AudioPipeline"]

@@ -25,37 +25,11 @@ import shutil
 import struct
 import subprocess
 import threading
+from typing import IO
 
 import numpy as np
 
-
-class AudioFormatError(ValueError):
-    """Unknown format, unsupported sample rate, or a missing encoder backend."""
-
-
-# name -> (mime type, allowed sample rates or None for any)
-FORMATS: dict[str, tuple[str, tuple[int, ...] | None]] = {
-    "pcm16": ("audio/pcm", None),
-    "f32": ("audio/x-f32le", None),
-    "wav": ("audio/wav", None),
-    "mulaw": ("audio/basic", None),
-    "alaw": ("audio/x-alaw-basic", None),
-    "flac": ("audio/flac", None),
-    "mp3": ("audio/mpeg", (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)),
-    "opus": ("audio/ogg", (8000, 12000, 16000, 24000, 48000)),
-    "aac": ("audio/aac", (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)),
-}
-ALIASES = {"pcm": "pcm16", "s16le": "pcm16", "pcm_s16le": "pcm16", "ulaw": "mulaw",
-           "g711_ulaw": "mulaw", "pcmu": "mulaw", "g711_alaw": "alaw", "pcma": "alaw",
-           "ogg": "opus", "float32": "f32"}
-
-
-def canonical_format(name: str) -> str:
-    n = (name or "").lower()
-    n = ALIASES.get(n, n)
-    if n not in FORMATS:
-        raise AudioFormatError(f"unknown audio format {name!r}; supported: {sorted(FORMATS)}")
-    return n
+from ..formats import FORMATS, AudioFormatError, canonical_format, check_rate
 
 
 def to_int16(pcm: np.ndarray) -> np.ndarray:
@@ -114,7 +88,7 @@ class Encoder:
     def __init__(self, fmt: str, sample_rate: int) -> None:
         self.format = fmt
         self.sample_rate = sample_rate
-        self.mime = FORMATS[fmt][0]
+        self.mime = FORMATS[fmt].mime
 
     def header(self) -> bytes:
         return b""
@@ -213,10 +187,13 @@ class _WholeFileSink(io.BytesIO):
     closed_by_encoder = False
 
 
+_MPEG2_MAX_RATE = 24_000  # MPEG-2 layer III rates end here; MPEG-1 above
+
+
 def mp3_cbr_level(sample_rate: int) -> float:
     """libsndfile compression level for speech-quality CBR: ~64 kbit/s up to 24 kHz
     (MPEG-2), ~96 kbit/s above (MPEG-1)."""
-    return 0.6 if sample_rate <= 24000 else 0.8
+    return 0.6 if sample_rate <= _MPEG2_MAX_RATE else 0.8
 
 
 class SndfileEncoder(Encoder):
@@ -234,7 +211,7 @@ class SndfileEncoder(Encoder):
         try:
             self._sf = sf.SoundFile(self._sink, mode="w", samplerate=sample_rate, channels=1,
                                     format=container, subtype=subtype, **extra)
-        except Exception as e:  # noqa: BLE001 - libsndfile says no (rate, build)
+        except Exception as e:
             raise AudioFormatError(f"{fmt} at {sample_rate} Hz is not supported: {e}") from e
 
     def header(self) -> bytes:
@@ -271,6 +248,9 @@ class FfmpegEncoder(Encoder):
         env = {k: v for k, v in os.environ.items() if not k.startswith("LISTEN_")}
         self._p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                    stderr=subprocess.DEVNULL, env=env)
+        assert self._p.stdin is not None and self._p.stdout is not None  # PIPE
+        self._stdin: IO[bytes] = self._p.stdin
+        self._stdout: IO[bytes] = self._p.stdout
         self._buf = bytearray()
         self._written = 0
         self._ready = threading.Event()
@@ -280,7 +260,8 @@ class FfmpegEncoder(Encoder):
 
     def _drain(self) -> None:
         while True:
-            data = self._p.stdout.read1(65536) if hasattr(self._p.stdout, "read1") else self._p.stdout.read(4096)
+            out = self._stdout
+            data = out.read1(65536) if isinstance(out, io.BufferedReader) else out.read(4096)
             if not data:
                 return
             with self._lock:
@@ -295,8 +276,8 @@ class FfmpegEncoder(Encoder):
 
     def encode(self, pcm: np.ndarray) -> bytes:
         try:
-            self._p.stdin.write(to_int16(pcm).tobytes())
-            self._p.stdin.flush()
+            self._stdin.write(to_int16(pcm).tobytes())
+            self._stdin.flush()
         except BrokenPipeError as e:
             raise AudioFormatError("ffmpeg encoder exited") from e
         self._written += len(pcm)
@@ -309,7 +290,7 @@ class FfmpegEncoder(Encoder):
 
     def finish(self) -> bytes:
         try:
-            self._p.stdin.close()
+            self._stdin.close()
         except BrokenPipeError:
             pass
         self._p.wait(timeout=30)
@@ -324,12 +305,8 @@ class FfmpegEncoder(Encoder):
 
 def make_encoder(fmt: str, sample_rate: int) -> Encoder:
     fmt = canonical_format(fmt)
-    allowed = FORMATS[fmt][1]
-    if not isinstance(sample_rate, int) or not 4000 <= sample_rate <= 192_000:
-        raise AudioFormatError(f"sample rate {sample_rate!r} out of range")
-    if allowed is not None and sample_rate not in allowed:
-        raise AudioFormatError(f"{fmt} does not support {sample_rate} Hz; use one of {list(allowed)}")
-    if fmt in ("pcm16", "f32", "mulaw", "alaw"):
+    check_rate(fmt, sample_rate)
+    if FORMATS[fmt].raw:
         return RawEncoder(fmt, sample_rate)
     if fmt == "wav":
         return WavEncoder(fmt, sample_rate)

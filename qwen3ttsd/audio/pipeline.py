@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .encoders import AudioFormatError, Encoder, make_encoder
-
-MODEL_RATE = 24_000
-SPEED_RANGE = (0.25, 4.0)
+from ..formats import MODEL_RATE, SPEED_RANGE, AudioFormatError
+from .encoders import Encoder, make_encoder
 
 
 class TimeStretch:
@@ -31,11 +29,11 @@ class TimeStretch:
         self.hop = self.n // 2
         self.tol = int(rate * 0.008)            # +-8 ms search
         self.win = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(self.n) / self.n)).astype(np.float32)
-        self.buf = np.zeros(self.tol, np.float32)  # left pad so the first search has room
+        self.buf: np.ndarray = np.zeros(self.tol, np.float32)  # left pad so the first search has room
         self.buf_start = -self.tol               # absolute input index of buf[0]
         self.k = 0                               # next output frame
-        self.prev = None                         # absolute input start of the previous frame
-        self.out = np.zeros(self.n, np.float32)  # overlap-add accumulator (starts at k*hop)
+        self.prev: int | None = None             # absolute input start of the previous frame
+        self.out: np.ndarray = np.zeros(self.n, np.float32)  # overlap-add accumulator (starts at k*hop)
         self.total_in = 0
 
     def _frame(self, final: bool) -> np.ndarray | None:
@@ -77,6 +75,7 @@ class TimeStretch:
             self.out = np.concatenate([self.out[self.hop:], np.zeros(self.hop, np.float32)])
             self.k += 1
             # forget input no later frame can reach
+            assert self.prev is not None  # set by _frame
             keep_from = min(int(round(self.k * self.hop * self.speed)) - self.tol,
                             self.prev + self.hop) - self.buf_start
             if keep_from > 0:

@@ -22,9 +22,9 @@ import subprocess
 
 import numpy as np
 
+from ..formats import MODEL_RATE as TARGET_RATE  # references are cleaned at the model's rate
 from .encoders import AudioFormatError
 
-TARGET_RATE = 24_000
 MIN_SECONDS = 1.0
 MAX_SECONDS = 15.0
 TARGET_RMS_DBFS = -20.0
@@ -87,7 +87,7 @@ def process_reference(data: bytes, max_seconds: float = MAX_SECONDS) -> np.ndarr
         return _process(data, max_seconds)
     except ReferenceAudioError:
         raise
-    except Exception as e:  # noqa: BLE001 - decoder/resampler surprises are bad input too
+    except Exception as e:
         raise ReferenceAudioError(f"the audio could not be processed ({type(e).__name__})") from e
 
 
@@ -112,8 +112,8 @@ def _process(data: bytes, max_seconds: float) -> np.ndarray:
     loud = np.nonzero(db > SILENCE_DBFS)[0]
     if len(loud) == 0:
         raise ReferenceAudioError("the audio is silent")
-    start = max(0, loud[0] - 5) * hop          # keep 50 ms before speech
-    end = min(len(db), loud[-1] + 1 + 10) * hop  # and 100 ms after
+    start = max(0, int(loud[0]) - 5) * hop          # keep 50 ms before speech
+    end = min(len(db), int(loud[-1]) + 1 + 10) * hop  # and 100 ms after
     mono = mono[start:end]
     limit = int(max_seconds * TARGET_RATE)
     if len(mono) > limit:

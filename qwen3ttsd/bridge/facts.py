@@ -15,11 +15,15 @@ import contextlib
 import logging
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..client import AsyncClient
 from ..config import BridgeConfig
 from ..errors import TTSError
+from .metrics import Metrics
+
+if TYPE_CHECKING:
+    from ..activator import Activator
 
 log = logging.getLogger("qwen3tts.bridge.facts")
 
@@ -32,17 +36,17 @@ LANGUAGES = ("chinese", "english", "japanese", "korean", "german", "french", "ru
 class DaemonFacts:
     """Last known models, voices, languages and admin status of the daemon."""
 
-    def __init__(self, cfg: BridgeConfig, activator=None, metrics=None) -> None:
+    def __init__(self, cfg: BridgeConfig, activator: Activator | None = None, metrics: Metrics | None = None) -> None:
         self.cfg = cfg
         self.activator = activator
         self.metrics = metrics
-        self.models: list[dict] | None = None
-        self.voices: dict | None = None
+        self.models: list[dict[str, Any]] | None = None
+        self.voices: dict[str, Any] | None = None
         self.languages: list[str] | None = None
-        self.status: dict | None = None
+        self.status: dict[str, Any] | None = None
         self.status_error: str | None = None
         self.at: float | None = None          # wall-clock time of the last successful refresh
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
 
     # --- knowledge ---------------------------------------------------------------------
 
@@ -57,7 +61,7 @@ class DaemonFacts:
             return list(self.voices.get("speakers") or [])
         return list(BUILTIN_SPEAKERS)
 
-    def clones(self) -> list[dict]:
+    def clones(self) -> list[dict[str, Any]]:
         return list((self.voices or {}).get("clones", []))
 
     def language_names(self) -> list[str]:

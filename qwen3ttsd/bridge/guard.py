@@ -25,16 +25,13 @@ import hmac
 import ipaddress
 import json
 import socket
-from typing import Any, Awaitable, Callable
 from urllib.parse import parse_qs, urlsplit
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..config import BridgeConfig
 from ..errors import TTSError
 from .http_errors import error_body
-
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict]]
-Send = Callable[[dict], Awaitable[None]]
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 SMALL_BODY = 64 * 1024            # anything that is not a speech request or an upload
@@ -104,7 +101,7 @@ def bearer_ok(authorization: str, key: str) -> bool:
 class Guard:
     """ASGI middleware applying the checks above; refusals are the usual JSON errors."""
 
-    def __init__(self, app: Callable, cfg: BridgeConfig) -> None:
+    def __init__(self, app: ASGIApp, cfg: BridgeConfig) -> None:
         self.app = app
         self.cfg = cfg
         self.hosts = _csv(cfg.allowed_hosts)
@@ -160,7 +157,7 @@ class Guard:
         seen = 0
         started = False
 
-        async def counting_receive() -> dict:
+        async def counting_receive() -> Message:
             nonlocal seen
             message = await receive()
             seen += len(message.get("body", b""))
@@ -168,7 +165,7 @@ class Guard:
                 raise BodyTooLarge()
             return message
 
-        async def tracking_send(message: dict) -> None:
+        async def tracking_send(message: Message) -> None:
             nonlocal started
             started = started or message["type"] == "http.response.start"
             await send(message)

@@ -13,6 +13,7 @@ import logging
 import shlex
 import socket
 import sys
+from typing import Any
 
 from .. import __version__, config
 
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         activator = Activator(cfg.runtime_dir, cmd, tts_path=cfg.tts_socket, admin_path=cfg.admin_socket)
         activator.open()  # bind before serving HTTP so the first request finds the socket
     app = create_app(cfg, activator)
-    kw = dict(log_level=cfg.log_level.lower(), loop="asyncio", http="h11", ws="websockets-sansio",
+    kw: dict[str, Any] = dict(log_level=cfg.log_level.lower(), loop="asyncio", http="h11", ws="websockets-sansio",
               timeout_keep_alive=5, access_log=False, lifespan="on")
     if cfg.fd >= 0:
         sock = socket.socket(fileno=cfg.fd)

@@ -1,9 +1,14 @@
-"""Prometheus text exposition without a client library (a few counters and gauges)."""
+"""Prometheus text exposition without a client library (a few counters and gauges), and
+the middleware that counts every HTTP request by route and status."""
 
 from __future__ import annotations
 
 import time
 from collections import defaultdict
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+UNMATCHED = "unmatched"   # one label for every unknown path (no unbounded label set)
 
 
 class Metrics:
@@ -43,3 +48,24 @@ class Metrics:
         for k, v in (extra or {}).items():
             lines += [f"# TYPE {k} gauge", f"{k} {v}"]
         return "\n".join(lines) + "\n"
+
+
+class MetricsMiddleware:
+    """Counts each HTTP response once, when its status goes out, under the route's path
+    template (``/v1/audio/voices/{name}``): GETs, errors and streams alike."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def counting_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                route = scope.get("route")
+                self.metrics.observe(getattr(route, "path", UNMATCHED), message["status"])
+            await send(message)
+
+        await self.app(scope, receive, counting_send)

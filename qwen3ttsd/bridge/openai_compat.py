@@ -6,6 +6,8 @@ import json
 from typing import Any
 
 from ..errors import TTSError
+from ..formats import OPENAI_FORMATS
+from ..messages import Bool, Num, Synthesize, bad
 from ..text.language import LANG_CODES  # ISO suffixes in model names ("tts-1-es"); light import
 
 # OpenAI voice -> Qwen3-TTS CustomVoice speaker (closest timbre; English speakers first).
@@ -15,28 +17,12 @@ VOICE_MAP = {
     "verse": "ryan", "marin": "vivian", "cedar": "aiden",
 }
 OPENAI_MODELS = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")
-# response_format -> (daemon format, Content-Type)
-FORMATS = {
-    "mp3": ("mp3", "audio/mpeg"), "opus": ("opus", "audio/ogg"), "aac": ("aac", "audio/aac"),
-    "flac": ("flac", "audio/flac"), "wav": ("wav", "audio/wav"), "pcm": ("pcm16", "audio/pcm"),
-    "mulaw": ("mulaw", "audio/basic"), "alaw": ("alaw", "audio/x-alaw-basic"),
-    "f32": ("f32", "audio/x-f32le"),
-}
-# Extra (non-OpenAI) fields and their JSON types; the daemon checks ranges (one place).
-EXTRA_FIELDS: dict[str, tuple[type, ...]] = {
-    "language": (str,), "priority": (str,), "normalize": (bool,),
-    "seed": (int,), "sample_rate": (int,), "top_k": (int,), "chunk_frames": (int,),
-    "first_chunk_frames": (int,), "max_frames": (int,),
-    "temperature": (int, float), "top_p": (int, float), "repetition_penalty": (int, float),
-}
-WIRE_INT_LIMIT = 2 ** 63   # msgpack integers are 64-bit
+# Extra (non-OpenAI) fields: passed on as they are, typed and bounded by messages.Synthesize.
+EXTRA_FIELDS = ("language", "priority", "normalize", "seed", "sample_rate", "top_k", "chunk_frames",
+                "first_chunk_frames", "max_frames", "temperature", "top_p", "repetition_penalty")
 OPENAI_FIELDS = ("model", "input", "voice", "response_format", "speed", "instructions", "stream_format")
 IGNORED_FIELDS = ("stream", "user")  # sent by some clients; they change nothing here
 KNOWN_FIELDS = frozenset(OPENAI_FIELDS + tuple(EXTRA_FIELDS) + IGNORED_FIELDS)
-
-
-def bad(message: str, param: str | None = None) -> TTSError:
-    return TTSError("bad_request", message, data={"param": param} if param else None)
 
 
 def _reject_constant(name: str) -> Any:
@@ -84,16 +70,6 @@ def model_and_language(model: str | None) -> tuple[str | None, str | None]:
     return m, None
 
 
-def typed_field(key: str, value: Any, types: tuple[type, ...]) -> Any:
-    is_bool = isinstance(value, bool)
-    if (is_bool and bool not in types) or not isinstance(value, types):
-        kind = {str: "a string", bool: "true or false", int: "an integer"}.get(types[0], "a number")
-        raise bad(f"{key} must be {kind}", key)
-    if isinstance(value, int) and not is_bool and not -WIRE_INT_LIMIT <= value < WIRE_INT_LIMIT:
-        raise bad(f"{key} is out of range", key)
-    return value
-
-
 def _choice(body: dict[str, Any], key: str, options: tuple[str, ...], default: str) -> str:
     value = body.get(key, default)
     if not isinstance(value, str) or value not in options:
@@ -101,8 +77,8 @@ def _choice(body: dict[str, Any], key: str, options: tuple[str, ...], default: s
     return value
 
 
-def speech_params(body: dict[str, Any], max_chars: int) -> tuple[dict[str, Any], str, str]:
-    """Validate an OpenAI speech body; returns (daemon params, response_format, stream_format)."""
+def speech_params(body: dict[str, Any], max_chars: int) -> tuple[Synthesize, str, str]:
+    """Validate an OpenAI speech body; returns (daemon request, response_format, stream_format)."""
     if not isinstance(body, dict):
         raise bad("request body must be a JSON object")
     unknown = sorted(set(body) - KNOWN_FIELDS)
@@ -120,30 +96,34 @@ def speech_params(body: dict[str, Any], max_chars: int) -> tuple[dict[str, Any],
         voice = voice.get("id")
     if not isinstance(voice, str) or not voice:
         raise bad("'voice' must be a string or {\"id\": ...}", "voice")
-    voice = VOICE_MAP.get(voice.lower(), voice)
-    rf = _choice(body, "response_format", tuple(FORMATS), "mp3")
+    rf = _choice(body, "response_format", tuple(OPENAI_FORMATS), "mp3")
     sf = _choice(body, "stream_format", ("audio", "sse"), "audio")
-    speed = body.get("speed", 1.0)
-    if isinstance(speed, bool) or not isinstance(speed, (int, float)) or not 0.25 <= speed <= 4.0:
-        raise bad("speed must be a number from 0.25 to 4.0", "speed")
     model = body.get("model")
     if model is not None and not isinstance(model, str):
         raise bad("model must be a string", "model")
     model, lang = model_and_language(model)
-    params: dict[str, Any] = {"text": text, "voice": voice, "format": FORMATS[rf][0], "speed": float(speed)}
-    if model:
-        params["model"] = model
-    if lang:
-        params["language"] = lang
+    wire: dict[str, Any] = {"text": text, "voice": VOICE_MAP.get(voice.lower(), voice),
+                            "format": OPENAI_FORMATS[rf].name, "speed": body.get("speed"),
+                            "model": model, "language": lang}
     instructions = body.get("instructions")
-    if instructions is not None:
-        if not isinstance(instructions, str):
-            raise bad("instructions must be a string", "instructions")
-        if instructions.strip():
-            params["instructions"] = instructions
-    for k, types in EXTRA_FIELDS.items():
-        if body.get(k) is not None:
-            params[k] = typed_field(k, body[k], types)
-    if rf == "pcm" and "sample_rate" not in params:
-        params["sample_rate"] = 24000
-    return params, rf, sf
+    if instructions is not None and (not isinstance(instructions, str) or instructions.strip()):
+        wire["instructions"] = instructions  # a blank one means none
+    wire.update({k: body[k] for k in EXTRA_FIELDS if body.get(k) is not None})
+    return Synthesize.from_wire(wire, strict=True, limits={"text": max_chars}), rf, sf
+
+
+def form_fields(form: dict[str, str]) -> dict[str, Any]:
+    """Multipart text fields as JSON would carry them: numbers and booleans parsed by the
+    kind messages.Synthesize declares for each."""
+    out: dict[str, Any] = dict(form)
+    names = Synthesize.wire_names()
+    for k, v in form.items():
+        kind = Synthesize.kind_of(k) if k in names else None
+        if isinstance(kind, Num):
+            try:
+                out[k] = int(v) if kind.whole else float(v)
+            except ValueError:
+                raise bad(f"{k} must be {'an integer' if kind.whole else 'a number'}", k) from None
+        elif isinstance(kind, Bool) and v.lower() in ("true", "false"):
+            out[k] = v.lower() == "true"
+    return out

@@ -22,7 +22,7 @@ from importlib import resources
 
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from .. import __version__
@@ -34,7 +34,7 @@ STATIC = resources.files("qwen3ttsd.bridge") / "static"
 _STARTED = time.time()
 
 
-def page_routes(cfg: BridgeConfig, facts: DaemonFacts) -> list:
+def page_routes(cfg: BridgeConfig, facts: DaemonFacts) -> list[BaseRoute]:
     async def index(request: Request) -> Response:
         return FileResponse(str(STATIC / "index.html"), headers={"Cache-Control": "no-cache"})
 

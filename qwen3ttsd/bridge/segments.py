@@ -20,9 +20,12 @@ from typing import Any, AsyncIterator
 from ..client import STREAM_BUFFER, AsyncClient, ConnectionLost
 from ..errors import TTSError
 
+# What a segment's queue carries: audio (bytes) and captions (dicts), then None (done) or the error.
+Audio = bytes | dict[str, Any] | TTSError | None
 
-async def fetch_in_order(tts_socket: str, params: dict, audio: asyncio.Queue, prev: asyncio.Event | None,
-                         queued: asyncio.Event) -> None:
+
+async def fetch_in_order(tts_socket: str, params: dict[str, Any], audio: asyncio.Queue[Audio],
+                         prev: asyncio.Event | None, queued: asyncio.Event) -> None:
     """Run one segment's daemon request: its audio chunks (bytes) and captions (dicts) go
     into ``audio``, then None (done) or a TTSError. It is sent once ``prev`` is set (the
     previous segment is in the daemon's queue) and sets ``queued`` when its own is, so the
@@ -47,7 +50,7 @@ async def fetch_in_order(tts_socket: str, params: dict, audio: asyncio.Queue, pr
         queued.set()  # never hold up the next segment
 
 
-async def _synthesize_into(tts_socket: str, params: dict, audio: asyncio.Queue, queued: asyncio.Event,
+async def _synthesize_into(tts_socket: str, params: dict[str, Any], audio: asyncio.Queue[Audio], queued: asyncio.Event,
                            retry: bool) -> int | None:
     """Audio chunks into ``audio``; their count, or None if the connection was lost before
     the first one and ``retry`` allows another try."""
@@ -72,14 +75,14 @@ class OrderedSegments:
     def __init__(self, tts_socket: str, params: dict[str, Any]) -> None:
         self.tts_socket = tts_socket
         self.params = dict(params, session=uuid.uuid4().hex)
-        self._order: asyncio.Queue = asyncio.Queue()       # per-segment audio queues, then None
-        self._tasks: list[asyncio.Task] = []
+        self._order: asyncio.Queue[asyncio.Queue[Audio] | None] = asyncio.Queue()  # per segment, then None
+        self._tasks: list[asyncio.Task[None]] = []
         self._last_queued: asyncio.Event | None = None
         self.count = 0
 
     def add(self, text: str) -> None:
         """Request ``text`` now (pipelined behind the previous segment)."""
-        audio: asyncio.Queue = asyncio.Queue(STREAM_BUFFER)  # bounded: backpressure to the daemon
+        audio: asyncio.Queue[Audio] = asyncio.Queue(STREAM_BUFFER)  # bounded: backpressure to the daemon
         queued = asyncio.Event()
         self._tasks.append(asyncio.create_task(fetch_in_order(
             self.tts_socket, dict(self.params, text=text), audio, self._last_queued, queued)))

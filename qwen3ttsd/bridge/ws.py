@@ -48,39 +48,41 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from ..client import STREAM_BUFFER, AsyncClient
 from ..config import BridgeConfig
 from ..errors import TTSError
+from ..formats import CALL_RATE, CHUNK_PROFILES, FORMATS, MODEL_RATE, RAW_FORMATS, AudioFormatError, canonical_format
+from ..messages import DEFAULT_SPEAKER, Bool, Synthesize, Warmup
+from ..text.language import LANG_CODES
 from ..text.split import IncrementalSplitter, WholeDocument
-from .openai_compat import EXTRA_FIELDS, LANG_CODES, VOICE_MAP, typed_field
-from .segments import fetch_in_order
+from .metrics import Metrics
+from .openai_compat import VOICE_MAP
+from .segments import Audio, fetch_in_order
 
 log = logging.getLogger("qwen3tts.bridge.ws")
+CALL_CHUNKS = CHUNK_PROFILES["call"]
+Order = tuple[int, str, "asyncio.Queue[Audio]"] | None   # a segment (index, text, its audio) | None: flush
+SESSION_DEFAULTS = {"voice": DEFAULT_SPEAKER, "language": "auto", "format": "pcm16", "sample_rate": MODEL_RATE,
+                    "speed": 1.0, "audio_header": True, "text_format": "text"}
+TEXT_FORMATS = ("text", "ssml")   # ssml: the call's text is one SSML document, spoken at flush
+SESSION_FIELDS = ("voice", "language", "format", "sample_rate", "instructions", "speed", "seed", "model",
+                  "temperature", "top_k", "top_p", "max_frames")
 
-WS_FORMATS = {"pcm16": 2, "pcm": 2, "mulaw": 1, "ulaw": 1, "alaw": 1, "f32": 4}
-RATES = (8000, 16000, 22050, 24000, 44100, 48000)
-# session.update fields beyond the shared extra fields, and their JSON types
-SESSION_FIELDS: dict[str, tuple[type, ...]] = {
-    "voice": (str,), "format": (str,), "instructions": (str,), "model": (str,),
-    "speed": (int, float), "audio_header": (bool,), "text_format": (str,),
-}
 
 
 class Session:
-    def __init__(self, ws: WebSocket, cfg: BridgeConfig, metrics) -> None:
+    def __init__(self, ws: WebSocket, cfg: BridgeConfig, metrics: Metrics) -> None:
         self.ws = ws
         self.cfg = cfg
         self.metrics = metrics
-        self.conf: dict[str, Any] = {"voice": "vivian", "language": "auto", "format": "pcm16",
-                                     "sample_rate": 24000, "speed": 1.0, "audio_header": True,
-                                     "text_format": "text"}
-        self.splitter = IncrementalSplitter()
-        self.order: asyncio.Queue = asyncio.Queue()   # ("seg", idx, text, stream-queue) | ("flush",)
-        self.streams: dict[int, asyncio.Task] = {}
+        self.conf: dict[str, Any] = dict(SESSION_DEFAULTS)
+        self.splitter: IncrementalSplitter | WholeDocument = IncrementalSplitter()
+        self.order: asyncio.Queue[Order] = asyncio.Queue()
+        self.streams: dict[int, asyncio.Task[None]] = {}
         self.seg_index = 0
         self.seq = 0
         self.sent_samples = 0
         self.sent_bytes = 0
         self.segments_done = 0
-        self.player: asyncio.Task | None = None
-        self.keeper: asyncio.Task | None = None
+        self.player: asyncio.Task[None] | None = None
+        self.keeper: asyncio.Task[None] | None = None
         self.session_id = uuid.uuid4().hex  # the daemon continues one codec stream per call
         self.last_queued: asyncio.Event | None = None  # the previous segment reached the daemon queue
         self.send_lock = asyncio.Lock()
@@ -88,60 +90,60 @@ class Session:
 
     # --- config ------------------------------------------------------------------------
 
-    def update(self, msg: dict) -> None:
+    def update(self, msg: dict[str, Any]) -> None:
         c = dict(self.conf)
-        for k in ("voice", "language", "format", "sample_rate", "instructions", "speed", "seed",
-                  "model", "audio_header", "temperature", "top_k", "top_p", "max_frames", "text_format"):
-            if k in msg:
-                c[k] = typed_field(k, msg[k], SESSION_FIELDS.get(k) or EXTRA_FIELDS[k])
-        if c["text_format"] not in ("text", "ssml"):
-            raise TTSError("bad_request", "text_format must be 'text' or 'ssml'")
+        c.update({k: SESSION_DEFAULTS.get(k) if msg[k] is None else msg[k]  # null: back to the default
+                  for k in (*SESSION_FIELDS, "audio_header", "text_format") if k in msg})
+        if c["text_format"] not in TEXT_FORMATS:
+            raise TTSError("bad_request", f"text_format must be one of {list(TEXT_FORMATS)}")
+        try:
+            fmt = canonical_format(str(c["format"]))
+        except AudioFormatError:
+            fmt = ""
+        if fmt not in RAW_FORMATS:
+            raise TTSError("bad_request", f"format must be one of {list(RAW_FORMATS)}")
+        if FORMATS[fmt].telephony and "sample_rate" not in msg:
+            c["sample_rate"] = CALL_RATE
+        c["format"] = fmt
+        # types and bounds: the daemon's own declarations, so a bad value fails here, at once
+        Synthesize.from_wire({"text": "-", **{k: c[k] for k in SESSION_FIELDS if k in c}}, strict=True)
+        Bool().check("audio_header", c["audio_header"], True, None)
+        lang = c["language"].lower()
+        c["language"] = LANG_CODES.get(lang, lang)
         if c["text_format"] != self.conf["text_format"]:
             self.splitter = self.new_splitter(c["text_format"])
-        fmt = str(c["format"]).lower()
-        if fmt not in WS_FORMATS:
-            raise TTSError("bad_request", f"format must be one of {sorted(WS_FORMATS)}")
-        if fmt in ("mulaw", "ulaw", "alaw") and "sample_rate" not in msg:
-            c["sample_rate"] = 8000
-        if c["sample_rate"] not in RATES:
-            raise TTSError("bad_request", f"sample_rate must be one of {RATES}")
-        if not isinstance(c["speed"], (int, float)) or not 0.25 <= c["speed"] <= 4.0:
-            raise TTSError("bad_request", "speed must be within 0.25..4.0")
-        lang = str(c["language"]).lower()
-        c["language"] = LANG_CODES.get(lang, lang)
-        c["format"] = {"pcm": "pcm16", "ulaw": "mulaw"}.get(fmt, fmt)
         self.conf = c
 
-    def new_splitter(self, text_format: str | None = None) -> "IncrementalSplitter | WholeDocument":
+    def new_splitter(self, text_format: str | None = None) -> IncrementalSplitter | WholeDocument:
         fmt = text_format or self.conf["text_format"]
         return WholeDocument(self.cfg.max_input_chars) if fmt == "ssml" else IncrementalSplitter()
 
-    def params(self, text: str) -> dict:
+    def request(self, text: str) -> Synthesize:
+        """The daemon request for one segment of the call."""
         c = self.conf
-        p = {"text": text, "voice": VOICE_MAP.get(str(c["voice"]).lower(), c["voice"]),
-             "language": c["language"], "format": c["format"], "sample_rate": c["sample_rate"],
-             "speed": float(c["speed"]), "priority": "realtime", "first_chunk_frames": 1, "chunk_frames": 2,
-             "session": self.session_id}
-        for k in ("instructions", "seed", "model", "temperature", "top_k", "top_p", "max_frames"):
-            if c.get(k) is not None:
-                p[k] = c[k]
-        if "seed" in p:
-            p["seed"] = int(p["seed"]) + self.seg_index
-        return p
+        seed = c.get("seed")
+        return Synthesize(
+            text=text, voice=VOICE_MAP.get(c["voice"].lower(), c["voice"]), instruct=c.get("instructions"),
+            model=c.get("model"), language=c["language"], format=c["format"], sample_rate=c["sample_rate"],
+            speed=float(c["speed"]), seed=None if seed is None else seed + self.seg_index,
+            first_chunk_frames=CALL_CHUNKS.first_chunk_frames, chunk_frames=CALL_CHUNKS.chunk_frames,
+            priority="realtime", temperature=c.get("temperature"), top_k=c.get("top_k"), top_p=c.get("top_p"),
+            max_frames=c.get("max_frames"), session=self.session_id)
 
     def start_keeper(self) -> None:
         if self.keeper is not None:
             self.keeper.cancel()
-        self.keeper = asyncio.create_task(self._keep_warm(dict(self.params("warm up"))))
+        r = self.request("warm up")
+        self.keeper = asyncio.create_task(self._keep_warm(
+            Warmup(voice=r.voice, instruct=r.instruct, model=r.model, language=r.language)))
 
-    async def _keep_warm(self, params: dict) -> None:
+    async def _keep_warm(self, warm: Warmup) -> None:
         """Warm the session's model, then keep a live connection (a call is activity)."""
-        params = {k: params[k] for k in ("voice", "model", "instructions", "language") if k in params}
         while not self.closed:
             try:
                 async with AsyncClient(self.cfg.tts_socket) as c:
                     try:
-                        info = await c.call("tts.warmup", params)
+                        info = await c.call(Warmup.method, warm.to_wire())
                         await self.send_json({"type": "warm", **info})
                     except TTSError as e:
                         if e.code in ("bad_request", "not_found", "unsupported"):
@@ -159,7 +161,7 @@ class Session:
 
     # --- sending -----------------------------------------------------------------------
 
-    async def send_json(self, obj: dict) -> None:
+    async def send_json(self, obj: dict[str, Any]) -> None:
         async with self.send_lock:
             await self.ws.send_text(json.dumps(obj))
 
@@ -170,7 +172,7 @@ class Session:
     async def send_audio(self, data: bytes) -> None:
         if not data:
             return
-        width = WS_FORMATS[self.conf["format"]]
+        width = FORMATS[self.conf["format"]].sample_width or 1
         frame = struct.pack(">II", self.seq & 0xFFFFFFFF, self.sent_ms & 0xFFFFFFFF) + data \
             if self.conf["audio_header"] else data
         async with self.send_lock:
@@ -187,12 +189,12 @@ class Session:
         for text in segments:
             idx = self.seg_index
             self.seg_index += 1
-            q: asyncio.Queue = asyncio.Queue(STREAM_BUFFER)  # bounded: backpressure to the daemon
+            q: asyncio.Queue[Audio] = asyncio.Queue(STREAM_BUFFER)  # bounded: backpressure to the daemon
             queued = asyncio.Event()
             self.streams[idx] = asyncio.create_task(
-                fetch_in_order(self.cfg.tts_socket, self.params(text), q, self.last_queued, queued))
+                fetch_in_order(self.cfg.tts_socket, self.request(text).to_wire(), q, self.last_queued, queued))
             self.last_queued = queued
-            self.order.put_nowait(("seg", idx, text, q))
+            self.order.put_nowait((idx, text, q))
             idxs.append(idx)
         return idxs
 
@@ -200,10 +202,10 @@ class Session:
         """Forward segments' audio strictly in order."""
         while True:
             item = await self.order.get()
-            if item[0] == "flush":
+            if item is None:
                 await self.send_json({"type": "flushed", "sent_ms": self.sent_ms})
                 continue
-            _, idx, text, q = item
+            idx, _, q = item
             start_ms = self.sent_ms  # where this segment's audio begins on the call's timeline
             while True:
                 data = await q.get()
@@ -259,7 +261,7 @@ async def announce(s: Session, segments: list[str]) -> None:
         await s.send_json({"type": "segment", "index": idx, "text": text})
 
 
-async def speech_stream_ws(ws: WebSocket, cfg: BridgeConfig, metrics) -> None:
+async def speech_stream_ws(ws: WebSocket, cfg: BridgeConfig, metrics: Metrics) -> None:
     await ws.accept()
     s = Session(ws, cfg, metrics)
     s.player = asyncio.create_task(s.play())
@@ -296,7 +298,7 @@ async def speech_stream_ws(ws: WebSocket, cfg: BridgeConfig, metrics) -> None:
                     await announce(s, s.splitter.feed(delta))
                 elif kind in ("flush", "input_text.done"):
                     await announce(s, s.splitter.flush())
-                    s.order.put_nowait(("flush",))
+                    s.order.put_nowait(None)  # "flushed" once everything before it was sent
                 elif kind == "cancel":
                     await s.cancel()
                     await s.send_json({"type": "cancelled", "sent_ms": s.sent_ms, "sent_bytes": s.sent_bytes,

@@ -44,10 +44,12 @@ from .. import __version__
 from ..client import AsyncClient
 from ..config import BridgeConfig
 from ..errors import TTSError
+from ..text.language import LANG_CODES
 from ..text.split import IncrementalSplitter, WholeDocument
 from ..text.ssml import is_ssml
 from .facts import DaemonFacts
-from .openai_compat import LANG_CODES, VOICE_MAP
+from .metrics import Metrics
+from .openai_compat import VOICE_MAP
 from .segments import OrderedSegments
 
 log = logging.getLogger("qwen3tts.bridge.wyoming")
@@ -133,7 +135,7 @@ def as_ssml(text: str) -> str:
 class Utterance:
     """One request being spoken: segments in, Wyoming audio events out."""
 
-    def __init__(self, handler: "WyomingHandler", voice: dict | None, streaming: bool,
+    def __init__(self, handler: "WyomingHandler", voice: dict[str, Any] | None, streaming: bool,
                  ssml: bool = False) -> None:
         self.handler = handler
         self.streaming = streaming
@@ -149,7 +151,7 @@ class Utterance:
         # load the voice's model meanwhile
         self.warm = asyncio.create_task(self._warm_up(params)) if streaming else None
 
-    async def _warm_up(self, params: dict) -> None:
+    async def _warm_up(self, params: dict[str, Any]) -> None:
         with contextlib.suppress(Exception):
             async with AsyncClient(self.handler.service.cfg.tts_socket) as c:
                 await c.call("tts.warmup", {k: params[k] for k in ("voice", "language") if k in params})
@@ -211,7 +213,7 @@ class WyomingHandler(AsyncEventHandler):
         self.service = service
         self.stream: Utterance | None = None      # the open synthesize-start .. -stop
         self.streamed = False                     # this connection is a streaming client's
-        self.task: asyncio.Task | None = None     # the latest utterance being spoken
+        self.task: asyncio.Task[None] | None = None  # the latest utterance being spoken
 
     async def run(self) -> None:
         try:
@@ -304,14 +306,14 @@ class WyomingHandler(AsyncEventHandler):
 class WyomingService:
     """The server, its handlers and (optionally) the zeroconf announcement."""
 
-    def __init__(self, cfg: BridgeConfig, facts: DaemonFacts, metrics=None) -> None:
+    def __init__(self, cfg: BridgeConfig, facts: DaemonFacts, metrics: Metrics | None = None) -> None:
         self.cfg = cfg
         self.facts = facts
         self.metrics = metrics
         if urlparse(cfg.wyoming).scheme not in ("tcp", "unix"):
             raise ValueError(f"--wyoming must be tcp://HOST:PORT or unix://PATH, not {cfg.wyoming!r}")
         self.server = AsyncServer.from_uri(cfg.wyoming)
-        self.zeroconf = None
+        self.zeroconf: Any = None  # wyoming.zeroconf.HomeAssistantZeroconf, imported only when asked
 
     async def start(self) -> None:
         await self.server.start(lambda r, w: WyomingHandler(r, w, self))
@@ -321,8 +323,8 @@ class WyomingService:
 
     async def _announce(self) -> None:
         uri = urlparse(self.cfg.wyoming)
-        if uri.scheme != "tcp":
-            log.warning("--wyoming-zeroconf needs a tcp:// Wyoming address; not announcing")
+        if uri.scheme != "tcp" or uri.port is None:
+            log.warning("--wyoming-zeroconf needs a tcp://HOST:PORT Wyoming address; not announcing")
             return
         from wyoming.zeroconf import HomeAssistantZeroconf  # imports zeroconf: only when asked
 
@@ -342,7 +344,7 @@ class WyomingService:
 
 
 @contextlib.asynccontextmanager
-async def wyoming_service(cfg: BridgeConfig, facts: DaemonFacts, metrics=None) -> AsyncIterator[Any]:
+async def wyoming_service(cfg: BridgeConfig, facts: DaemonFacts, metrics: Metrics | None = None) -> AsyncIterator[Any]:
     """Run the Wyoming server for the app's lifetime when ``cfg.wyoming`` is set."""
     if not cfg.wyoming:
         yield None

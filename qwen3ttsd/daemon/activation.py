@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 import stat
+from collections.abc import MutableMapping
 from pathlib import Path
 
 log = logging.getLogger("qwen3ttsd.activation")
@@ -48,14 +49,15 @@ def _canonical(name: str) -> str | None:
     return None
 
 
-def listen_fds(env: dict[str, str] | None = None, unset: bool = True,
+def listen_fds(env: MutableMapping[str, str] | None = None, unset: bool = True,
                info: dict[str, dict] | None = None) -> dict[str, socket.socket]:
     """Sockets passed by an activator, keyed 'tts' / 'admin'. Empty if not activated.
 
     ``info`` (optional) receives, per socket, its fd and how it was identified
     ("name" from LISTEN_FDNAMES, or "address" from getsockname).
     """
-    env = os.environ if env is None else env
+    if env is None:
+        env = os.environ
     try:
         pid = int(env.get("LISTEN_PID", "0"))
         n = int(env.get("LISTEN_FDS", "0"))

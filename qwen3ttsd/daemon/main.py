@@ -40,13 +40,9 @@ def parse_args(argv: list[str] | None) -> dict:
     ap.add_argument("--attn")
     ap.add_argument("--compile", action="store_true", default=None)
     ap.add_argument("--preload", action="store_true", default=None)
-    ap.add_argument("--log-level", default=os.environ.get("QWEN3TTSD_LOG_LEVEL", "info"))
+    ap.add_argument("--log-level")
     ap.add_argument("--version", action="version", version=__version__)
-    a = vars(ap.parse_args(argv))
-    level = a.pop("log_level")
-    logging.basicConfig(stream=sys.stderr, level=level.upper(),
-                        format="%(levelname)s %(name)s: %(message)s")
-    return a
+    return vars(ap.parse_args(argv))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,8 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = config.load(config.DaemonConfig, "daemon", overrides)
     except (ValueError, OSError) as e:
-        log.error("bad configuration: %s", e)
+        print(f"qwen3ttsd: bad configuration: {e}", file=sys.stderr)
         return 2
+    logging.basicConfig(stream=sys.stderr, level=cfg.log_level.upper(),
+                        format="%(levelname)s %(name)s: %(message)s")
     notifier = Notifier()
     sock_info: dict[str, dict] = {}
     sockets = listen_fds(info=sock_info)

@@ -8,6 +8,7 @@ is dropped - the full VRAM release is the daemon's idle exit).
 
 from __future__ import annotations
 
+import builtins
 import json
 import logging
 import threading
@@ -15,7 +16,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from .. import checkpoints
 from ..errors import TTSError
@@ -69,7 +70,7 @@ class ModelRegistry:
         self.default = default if default in self.entries else (next(iter(self.entries), ""))
         self.max_loaded = max(1, max_loaded)
         self.load_options = load_options
-        self.engines: OrderedDict[str, object] = OrderedDict()
+        self.engines: OrderedDict[str, Any] = OrderedDict()   # name -> engine.Engine (imported lazily)
         self.loading: str | None = None
         self._lock = threading.Lock()
 
@@ -126,7 +127,7 @@ class ModelRegistry:
             self.engines[entry.name] = eng
         return eng
 
-    def unload(self, name: str | None = None) -> list[str]:
+    def unload(self, name: str | None = None) -> builtins.list[str]:  # (list: the method above)
         with self._lock:
             names = [name] if name else list(self.engines)
             dropped = [n for n in names if self.engines.pop(n, None) is not None]

@@ -8,20 +8,18 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import MutableMapping
 
 
 class Notifier:
-    def __init__(self, env: dict[str, str] | None = None) -> None:
-        env = os.environ if env is None else env
-        addr = env.pop("NOTIFY_SOCKET", "")
+    def __init__(self, env: MutableMapping[str, str] | None = None) -> None:
+        addr = (os.environ if env is None else env).pop("NOTIFY_SOCKET", "")
         self._addr: str | None = None
         if addr:
             self._addr = "\0" + addr[1:] if addr.startswith("@") else addr
-        self.sent: list[str] = []  # for status reporting and tests
 
     def notify(self, **fields: object) -> None:
         msg = "\n".join(f"{k.upper()}={v}" for k, v in fields.items())
-        self.sent.append(msg)
         if self._addr is None:
             return
         try:

@@ -24,6 +24,7 @@ from typing import Any, Awaitable, Callable
 
 from .. import protocol as P
 from ..errors import TTSError
+from ..messages import Cancel
 
 log = logging.getLogger("qwen3ttsd.server")
 
@@ -103,18 +104,17 @@ class Server:
         self.started = time.monotonic()
         self.stopping = False
         self._done = asyncio.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
         self.exit_reason = ""
 
     # --- lifecycle ---------------------------------------------------------------------
 
     async def serve(self) -> str:
-        self._loop = asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
         for kind, s in self.sockets.items():
             s.setblocking(False)
-            self._loop.add_reader(s.fileno(), self._on_readable, kind, s)
+            loop.add_reader(s.fileno(), self._on_readable, kind, s)
         for sig in (signal.SIGTERM, signal.SIGINT):
-            self._loop.add_signal_handler(sig, lambda s=sig: self.request_stop(f"signal {signal.Signals(s).name}", drain=True))
+            loop.add_signal_handler(sig, self.request_stop, f"signal {sig.name}", True)
         ticker = asyncio.create_task(self._idle_ticker())
         await self._done.wait()
         ticker.cancel()
@@ -147,7 +147,7 @@ class Server:
     def _stop_accepting(self) -> None:
         for s in self.sockets.values():
             try:
-                self._loop.remove_reader(s.fileno())
+                asyncio.get_running_loop().remove_reader(s.fileno())
             except (ValueError, OSError):
                 pass
             s.close()  # our fd copy only; the socket file and PID 1's fd stay
@@ -165,7 +165,9 @@ class Server:
     async def _finish(self, drain: bool) -> None:
         if drain:
             deadline = time.monotonic() + self.drain_timeout
-            while (self.is_busy() or any(c.jobs for c in self.connections)) and time.monotonic() < deadline:
+            # handler tasks too: a request read before the signal may not have queued its job yet
+            while (self.is_busy() or any(c.jobs or c.tasks for c in self.connections)) \
+                    and time.monotonic() < deadline:
                 self.notifier.extend_timeout(10)
                 await asyncio.sleep(0.2)
         for c in list(self.connections):
@@ -188,7 +190,7 @@ class Server:
                 return
             self.pending_accepts += 1  # counted before any await: the idle check sees it
             self.touch()
-            self._loop.create_task(self._handle(kind, conn))
+            asyncio.get_running_loop().create_task(self._handle(kind, conn))
 
     async def _handle(self, kind: str, sock: socket.socket) -> None:
         try:
@@ -245,27 +247,27 @@ class Server:
 
     async def _send_error_notification(self, conn: Connection, e: TTSError) -> None:
         try:
-            await conn.send(P.notification("$/error", [e.to_wire()]), timeout=2)
+            await conn.send(P.notification(P.N_ERROR, [e.to_wire()]), timeout=2)
         except Exception:  # noqa: BLE001
             pass
 
     async def _dispatch(self, conn: Connection, msg: Any) -> None:
         if isinstance(msg, list) and len(msg) == 3 and msg[0] == P.NOTIFICATION:
-            if msg[1] == P.N_CANCEL and isinstance(msg[2], list) and msg[2]:
-                job = conn.jobs.get(msg[2][0])
-                if job is not None:
-                    job.cancel.set()
+            cancel = Cancel.from_wire(msg[2]) if msg[1] == Cancel.method else None
+            job = conn.jobs.get(cancel.msgid) if cancel else None
+            if job is not None:
+                job.cancel.set()
             return
         try:
             msgid, method, params = P.parse_request(msg)
         except TTSError as e:
             is_req = isinstance(msg, list) and len(msg) > 1 and msg[0] == P.REQUEST
-            msgid = msg[1] if is_req and isinstance(msg[1], int) and not isinstance(msg[1], bool) \
+            bad_id = msg[1] if is_req and isinstance(msg[1], int) and not isinstance(msg[1], bool) \
                 and 0 <= msg[1] < 2 ** 32 else None
-            if msgid is None:
+            if bad_id is None:
                 await self._send_error_notification(conn, e)
             else:
-                await conn.send(P.response(msgid, e.to_wire()))
+                await conn.send(P.response(bad_id, e.to_wire()))
             return
         task = asyncio.create_task(self._run_handler(conn, msgid, method, params))
         conn.tasks.add(task)
@@ -278,7 +280,7 @@ class Server:
             raise
         except TTSError as e:
             await self._reply_error(conn, msgid, e)
-        except Exception as e:  # noqa: BLE001 - a handler bug must not kill the daemon
+        except Exception as e:
             log.exception("handler %s failed", method)
             await self._reply_error(conn, msgid, TTSError("internal", f"{type(e).__name__}: {e}"))
         finally:

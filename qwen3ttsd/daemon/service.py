@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import math
 import os
 import resource
 import shutil
@@ -22,7 +21,9 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-from .. import __version__, protocol as P
+from .. import __version__
+from .. import messages as M
+from .. import protocol as P
 from ..audio import AudioFormatError, AudioPipeline
 from ..audio.reference import process_reference
 from ..config import DaemonConfig
@@ -30,7 +31,7 @@ from ..errors import TTSError
 from ..text import SSMLError, prepare_segments
 from ..text.language import canonical_language, detect_language
 from .models import ModelEntry, ModelRegistry
-from .scheduler import PRIORITIES, Job, Scheduler
+from .scheduler import Job, Scheduler
 from .server import Connection, Server
 from .timeline import Timeline, segment_speed
 from .voices import VoiceStore
@@ -40,31 +41,6 @@ log = logging.getLogger("qwen3ttsd.service")
 CAPABILITIES = ["stream", "cancel", "clone", "voice_design", "formats", "speed", "resample",
                 "seed", "priority"]
 _STREAMED = object()
-MIN_TEMPERATURE = 0.05   # lower divides the logits into inf/NaN mid-generation
-
-
-def _num(params: dict, key: str, typ, lo, hi, default=None):
-    v = params.get(key, default)
-    if v is None:
-        return None
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise TTSError("bad_request", f"{key} must be a number")
-    if not math.isfinite(v) or not lo <= v <= hi:  # NaN fails every comparison: test it first
-        raise TTSError("bad_request", f"{key} must be within {lo}..{hi}")
-    if typ is int and v != int(v):
-        raise TTSError("bad_request", f"{key} must be a whole number")
-    return typ(v)
-
-
-def _str(params: dict, key: str, default: str | None = None, max_len: int = 1000) -> str | None:
-    v = params.get(key, default)
-    if v is None:
-        return None
-    if not isinstance(v, str):
-        raise TTSError("bad_request", f"{key} must be a string")
-    if len(v) > max_len:
-        raise TTSError("payload_too_large", f"{key} is longer than {max_len} characters")
-    return v
 
 
 class Service:
@@ -80,6 +56,7 @@ class Service:
         self.active_streams = 0
         self.served = 0
         self.sockets_info: dict[str, dict] = {}
+        self._published = ""   # the last STATUS sent
         self.sessions: OrderedDict[str, dict] = OrderedDict()  # id -> {"slot", "last"}
         self.methods = {
             "rpc.hello": self.hello,
@@ -117,9 +94,9 @@ class Service:
     # --- info --------------------------------------------------------------------------
 
     async def hello(self, conn, msgid, params) -> dict:
-        return {"proto": P.PROTOCOL_VERSION, "server": "qwen3ttsd", "version": __version__,
-                "capabilities": CAPABILITIES, "max_frame": P.MAX_REQUEST_FRAME,
-                "admin": conn.admin, "socket": conn.kind}
+        return M.HelloResult(proto=P.PROTOCOL_VERSION, server="qwen3ttsd", version=__version__,
+                             capabilities=CAPABILITIES, max_frame=P.MAX_REQUEST_FRAME,
+                             admin=conn.admin, socket=conn.kind).to_wire()
 
     async def list_models(self, conn, msgid, params) -> list:
         return self.registry.list()
@@ -137,26 +114,27 @@ class Service:
 
     # --- synthesis ---------------------------------------------------------------------
 
-    def _route(self, params: dict) -> tuple[ModelEntry, dict, Any]:
+    def _route(self, msg: M.Synthesize) -> tuple[ModelEntry, dict, Any]:
         """Pick the model and build the engine request fields. Validation needs no torch."""
-        voice = _str(params, "voice") or _str(params, "speaker")
-        instruct = _str(params, "instruct", max_len=2000) or _str(params, "instructions", max_len=2000)
+        voice, instruct = msg.voice, msg.instruct
         clone = voice is not None and self.voices.exists(voice) and voice.lower() not in self._all_speakers()
-        one_shot = params.get("ref_audio") is not None
+        one_shot = msg.ref_audio is not None
         if one_shot or clone:
             want = "base"
         elif instruct and not voice:
             want = "voice_design"
         else:
             want = "custom_voice"
-        entry = self.registry.pick(_str(params, "model"), None if params.get("model") else want)
-        language = canonical_language(_str(params, "language", "auto"))  # "en" == "english"
+        entry = self.registry.pick(msg.model, None if msg.model else want)
+        language = canonical_language(msg.language)  # "en" == "english"
         if language not in entry.languages:
-            raise TTSError("bad_request", f"unsupported language {params.get('language')!r}; supported: {entry.languages}")
+            raise TTSError("bad_request", f"unsupported language {msg.language!r}; supported: {entry.languages}",
+                           data={"param": "language"})
         req: dict[str, Any] = {"language": language}
-        voice_audio = None
+        voice_audio: tuple[str, Any, str | None, str] | None = None   # (kind, bytes or name, ref_text, name)
         if entry.type == "custom_voice":
-            speaker = (voice or ("vivian" if "vivian" in entry.speakers else entry.speakers[0])).lower()
+            default = M.DEFAULT_SPEAKER if M.DEFAULT_SPEAKER in entry.speakers else entry.speakers[0]
+            speaker = (voice or default).lower()
             if speaker not in entry.speakers:
                 raise TTSError("bad_request", f"unknown voice {voice!r}; speakers: {entry.speakers}, "
                                f"saved clone voices: {[v['name'] for v in self.voices.list()]}")
@@ -166,12 +144,10 @@ class Service:
                 raise TTSError("bad_request", "a voice-design model needs 'instructions' describing the voice")
             req.update(instruct=instruct)
         elif entry.type == "base":
-            if one_shot:
-                ref = params["ref_audio"]
-                if not isinstance(ref, (bytes, bytearray)):
-                    raise TTSError("bad_request", "ref_audio must be the audio file's bytes; URLs and paths are refused")
-                name = "oneshot-" + hashlib.sha256(bytes(ref)).hexdigest()[:16]  # cache key: same upload, same prompt
-                voice_audio = ("oneshot", bytes(ref), _str(params, "ref_text", max_len=2000), name)
+            if msg.ref_audio is not None:
+                ref = msg.ref_audio
+                name = "oneshot-" + hashlib.sha256(ref).hexdigest()[:16]  # cache key: same upload, same prompt
+                voice_audio = ("oneshot", ref, msg.ref_text, name)
                 req.update(voice=name)
             elif voice:
                 if not self.voices.exists(voice):
@@ -201,31 +177,19 @@ class Service:
 
     async def synthesize(self, conn: Connection, msgid: int, params: dict):
         t0 = time.monotonic()
-        text = _str(params, "text", max_len=self.cfg.max_text_chars)
-        if not text or not text.strip():
-            raise TTSError("bad_request", "text is empty")
-        entry, req, voice_audio = self._route(params)
-        fmt = _str(params, "format", "pcm16") or "pcm16"
-        rate = _num(params, "sample_rate", int, 8000, 48000, 24000)
-        speed = _num(params, "speed", float, 0.25, 4.0, 1.0)
-        priority = _str(params, "priority", "normal")
-        if priority not in PRIORITIES:
-            raise TTSError("bad_request", f"priority must be one of {PRIORITIES}")
-        seed = _num(params, "seed", int, 0, 2 ** 31 - 1)
-        req["first_chunk_frames"] = _num(params, "first_chunk_frames", int, 1, 50, self.cfg.first_chunk_frames)
-        req["chunk_frames"] = _num(params, "chunk_frames", int, 1, 100, self.cfg.chunk_frames)
-        for key, lo, hi in (("temperature", MIN_TEMPERATURE, 5.0), ("top_p", 0.0, 1.0), ("repetition_penalty", 0.5, 5.0)):
-            req[key] = _num(params, key, float, lo, hi)
-        req["top_k"] = _num(params, "top_k", int, 0, 4096)
-        req["max_frames"] = _num(params, "max_frames", int, 1, 8000)
+        msg = M.Synthesize.from_wire(params, limits={"text": self.cfg.max_text_chars})
+        entry, req, voice_audio = self._route(msg)
+        req["first_chunk_frames"] = msg.first_chunk_frames or self.cfg.first_chunk_frames
+        req["chunk_frames"] = msg.chunk_frames or self.cfg.chunk_frames
+        req.update(msg.sampling)
         if req["language"] == "auto":
-            detected, confidence = detect_language(text)
+            detected, confidence = detect_language(msg.text)
             if confidence >= 0.8 and detected in entry.languages:
                 req["language"] = detected  # the model's language token beats its own guess
         try:
             # off the event loop: 20k characters of numbers take ~0.1 s to normalise
             segments, trailing_pause = await asyncio.to_thread(
-                prepare_segments, text, req["language"], normalize=bool(params.get("normalize", True)))
+                prepare_segments, msg.text, req["language"], normalize=msg.normalize)
         except (SSMLError, ValueError) as e:
             raise TTSError("bad_request", str(e)) from e
         if not segments:
@@ -234,17 +198,17 @@ class Service:
         for lang in set(languages) - set(entry.languages):
             raise TTSError("bad_request", f"unsupported language {lang!r} in the text; supported: {entry.languages}")
         try:
-            pipeline = AudioPipeline(fmt, rate, segment_speed(speed, segments[0].rate))
+            pipeline = AudioPipeline(msg.format, msg.sample_rate, segment_speed(msg.speed, segments[0].rate))
         except AudioFormatError as e:
             raise TTSError("bad_request", str(e)) from e
-        timeline = Timeline(segments, speed, trailing_pause, pipeline)
+        timeline = Timeline(segments, msg.speed, trailing_pause, pipeline)
         try:
             loaded = await self._load_voice(voice_audio)
             job = Job(model=entry, segments=[s.text for s in segments], request=req,
                       languages=languages if any(s.language for s in segments) else None,
-                      loop=asyncio.get_running_loop(), priority=priority, seed=seed, voice_audio=loaded,
+                      loop=asyncio.get_running_loop(), priority=msg.priority, seed=msg.seed, voice_audio=loaded,
                       queue_timeout=self.cfg.queue_timeout)
-            self._join_session(job, _str(params, "session", max_len=128))
+            self._join_session(job, msg.session)
             position = self.scheduler.submit(job)
             conn.jobs[msgid] = job
             self.active_streams += 1
@@ -254,6 +218,7 @@ class Service:
                 self.active_streams -= 1
                 conn.jobs.pop(msgid, None)
                 job.cancel.set()
+                self.publish_status()
         finally:
             pipeline.close()
         return _STREAMED
@@ -279,10 +244,9 @@ class Service:
         pipeline = timeline.pipeline
         stall = self.cfg.stall_timeout
         send = conn.send
-        await send(P.notification(P.N_PROGRESS, [msgid, {"stage": "queued", "position": position}]), stall)
-        await send(P.notification(P.N_START, [msgid, {
-            "sample_rate": pipeline.sample_rate, "channels": 1, "format": pipeline.format,
-            "mime": pipeline.mime, "model": entry.name, "segments": len(job.segments)}]), stall)
+        await send(_notify(M.Progress(msgid, {"stage": "queued", "position": position})), stall)
+        await send(_notify(M.Start(msgid, pipeline.sample_rate, pipeline.format, pipeline.mime, entry.name,
+                                   len(job.segments))), stall)
         seq = 0
         nbytes = 0
         first_audio = None
@@ -290,7 +254,7 @@ class Service:
         async def chunk(data: bytes) -> None:
             nonlocal seq, nbytes
             if data:
-                await send(P.notification(P.N_CHUNK, [msgid, seq, {"audio": data}]), stall)
+                await send(_notify(M.Chunk(msgid, seq, data)), stall)
                 seq += 1
                 nbytes += len(data)
 
@@ -314,10 +278,12 @@ class Service:
                     await chunk(pipeline.feed(value))
                 elif kind == "segment_end":
                     caption, audio = timeline.segment_end(value["index"], value["samples"])
-                    await send(P.notification(P.N_SEGMENT, [msgid, caption]), stall)
+                    await send(_notify(M.Caption(msgid, **caption)), stall)
                     await chunk(audio)
                 elif kind == "progress":
-                    await send(P.notification(P.N_PROGRESS, [msgid, value]), stall)
+                    if value.get("stage") in ("loading", "generating"):
+                        self.publish_status()  # a model this request loads shows at once
+                    await send(_notify(M.Progress(msgid, value)), stall)
                 elif kind == "error":
                     raise value
                 elif kind == "done":
@@ -325,14 +291,12 @@ class Service:
                     total = time.monotonic() - t0
                     dur = pipeline.duration_s
                     self.served += 1
-                    await send(P.response(msgid, None, {
-                        "chunks": seq, "bytes": nbytes, "samples": pipeline.samples_out,
-                        "duration_s": round(dur, 4), "frames": value["frames"],
-                        "segments": len(job.segments), "first_audio_s": round(first_audio or total, 4),
-                        "total_s": round(total, 4), "rtf": round(total / dur, 4) if dur else None,
-                        "model": entry.name, "format": pipeline.format, "sample_rate": pipeline.sample_rate,
-                        "language": job.request.get("language"),
-                    }), stall)
+                    await send(P.response(msgid, None, M.SynthesizeResult(
+                        chunks=seq, bytes=nbytes, samples=pipeline.samples_out, duration_s=round(dur, 4),
+                        frames=value["frames"], segments=len(job.segments),
+                        first_audio_s=round(first_audio or total, 4), total_s=round(total, 4),
+                        rtf=round(total / dur, 4) if dur else None, model=entry.name, format=pipeline.format,
+                        sample_rate=pipeline.sample_rate, language=job.request.get("language")).to_wire()), stall)
                     return
         except asyncio.TimeoutError:
             job.cancel.set()
@@ -351,39 +315,34 @@ class Service:
         The bridge calls this when a phone call connects, so the first utterance does not
         pay the model load. Routing errors (unknown voice...) are reported like synthesize.
         """
-        p = dict(params)
-        p.setdefault("text", "warm up")
-        entry, _, _ = self._route(p)
+        entry, _, _ = self._route(M.Warmup.from_wire(params).as_synthesize())
         t0 = time.monotonic()
         was_loaded = entry.name in self.registry.engines
         await self.scheduler.run_call(lambda: self.registry.engine(entry), asyncio.get_running_loop())
-        self.notifier.status(self.status_line())
-        return {"model": entry.name, "was_loaded": was_loaded, "load_s": round(time.monotonic() - t0, 3)}
+        self.publish_status()
+        return M.WarmupResult(model=entry.name, was_loaded=was_loaded,
+                              load_s=round(time.monotonic() - t0, 3)).to_wire()
 
     # --- voices ------------------------------------------------------------------------
 
     async def add_voice(self, conn, msgid, params) -> dict:
-        name = _str(params, "name", max_len=64)
-        audio = params.get("audio")
-        if not name:
-            raise TTSError("bad_request", "name is required")
-        if not isinstance(audio, (bytes, bytearray)):
-            raise TTSError("bad_request", "audio must be the reference file's bytes (no paths or URLs)")
-        if name.lower() in self._all_speakers():
-            raise TTSError("bad_request", f"{name!r} is a built-in speaker name")
-        ref_text = _str(params, "ref_text", max_len=2000)
+        msg = M.VoicesAdd.from_wire(params)
+        if not msg.name:
+            raise TTSError("bad_request", "name is required", data={"param": "name"})
+        if msg.name.lower() in self._all_speakers():
+            raise TTSError("bad_request", f"{msg.name!r} is a built-in speaker name")
         try:
-            wav = await asyncio.to_thread(process_reference, bytes(audio))
+            wav = await asyncio.to_thread(process_reference, msg.audio)
         except AudioFormatError as e:
             raise TTSError("bad_request", f"reference audio rejected: {e}") from e
-        meta = {"consent": _str(params, "consent", max_len=500) or "", "added_by_uid": conn.uid}
-        info = await asyncio.to_thread(self.voices.add, name, wav, ref_text, meta)
+        meta = {"consent": msg.consent, "added_by_uid": conn.uid}
+        info = await asyncio.to_thread(self.voices.add, msg.name, wav, msg.ref_text, meta)
         for eng in list(self.registry.engines.values()):
-            eng.drop_voice(name)
+            eng.drop_voice(msg.name)
         return info
 
     async def remove_voice(self, conn, msgid, params) -> dict:
-        name = _str(params, "name", max_len=64) or ""
+        name = M.VoicesRemove.from_wire(params).name
         if not self.voices.remove(name):
             raise TTSError("not_found", f"voice {name!r} does not exist")
         for eng in list(self.registry.engines.values()):
@@ -391,6 +350,20 @@ class Service:
         return {"removed": name}
 
     # --- admin -------------------------------------------------------------------------
+
+    @property
+    def srv(self) -> Server:
+        if self.server is None:
+            raise TTSError("unavailable", "the daemon is still starting")
+        return self.server
+
+    def publish_status(self) -> None:
+        """sd_notify STATUS whenever it changes: the bridge's /health and ``systemctl
+        status`` read the daemon's state from it without connecting (which could wake it)."""
+        line = self.status_line()
+        if line != self._published:
+            self._published = line
+            self.notifier.status(line)
 
     def status_line(self) -> str:
         loaded = list(self.registry.engines)
@@ -421,39 +394,41 @@ class Service:
         }
 
     async def load(self, conn, msgid, params) -> dict:
-        entry = self.registry.pick(_str(params, "model"))
+        entry = self.registry.pick(M.AdminLoad.from_wire(params).model)
         self.notifier.status(f"loading {entry.name}")
         loop = asyncio.get_running_loop()
         await self.scheduler.run_call(lambda: self.registry.engine(entry), loop)
-        self.notifier.status(self.status_line())
+        self.publish_status()
         eng = self.registry.engines[entry.name]
         return dict(eng.info, name=entry.name)
 
     async def unload(self, conn, msgid, params) -> dict:
-        if params.get("exit", False):
-            self.server.request_stop("admin.unload exit", drain=True)
+        msg = M.AdminUnload.from_wire(params)
+        if msg.exit:
+            self.srv.request_stop("admin.unload exit", drain=True)
             return {"exiting": True}
-        name = _str(params, "model")
+        name = msg.model
         for s in self.sessions.values():
             s["slot"]["decoder"] = None  # it would pin the unloaded model's decoder
         dropped = await self.scheduler.run_call(lambda: self.registry.unload(name), asyncio.get_running_loop())
-        self.notifier.status(self.status_line())
+        self.publish_status()
         return {"unloaded": dropped}
 
     async def keepalive(self, conn, msgid, params) -> dict:
-        secs = _num(params, "seconds", float, 0, self.cfg.max_keepalive, 0)
-        self.server.keepalive_until = time.monotonic() + secs if secs else 0.0
-        return {"keepalive_s": secs, "idle_exit_in_s": self.server.idle_exit_in()}
+        secs = M.AdminKeepalive.from_wire(params, limits={"seconds": self.cfg.max_keepalive}).seconds
+        self.srv.keepalive_until = time.monotonic() + secs if secs else 0.0
+        return {"keepalive_s": secs, "idle_exit_in_s": self.srv.idle_exit_in()}
 
     async def set(self, conn, msgid, params) -> dict:
-        if "idle_timeout" in params:
-            self.server.idle_timeout = _num(params, "idle_timeout", float, -1, 7 * 86400)
-        if "queue_timeout" in params:
-            self.cfg.queue_timeout = _num(params, "queue_timeout", float, 1, 86400)
-        return {"idle_timeout": self.server.idle_timeout, "queue_timeout": self.cfg.queue_timeout}
+        msg = M.AdminSet.from_wire(params)
+        if msg.idle_timeout is not None:
+            self.srv.idle_timeout = msg.idle_timeout
+        if msg.queue_timeout is not None:
+            self.cfg.queue_timeout = msg.queue_timeout
+        return {"idle_timeout": self.srv.idle_timeout, "queue_timeout": self.cfg.queue_timeout}
 
     async def shutdown(self, conn, msgid, params) -> dict:
-        self.server.request_stop("admin.shutdown", drain=bool(params.get("drain", True)))
+        self.srv.request_stop("admin.shutdown", drain=M.AdminShutdown.from_wire(params).drain)
         return {"stopping": True}
 
     async def cache_list(self, conn, msgid, params) -> dict:
@@ -468,28 +443,31 @@ class Service:
         return {"models": await asyncio.to_thread(sizes), "prompts": prompts, "voices": len(self.voices.list())}
 
     async def cache_clear(self, conn, msgid, params) -> dict:
-        what = _str(params, "what", "prompts")
-        if what == "prompts":
+        msg = M.AdminCacheClear.from_wire(params)
+        if msg.what == "prompts":
             n = 0
             for e in self.registry.engines.values():
                 n += len(e._voices)
                 e._voices.clear()
             return {"cleared_prompts": n}
-        if what == "model":
-            name = _str(params, "model") or ""
-            entry = self.registry.pick(name)
+        if msg.what == "model":
+            entry = self.registry.pick(msg.model)
             root = Path(self.cfg.models_dir).resolve() if self.cfg.models_dir else None
             path = Path(entry.path).resolve()
             if root is None or root not in path.parents:
                 raise TTSError("forbidden", "only checkpoints inside models_dir can be removed")
             if entry.name in self.registry.engines:
                 raise TTSError("busy", f"{entry.name} is loaded; unload it first")
-            if params.get("confirm") != entry.name:
+            if msg.confirm != entry.name:
                 raise TTSError("bad_request", f"pass confirm={entry.name!r} to delete {path}")
             await asyncio.to_thread(shutil.rmtree, path)
             self.registry.entries.pop(entry.name, None)
             return {"removed": entry.name}
         raise TTSError("bad_request", "what must be 'prompts' or 'model'")
+
+
+def _notify(n: M.Progress | M.Start | M.Chunk | M.Caption) -> bytes:
+    return P.notification(n.method, n.to_wire())
 
 
 def _vram_bytes() -> int | None:

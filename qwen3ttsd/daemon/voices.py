@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import TTSError
+from ..formats import MODEL_RATE
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -62,10 +63,10 @@ class VoiceStore:
         shutil.rmtree(tmp, ignore_errors=True)
         _private_dir(tmp)
         buf = io.BytesIO()
-        sf.write(buf, wav, 24000, format="WAV", subtype="PCM_16")
+        sf.write(buf, wav, MODEL_RATE, format="WAV", subtype="PCM_16")
         _write_private(tmp / "ref.wav", buf.getvalue())
         info = dict(meta or {}, name=name, ref_text=ref_text or "", created=time.time(),
-                    duration_s=round(len(wav) / 24000, 3))
+                    duration_s=round(len(wav) / MODEL_RATE, 3))
         _write_private(tmp / "meta.json", json.dumps(info, indent=2).encode())
         shutil.rmtree(d, ignore_errors=True)
         tmp.rename(d)

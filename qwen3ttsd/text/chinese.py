@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from .english import _URL, _EMAIL, _email, _url
+from .english import _EMAIL, _URL, _email, _url
 from .numerals import compile_rules, safe
 
 _CN_DIGITS = "零一二三四五六七八九"
@@ -95,7 +95,9 @@ def normalize_chinese(text: str) -> str:
     for pat, fn in _BEFORE_CN2AN:
         text = pat.sub(fn, text)
     if re.search(r"\d", text):   # cn2an is slow on long prose with nothing to read
-        text = _cn2an(re.fullmatch(r"(?s).*", text))
+        whole = re.fullmatch(r"(?s).*", text)
+        assert whole is not None  # (?s).* matches any text
+        text = _cn2an(whole)
     text = _PLACEHOLDERS.sub(lambda m: protected[ord(m.group(0)) - 0xE100]
                              if ord(m.group(0)) - 0xE100 < len(protected) else m.group(0), text)
     for pat, fn in _AFTER_CN2AN:

@@ -65,8 +65,8 @@ JAPANESE = Locale(
 _KO_ONES = ("", "한", "두", "세", "네", "다섯", "여섯", "일곱", "여덟", "아홉")
 _KO_TENS = ("", "열", "스물", "서른", "마흔", "쉰", "예순", "일흔", "여든", "아흔")
 # counters that count with native numbers (longest first so 시간 wins over 시)
-_KO_NATIVE = sorted("번째 시간 개 명 살 시 마리 잔 권 병 장 벌 켤레 송이 그루 가지 군데 사람 달 곳 척 채 통 줄 번 알 봉지 대".split(),
-                    key=len, reverse=True)
+_KO_NATIVE = sorted(("번째 시간 개 명 살 시 마리 잔 권 병 장 벌 켤레 송이 그루 가지 군데 "
+                     "사람 달 곳 척 채 통 줄 번 알 봉지 대").split(), key=len, reverse=True)
 # "3번 출구" (exit number 3) counts with Sino-Korean, "3번 했다" (three times) native
 _KO_NUMBERED = re.compile(r"\s*(?:출구|버스|국도|게이트|트랙|홈|채널|타자|선\b|방\b|문제)")
 
@@ -86,7 +86,8 @@ def ko_native(n: int) -> str:
 def _ko_count(m: re.Match) -> str:
     counter = m.group("counter")
     after = m.string[m.end(): m.end() + 6]
-    native = not (counter == "번" and _KO_NUMBERED.match(after)) and not (counter == "대" and m.group("n").endswith("0"))
+    native = not (counter == "번" and _KO_NUMBERED.match(after)) \
+        and not (counter == "대" and m.group("n").endswith("0"))
 
     def say(digits: str) -> str:
         n = int(digits)

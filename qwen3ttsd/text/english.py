@@ -13,6 +13,7 @@ from functools import lru_cache
 
 from .numerals import LONG_DIGITS, Locale, compile_rules, shape_rules
 
+
 @lru_cache(maxsize=1)
 def _inflect():
     import inflect

@@ -33,8 +33,8 @@ def canonical_language(language: str | None) -> str:
     return LANG_CODES.get(lang) or LANG_CODES.get(base) or lang
 
 _STOP = {
-    "english": "the and is are was were of to in that it you he she they we for on with as at this be have not but what "
-               "from by or an will my your can do there their if which when how i me our has had would "
+    "english": "the and is are was were of to in that it you he she they we for on with as at this be have not "
+               "but what from by or an will my your can do there their if which when how i me our has had would "
                "should could about into than then them these those its visit please".split(),
     "german": "der die das und ist nicht ich du er sie wir ihr ein eine zu mit auf für von den dem des auch "
               "sich wie aber noch nach bei wird sind hat haben werden".split(),
@@ -104,7 +104,7 @@ def detect_language(text: str) -> tuple[str, float]:
         scores[lang] = sum(1.0 for w in words if w in s)
         marks = _MARKS.get(lang, "")
         scores[lang] += 0.5 * sum(lowered.count(m) for m in marks)
-    best = max(scores, key=scores.get)
+    best = max(scores, key=lambda lang: scores[lang])
     ranked = sorted(scores.values(), reverse=True)
     if ranked[0] == 0:
         # no stop words: plain ASCII letters most likely English, but say so weakly

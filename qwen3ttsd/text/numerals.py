@@ -98,7 +98,8 @@ class Locale:
         head = self.cardinal(int(whole or "0"))
         if self.frac_as_number and len(frac) <= 3:
             zeros = len(frac) - len(frac.lstrip("0"))
-            tail = self.sep.join([self.digit_names[0]] * zeros + ([self.cardinal(int(frac))] if frac.strip("0") else []))
+            rest = [self.cardinal(int(frac))] if frac.strip("0") else []
+            tail = self.sep.join([self.digit_names[0]] * zeros + rest)
         else:
             tail = self.digits(frac)
         return f"{head}{self.sep}{self.point}{self.sep}{tail}"
@@ -196,12 +197,15 @@ def _phone(loc: Locale):
     return fn
 
 
-def _time(loc: Locale):
-    def fn(m: re.Match) -> str:
+def _time(loc: Locale) -> Callable[[re.Match[str]], str]:
+    say = loc.time
+    assert say is not None  # only called for locales that read times
+
+    def fn(m: re.Match[str]) -> str:
         h, mi = int(m.group(1)), int(m.group(2))
         if h > 24 or mi > 59:
             return m.group(0)
-        return loc.time(h, mi)
+        return say(h, mi)
     return fn
 
 

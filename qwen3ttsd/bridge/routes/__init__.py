@@ -1,0 +1,1 @@
+"""The bridge's endpoints, one module per resource; each exports ``routes``."""

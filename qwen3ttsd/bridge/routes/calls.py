@@ -1,0 +1,18 @@
+"""``/v1/audio/speech/stream``: the WebSocket for phone calls (protocol in ``bridge/ws.py``)."""
+
+from __future__ import annotations
+
+from starlette.routing import BaseRoute, WebSocketRoute
+from starlette.websockets import WebSocket
+
+from ..context import bridge
+from ..ws import speech_stream_ws
+
+
+async def call_stream(websocket: WebSocket) -> None:  # authorised by the Guard middleware
+    ctx = bridge(websocket)
+    ctx.metrics.ws_sessions += 1
+    await speech_stream_ws(websocket, ctx.cfg, ctx.metrics)
+
+
+routes: list[BaseRoute] = [WebSocketRoute("/v1/audio/speech/stream", call_stream)]

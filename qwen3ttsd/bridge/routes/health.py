@@ -1,0 +1,58 @@
+"""``/health`` (and ``/healthz``) and ``/metrics``: never start the daemon.
+
+The daemon's state comes from its own sd_notify ``STATUS`` line, which it updates whenever
+a model loads or unloads and a stream starts or ends: the activator receives it directly,
+systemd shows it as ``StatusText``. Reading it needs no connection - a connection to the
+daemon's socket is exactly what starts it. ``source`` says whether the state comes from a
+running daemon (``live``) or is what the last daemon said before it exited (``cached``:
+the activator keeps it as ``last_status``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from ... import __version__, checkpoints, probe
+from ..context import BridgeContext, bridge
+
+
+async def daemon_state(ctx: BridgeContext) -> dict[str, Any]:
+    if ctx.activator is not None:
+        state = ctx.activator.info()
+        running: bool | None = state["pid"] is not None
+    else:  # systemd (or a daemon started by hand): asked without connecting
+        state = await asyncio.to_thread(probe.service_state, ctx.cfg.admin_socket)
+        running = state["running"]
+    state["source"] = "unknown" if running is None else "live" if running else "cached"
+    return state
+
+
+async def health(request: Request) -> Response:
+    ctx = bridge(request)
+    info: dict[str, Any] = {"status": "ok", "version": __version__,
+                            "daemon_socket": os.path.exists(ctx.cfg.tts_socket),
+                            "warnings": checkpoints.configured_warnings(),  # no model / random weights
+                            "daemon": await daemon_state(ctx)}
+    return JSONResponse(info)
+
+
+async def metrics(request: Request) -> Response:
+    ctx = bridge(request)
+    extra: dict[str, float] = {}
+    if ctx.activator is not None:
+        a = ctx.activator.info()
+        extra = {"qwen3tts_daemon_spawns_total": a["spawns"], "qwen3tts_daemon_running": int(a["pid"] is not None)}
+    return PlainTextResponse(ctx.metrics.render(extra), media_type="text/plain; version=0.0.4")
+
+
+routes: list[BaseRoute] = [
+    Route("/health", health, methods=["GET"]),
+    Route("/healthz", health, methods=["GET"]),
+    Route("/metrics", metrics, methods=["GET"]),
+]

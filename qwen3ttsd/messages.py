@@ -1,0 +1,472 @@
+"""Typed wire messages: one dataclass per RPC request, notification and result.
+
+Every parameter's type, default and bounds are declared here once, next to its name; the
+daemon (``daemon/service.py``), the bridge's OpenAI and WebSocket front ends and the client
+library validate with the same declarations, so a limit cannot differ between layers.
+``docs/protocol.md`` is the contract; ``tests/test_messages.py`` checks the two agree.
+
+``from_wire`` turns a msgpack/JSON params map into a message or raises ``TTSError``
+(``bad_request`` with ``data.param`` naming the field; ``payload_too_large`` for overlong
+strings). ``strict`` is for JSON front ends: integers must be JSON integers and booleans
+JSON booleans, where the daemon also takes ``3.0`` for ``3`` (msgpack peers may send
+floats). Unknown keys are ignored here (newer clients talk to older daemons); the OpenAI
+front end refuses them itself. Torch- and numpy-free.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any, ClassVar, TypeVar
+
+from .errors import TTSError
+from .formats import CHUNK_PROFILES, MODEL_RATE, RATE_RANGE, SPEED_RANGE, AudioFormatError, canonical_format, check_rate
+from .protocol import N_CANCEL, N_CHUNK, N_PROGRESS, N_SEGMENT, N_START
+
+PRIORITIES = ("realtime", "normal")   # realtime (phone calls) is scheduled first
+DEFAULT_SPEAKER = "vivian"            # CustomVoice speaker when a request names none
+MAX_TEXT_CHARS = 20_000               # the daemon's default max_text_chars
+MIN_TEMPERATURE = 0.05                # lower divides the logits into inf/NaN mid-generation
+MAX_SEED = 2 ** 31 - 1
+
+M = TypeVar("M", bound="Message")
+
+
+def bad(message: str, param: str | None = None) -> TTSError:
+    return TTSError("bad_request", message, data={"param": param} if param else None)
+
+
+# --- field kinds ----------------------------------------------------------------------------
+
+
+class Kind:
+    """How one field is checked; ``doc`` is its type in docs/protocol.md."""
+
+    doc: ClassVar[str] = ""
+
+    def check(self, key: str, value: Any, strict: bool, limit: float | None) -> Any:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Num(Kind):
+    """A finite number within lo..hi; ``whole``: an integer (64-bit on the wire)."""
+
+    lo: float
+    hi: float
+    whole: bool = False
+
+    @property
+    def doc(self) -> str:  # type: ignore[override]
+        return "int" if self.whole else "float"
+
+    def check(self, key: str, value: Any, strict: bool, limit: float | None) -> int | float:
+        hi = self.hi if limit is None else limit
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+                (strict and self.whole and not isinstance(value, int)):
+            raise bad(f"{key} must be {'an integer' if strict and self.whole else 'a number'}", key)
+        # ints compare exactly (no float overflow); NaN fails every comparison: test it first
+        if (isinstance(value, float) and not math.isfinite(value)) or not self.lo <= value <= hi:
+            raise bad(f"{key} must be within {self.lo}..{hi}", key)
+        if self.whole:
+            if value != int(value):
+                raise bad(f"{key} must be a whole number", key)
+            return int(value)
+        return float(value)
+
+
+@dataclass(frozen=True)
+class Str(Kind):
+    max_len: int = 1000
+    choices: tuple[str, ...] | None = None
+    doc: ClassVar[str] = "str"
+
+    def check(self, key: str, value: Any, strict: bool, limit: float | None) -> str:
+        if not isinstance(value, str):
+            raise bad(f"{key} must be a string", key)
+        max_len = self.max_len if limit is None else int(limit)
+        if len(value) > max_len:
+            raise TTSError("payload_too_large", f"{key} is longer than {max_len} characters",
+                           data={"param": key})
+        if self.choices is not None and value not in self.choices:
+            raise bad(f"{key} must be one of {list(self.choices)}", key)
+        return value
+
+
+@dataclass(frozen=True)
+class Bool(Kind):
+    doc: ClassVar[str] = "bool"
+
+    def check(self, key: str, value: Any, strict: bool, limit: float | None) -> bool:
+        if strict and not isinstance(value, bool):
+            raise bad(f"{key} must be true or false", key)
+        return bool(value)
+
+
+@dataclass(frozen=True)
+class Bin(Kind):
+    """Raw bytes (msgpack bin): uploaded files travel as bytes, never as paths or URLs."""
+
+    refusal: str = "must be bytes"
+    doc: ClassVar[str] = "bin"
+
+    def check(self, key: str, value: Any, strict: bool, limit: float | None) -> bytes:
+        if not isinstance(value, (bytes, bytearray)):
+            raise bad(f"{key} {self.refusal}", key)
+        return bytes(value)
+
+
+def wire(kind: Kind, default: Any = None, *, aliases: tuple[str, ...] = (), required: bool = False,
+         doc_default: str | None = None) -> Any:
+    """A message field: its kind, default, other wire names, and (where the default is
+    decided elsewhere, e.g. by configuration) what the protocol document says about it."""
+    meta = {"kind": kind, "aliases": aliases, "doc_default": doc_default}
+    return field(metadata=meta) if required else field(default=default, metadata=meta)
+
+
+# --- messages -------------------------------------------------------------------------------
+
+
+@dataclass
+class Message:
+    """Base: ``from_wire`` validates a params map, ``to_wire`` gives one back."""
+
+    method: ClassVar[str] = ""
+
+    @classmethod
+    def from_wire(cls: type[M], params: Mapping[str, Any], *, strict: bool = False,
+                  limits: Mapping[str, float] | None = None) -> M:
+        if not isinstance(params, Mapping):
+            raise bad("params must be a map")
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            kind: Kind = f.metadata["kind"]
+            limit = (limits or {}).get(f.name)
+            names = (f.name, *f.metadata["aliases"])
+            found = [kind.check(n, params[n], strict, limit) for n in names if params.get(n) is not None]
+            if len(names) > 1:  # "voice" or "speaker": the first one given a value
+                found = [v for v in found if v] or []
+            if found:
+                values[f.name] = found[0]
+            elif f.default is MISSING:
+                raise bad(f"{f.name} is required", f.name)
+        msg = cls(**values)
+        msg.validate()
+        return msg
+
+    def validate(self) -> None:
+        """Checks across fields (after each field passed its own)."""
+
+    def to_wire(self) -> dict[str, Any]:
+        return {f.name: v for f in fields(self) if (v := getattr(self, f.name)) is not None}
+
+    @classmethod
+    def wire_names(cls) -> dict[str, str]:
+        """Every accepted key -> the field it sets."""
+        return {n: f.name for f in fields(cls) for n in (f.name, *f.metadata["aliases"])}
+
+    @classmethod
+    def kind_of(cls, name: str) -> Kind:
+        field_name = cls.wire_names()[name]
+        kind: Kind = next(f.metadata["kind"] for f in fields(cls) if f.name == field_name)
+        return kind
+
+
+@dataclass
+class Hello(Message):
+    method: ClassVar[str] = "rpc.hello"
+    proto: int | None = wire(Num(0, 2 ** 32, whole=True))
+    client: str | None = wire(Str(200))
+
+
+@dataclass
+class Synthesize(Message):
+    """``tts.synthesize``: the parameters table of docs/protocol.md."""
+
+    method: ClassVar[str] = "tts.synthesize"
+    text: str = wire(Str(MAX_TEXT_CHARS), required=True)
+    voice: str | None = wire(Str(), aliases=("speaker",), doc_default=DEFAULT_SPEAKER)
+    instruct: str | None = wire(Str(2000), aliases=("instructions",))
+    model: str | None = wire(Str())
+    language: str = wire(Str(), "auto")
+    format: str = wire(Str(), "pcm16")
+    sample_rate: int = wire(Num(*RATE_RANGE, whole=True), MODEL_RATE)
+    speed: float = wire(Num(*SPEED_RANGE), 1.0)
+    seed: int | None = wire(Num(0, MAX_SEED, whole=True))
+    first_chunk_frames: int | None = wire(Num(1, 50, whole=True),
+                                          doc_default=str(CHUNK_PROFILES["default"].first_chunk_frames))
+    chunk_frames: int | None = wire(Num(1, 100, whole=True),
+                                    doc_default=str(CHUNK_PROFILES["default"].chunk_frames))
+    priority: str = wire(Str(choices=PRIORITIES), "normal")
+    temperature: float | None = wire(Num(MIN_TEMPERATURE, 5.0))
+    top_k: int | None = wire(Num(0, 4096, whole=True))
+    top_p: float | None = wire(Num(0.0, 1.0))
+    repetition_penalty: float | None = wire(Num(0.5, 5.0))
+    max_frames: int | None = wire(Num(1, 8000, whole=True))
+    normalize: bool = wire(Bool(), True)
+    session: str | None = wire(Str(128))
+    ref_audio: bytes | None = wire(Bin("must be the audio file's bytes; URLs and paths are refused"))
+    ref_text: str | None = wire(Str(2000))
+
+    def validate(self) -> None:
+        if not self.text.strip():
+            raise bad("text is empty", "text")
+        try:
+            fmt = canonical_format(self.format)
+        except AudioFormatError as e:
+            raise bad(str(e), "format") from None
+        try:
+            check_rate(fmt, self.sample_rate)
+        except AudioFormatError as e:
+            raise bad(str(e), "sample_rate") from None
+
+    @property
+    def sampling(self) -> dict[str, Any]:
+        """The engine's sampling and length fields (None: the model's own)."""
+        return {"temperature": self.temperature, "top_k": self.top_k, "top_p": self.top_p,
+                "repetition_penalty": self.repetition_penalty, "max_frames": self.max_frames}
+
+
+@dataclass
+class Warmup(Message):
+    """``tts.warmup``: routed like a synthesize request with the same fields."""
+
+    method: ClassVar[str] = "tts.warmup"
+    voice: str | None = wire(Str(), aliases=("speaker",))
+    instruct: str | None = wire(Str(2000), aliases=("instructions",))
+    model: str | None = wire(Str())
+    language: str = wire(Str(), "auto")
+
+    def as_synthesize(self) -> Synthesize:
+        return Synthesize(text="warm up", voice=self.voice, instruct=self.instruct, model=self.model,
+                          language=self.language)
+
+
+@dataclass
+class VoicesAdd(Message):
+    method: ClassVar[str] = "voices.add"
+    name: str = wire(Str(64), required=True)
+    audio: bytes = wire(Bin("must be the reference file's bytes (no paths or URLs)"), required=True)
+    ref_text: str | None = wire(Str(2000))
+    consent: str = wire(Str(500), "")
+
+
+@dataclass
+class VoicesRemove(Message):
+    method: ClassVar[str] = "voices.remove"
+    name: str = wire(Str(64), "")
+
+
+@dataclass
+class AdminLoad(Message):
+    method: ClassVar[str] = "admin.load"
+    model: str | None = wire(Str())
+
+
+@dataclass
+class AdminUnload(Message):
+    method: ClassVar[str] = "admin.unload"
+    model: str | None = wire(Str())
+    exit: bool = wire(Bool(), False)
+
+
+@dataclass
+class AdminKeepalive(Message):
+    """``seconds`` is capped by the daemon's ``max_keepalive`` (a ``limits`` override)."""
+
+    method: ClassVar[str] = "admin.keepalive"
+    seconds: float = wire(Num(0, math.inf), 0.0)
+
+
+@dataclass
+class AdminSet(Message):
+    method: ClassVar[str] = "admin.set"
+    idle_timeout: float | None = wire(Num(-1, 7 * 86400))
+    queue_timeout: float | None = wire(Num(1, 86400))
+
+
+@dataclass
+class AdminShutdown(Message):
+    method: ClassVar[str] = "admin.shutdown"
+    drain: bool = wire(Bool(), True)
+
+
+@dataclass
+class AdminCacheClear(Message):
+    method: ClassVar[str] = "admin.cache.clear"
+    what: str = wire(Str(choices=("prompts", "model")), "prompts")
+    model: str = wire(Str(), "")
+    confirm: str | None = wire(Str())
+
+
+# --- notifications (daemon -> client while a synthesize request streams; $/cancel back) -----
+
+
+@dataclass
+class Progress:
+    """``tts.progress [msgid, {stage: queued|loading|generating, ...}]``."""
+
+    method: ClassVar[str] = N_PROGRESS
+    msgid: int
+    info: dict[str, Any]
+
+    @property
+    def stage(self) -> str | None:
+        return self.info.get("stage")
+
+    def to_wire(self) -> list[Any]:
+        return [self.msgid, self.info]
+
+    @classmethod
+    def from_wire(cls, params: list[Any]) -> Progress | None:
+        if len(params) >= 2 and isinstance(params[1], dict):
+            return cls(params[0], params[1])
+        return None
+
+
+@dataclass
+class Start:
+    """``tts.start [msgid, {sample_rate, channels, format, mime, model, segments}]``."""
+
+    method: ClassVar[str] = N_START
+    msgid: int
+    sample_rate: int
+    format: str
+    mime: str
+    model: str = ""
+    segments: int = 1
+    channels: int = 1
+
+    def to_wire(self) -> list[Any]:
+        return [self.msgid, {"sample_rate": self.sample_rate, "channels": self.channels, "format": self.format,
+                             "mime": self.mime, "model": self.model, "segments": self.segments}]
+
+    @classmethod
+    def from_wire(cls, params: list[Any]) -> Start | None:
+        d = params[1] if len(params) >= 2 and isinstance(params[1], dict) else None
+        if d is None:
+            return None
+        return cls(params[0], int(d.get("sample_rate") or MODEL_RATE), str(d.get("format", "")),
+                   str(d.get("mime", "")), str(d.get("model", "")), int(d.get("segments") or 1),
+                   int(d.get("channels") or 1))
+
+
+@dataclass
+class Chunk:
+    """``tts.chunk [msgid, seq, {audio: bin}]``: concatenated in seq order they are one file."""
+
+    method: ClassVar[str] = N_CHUNK
+    msgid: int
+    seq: int
+    audio: bytes
+
+    def to_wire(self) -> list[Any]:
+        return [self.msgid, self.seq, {"audio": self.audio}]
+
+    @classmethod
+    def from_wire(cls, params: list[Any]) -> Chunk | None:
+        if len(params) < 3 or not isinstance(params[1], int):
+            return None
+        d = params[2] if isinstance(params[2], dict) else {}
+        audio = d.get("audio", b"")
+        return cls(params[0], params[1], bytes(audio) if isinstance(audio, (bytes, bytearray)) else b"")
+
+
+@dataclass
+class Caption:
+    """``tts.segment [msgid, {index, text, start, end}]``: where a segment sits in the
+    delivered audio, in seconds (after speed change and SSML pauses); ``text`` as written."""
+
+    method: ClassVar[str] = N_SEGMENT
+    msgid: int
+    index: int
+    text: str
+    start: float
+    end: float
+
+    def to_wire(self) -> list[Any]:
+        return [self.msgid, {"index": self.index, "text": self.text, "start": self.start, "end": self.end}]
+
+    @classmethod
+    def from_wire(cls, params: list[Any]) -> Caption | None:
+        d = params[1] if len(params) >= 2 and isinstance(params[1], dict) else None
+        try:
+            return None if d is None else cls(params[0], int(d["index"]), str(d["text"]),
+                                               float(d["start"]), float(d["end"]))
+        except (KeyError, TypeError, ValueError):
+            return None
+
+
+@dataclass
+class Cancel:
+    """``$/cancel [msgid]`` (client -> daemon): stop that request within a frame."""
+
+    method: ClassVar[str] = N_CANCEL
+    msgid: int
+
+    def to_wire(self) -> list[Any]:
+        return [self.msgid]
+
+    @classmethod
+    def from_wire(cls, params: Any) -> Cancel | None:
+        if isinstance(params, list) and params and isinstance(params[0], int):
+            return cls(params[0])
+        return None
+
+
+NOTIFICATIONS: dict[str, type[Progress] | type[Start] | type[Chunk] | type[Caption]] = {
+    N_PROGRESS: Progress, N_START: Start, N_CHUNK: Chunk, N_SEGMENT: Caption}
+
+
+# --- results --------------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    """Base of results: every field goes on the wire."""
+
+    def to_wire(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass
+class SynthesizeResult(Result):
+    """The one response that ends a synthesize stream."""
+
+    chunks: int
+    bytes: int
+    samples: int
+    duration_s: float
+    frames: int
+    segments: int
+    first_audio_s: float
+    total_s: float
+    rtf: float | None
+    model: str
+    format: str
+    sample_rate: int
+    language: str | None = None
+
+
+@dataclass
+class HelloResult(Result):
+    proto: int
+    server: str
+    version: str
+    capabilities: list[str]
+    max_frame: int
+    admin: bool
+    socket: str
+
+
+@dataclass
+class WarmupResult(Result):
+    model: str
+    was_loaded: bool
+    load_s: float
+
+
+REQUESTS: dict[str, type[Message]] = {m.method: m for m in (
+    Hello, Synthesize, Warmup, VoicesAdd, VoicesRemove, AdminLoad, AdminUnload, AdminKeepalive,
+    AdminSet, AdminShutdown, AdminCacheClear)}
