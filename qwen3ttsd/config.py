@@ -42,6 +42,8 @@ class DaemonConfig:
     first_chunk_frames: int = 1
     chunk_frames: int = 4
     drain_timeout: float = 25.0            # SIGTERM: let streams finish this long
+    engine: str = "batched"                # batched (continuous batching) | sequential
+    max_batch: int = 16                    # streams the batched engine steps together
 
     def __post_init__(self) -> None:
         if not self.tts_socket:

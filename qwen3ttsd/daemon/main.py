@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
                              LoadOptions(cfg.device, cfg.dtype, cfg.attn, cfg.compile))
     if not registry.entries:
         log.warning("no model configured: synthesis requests will fail (set QWEN3TTSD_MODEL)")
-    scheduler = Scheduler(registry, cfg.queue_max)
+    scheduler = Scheduler(registry, cfg.queue_max, engine=cfg.engine, max_batch=cfg.max_batch)
     service = Service(cfg, registry, scheduler, VoiceStore(cfg.state_dir), notifier)
     server = Server(sockets, service.handle, notifier=notifier, idle_timeout=cfg.idle_timeout,
                     conn_idle_timeout=cfg.conn_idle_timeout, admin_group=cfg.admin_group,
