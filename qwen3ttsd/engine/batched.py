@@ -140,16 +140,23 @@ def warp(logits: Tensor, rules: list[Sampling]) -> Tensor:
 
 
 def choose(logits: Tensor, rules: list[Sampling], gens: list[torch.Generator]) -> list[int]:
-    """One token per row: multinomial with the row's generator, or argmax when greedy."""
+    """One token per row: a sample drawn with the row's generator, or argmax when greedy.
+
+    ``torch.multinomial(p, 1)`` is ``argmax(p / q)`` with ``q ~ Exp(1)`` drawn from the
+    generator (ATen's one-sample path); doing that here draws the same numbers per row and
+    lets one argmax serve the whole batch instead of B checked multinomial calls.
+    """
     warped = warp(logits, rules)
     probs = warped.softmax(dim=-1)
-    out = []
+    q = torch.empty_like(probs)
     for i, r in enumerate(rules):
         if r.do_sample:
-            out.append(int(torch.multinomial(probs[i:i + 1], 1, generator=gens[i])))
+            q[i].exponential_(1, generator=gens[i])
         else:
-            out.append(int(logits[i].argmax()))
-    return out
+            q[i] = 1.0
+    picks = torch.where(torch.tensor([r.do_sample for r in rules], device=logits.device).unsqueeze(1),
+                        probs / q, logits).argmax(dim=-1)
+    return picks.tolist()
 
 
 # --- KV caches -------------------------------------------------------------------------
