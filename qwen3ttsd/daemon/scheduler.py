@@ -82,6 +82,7 @@ class Scheduler:
         self._active = 0                       # streams inside backends
         self._thread = threading.Thread(target=self._run, name="qwen3ttsd-gpu", daemon=True)
         self._thread.start()
+        log.info("engine backend %s (max_batch %d)", engine, self.max_batch)
 
     # --- event-loop side ---------------------------------------------------------------
 

@@ -39,6 +39,7 @@ from torch import Tensor
 from ..errors import Cancelled, TTSError
 from .backend import Stream, internal_error
 from .engine import AudioOut, Engine, SynthesisRequest
+from .streaming_decoder import StreamingDecoder
 
 log = logging.getLogger("qwen3ttsd.engine")
 
@@ -159,6 +160,19 @@ def choose(logits: Tensor, rules: list[Sampling], gens: list[torch.Generator]) -
     return picks.tolist()
 
 
+def decode_many(outs: list[AudioOut]) -> None:
+    """Decode the pending frames of several streams, one batched codec call per chunk
+    length (rows admitted together stay in phase, so usually one call per step)."""
+    by_len: dict[int, list[AudioOut]] = {}
+    for o in outs:
+        by_len.setdefault(len(o.pending), []).append(o)
+    for group in by_len.values():
+        codes = torch.stack([o.take() for o in group])
+        audio = StreamingDecoder.push_many([o.decoder for o in group], codes)
+        for o, a in zip(group, audio):
+            o.emit(a)
+
+
 # --- KV caches -------------------------------------------------------------------------
 
 
@@ -258,6 +272,13 @@ class Row:
         self.hidden: Tensor | None = None   # (1, 1, D) talker output for the pending token
         self.frame: Tensor | None = None    # (16,) the last completed frame
 
+    def text(self) -> Tensor:
+        """The text vector that goes with the last completed frame (qwen-tts's
+        ``trailing_text_hidden[generation_step]``, then ``tts_pad``)."""
+        k = self.out.stats.frames - 1
+        tr = self.prompt.trailing
+        return tr[k] if k < tr.shape[0] else self.prompt.pad
+
 
 class BatchedBackend:
     """Continuous batching over one loaded :class:`Engine` (see module docstring)."""
@@ -287,20 +308,21 @@ class BatchedBackend:
 
     # --- admission -------------------------------------------------------------------
 
-    def admit(self, stream: Stream) -> None:
+    def admit(self, stream: Stream, prompt: Prompt | None = None) -> None:
+        """Prefill ``stream`` (with ``prompt`` if given, e.g. modified settings in tests)."""
         try:
             if stream.cancel.is_set():
                 raise Cancelled()
             with torch.inference_mode():
-                self._admit(stream)
+                self._admit(stream, prompt)
         except BaseException as e:  # noqa: BLE001 - reported to the stream
             stream.sink("error", internal_error(e))
 
-    def _admit(self, stream: Stream) -> None:
+    def _admit(self, stream: Stream, prompt: Prompt | None = None) -> None:
         if self.engine.tts is None:
             raise TTSError("unavailable", "model not loaded")
         req = stream.request
-        prompt = build_prompt(self.engine, req)
+        prompt = prompt or build_prompt(self.engine, req)
         out = AudioOut(self.engine.start_decoder(stream.decoder, prompt.voice), req,
                        lambda pcm: stream.sink("audio", pcm), stream.on_codes)
         gen = torch.Generator(device=self.device)
@@ -345,9 +367,13 @@ class BatchedBackend:
         past = torch.cat([r.hidden for r in rows], dim=0)
         codes = self.predict(past, c0, lambda j, lg: choose(lg, [r.sub for r in rows], [r.gen for r in rows]))
         frames = torch.cat([c0.unsqueeze(1), codes], dim=1)
-        for r, frame in zip(list(rows), frames):
+        due = []
+        for r, frame in zip(rows, frames):
             r.frame = frame
-            r.out.add(frame.unsqueeze(0))
+            if r.out.add(frame.unsqueeze(0)):
+                due.append(r.out)
+        decode_many(due)
+        for r in list(rows):
             if r.out.stats.frames >= r.cap:
                 r.out.stats.hit_frame_cap = True
                 self._finish(r)
@@ -355,7 +381,10 @@ class BatchedBackend:
         if not self.rows:
             return
         rows = self.rows
-        logits, hidden = self.talker_step(rows, torch.stack([r.frame for r in rows]))
+        logits, hidden = self.talker_step(torch.stack([r.frame for r in rows]),
+                                          torch.stack([r.text() for r in rows]), [r.length for r in rows])
+        for r in rows:
+            r.length += 1
         self._take_c0(rows, logits, hidden)
 
     def predict(self, past_hidden: Tensor, c0: Tensor, pick) -> Tensor:
@@ -383,30 +412,22 @@ class BatchedBackend:
             pos += n
         return torch.tensor(out, device=self.device).T
 
-    def talker_step(self, rows: list[Row], frames: Tensor) -> tuple[Tensor, Tensor]:
-        """One talker forward for every row: input = frame embeddings + trailing text."""
+    def talker_step(self, frames: Tensor, text: Tensor, lengths: list[int]) -> tuple[Tensor, Tensor]:
+        """One talker forward for B rows: input = the sum of each row's frame (B, 16)
+        embeddings + its text vector (B, D), at position ``lengths[b]`` of its cache."""
         t = self.talker
         cp_emb = self.predictor.get_input_embeddings()
         parts = [t.get_input_embeddings()(frames[:, :1])]
         parts += [cp_emb[i](frames[:, i + 1:i + 2]) for i in range(self.groups - 1)]
-        x = torch.cat(parts, dim=1).sum(1, keepdim=True)
-        text = []
-        for r in rows:
-            k = r.out.stats.frames - 1  # qwen-tts's generation_step for this frame
-            tr = r.prompt.trailing
-            text.append(tr[k] if k < tr.shape[0] else r.prompt.pad)
-        x = x + torch.stack(text).unsqueeze(1)
-        lengths = [r.length for r in rows]
+        x = torch.cat(parts, dim=1).sum(1, keepdim=True) + text.unsqueeze(1)
         span = max(lengths) + 1
-        self.kv.reserve(len(rows), span)
+        self.kv.reserve(len(lengths), span)
         pos = torch.tensor(lengths, device=self.device)
         self.kv.for_decode(pos, span)
         mask = None
         if min(lengths) != max(lengths):
             mask = (torch.arange(span, device=self.device).unsqueeze(0) <= pos.unsqueeze(1))[:, None, None, :]
         hidden = self._talker_layers(x, pos.view(1, -1, 1).expand(3, -1, 1), mask)
-        for r in rows:
-            r.length += 1
         return t.codec_head(hidden)[:, -1].float(), hidden
 
     def _talker_layers(self, x: Tensor, position_ids: Tensor, mask: Tensor | None) -> Tensor:

@@ -90,23 +90,30 @@ class AudioOut:
         self.stats = SynthesisStats()
         self.t0 = time.perf_counter()
 
-    def add(self, frame) -> None:
-        """One (1, 16) frame of codes."""
+    def add(self, frame) -> bool:
+        """One (1, 16) frame of codes; True when a chunk is due (see :meth:`flush`)."""
         self.pending.append(frame)
         self.stats.frames += 1
-        if len(self.pending) >= (self.first_n if self.stats.chunks == 0 else self.chunk_n):
-            self.flush()
+        return len(self.pending) >= (self.first_n if self.stats.chunks == 0 else self.chunk_n)
 
     def flush(self) -> None:
-        if not self.pending:
-            return
+        """Decode and hand over the pending frames (if any)."""
+        if self.pending:
+            self.emit(self.decoder.push(self.take())[0])
+
+    def take(self):
+        """The pending frames as (T, 16) codes, for a caller that decodes them itself."""
         import torch
 
         codes = torch.cat(self.pending, dim=0)
         self.pending.clear()
         if self.on_codes is not None:
             self.on_codes(codes)
-        pcm = self.decoder.push(codes)[0].float().cpu().numpy()
+        return codes
+
+    def emit(self, audio) -> None:
+        """Hand over the decoded audio (1-D tensor) of the frames last taken."""
+        pcm = audio.float().cpu().numpy()
         st = self.stats
         if st.first_audio_s is None:
             st.first_audio_s = time.perf_counter() - self.t0
@@ -261,7 +268,8 @@ class Engine:
             frame = codes[0:1]
             if int(frame[0, 0]) == eos:
                 return
-            out.add(frame)
+            if out.add(frame):
+                out.flush()
             if cancel is not None and cancel.is_set():
                 raise Cancelled()
 
