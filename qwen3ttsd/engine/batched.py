@@ -39,6 +39,7 @@ from torch import Tensor
 from ..errors import Cancelled, TTSError
 from .backend import Stream, internal_error
 from .engine import AudioOut, Engine, SynthesisRequest
+from .lean import lean_layers
 from .streaming_decoder import StreamingDecoder
 
 log = logging.getLogger("qwen3ttsd.engine")
@@ -112,52 +113,60 @@ class Sampling:
                    1.0 if top_p is None else float(top_p))
 
 
-def warp(logits: Tensor, rules: list[Sampling]) -> Tensor:
-    """HF's sampling warpers (temperature, top-k, top-p), each row with its own settings.
-    Rows that do not sample are left alone (greedy takes the argmax of the raw scores)."""
-    dev = logits.device
-    temps = [r.temperature for r in rules]
-    if any(t != 1.0 for t in temps):
-        logits = logits / torch.tensor(temps, device=dev, dtype=logits.dtype).unsqueeze(1)
-    ks = [min(r.top_k, logits.shape[-1]) if r.do_sample else 0 for r in rules]
-    if any(ks):
-        kmax = max(ks)
-        top = torch.topk(logits, kmax).values
-        idx = torch.tensor([max(k, 1) - 1 for k in ks], device=dev).unsqueeze(1)
-        thresh = top.gather(1, idx)
-        on = torch.tensor([k > 0 for k in ks], device=dev).unsqueeze(1)
-        logits = logits.masked_fill(on & (logits < thresh), NEG_INF)
-    ps = [r.top_p if r.do_sample else 1.0 for r in rules]
-    if any(p < 1.0 for p in ps):
-        sorted_logits, sorted_idx = torch.sort(logits, descending=False)
-        cum = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
-        p = torch.tensor(ps, device=dev, dtype=cum.dtype).unsqueeze(1)
-        remove_sorted = cum <= (1 - p)
-        remove_sorted[..., -1:] = False
-        remove_sorted &= (p < 1.0)
-        remove = remove_sorted.scatter(1, sorted_idx, remove_sorted)
-        logits = logits.masked_fill(remove, NEG_INF)
-    return logits
+class Sampler:
+    """HF's sampling for B rows, each with its own settings and generator, prepared once
+    per batch composition and applied to many logits (15 predictor steps share one).
 
-
-def choose(logits: Tensor, rules: list[Sampling], gens: list[torch.Generator]) -> list[int]:
-    """One token per row: a sample drawn with the row's generator, or argmax when greedy.
-
-    ``torch.multinomial(p, 1)`` is ``argmax(p / q)`` with ``q ~ Exp(1)`` drawn from the
-    generator (ATen's one-sample path); doing that here draws the same numbers per row and
-    lets one argmax serve the whole batch instead of B checked multinomial calls.
+    Warpers in HF's order: temperature, top-k, top-p (rows that do not sample skip them and
+    take the argmax of the processed scores). ``torch.multinomial(p, 1)`` is
+    ``argmax(p / q)`` with ``q ~ Exp(1)`` drawn from the generator (ATen's one-sample path):
+    drawing that per row uses the same random numbers, and one argmax serves the batch.
     """
-    warped = warp(logits, rules)
-    probs = warped.softmax(dim=-1)
-    q = torch.empty_like(probs)
-    for i, r in enumerate(rules):
-        if r.do_sample:
-            q[i].exponential_(1, generator=gens[i])
-        else:
-            q[i] = 1.0
-    picks = torch.where(torch.tensor([r.do_sample for r in rules], device=logits.device).unsqueeze(1),
-                        probs / q, logits).argmax(dim=-1)
-    return picks.tolist()
+
+    def __init__(self, rules: list[Sampling], gens: list[torch.Generator], vocab: int, device) -> None:
+        def col(values, dtype=None):
+            return torch.tensor(values, device=device, dtype=dtype).unsqueeze(1)
+
+        self.gens = gens
+        self.sampling = [r.do_sample for r in rules]
+        self.any_sample = any(self.sampling)
+        self.sample_rows = col(self.sampling)
+        temps = [r.temperature if r.do_sample else 1.0 for r in rules]
+        self.temps = col(temps, torch.float32) if any(t != 1.0 for t in temps) else None
+        ks = [min(r.top_k, vocab) if r.do_sample else 0 for r in rules]
+        self.kmax = max(ks)
+        self.k_index = col([max(k, 1) - 1 for k in ks])
+        self.k_rows = col([k > 0 for k in ks])
+        ps = [r.top_p if r.do_sample else 1.0 for r in rules]
+        self.p = col(ps, torch.float32) if any(p < 1.0 for p in ps) else None
+
+    def warp(self, logits: Tensor) -> Tensor:
+        if self.temps is not None:
+            logits = logits / self.temps
+        if self.kmax:
+            thresh = torch.topk(logits, self.kmax).values.gather(1, self.k_index)
+            logits = logits.masked_fill(self.k_rows & (logits < thresh), NEG_INF)
+        if self.p is not None:
+            sorted_logits, sorted_idx = torch.sort(logits, descending=False)
+            cum = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+            remove_sorted = cum <= (1 - self.p)
+            remove_sorted[..., -1:] = False
+            remove_sorted &= self.p < 1.0
+            logits = logits.masked_fill(remove_sorted.scatter(1, sorted_idx, remove_sorted), NEG_INF)
+        return logits
+
+    def __call__(self, logits: Tensor) -> Tensor:
+        """One token id per row (B,)."""
+        if not self.any_sample:
+            return logits.argmax(dim=-1)
+        probs = self.warp(logits).softmax(dim=-1)
+        q = torch.empty_like(probs)
+        for i, on in enumerate(self.sampling):
+            if on:
+                q[i].exponential_(1, generator=self.gens[i])
+            else:
+                q[i] = 1.0
+        return torch.where(self.sample_rows, probs / q, logits).argmax(dim=-1)
 
 
 def decode_many(outs: list[AudioOut]) -> None:
@@ -247,6 +256,14 @@ class StepKV:
         return k, v
 
 
+def _lean(model: Any) -> list:
+    """The model's layers as :class:`LeanLayer` s, built once per loaded model."""
+    layers = getattr(model, "_qwen3ttsd_lean", None)
+    if layers is None:
+        layers = model._qwen3ttsd_lean = lean_layers(model.layers)
+    return layers
+
+
 # --- rows ------------------------------------------------------------------------------
 
 
@@ -299,6 +316,8 @@ class BatchedBackend:
         attn = self.talker.model.layers[0].self_attn
         self.kv = RowKV(len(self.talker.model.layers), tc.num_key_value_heads, attn.head_dim,
                         self.dtype, self.device)
+        self.talker_layers = _lean(self.talker.model)
+        self.predictor_layers = _lean(self.predictor.model)
         self.rows: list[Row] = []
         self._suppress_cache: dict[tuple, Tensor] = {}
 
@@ -365,7 +384,8 @@ class BatchedBackend:
         rows = self.rows
         c0 = torch.tensor([r.c0 for r in rows], device=self.device)
         past = torch.cat([r.hidden for r in rows], dim=0)
-        codes = self.predict(past, c0, lambda j, lg: choose(lg, [r.sub for r in rows], [r.gen for r in rows]))
+        sub = Sampler([r.sub for r in rows], [r.gen for r in rows], self.predictor.vocab_size, self.device)
+        codes = self.predict(past, c0, lambda j, logits: sub(logits))
         frames = torch.cat([c0.unsqueeze(1), codes], dim=1)
         due = []
         for r, frame in zip(rows, frames):
@@ -388,29 +408,33 @@ class BatchedBackend:
         self._take_c0(rows, logits, hidden)
 
     def predict(self, past_hidden: Tensor, c0: Tensor, pick) -> Tensor:
-        """Codebooks 1..15 for each row: ``pick(j, logits (B, V)) -> list of ids``."""
+        """Codebooks 1..15 for each row (B, 15): ``pick(j, logits (B, V)) -> ids (B,)``."""
         p = self.predictor
         emb = self.talker.get_input_embeddings()(c0).unsqueeze(1)
         x = p.small_to_mtp_projection(torch.cat([past_hidden, emb], dim=1))
+        cos, sin = self._predictor_rope(x)
         cache = StepKV()
-        out = []
+        out: list[Tensor] = []
         pos = 0
         for j in range(self.groups - 1):
             if j > 0:
-                prev = torch.tensor(out[-1], device=self.device).unsqueeze(1)
-                x = p.small_to_mtp_projection(p.model.get_input_embeddings()[j - 1](prev))
+                x = p.small_to_mtp_projection(p.model.get_input_embeddings()[j - 1](out[-1].unsqueeze(1)))
             n = x.shape[1]
-            pos_ids = torch.arange(pos, pos + n, device=self.device).unsqueeze(0)
-            cos_sin = p.model.rotary_emb(x, pos_ids)
             h = x
-            for layer in p.model.layers:
-                h = layer(h, attention_mask=None, past_key_values=cache, use_cache=True,
-                          position_embeddings=cos_sin)[0]
+            for layer in self.predictor_layers:
+                h = layer(h, cos[:, pos:pos + n], sin[:, pos:pos + n], cache, None)
             h = p.model.norm(h)
             logits = p.lm_head[j](h[:, -1]).float()
-            out.append(pick(j, logits))
+            out.append(torch.as_tensor(pick(j, logits), device=self.device).view(-1))
             pos += n
-        return torch.tensor(out, device=self.device).T
+        return torch.stack(out, dim=1)
+
+    def _predictor_rope(self, like: Tensor) -> tuple[Tensor, Tensor]:
+        """cos/sin of the predictor's positions 0..15 (the same for every frame)."""
+        if getattr(self, "_cp_rope", None) is None or self._cp_rope[0].dtype != like.dtype:
+            pos = torch.arange(self.groups, device=self.device).unsqueeze(0)
+            self._cp_rope = self.predictor.model.rotary_emb(like, pos)
+        return self._cp_rope
 
     def talker_step(self, frames: Tensor, text: Tensor, lengths: list[int]) -> tuple[Tensor, Tensor]:
         """One talker forward for B rows: input = the sum of each row's frame (B, 16)
@@ -432,16 +456,16 @@ class BatchedBackend:
 
     def _talker_layers(self, x: Tensor, position_ids: Tensor, mask: Tensor | None) -> Tensor:
         tm = self.talker.model
-        cos_sin = tm.rotary_emb(x, position_ids)
-        for layer in tm.layers:
-            x = layer(x, attention_mask=mask, past_key_values=self.kv, use_cache=True,
-                      position_embeddings=cos_sin)[0]
+        cos, sin = tm.rotary_emb(x, position_ids)
+        cos, sin = cos[0], sin[0]  # speech positions: the 3 mrope components are equal
+        for layer in self.talker_layers:
+            x = layer(x, cos, sin, self.kv, mask)
         return tm.norm(x)
 
     def _take_c0(self, rows: list[Row], logits: Tensor, hidden: Tensor) -> None:
         """Apply the talker's logits rules and sample codebook 0 of each row's next frame."""
         logits = self.talker_rules(rows, logits)
-        ids = choose(logits, [r.talk for r in rows], [r.gen for r in rows])
+        ids = Sampler([r.talk for r in rows], [r.gen for r in rows], self.vocab, self.device)(logits).tolist()
         for i, (r, tok) in enumerate(list(zip(rows, ids))):
             r.sampled += 1
             r.seen[tok] = True
@@ -510,4 +534,4 @@ class BatchedBackend:
             r.stream.sink("error", err)
 
 
-__all__ = ["BatchedBackend", "Prompt", "Sampling", "build_prompt", "choose", "warp"]
+__all__ = ["BatchedBackend", "Prompt", "Sampler", "Sampling", "build_prompt"]
