@@ -8,7 +8,7 @@ HOST    ?= 127.0.0.1
 PORT    ?= 8880
 PYTEST_ARGS ?=
 
-.PHONY: install system-deps run tiny-model test test-fast bench bench-engine bench-bridge verify-units clean
+.PHONY: install system-deps run tiny-model test test-fast bench bench-engine bench-bridge bench-concurrency verify-units clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -42,13 +42,17 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
-bench: bench-engine bench-bridge
+bench: bench-engine bench-bridge bench-concurrency
 
 bench-engine: install
 	$(BIN)/python bench/bench_engine.py
 
 bench-bridge: install
 	$(BIN)/python bench/bench_bridge.py
+
+# The real daemon over its socket, 1..16 concurrent seeded streams, sequential vs batched engine.
+bench-concurrency: install
+	$(BIN)/python bench/bench_concurrency.py
 
 verify-units:
 	$(BIN)/python -m pytest -q tests/test_systemd_units.py
