@@ -39,7 +39,7 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def bench_backends(engine: Engine, frames: int, reps: int) -> list[tuple[str, float, int]]:
+def bench_backends(engine: Engine, frames: int, reps: int, quants: tuple[str, ...] = ("",)) -> list[tuple[str, float, int]]:
     """(label, seconds per step, streams per step): sequential vs batched B=1 / B=8."""
     device = engine.info["device"]
 
@@ -52,10 +52,10 @@ def bench_backends(engine: Engine, frames: int, reps: int) -> list[tuple[str, fl
         st = engine.synthesize(reqs(1, r)[0], lambda pcm: None)
         seq.append(st.total_s / st.frames)
     rows = [("sequential (qwen-tts generate)", statistics.median(seq), 1)]
-    for b in (1, 8):
+    for quant, b in [(q, b) for q in quants for b in (1, 8)]:
         per_step = []
         for r in range(reps):
-            backend = BatchedBackend(engine, max_batch=b)
+            backend = BatchedBackend(engine, max_batch=b, quant=quant)
             for q in reqs(b, r):
                 backend.admit(Stream(q, sink=lambda kind, value: None))
             sync(device)
@@ -66,7 +66,7 @@ def bench_backends(engine: Engine, frames: int, reps: int) -> list[tuple[str, fl
                 steps += 1
             sync(device)
             per_step.append((time.perf_counter() - t0) / steps)
-        rows.append((f"batched B={b}", statistics.median(per_step), b))
+        rows.append((f"batched B={b}" + (f" {quant}" if quant else ""), statistics.median(per_step), b))
     return rows
 
 
@@ -155,6 +155,7 @@ def main() -> int:
     ap.add_argument("--chunk", type=int, default=4)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--only", choices=["backends"], help="run only part 0")
+    ap.add_argument("--int8", action="store_true", help="part 0 also with int8 weights (CPU)")
     a = ap.parse_args()
 
     tmp = None
@@ -168,7 +169,7 @@ def main() -> int:
     print(f"\nmodel: {a.size} ({info['device']}, {info['dtype']}, attn={info['attn']}, "
           f"{torch.get_num_threads()} torch threads)")
 
-    rows = bench_backends(engine, a.frames, a.reps)
+    rows = bench_backends(engine, a.frames, a.reps, ("", "int8") if a.int8 else ("",))
     seq = rows[0][1]
     print(f"\n0) per-frame time, {a.frames} frames per stream (80 ms of audio per frame), median of {a.reps}")
     print(f"{'backend':32} {'ms/step':>9} {'ms/stream-frame':>16} {'vs sequential':>14} {'x-realtime aggr':>16}")

@@ -44,6 +44,7 @@ class DaemonConfig:
     drain_timeout: float = 25.0            # SIGTERM: let streams finish this long
     engine: str = "batched"                # batched (continuous batching) | sequential
     max_batch: int = 16                    # streams the batched engine steps together
+    quant: str = ""                        # int8: batched engine's linear weights in int8 (CPU)
 
     def __post_init__(self) -> None:
         if not self.tts_socket:

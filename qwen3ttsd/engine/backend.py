@@ -107,7 +107,7 @@ def make_backend(kind: str, engine: Any, max_batch: int = 16) -> Backend:
     if kind == "batched":
         from .batched import BatchedBackend
 
-        return BatchedBackend(engine, max_batch=max_batch)
+        return BatchedBackend(engine, max_batch=max_batch, quant=getattr(engine.options, "quant", ""))
     raise TTSError("bad_request", f"unknown engine {kind!r}; choose one of {BACKENDS}")
 
 

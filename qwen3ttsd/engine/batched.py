@@ -300,7 +300,7 @@ class Row:
 class BatchedBackend:
     """Continuous batching over one loaded :class:`Engine` (see module docstring)."""
 
-    def __init__(self, engine: Engine, max_batch: int = 16) -> None:
+    def __init__(self, engine: Engine, max_batch: int = 16, quant: str = "") -> None:
         self.engine = engine
         self.capacity = max(1, int(max_batch))
         m = engine.tts.model
@@ -318,12 +318,35 @@ class BatchedBackend:
                         self.dtype, self.device)
         self.talker_layers = _lean(self.talker.model)
         self.predictor_layers = _lean(self.predictor.model)
+        self.codec_head = self.talker.codec_head
+        self.lm_heads = self.predictor.lm_head
+        if quant == "int8":
+            self._use_int8()
+        elif quant:
+            raise TTSError("bad_request", f"unknown quantization {quant!r} (supported: int8)")
         self.rows: list[Row] = []
         self._suppress_cache: dict[tuple, Tensor] = {}
 
     @property
     def active(self) -> int:
         return len(self.rows)
+
+    def _use_int8(self) -> None:
+        """int8 weights for the talker's and predictor's linears (CPU: memory-bound matrix-
+        vector products read 4x fewer bytes). Embeddings, norms and the codec stay fp32.
+        Copies built once per loaded model; qwen-tts's own modules are left as they are."""
+        if self.device.type != "cpu":
+            log.warning("QWEN3TTSD_QUANT=int8 is a CPU option; running unquantized on %s", self.device)
+            return
+        from .lean import quantize_int8
+
+        m = self.model
+        cached = getattr(m, "_qwen3ttsd_int8", None)
+        if cached is None:
+            cached = m._qwen3ttsd_int8 = (
+                [layer.int8() for layer in self.talker_layers], [layer.int8() for layer in self.predictor_layers],
+                quantize_int8(self.talker.codec_head), quantize_int8(self.predictor.lm_head))
+        self.talker_layers, self.predictor_layers, self.codec_head, self.lm_heads = cached
 
     # --- admission -------------------------------------------------------------------
 
@@ -364,7 +387,7 @@ class BatchedBackend:
         pos = torch.arange(n, device=self.device).view(1, 1, n).expand(3, 1, n)
         self.kv.for_prefill(slot)
         hidden = self._talker_layers(embeds, pos, mask=None)
-        return self.talker.codec_head(hidden[:, -1:])[:, -1].float(), hidden[:, -1:]
+        return self.codec_head(hidden[:, -1:])[:, -1].float(), hidden[:, -1:]
 
     # --- stepping --------------------------------------------------------------------
 
@@ -424,7 +447,7 @@ class BatchedBackend:
             for layer in self.predictor_layers:
                 h = layer(h, cos[:, pos:pos + n], sin[:, pos:pos + n], cache, None)
             h = p.model.norm(h)
-            logits = p.lm_head[j](h[:, -1]).float()
+            logits = self.lm_heads[j](h[:, -1]).float()
             out.append(torch.as_tensor(pick(j, logits), device=self.device).view(-1))
             pos += n
         return torch.stack(out, dim=1)
@@ -452,7 +475,7 @@ class BatchedBackend:
         if min(lengths) != max(lengths):
             mask = (torch.arange(span, device=self.device).unsqueeze(0) <= pos.unsqueeze(1))[:, None, None, :]
         hidden = self._talker_layers(x, pos.view(1, -1, 1).expand(3, -1, 1), mask)
-        return t.codec_head(hidden)[:, -1].float(), hidden
+        return self.codec_head(hidden)[:, -1].float(), hidden
 
     def _talker_layers(self, x: Tensor, position_ids: Tensor, mask: Tensor | None) -> Tensor:
         tm = self.talker.model

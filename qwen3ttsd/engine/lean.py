@@ -15,6 +15,7 @@ components are equal, which makes it ordinary rope with the first component's an
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
@@ -22,21 +23,31 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def _fuse(linears: list[torch.nn.Linear]) -> tuple[Tensor, Tensor | None]:
-    """One weight (and bias) for several linears over the same input; the modules' own
-    parameters become views of it."""
-    weight = torch.cat([m.weight.data for m in linears])
-    bias = None
-    if linears[0].bias is not None:
-        bias = torch.cat([m.bias.data for m in linears])
+def _fuse(linears: list[torch.nn.Linear]) -> torch.nn.Linear:
+    """One Linear for several over the same input; the modules' own parameters become
+    views of its weight (and bias), so no memory is duplicated."""
+    w0 = linears[0].weight
+    fused = torch.nn.Linear(w0.shape[1], sum(m.weight.shape[0] for m in linears),
+                            bias=linears[0].bias is not None, device="meta")
+    fused.weight = torch.nn.Parameter(torch.cat([m.weight.data for m in linears]), requires_grad=False)
+    if fused.bias is not None:
+        fused.bias = torch.nn.Parameter(torch.cat([m.bias.data for m in linears]), requires_grad=False)
     row = 0
     for m in linears:
         n = m.weight.shape[0]
-        m.weight.data = weight[row:row + n]
-        if bias is not None:
-            m.bias.data = bias[row:row + n]
+        m.weight.data = fused.weight.data[row:row + n]
+        if m.bias is not None:
+            m.bias.data = fused.bias.data[row:row + n]
         row += n
-    return weight, bias
+    return fused
+
+
+def quantize_int8(module: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``module`` with every Linear's weights in int8 (torch's dynamic
+    quantization: int8 weights, activations quantized on the fly; CPU only)."""
+    from torch.ao.quantization import quantize_dynamic
+
+    return quantize_dynamic(module, {torch.nn.Linear}, dtype=torch.qint8, inplace=False)
 
 
 def _rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
@@ -53,9 +64,9 @@ class LeanLayer:
         self.n_q = a.q_proj.weight.shape[0] // a.head_dim
         self.n_kv = a.k_proj.weight.shape[0] // a.head_dim
         self.scaling = a.scaling
-        self.qkv_w, self.qkv_b = _fuse([a.q_proj, a.k_proj, a.v_proj])
+        self.qkv = _fuse([a.q_proj, a.k_proj, a.v_proj])
         self.o_proj = a.o_proj
-        self.gate_up_w, self.gate_up_b = _fuse([mlp.gate_proj, mlp.up_proj])
+        self.gate_up = _fuse([mlp.gate_proj, mlp.up_proj])
         self.down = mlp.down_proj
         self.act = mlp.act_fn
         self.ln1, self.ln2 = layer.input_layernorm, layer.post_attention_layernorm
@@ -71,7 +82,7 @@ class LeanLayer:
         b, t, _ = x.shape
         hd = self.head_dim
         h = self._norm(x, self.ln1)
-        qkv = F.linear(h, self.qkv_w, self.qkv_b).view(b, t, self.n_q + 2 * self.n_kv, hd)
+        qkv = self.qkv(h).view(b, t, self.n_q + 2 * self.n_kv, hd)
         q = self._norm(qkv[:, :, : self.n_q], self.q_norm).transpose(1, 2)
         k = self._norm(qkv[:, :, self.n_q: self.n_q + self.n_kv], self.k_norm).transpose(1, 2)
         v = qkv[:, :, self.n_q + self.n_kv:].transpose(1, 2)
@@ -82,8 +93,16 @@ class LeanLayer:
                                              is_causal=mask is None and t > 1,
                                              enable_gqa=self.n_q != self.n_kv)
         x = x + self.o_proj(out.transpose(1, 2).reshape(b, t, -1))
-        gate, up = F.linear(self._norm(x, self.ln2), self.gate_up_w, self.gate_up_b).chunk(2, dim=-1)
+        gate, up = self.gate_up(self._norm(x, self.ln2)).chunk(2, dim=-1)
         return x + self.down(self.act(gate) * up)
+
+
+    def int8(self) -> "LeanLayer":
+        """The same layer with int8 projection weights (a copy; this one is unchanged)."""
+        q = copy.copy(self)
+        linears = torch.nn.ModuleList([self.qkv, self.o_proj, self.gate_up, self.down])
+        q.qkv, q.o_proj, q.gate_up, q.down = quantize_int8(linears)
+        return q
 
 
 def lean_layers(layers: Any) -> list[LeanLayer]:
