@@ -27,8 +27,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from common import add_model_args, checkpoint  # noqa: E402
+
 from qwen3ttsd.client import Client  # noqa: E402
-from qwen3ttsd.testing import tinymodel  # noqa: E402
 
 SPEAKERS = ["ryan", "vivian", "serena", "aiden", "eric", "dylan", "uncle_fu", "ono_anna", "sohee"]
 BYTES_PER_SECOND = 24000 * 2  # pcm16 mono 24 kHz
@@ -102,8 +103,7 @@ def run_backend(model: str, engine: str, levels: list[int], frames: int, max_bat
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", help="checkpoint dir (default: build a random one of --size)")
-    ap.add_argument("--size", default="tiny", choices=sorted(tinymodel.SIZES))
+    add_model_args(ap)
     ap.add_argument("--levels", default="1,2,4,8,16")
     ap.add_argument("--frames", type=int, default=40, help="frames per stream (12.5 per audio second)")
     ap.add_argument("--max-batch", type=int, default=16)
@@ -115,11 +115,7 @@ def main() -> int:
     if a.threads:
         os.environ["OMP_NUM_THREADS"] = str(a.threads)
     levels = [int(x) for x in a.levels.split(",")]
-    tmp = None
-    model = a.model
-    if model is None:
-        tmp = tempfile.TemporaryDirectory()
-        model = str(tinymodel.build(Path(tmp.name) / f"cv-{a.size}", variant="custom_voice", size=a.size))
+    model, tmp = checkpoint(a)
     engines = a.engines.split(",")
     res = {e: run_backend(model, e, levels, a.frames, a.max_batch) for e in engines}
     print(f"\nmodel {a.size}, {a.frames} frames ({a.frames / 12.5:.1f} s audio) per stream, "

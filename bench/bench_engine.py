@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -27,11 +26,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from common import add_model_args, checkpoint  # noqa: E402
+
 from qwen3ttsd.engine import Engine, LoadOptions, SynthesisRequest  # noqa: E402
 from qwen3ttsd.engine.backend import Stream  # noqa: E402
 from qwen3ttsd.engine.batched import BatchedBackend  # noqa: E402
 from qwen3ttsd.engine.streaming_decoder import StreamingDecoder  # noqa: E402
-from qwen3ttsd.testing import tinymodel  # noqa: E402
 
 
 def sync(device: str) -> None:
@@ -147,8 +147,7 @@ def bench_decode(engine: Engine, frames: int, chunk: int, reps: int) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", help="checkpoint dir (default: build a random one of --size)")
-    ap.add_argument("--size", default="tiny", choices=sorted(tinymodel.SIZES))
+    add_model_args(ap)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--frames", type=int, default=60, help="frames per generation for part 1")
     ap.add_argument("--decode-frames", type=int, default=320)
@@ -158,11 +157,7 @@ def main() -> int:
     ap.add_argument("--int8", action="store_true", help="part 0 also with int8 weights (CPU)")
     a = ap.parse_args()
 
-    tmp = None
-    model = a.model
-    if model is None:
-        tmp = tempfile.TemporaryDirectory()
-        model = str(tinymodel.build(Path(tmp.name) / f"cv-{a.size}", variant="custom_voice", size=a.size))
+    model, tmp = checkpoint(a)
     engine = Engine(model, LoadOptions(device=a.device))
     engine.load()
     info = engine.info

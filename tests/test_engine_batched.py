@@ -104,7 +104,7 @@ def reference_logits(engine, prompt, frames):
     talker = engine.tts.model.talker
     cp = talker.code_predictor
     n_len = prompt.embeds.shape[1]
-    extra = dict(trailing_text_hidden=prompt.trailing.unsqueeze(0), tts_pad_embed=prompt.pad.view(1, 1, -1))
+    extra = {"trailing_text_hidden": prompt.trailing.unsqueeze(0), "tts_pad_embed": prompt.pad.view(1, 1, -1)}
     out = talker(inputs_embeds=prompt.embeds, attention_mask=torch.ones(1, n_len, dtype=torch.long),
                  use_cache=True, **extra)
     talker_logits, pred_logits = [out.logits[0, -1]], []
@@ -117,7 +117,7 @@ def reference_logits(engine, prompt, frames):
             o = cp(input_ids=frames[k:k + 1, j:j + 1], past_key_values=pkv, generation_steps=j, use_cache=True)
             step_logits.append(o.logits[0, -1])
         pred_logits.append(torch.stack(step_logits))
-        cp.generate = lambda **kw: SimpleNamespace(sequences=frames[k:k + 1, 1:])  # teacher codes
+        cp.generate = lambda k=k, **kw: SimpleNamespace(sequences=frames[k:k + 1, 1:])  # teacher codes
         try:
             out = talker(input_ids=frames[k:k + 1, :1], past_key_values=cache, use_cache=True,
                          attention_mask=torch.ones(1, n_len + k + 1, dtype=torch.long),
@@ -200,7 +200,7 @@ def mixed_requests() -> list[SynthesisRequest]:
     out = []
     for i in range(8):
         out.append(SynthesisRequest(
-            text="Mixed batch request number %d. " % i * (1 + i % 3), speaker=speakers[i % 4],
+            text=f"Mixed batch request number {i}. " * (1 + i % 3), speaker=speakers[i % 4],
             language=["english", "auto", "chinese"][i % 3], seed=1000 + i, max_frames=4 + i,
             chunk_frames=[1, 4, 3][i % 3], temperature=[None, 0.7, 1.2, None][i % 4],
             top_k=[None, 10, None, 0][i % 4], top_p=[None, None, 0.8, 0.95][i % 4],
