@@ -24,7 +24,14 @@ qwen-tts's prompt. The logits rules are HF ``generate``'s, per row: repetition p
 the row's generated codebook-0 ids, ``min_new_tokens`` (EOS masked), suppressed ids,
 temperature, top-k, top-p; sampling with the row's own ``torch.Generator`` (seeded from the
 request's seed), in the same order as qwen-tts consumes random numbers, so a seeded
-request gives qwen-tts's own codes on the same kernels.
+request gives qwen-tts's own codes on the same kernels (CPU fp32: bitwise, tested; the
+fused layers of :mod:`.lean` differ from qwen-tts's modules only in float rounding).
+
+GPU: the hot path is two functions with static shapes for a given batch size,
+:meth:`BatchedBackend.predict` (15 predictor steps) and :meth:`BatchedBackend.talker_step`;
+they are what a CUDA-graph capture per batch bucket (1/2/4/8/16, with ``RowKV`` sized to a
+fixed capacity) would wrap. Attention always goes through SDPA (masks need it), whatever
+attention kernel the checkpoint was loaded with.
 """
 
 from __future__ import annotations
