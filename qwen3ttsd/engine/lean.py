@@ -45,9 +45,13 @@ def _fuse(linears: list[torch.nn.Linear]) -> torch.nn.Linear:
 def quantize_int8(module: torch.nn.Module) -> torch.nn.Module:
     """A copy of ``module`` with every Linear's weights in int8 (torch's dynamic
     quantization: int8 weights, activations quantized on the fly; CPU only)."""
-    from torch.ao.quantization import quantize_dynamic
+    import warnings
 
-    return quantize_dynamic(module, {torch.nn.Linear}, dtype=torch.qint8, inplace=False)
+    with warnings.catch_warnings():  # torch.ao is deprecated in favour of torchao; still the
+        warnings.simplefilter("ignore", DeprecationWarning)  # dependency-free CPU int8 path
+        from torch.ao.quantization import quantize_dynamic
+
+        return quantize_dynamic(module, {torch.nn.Linear}, dtype=torch.qint8, inplace=False)
 
 
 def _rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
