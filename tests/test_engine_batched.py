@@ -47,9 +47,9 @@ class Run:
         return torch.cat(self.codes) if self.codes else torch.zeros(0, 16, dtype=torch.long)
 
 
-def run_batched(engine, reqs, admit_at=None, max_batch=16, on_step=None) -> list[Run]:
+def run_batched(engine, reqs, admit_at=None, max_batch=16, on_step=None, **options) -> list[Run]:
     """Admit ``reqs[i]`` before step ``admit_at[i]`` (default 0), step until all finish."""
-    b = BatchedBackend(engine, max_batch)
+    b = BatchedBackend(engine, max_batch, **options)
     runs = [Run(r) for r in reqs]
     admit_at = admit_at or [0] * len(reqs)
     step = 0
@@ -210,12 +210,13 @@ def mixed_requests() -> list[SynthesisRequest]:
 
 def test_seeded_request_same_codes_solo_and_in_a_batch_of_8(custom_engine):
     reqs = mixed_requests()
-    solo = [run_batched(custom_engine, [r])[0].all_codes for r in reqs]
+    solo = [run_batched(custom_engine, [r])[0] for r in reqs]
     batch = run_batched(custom_engine, reqs)
     for s, b, r in zip(solo, batch, reqs):
         assert b.result[0] == "done"
         assert b.all_codes.shape[0] == r.max_frames
-        assert torch.equal(s, b.all_codes)
+        assert torch.equal(s.all_codes, b.all_codes)
+        assert np.array_equal(np.concatenate(s.audio), np.concatenate(b.audio))  # byte-identical audio
 
 
 def test_join_cancel_and_cap_leave_other_rows_unchanged(custom_engine):
@@ -237,9 +238,10 @@ def test_join_cancel_and_cap_leave_other_rows_unchanged(custom_engine):
     assert torch.equal(runs[2].all_codes, solo[2][: runs[2].all_codes.shape[0]])
 
 
-def test_streamed_audio_equals_one_shot_decode_for_every_row(custom_engine):
+@pytest.mark.parametrize("batch_decode", [False, True])
+def test_streamed_audio_equals_one_shot_decode_for_every_row(custom_engine, batch_decode):
     reqs = mixed_requests()
-    runs = run_batched(custom_engine, reqs, admit_at=[0, 0, 1, 1, 2, 5, 5, 9])
+    runs = run_batched(custom_engine, reqs, admit_at=[0, 0, 1, 1, 2, 5, 5, 9], batch_decode=batch_decode)
     dec = custom_engine._codec_decoder
     for run in runs:
         with torch.inference_mode():

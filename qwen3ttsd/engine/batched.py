@@ -307,8 +307,14 @@ class Row:
 class BatchedBackend:
     """Continuous batching over one loaded :class:`Engine` (see module docstring)."""
 
-    def __init__(self, engine: Engine, max_batch: int = 16, quant: str = "") -> None:
+    def __init__(self, engine: Engine, max_batch: int = 16, quant: str = "",
+                 batch_decode: bool = False) -> None:
+        """``batch_decode``: decode all due rows' frames in one codec call per step. Faster
+        with many streams, but batched kernels round differently from single ones, so a
+        seeded request's PCM bytes would then depend on what else was running; off by
+        default to keep a seeded request byte-identical solo and under load."""
         self.engine = engine
+        self.batch_decode = batch_decode
         self.capacity = max(1, int(max_batch))
         m = engine.tts.model
         self.model = m
@@ -422,7 +428,11 @@ class BatchedBackend:
             r.frame = frame
             if r.out.add(frame.unsqueeze(0)):
                 due.append(r.out)
-        decode_many(due)
+        if self.batch_decode:
+            decode_many(due)
+        else:
+            for o in due:
+                o.flush()
         for r in list(rows):
             if r.out.stats.frames >= r.cap:
                 r.out.stats.hit_frame_cap = True
