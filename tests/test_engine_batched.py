@@ -208,6 +208,7 @@ def mixed_requests() -> list[SynthesisRequest]:
     return out
 
 
+@pytest.mark.slow
 def test_seeded_request_same_codes_solo_and_in_a_batch_of_8(custom_engine):
     reqs = mixed_requests()
     solo = [run_batched(custom_engine, [r])[0] for r in reqs]
@@ -219,6 +220,7 @@ def test_seeded_request_same_codes_solo_and_in_a_batch_of_8(custom_engine):
         assert np.array_equal(np.concatenate(s.audio), np.concatenate(b.audio))  # byte-identical audio
 
 
+@pytest.mark.slow
 def test_join_cancel_and_cap_leave_other_rows_unchanged(custom_engine):
     reqs = mixed_requests()[:5]
     solo = [run_batched(custom_engine, [r])[0].all_codes for r in reqs]
@@ -238,6 +240,7 @@ def test_join_cancel_and_cap_leave_other_rows_unchanged(custom_engine):
     assert torch.equal(runs[2].all_codes, solo[2][: runs[2].all_codes.shape[0]])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("batch_decode", [False, True])
 def test_streamed_audio_equals_one_shot_decode_for_every_row(custom_engine, batch_decode):
     reqs = mixed_requests()

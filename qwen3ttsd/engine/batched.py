@@ -223,6 +223,11 @@ class RowKV:
                 store[i] = t
         self.slots, self.cap = new_slots, new_cap
 
+    def clear(self) -> None:
+        self.k = [None] * self.n_layers
+        self.v = [None] * self.n_layers
+        self.slots = self.cap = 0
+
     def move(self, src: int, dst: int) -> None:
         for store in (self.k, self.v):
             for t in store:
@@ -557,6 +562,8 @@ class BatchedBackend:
             self.kv.move(last, i)
             self.rows[i] = self.rows[last]
         self.rows.pop()
+        if not self.rows:
+            self.kv.clear()  # sized by the longest rows of a busy spell: do not keep it
         try:
             if err is None:
                 row.out.flush()
@@ -570,6 +577,7 @@ class BatchedBackend:
 
     def abort_all(self, err: TTSError) -> None:
         rows, self.rows = self.rows, []
+        self.kv.clear()
         for r in rows:
             r.stream.sink("error", err)
 
