@@ -36,10 +36,13 @@ BYTES_PER_SECOND = 24000 * 2  # pcm16 mono 24 kHz
 
 
 def start_daemon(model: str, runtime: Path, engine: str, max_batch: int) -> subprocess.Popen:
+    """``engine``: sequential | batched | batched+decode (batched, one codec call per step)."""
+    engine, _, decode = engine.partition("+")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("QWEN3TTSD_", "LISTEN_", "NOTIFY_"))}
     env.update(QWEN3TTSD_MODEL=model, QWEN3TTSD_STATE_DIR=str(runtime / "state"), QWEN3TTSD_CONFIG="/nonexistent",
                QWEN3TTSD_IDLE_TIMEOUT="-1", QWEN3TTSD_ENGINE=engine, QWEN3TTSD_MAX_BATCH=str(max_batch),
-               QWEN3TTSD_QUEUE_MAX="256", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+               QWEN3TTSD_QUEUE_MAX="256", QWEN3TTSD_BATCH_DECODE="1" if decode else "0",
+               HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     p = subprocess.Popen([sys.executable, "-m", "qwen3ttsd.daemon.main", "--runtime-dir", str(runtime)],
                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     end = time.monotonic() + 120
@@ -107,7 +110,8 @@ def main() -> int:
     ap.add_argument("--levels", default="1,2,4,8,16")
     ap.add_argument("--frames", type=int, default=40, help="frames per stream (12.5 per audio second)")
     ap.add_argument("--max-batch", type=int, default=16)
-    ap.add_argument("--engines", default="sequential,batched")
+    ap.add_argument("--engines", default="sequential,batched",
+                    help="comma list of sequential, batched, batched+decode (batched codec decode)")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads in the daemon (OMP_NUM_THREADS; 0 = torch's default). "
                          "1 is steadiest on a small shared machine")
@@ -122,14 +126,14 @@ def main() -> int:
           f"{os.cpu_count()} CPUs, {a.threads or 'default'} torch threads, chunk 4 frames")
     cols = ["first p50 s", "first p95 s", "min x-rt", "aggr x-rt"]
     keys = ["first_p50", "first_p95", "rt_min", "aggregate"]
-    print(f"{'N':>3} {'engine':11} " + " ".join(f"{c:>12}" for c in cols))
+    print(f"{'N':>3} {'engine':15} " + " ".join(f"{c:>12}" for c in cols))
     for n in levels:
         for e in engines:
             r = res[e][n]
-            print(f"{n:>3} {e:11} " + " ".join(f"{r[k]:12.3f}" for k in keys))
-        if len(engines) == 2:
-            s, b = res[engines[0]][n], res[engines[1]][n]
-            print(f"{n:>3} {'ratio b/s':11} " + " ".join(f"{b[k] / s[k]:11.2f}x" for k in keys))
+            print(f"{n:>3} {e:15} " + " ".join(f"{r[k]:12.3f}" for k in keys))
+        for e in engines[1:]:
+            s, b = res[engines[0]][n], res[e][n]
+            print(f"{n:>3} {'ratio ' + e[:9]:15} " + " ".join(f"{b[k] / s[k]:11.2f}x" for k in keys))
     if "batched" in res and 1 in levels:
         b = res["batched"]
         for n in levels:

@@ -45,6 +45,8 @@ class DaemonConfig:
     engine: str = "batched"                # batched (continuous batching) | sequential
     max_batch: int = 16                    # streams the batched engine steps together
     quant: str = ""                        # int8: batched engine's linear weights in int8 (CPU)
+    batch_decode: bool = False             # one codec call per step for all streams (faster;
+                                           # seeded PCM then varies with load in the last bit)
 
     def __post_init__(self) -> None:
         if not self.tts_socket:

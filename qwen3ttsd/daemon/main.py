@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     from ..engine.loader import LoadOptions  # torch-free dataclass
 
     registry = ModelRegistry(cfg.model, cfg.models_dir, cfg.default_model, cfg.max_loaded_models,
-                             LoadOptions(cfg.device, cfg.dtype, cfg.attn, cfg.compile, cfg.quant))
+                             LoadOptions(cfg.device, cfg.dtype, cfg.attn, cfg.compile, cfg.quant,
+                                         cfg.batch_decode))
     if not registry.entries:
         log.warning("no model configured: synthesis requests will fail (set QWEN3TTSD_MODEL)")
     scheduler = Scheduler(registry, cfg.queue_max, engine=cfg.engine, max_batch=cfg.max_batch)

@@ -107,7 +107,12 @@ def make_backend(kind: str, engine: Any, max_batch: int = 16) -> Backend:
     if kind == "batched":
         from .batched import BatchedBackend
 
-        return BatchedBackend(engine, max_batch=max_batch, quant=getattr(engine.options, "quant", ""))
+        opts = engine.options
+        try:
+            return BatchedBackend(engine, max_batch=max_batch, quant=opts.quant, batch_decode=opts.batch_decode)
+        except NotImplementedError as e:
+            log.warning("batched engine cannot run %s (%s): using the sequential engine", engine.model_dir, e)
+            return SequentialBackend(engine)
     raise TTSError("bad_request", f"unknown engine {kind!r}; choose one of {BACKENDS}")
 
 

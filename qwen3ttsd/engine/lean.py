@@ -63,6 +63,8 @@ def _rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
 class LeanLayer:
     def __init__(self, layer: Any) -> None:
         a, mlp = layer.self_attn, layer.mlp
+        if getattr(a, "sliding_window", None):
+            raise NotImplementedError("sliding-window attention in the talker / code predictor")
         self.index = a.layer_idx
         self.head_dim = a.head_dim
         self.n_q = a.q_proj.weight.shape[0] // a.head_dim
