@@ -149,6 +149,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     add_model_args(ap)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16 | float16")
     ap.add_argument("--frames", type=int, default=60, help="frames per generation for part 1")
     ap.add_argument("--decode-frames", type=int, default=320)
     ap.add_argument("--chunk", type=int, default=4)
@@ -158,7 +159,7 @@ def main() -> int:
     a = ap.parse_args()
 
     model, tmp = checkpoint(a)
-    engine = Engine(model, LoadOptions(device=a.device))
+    engine = Engine(model, LoadOptions(device=a.device, dtype=a.dtype))
     engine.load()
     info = engine.info
     print(f"\nmodel: {a.size} ({info['device']}, {info['dtype']}, attn={info['attn']}, "
