@@ -10,7 +10,7 @@ HOST    ?= 127.0.0.1
 PORT    ?= 8880
 PYTEST_ARGS ?=
 
-.PHONY: install system-deps run tiny-model test test-fast lint bench bench-engine bench-bridge bench-text bench-wyoming verify-units clean
+.PHONY: install system-deps run tiny-model test test-fast lint bench bench-engine bench-bridge bench-text bench-wyoming bench-concurrency verify-units clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -67,7 +67,7 @@ $(BIN)/ruff:
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
-bench: bench-engine bench-bridge bench-text bench-wyoming
+bench: bench-engine bench-bridge bench-concurrency bench-text bench-wyoming
 
 bench-engine: install
 	$(BIN)/python bench/bench_engine.py
@@ -80,6 +80,10 @@ bench-text: install
 
 bench-wyoming: install
 	$(BIN)/python bench/bench_wyoming.py
+
+# The real daemon over its socket, 1..16 concurrent seeded streams, sequential vs batched engine.
+bench-concurrency: install
+	$(BIN)/python bench/bench_concurrency.py
 
 verify-units:
 	$(BIN)/python -m pytest -q tests/test_systemd_units.py

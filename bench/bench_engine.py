@@ -1,6 +1,8 @@
-"""Engine benchmark: streaming vs one-shot, and the cost/accuracy of each decode strategy.
+"""Engine benchmark: streaming vs one-shot, the decode strategies, and the two backends.
 
 Prints, side by side from one run:
+  0. per-frame time of the sequential backend (qwen-tts ``generate``, one stream) against
+     the batched step engine at B=1 and B=8 (per step and per stream-frame);
   1. time-to-first-audio and total time: streamed (chunk 1/4/12 frames) vs plain
      ``generate_custom_voice`` (whose first audio is its total time);
   2. per-chunk decode cost at frame 10 vs frame 300 for the stateful decoder (must be flat),
@@ -8,6 +10,7 @@ Prints, side by side from one run:
   3. the seam error of each strategy against the one-shot decode.
 
     python bench/bench_engine.py                      # tiny random model, CPU
+    python bench/bench_engine.py --size 0.6b --only backends --frames 16
     python bench/bench_engine.py --size 1.7b --device cuda --frames 200
 """
 
@@ -16,7 +19,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -24,14 +26,48 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from qwen3ttsd.engine import Engine, LoadOptions, SynthesisRequest
-from qwen3ttsd.engine.streaming_decoder import StreamingDecoder
-from qwen3ttsd.testing import tinymodel
+from common import add_model_args, checkpoint  # noqa: E402
+
+from qwen3ttsd.engine import Engine, LoadOptions, SynthesisRequest  # noqa: E402
+from qwen3ttsd.engine.backend import Stream  # noqa: E402
+from qwen3ttsd.engine.batched import BatchedBackend  # noqa: E402
+from qwen3ttsd.engine.streaming_decoder import StreamingDecoder  # noqa: E402
 
 
 def sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
+
+
+def bench_backends(engine: Engine, frames: int, reps: int, quants: tuple[str, ...] = ("",)) -> list[tuple[str, float, int]]:
+    """(label, seconds per step, streams per step): sequential vs batched B=1 / B=8."""
+    device = engine.info["device"]
+
+    def reqs(n: int, rep: int) -> list[SynthesisRequest]:
+        return [SynthesisRequest(text="The quick brown fox jumps over the lazy dog.", speaker="ryan",
+                                 seed=100 * rep + i, max_frames=frames) for i in range(n)]
+
+    seq = []
+    for r in range(reps):
+        st = engine.synthesize(reqs(1, r)[0], lambda pcm: None)
+        seq.append(st.total_s / st.frames)
+    rows = [("sequential (qwen-tts generate)", statistics.median(seq), 1)]
+    for quant, b in [(q, b) for q in quants for b in (1, 8)]:
+        per_step = []
+        for r in range(reps):
+            backend = BatchedBackend(engine, max_batch=b, quant=quant)
+            for q in reqs(b, r):
+                backend.admit(Stream(q, sink=lambda kind, value: None))
+            sync(device)
+            t0 = time.perf_counter()
+            steps = 0
+            while backend.active:
+                backend.step()
+                steps += 1
+            sync(device)
+            per_step.append((time.perf_counter() - t0) / steps)
+        rows.append((f"batched B={b}" + (f" {quant}" if quant else ""), statistics.median(per_step), b))
+    return rows
 
 
 def bench_stream(engine: Engine, frames: int, reps: int) -> list[tuple[str, float, float]]:
@@ -111,24 +147,35 @@ def bench_decode(engine: Engine, frames: int, chunk: int, reps: int) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", help="checkpoint dir (default: build a random one of --size)")
-    ap.add_argument("--size", default="tiny", choices=sorted(tinymodel.SIZES))
+    add_model_args(ap)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16 | float16")
     ap.add_argument("--frames", type=int, default=60, help="frames per generation for part 1")
     ap.add_argument("--decode-frames", type=int, default=320)
     ap.add_argument("--chunk", type=int, default=4)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--only", choices=["backends"], help="run only part 0")
+    ap.add_argument("--int8", action="store_true", help="part 0 also with int8 weights (CPU)")
     a = ap.parse_args()
 
-    tmp = None
-    model = a.model
-    if model is None:
-        tmp = tempfile.TemporaryDirectory()
-        model = str(tinymodel.build(Path(tmp.name) / f"cv-{a.size}", variant="custom_voice", size=a.size))
-    engine = Engine(model, LoadOptions(device=a.device))
+    model, tmp = checkpoint(a)
+    engine = Engine(model, LoadOptions(device=a.device, dtype=a.dtype))
     engine.load()
     info = engine.info
-    print(f"\nmodel: {a.size} ({info['device']}, {info['dtype']}, attn={info['attn']})")
+    print(f"\nmodel: {a.size} ({info['device']}, {info['dtype']}, attn={info['attn']}, "
+          f"{torch.get_num_threads()} torch threads)")
+
+    rows = bench_backends(engine, a.frames, a.reps, ("", "int8") if a.int8 else ("",))
+    seq = rows[0][1]
+    print(f"\n0) per-frame time, {a.frames} frames per stream (80 ms of audio per frame), median of {a.reps}")
+    print(f"{'backend':32} {'ms/step':>9} {'ms/stream-frame':>16} {'vs sequential':>14} {'x-realtime aggr':>16}")
+    for name, per_step, b in rows:
+        print(f"{name:32} {per_step * 1000:9.1f} {per_step / b * 1000:16.1f} {per_step / b / seq:13.2f}x "
+              f"{0.08 * b / per_step:16.2f}")
+    if a.only == "backends":
+        if tmp:
+            tmp.cleanup()
+        return 0
 
     rows = bench_stream(engine, a.frames, a.reps)
     base_total = rows[-1][2]

@@ -47,6 +47,11 @@ class DaemonConfig:
     chunk_frames: int = CHUNK_PROFILES["default"].chunk_frames
     drain_timeout: float = 25.0            # SIGTERM: let streams finish this long
     log_level: str = "info"
+    engine: str = "batched"                # batched (continuous batching) | sequential
+    max_batch: int = 16                    # streams the batched engine steps together
+    quant: str = ""                        # int8: batched engine's linear weights in int8 (CPU)
+    batch_decode: bool = False             # one codec call per step for all streams (faster;
+                                           # seeded PCM then varies with load in the last bit)
 
     def __post_init__(self) -> None:
         if not self.tts_socket:

@@ -64,11 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     from ..engine.loader import LoadOptions  # torch-free dataclass
 
     registry = ModelRegistry(cfg.model, cfg.models_dir, cfg.default_model, cfg.max_loaded_models,
-                             LoadOptions(cfg.device, cfg.dtype, cfg.attn, cfg.compile))
+                             LoadOptions(cfg.device, cfg.dtype, cfg.attn, cfg.compile, cfg.quant,
+                                         cfg.batch_decode))
     if not registry.entries:
         log.warning("%s (models_dir %r): synthesis requests will fail", checkpoints.NO_MODEL_MESSAGE,
                     cfg.models_dir)
-    scheduler = Scheduler(registry, cfg.queue_max)
+    scheduler = Scheduler(registry, cfg.queue_max, engine=cfg.engine, max_batch=cfg.max_batch)
     service = Service(cfg, registry, scheduler, VoiceStore(cfg.state_dir), notifier)
     server = Server(sockets, service.handle, notifier=notifier, idle_timeout=cfg.idle_timeout,
                     conn_idle_timeout=cfg.conn_idle_timeout, admin_group=cfg.admin_group,

@@ -1,12 +1,16 @@
-"""The GPU thread and its queue: fair, bounded, cancellable.
+"""The GPU thread and its queue: fair, bounded, cancellable; the engine backend steps.
 
-All torch work runs on one thread, never on the event loop. A request is a list of text
-segments; the thread runs one segment at a time and rotates between requests, so a long
-narration cannot hold the GPU while a phone call waits more than one segment. Requests
-marked ``realtime`` (phone calls) go before ``normal`` ones. Each request has a queue
-timeout; the queue has a bound (beyond it: ``busy``). Audio goes back to the event loop
-through the job's asyncio queue; cancellation is a threading.Event the engine checks every
-frame.
+All torch work runs on one thread, never on the event loop. The scheduler keeps policy
+only: which request's next text segment enters the engine, when. The engine backend
+(``engine.backend``: ``batched`` steps up to ``max_batch`` streams together, ``sequential``
+runs one whole segment at a time) does the work. Between two engine steps the thread runs
+admin calls (load, voice prompts), then admits queued segments while the backend has room:
+``realtime`` (phone calls) before ``normal``, a session's request only after the previous
+one of the same session is done, in queue order otherwise. A request is a list of segments;
+after each segment it goes to the back of the queue, so a long narration cannot hold the
+engine while others wait. Each request has a queue timeout; the queue has a bound (beyond
+it: ``busy``). Audio goes back to the event loop through the job's asyncio queue;
+cancellation is a threading.Event the backend checks every step.
 """
 
 from __future__ import annotations
@@ -61,15 +65,25 @@ class Job:
 
 
 class Scheduler:
-    def __init__(self, registry: ModelRegistry, queue_max: int = 64) -> None:
+    def __init__(self, registry: ModelRegistry, queue_max: int = 64, engine: str = "batched",
+                 max_batch: int = 16) -> None:
+        from ..engine.backend import BACKENDS  # torch-free
+
+        if engine not in BACKENDS:
+            raise ValueError(f"unknown engine {engine!r}; choose one of {BACKENDS}")
         self.registry = registry
         self.queue_max = queue_max
+        self.engine_kind = engine
+        self.max_batch = max(1, int(max_batch))
         self._jobs: deque[Job] = deque()
         self._cv = threading.Condition()
         self._stop = False
-        self.current: Job | None = None
+        self.current: Any = None               # the admin call running now, if any
+        self._backends: dict[int, Any] = {}    # id(engine) -> its backend
+        self._active = 0                       # streams inside backends
         self._thread = threading.Thread(target=self._run, name="qwen3ttsd-gpu", daemon=True)
         self._thread.start()
+        log.info("engine backend %s (max_batch %d)", engine, self.max_batch)
 
     # --- event-loop side ---------------------------------------------------------------
 
@@ -83,7 +97,7 @@ class Scheduler:
             return len(self._jobs)
 
     def run_call(self, fn, loop: asyncio.AbstractEventLoop) -> asyncio.Future:
-        """Run ``fn()`` on the GPU thread (admin load, voice prompts) ahead of queued jobs."""
+        """Run ``fn()`` on the GPU thread (admin load, voice prompts) before the next step."""
         fut = loop.create_future()
         job = _CallJob(fn, fut, loop)
         with self._cv:
@@ -99,7 +113,7 @@ class Scheduler:
     @property
     def busy(self) -> bool:
         with self._cv:
-            return bool(self._jobs) or self.current is not None
+            return bool(self._jobs) or self.current is not None or self._active > 0
 
     def stop(self) -> None:
         with self._cv:
@@ -110,47 +124,82 @@ class Scheduler:
 
     # --- GPU thread ---------------------------------------------------------------------
 
-    def _pick(self) -> Job | None:
+    @property
+    def _room(self) -> int:
+        cap = self.max_batch if self.engine_kind == "batched" else 1
+        return cap - self._active
+
+    def _pick(self) -> Job | _CallJob | None:
+        """The next call, or the next admissible job if the engine has room; None if neither.
+        Blocks while there is nothing to do at all."""
         with self._cv:
-            while not self._jobs and not self._stop:
-                self._cv.wait()
+            while not self._stop and self._active == 0 and not self._admissible():
+                self._cv.wait(0.1 if self._jobs else None)
             if self._stop and not self._jobs:
                 return None
-            for prio in ("call",) + PRIORITIES:
-                for j in self._jobs:
-                    if getattr(j, "priority", None) == prio and (getattr(j, "after", None) is None or j.after.done):
-                        self._jobs.remove(j)
-                        self.current = j
-                        return j
-            j = self._jobs.popleft()
-            self.current = j
+            for j in self._jobs:
+                if isinstance(j, _CallJob):
+                    self._jobs.remove(j)
+                    self.current = j
+                    return j
+            if self._room <= 0:
+                return None
+            j = self._admissible()
+            if j is not None:
+                self._jobs.remove(j)
             return j
 
-    def _requeue(self, job: Job) -> None:
-        with self._cv:
-            self._jobs.append(job)
-            self.current = None
-            self._cv.notify()
+    def _admissible(self) -> Any:
+        """First call, else first ready job by priority (a session's job waits for the
+        previous one; a cancelled job is always ready, to be dropped)."""
+        for j in self._jobs:
+            if isinstance(j, _CallJob):
+                return j
+        if self._room <= 0:
+            return None
+        for prio in PRIORITIES:
+            for j in self._jobs:
+                if j.priority == prio and (j.after is None or j.after.done or j.cancel.is_set()):
+                    return j
+        return None
 
     def _run(self) -> None:
         while True:
-            job = self._pick()
-            if job is None:
+            while True:  # calls and admissions happen between steps
+                item = self._pick()
+                if item is None:
+                    break
+                if isinstance(item, _CallJob):
+                    try:
+                        item.run()
+                    finally:
+                        with self._cv:
+                            self.current = None
+                    continue
+                self._start_segment(item)
+            if self._stop and not self._jobs:
+                for b in self._backends.values():
+                    b.abort_all(TTSError("unavailable", "daemon is stopping"))
                 return
-            try:
-                if isinstance(job, _CallJob):
-                    job.run()
-                    continue
-                if self._step(job):
-                    self._requeue(job)
-                    continue
-            finally:
-                with self._cv:
-                    if self.current is job:
-                        self.current = None
+            self._step()
 
-    def _step(self, job: Job) -> bool:
-        """Run one segment. Returns True if the job has more segments to go."""
+    def _step(self) -> None:
+        for key, b in list(self._backends.items()):
+            if b.active:
+                b.step()
+            elif b.engine not in self.registry.engines.values():
+                del self._backends[key]  # its model was unloaded
+
+    def _backend(self, engine: Any) -> Any:
+        b = self._backends.get(id(engine))
+        if b is None or b.engine is not engine:
+            from ..engine.backend import make_backend
+
+            b = self._backends[id(engine)] = make_backend(self.engine_kind, engine, self.max_batch)
+        return b
+
+    def _start_segment(self, job: Job) -> None:
+        """Hand the job's next segment to the engine (or finish the job with its error)."""
         try:
             if job.cancel.is_set():
                 raise Cancelled()
@@ -172,32 +221,52 @@ class Scheduler:
                 else:
                     job.decoder = engine.new_decoder()
             from ..engine import SynthesisRequest
+            from ..engine.backend import Stream
 
             idx = job.next_segment
             seed = None if job.seed is None else (int(job.seed) + 7919 * idx) & 0x7FFFFFFF
             fields = dict(job.request, language=job.languages[idx]) if job.languages else job.request
             req = SynthesisRequest(text=job.segments[idx], seed=seed, **fields)
-            stats = engine.synthesize(req, lambda pcm: job.emit("pcm", pcm), job.cancel,
-                                      decoder=job.decoder)
-            job.frames += stats.frames
-            job.emit("segment_end", {"index": idx, "samples": stats.samples})
-            job.next_segment += 1
-            if job.next_segment < len(job.segments):
-                return True
-            if job.session is not None:
-                job.session["decoder"] = job.decoder
-            job.emit("done", {"frames": job.frames})
+            stream = Stream(req, sink=lambda kind, value: self._on_event(job, kind, value),
+                            cancel=job.cancel, decoder=job.decoder)
+            self._active += 1
+            self._backend(engine).admit(stream)
         except TTSError as e:
-            self._forget_session(job)
-            job.emit("error", e)
+            self._finish(job, e)
         except Exception as e:  # noqa: BLE001 - never let one request kill the GPU thread
             log.exception("request failed")
+            self._finish(job, TTSError("internal", f"{type(e).__name__}: {e}"))
+
+    def _on_event(self, job: Job, kind: str, value: Any) -> None:
+        """A backend reports on one segment (GPU thread)."""
+        if kind == "audio":
+            job.emit("pcm", value)
+            return
+        self._active -= 1
+        if kind == "error":
+            self._finish(job, value)
+            return
+        job.frames += value.frames
+        job.emit("segment_end", {"index": job.next_segment, "samples": value.samples})  # captions
+        job.next_segment += 1
+        if job.next_segment < len(job.segments):
+            with self._cv:  # back of the queue: others get their turn
+                self._jobs.append(job)
+            return
+        if job.session is not None:
+            job.session["decoder"] = job.decoder
+        job.emit("done", {"frames": job.frames})
+        self._finish(job)
+
+    def _finish(self, job: Job, err: TTSError | None = None) -> None:
+        if err is not None:
             self._forget_session(job)
-            job.emit("error", TTSError("internal", f"{type(e).__name__}: {e}"))
+            job.emit("error", err)
         job.done = True
         job.decoder = None
         job.after = None
-        return False
+        with self._cv:
+            self._cv.notify()  # a session's next request may be ready now
 
     @staticmethod
     def _forget_session(job: Job) -> None:

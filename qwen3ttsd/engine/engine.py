@@ -73,6 +73,59 @@ class VoicePrompt:
     created: float = field(default_factory=time.time)
 
 
+class AudioOut:
+    """Frames in, PCM chunks out: groups a stream's frames into chunks (the first after
+    ``first_chunk_frames``, then every ``chunk_frames``), decodes each through the stream's
+    decoder and hands it to ``on_audio``. Keeps the stream's stats."""
+
+    def __init__(self, decoder: StreamingDecoder, req: "SynthesisRequest",
+                 on_audio: Callable[[np.ndarray], None],
+                 on_codes: Callable[[Any], None] | None = None) -> None:
+        self.decoder = decoder
+        self.on_audio = on_audio
+        self.on_codes = on_codes
+        self.first_n = max(1, int(req.first_chunk_frames))
+        self.chunk_n = max(1, int(req.chunk_frames))
+        self.pending: list[Any] = []
+        self.stats = SynthesisStats()
+        self.t0 = time.perf_counter()
+
+    def add(self, frame) -> bool:
+        """One (1, 16) frame of codes; True when a chunk is due (see :meth:`flush`)."""
+        self.pending.append(frame)
+        self.stats.frames += 1
+        return len(self.pending) >= (self.first_n if self.stats.chunks == 0 else self.chunk_n)
+
+    def flush(self) -> None:
+        """Decode and hand over the pending frames (if any)."""
+        if self.pending:
+            self.emit(self.decoder.push(self.take())[0])
+
+    def take(self):
+        """The pending frames as (T, 16) codes, for a caller that decodes them itself."""
+        import torch
+
+        codes = torch.cat(self.pending, dim=0)
+        self.pending.clear()
+        if self.on_codes is not None:
+            self.on_codes(codes)
+        return codes
+
+    def emit(self, audio) -> None:
+        """Hand over the decoded audio (1-D tensor) of the frames last taken."""
+        pcm = audio.float().cpu().numpy()
+        st = self.stats
+        if st.first_audio_s is None:
+            st.first_audio_s = time.perf_counter() - self.t0
+        st.samples += pcm.shape[0]
+        st.chunks += 1
+        self.on_audio(pcm)
+
+    def finish(self) -> SynthesisStats:
+        self.stats.total_s = time.perf_counter() - self.t0
+        return self.stats
+
+
 def frame_budget(text: str, language: str = "auto") -> int:
     """Upper bound on frames for ``text``: generous for real speech, fatal to runaways.
 
@@ -207,39 +260,16 @@ class Engine:
         kwargs, prompt = self._prepare(req)
         import torch
 
-        stats = SynthesisStats()
-        t0 = time.perf_counter()
-        first_n = max(1, int(req.first_chunk_frames))
-        chunk_n = max(1, int(req.chunk_frames))
+        out = AudioOut(self.start_decoder(decoder, prompt), req, on_audio, on_codes)
+        stats = out.stats
         eos = self.tts.model.config.talker_config.codec_eos_token_id
-        pending: list[Any] = []
-        if decoder is None:
-            decoder = self.new_decoder()
-        if decoder.frames_seen == 0 and prompt is not None and prompt.decoder_state is not None:
-            decoder.set_state(prompt.decoder_state)  # ICL clone: continue from the reference
-
-        def flush() -> None:
-            if not pending:
-                return
-            codes = torch.cat(pending, dim=0)
-            pending.clear()
-            if on_codes is not None:
-                on_codes(codes)
-            pcm = decoder.push(codes)[0].float().cpu().numpy()
-            if stats.first_audio_s is None:
-                stats.first_audio_s = time.perf_counter() - t0
-            stats.samples += pcm.shape[0]
-            stats.chunks += 1
-            on_audio(pcm)
 
         def on_frame(codes) -> None:
             frame = codes[0:1]
             if int(frame[0, 0]) == eos:
                 return
-            pending.append(frame)
-            stats.frames += 1
-            if len(pending) >= (first_n if stats.chunks == 0 else chunk_n):
-                flush()
+            if out.add(frame):
+                out.flush()
             if cancel is not None and cancel.is_set():
                 raise Cancelled()
 
@@ -251,10 +281,10 @@ class Engine:
             try:
                 with frame_tap(self.tts.model.talker, on_frame, cancel), torch.inference_mode():
                     self.tts.model.generate(**kwargs)
-                flush()
+                out.flush()
             except Cancelled:
                 stats.cancelled = True
-                stats.total_s = time.perf_counter() - t0
+                out.finish()
                 raise
             except TTSError:
                 raise
@@ -263,8 +293,17 @@ class Engine:
                 # leave the model in a bad state: the tap is removed by the context manager.
                 raise TTSError("internal", f"generation failed: {type(e).__name__}: {e}") from e
         stats.hit_frame_cap = stats.frames >= kwargs["max_new_tokens"] - 1
-        stats.total_s = time.perf_counter() - t0
+        out.finish()
         return stats
+
+    def start_decoder(self, decoder: StreamingDecoder | None, prompt: VoicePrompt | None) -> StreamingDecoder:
+        """The codec stream a generation continues: the caller's (a session's previous
+        segment), else a fresh one, primed with an ICL clone's reference codes."""
+        if decoder is None:
+            decoder = self.new_decoder()
+        if decoder.frames_seen == 0 and prompt is not None and prompt.decoder_state is not None:
+            decoder.set_state(prompt.decoder_state)  # ICL clone: continue from the reference
+        return decoder
 
     def _prepare(self, req: SynthesisRequest) -> tuple[dict, VoicePrompt | None]:
         """Validate and build the exact ``model.generate`` kwargs the qwen-tts wrapper would

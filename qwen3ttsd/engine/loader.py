@@ -53,6 +53,8 @@ class LoadOptions:
     dtype: str = "auto"         # auto | bfloat16 | float16 | float32
     attn: str = "auto"          # auto | flash_attention_2 | sdpa | eager
     compile: bool = False       # torch.compile the talker's decoder stack (CUDA only)
+    quant: str = ""             # "" | int8: batched engine's linears in int8 (CPU only)
+    batch_decode: bool = False  # batched engine: one codec call for all streams per step
 
 
 def resolve(opts: LoadOptions) -> tuple[str, Any, str]:

@@ -15,6 +15,10 @@ state carried between calls:
 Streamed output therefore equals ``decoder(all_codes)`` up to float rounding, whatever the
 chunk sizes, and each chunk costs the same at frame 10 as at frame 10,000. The weights are
 the loaded model's own modules; nothing is copied.
+
+Several streams decode in one call with :meth:`StreamingDecoder.push_many`: their states
+are stacked on the batch axis (each row keeps its own position; attention caches of rows
+that have seen fewer frames are left-padded and masked) and split back afterwards.
 """
 
 from __future__ import annotations
@@ -56,7 +60,11 @@ class StreamingDecoder:
         self._conv_tail: dict[int, Tensor] = {}
         self._trans_carry: dict[int, Tensor] = {}
         self._kv: list[tuple[Tensor, Tensor] | None] = [None] * len(self.decoder.pre_transformer.layers)
-        self.frames_seen = 0
+        self._frames: list[int] | None = None   # per batch row; None until the first push
+
+    @property
+    def frames_seen(self) -> int:
+        return self._frames[0] if self._frames else 0
 
     def get_state(self) -> dict:
         """A copy of the carried state, e.g. after priming with a clone reference, so many
@@ -72,7 +80,40 @@ class StreamingDecoder:
         self._conv_tail = {k: v.clone() for k, v in state["conv"].items()}
         self._trans_carry = {k: v.clone() for k, v in state["trans"].items()}
         self._kv = [None if kv is None else (kv[0].clone(), kv[1].clone()) for kv in state["kv"]]
-        self.frames_seen = state["frames"]
+        self._frames = [state["frames"]] if state["frames"] else None
+
+    @classmethod
+    def push_many(cls, decoders: list["StreamingDecoder"], codes: Tensor) -> Tensor:
+        """Decode ``codes`` (B, T, Q): row b continues ``decoders[b]`` (single-stream
+        decoders of one codec). Same result as pushing each row alone, in one call."""
+        if len(decoders) == 1:
+            return decoders[0].push(codes)
+        batch = cls(decoders[0].decoder)
+        batch._frames = [d.frames_seen for d in decoders]
+        for attr in ("_conv_tail", "_trans_carry"):
+            keys = set().union(*(getattr(d, attr) for d in decoders))
+            stacked = {}
+            for k in keys:
+                like = next(getattr(d, attr)[k] for d in decoders if k in getattr(d, attr))
+                stacked[k] = torch.cat([getattr(d, attr).get(k, torch.zeros_like(like)) for d in decoders])
+            setattr(batch, attr, stacked)
+        for i in range(len(batch._kv)):
+            kvs = [d._kv[i] for d in decoders]
+            n = max((kv[0].shape[2] for kv in kvs if kv is not None), default=0)
+            if n:
+                like = next(kv for kv in kvs if kv is not None)
+                batch._kv[i] = tuple(torch.cat([_left_pad(kv[j] if kv is not None else like[j][:, :, :0], n)
+                                                for kv in kvs]) for j in (0, 1))
+        out = batch.push(codes)
+        keep = batch.window - 1
+        for b, d in enumerate(decoders):
+            d._conv_tail = {k: v[b:b + 1] for k, v in batch._conv_tail.items()}
+            d._trans_carry = {k: v[b:b + 1] for k, v in batch._trans_carry.items()}
+            valid = min(batch._frames[b], keep)
+            d._kv = [None if kv is None or not valid else (kv[0][b:b + 1, :, -valid:], kv[1][b:b + 1, :, -valid:])
+                     for kv in batch._kv]
+            d._frames = [batch._frames[b]]
+        return out
 
     @torch.inference_mode()
     def push(self, codes: Tensor) -> Tensor:
@@ -83,6 +124,8 @@ class StreamingDecoder:
             return torch.zeros(codes.shape[0], 0, device=codes.device)
         dec = self.decoder
         codes = codes.clamp(min=0).transpose(1, 2)  # (B, Q, T) as the decoder takes it
+        if self._frames is None:
+            self._frames = [0] * codes.shape[0]
         if codes.shape[1] != self.config.num_quantizers:
             raise ValueError(f"expected {self.config.num_quantizers} codebooks, got {codes.shape[1]}")
         hidden = dec.quantizer.decode(codes)
@@ -93,7 +136,7 @@ class StreamingDecoder:
                 hidden = self._module(block, hidden)
         for block in dec.decoder:
             hidden = self._module(block, hidden)
-        self.frames_seen += codes.shape[-1]
+        self._frames = [f + codes.shape[-1] for f in self._frames]
         return hidden.clamp(min=-1, max=1).squeeze(1)
 
     # --- building blocks -------------------------------------------------------------
@@ -150,17 +193,18 @@ class StreamingDecoder:
         tr = self.decoder.pre_transformer
         b, t, _ = x.shape
         h = tr.input_proj(x)
-        start = self.frames_seen
-        pos = torch.arange(start, start + t, device=x.device)
-        cos, sin = tr.rotary_emb(h, pos.unsqueeze(0))
+        start = torch.tensor(self._frames, device=x.device).unsqueeze(1)      # (B, 1)
+        qpos = start + torch.arange(t, device=x.device)                        # (B, t)
+        cos, sin = tr.rotary_emb(h, qpos)
         for i, layer in enumerate(tr.layers):
             res = h
-            a = self._attention(i, layer.self_attn, layer.input_layernorm(h), cos, sin, start)
+            a = self._attention(i, layer.self_attn, layer.input_layernorm(h), cos, sin, start, qpos)
             h = res + layer.self_attn_layer_scale(a)
             h = h + layer.mlp_layer_scale(layer.mlp(layer.post_attention_layernorm(h)))
         return tr.output_proj(tr.norm(h))
 
-    def _attention(self, i: int, attn, h: Tensor, cos: Tensor, sin: Tensor, start: int) -> Tensor:
+    def _attention(self, i: int, attn, h: Tensor, cos: Tensor, sin: Tensor, start: Tensor,
+                   qpos: Tensor) -> Tensor:
         b, t, _ = h.shape
         shape = (b, t, -1, attn.head_dim)
         q = attn.q_norm(attn.q_proj(h).view(shape)).transpose(1, 2)
@@ -173,12 +217,22 @@ class StreamingDecoder:
             v = torch.cat([past[1], v], dim=2)
         keep = self.window - 1
         self._kv[i] = (k[:, :, -keep:], v[:, :, -keep:]) if keep > 0 else None
-        # Query at absolute position p sees keys at (p - window, p].
+        # Query at absolute position p sees keys at (p - window, p]. Past keys are
+        # right-aligned per row; a row that has seen fewer frames has padding on the left.
         n_past = k.shape[2] - t
-        qpos = torch.arange(start, start + t, device=h.device).unsqueeze(1)
-        kpos = torch.arange(start - n_past, start + t, device=h.device).unsqueeze(0)
-        mask = (kpos <= qpos) & (kpos > qpos - self.window)
+        j = torch.arange(k.shape[2], device=h.device).unsqueeze(0)
+        kpos = start - n_past + j                                              # (B, n+t)
+        valid = j >= n_past - start.clamp(max=max(keep, 0))
+        mask = (valid.unsqueeze(1) & (kpos.unsqueeze(1) <= qpos.unsqueeze(2))
+                & (kpos.unsqueeze(1) > qpos.unsqueeze(2) - self.window)).unsqueeze(1)
         k = repeat_kv(k, attn.num_key_value_groups)
         v = repeat_kv(v, attn.num_key_value_groups)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=attn.scaling)
         return attn.o_proj(out.transpose(1, 2).reshape(b, t, -1))
+
+
+def _left_pad(x: Tensor, n: int) -> Tensor:
+    """(1, H, m, D) -> (1, H, n, D) with zeros in front."""
+    if x.shape[2] == n:
+        return x
+    return torch.cat([x.new_zeros(x.shape[0], x.shape[1], n - x.shape[2], x.shape[3]), x], dim=2)

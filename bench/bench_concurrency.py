@@ -1,0 +1,147 @@
+"""Concurrency benchmark: the real daemon over its socket, sequential vs batched engine.
+
+For each engine backend a daemon is started on a random-weight checkpoint; after a warm-up,
+N = 1, 2, 4, 8 (and 16) clients each send one seeded sentence at the same moment. Printed,
+side by side from one run:
+
+  first audio p50 / p95 (client side: request sent -> first audio chunk received),
+  per-stream x-realtime (audio seconds / that stream's wall seconds; the minimum over streams),
+  aggregate x-realtime (all audio seconds / wall seconds of the whole wave),
+  and batched / sequential ratios.
+
+    python bench/bench_concurrency.py                   # tiny model, CPU
+    python bench/bench_concurrency.py --levels 1,8 --frames 40 --size 0.6b
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from common import add_model_args, checkpoint  # noqa: E402
+
+from qwen3ttsd.client import Client  # noqa: E402
+
+SPEAKERS = ["ryan", "vivian", "serena", "aiden", "eric", "dylan", "uncle_fu", "ono_anna", "sohee"]
+BYTES_PER_SECOND = 24000 * 2  # pcm16 mono 24 kHz
+
+
+def start_daemon(model: str, runtime: Path, engine: str, max_batch: int) -> subprocess.Popen:
+    """``engine``: sequential | batched | batched+decode (batched, one codec call per step)."""
+    engine, _, decode = engine.partition("+")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QWEN3TTSD_", "LISTEN_", "NOTIFY_"))}
+    env.update(QWEN3TTSD_MODEL=model, QWEN3TTSD_STATE_DIR=str(runtime / "state"), QWEN3TTSD_CONFIG="/nonexistent",
+               QWEN3TTSD_IDLE_TIMEOUT="-1", QWEN3TTSD_ENGINE=engine, QWEN3TTSD_MAX_BATCH=str(max_batch),
+               QWEN3TTSD_QUEUE_MAX="256", QWEN3TTSD_BATCH_DECODE="1" if decode else "0",
+               HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    p = subprocess.Popen([sys.executable, "-m", "qwen3ttsd.daemon.main", "--runtime-dir", str(runtime)],
+                         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    end = time.monotonic() + 120
+    while not (runtime / "tts.sock").exists():
+        if p.poll() is not None or time.monotonic() > end:
+            raise RuntimeError(f"daemon did not start: {p.stderr.read().decode()[-2000:]}")
+        time.sleep(0.05)
+    return p
+
+
+def one_stream(sock: str, i: int, frames: int, start: threading.Event, out: list) -> None:
+    with Client(sock, timeout=1200) as c:
+        start.wait()
+        t0 = time.monotonic()
+        first = None
+        nbytes = 0
+        for ev in c.synthesize(text=f"This is concurrent stream number {i}, speaking one sentence.",
+                               voice=SPEAKERS[i % len(SPEAKERS)], language="english", seed=1000 + i,
+                               max_frames=frames, chunk_frames=4, format="pcm16"):
+            if ev.kind == "chunk" and ev.audio:
+                nbytes += len(ev.audio)
+                if first is None:
+                    first = time.monotonic() - t0
+        total = time.monotonic() - t0
+    out[i] = (first, total, nbytes / BYTES_PER_SECOND)
+
+
+def wave(sock: str, n: int, frames: int) -> dict:
+    out: list = [None] * n
+    start = threading.Event()
+    threads = [threading.Thread(target=one_stream, args=(sock, i, frames, start, out)) for i in range(n)]
+    for t in threads:
+        t.start()
+    time.sleep(0.2)  # all connected
+    t0 = time.monotonic()
+    start.set()
+    for t in threads:
+        t.join()
+    wall = time.monotonic() - t0
+    firsts = sorted(r[0] for r in out)
+    return {
+        "first_p50": statistics.median(firsts),
+        "first_p95": firsts[min(len(firsts) - 1, int(round(0.95 * (len(firsts) - 1))))],
+        "rt_min": min(r[2] / r[1] for r in out),
+        "aggregate": sum(r[2] for r in out) / wall,
+    }
+
+
+def run_backend(model: str, engine: str, levels: list[int], frames: int, max_batch: int) -> dict[int, dict]:
+    with tempfile.TemporaryDirectory() as tmp:
+        rt = Path(tmp)
+        p = start_daemon(model, rt, engine, max_batch)
+        try:
+            sock = str(rt / "tts.sock")
+            wave(sock, 2, 4)  # load the model, warm up kernels
+            return {n: wave(sock, n, frames) for n in levels}
+        finally:
+            p.terminate()
+            p.wait(30)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    add_model_args(ap)
+    ap.add_argument("--levels", default="1,2,4,8,16")
+    ap.add_argument("--frames", type=int, default=40, help="frames per stream (12.5 per audio second)")
+    ap.add_argument("--max-batch", type=int, default=16)
+    ap.add_argument("--engines", default="sequential,batched",
+                    help="comma list of sequential, batched, batched+decode (batched codec decode)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads in the daemon (OMP_NUM_THREADS; 0 = torch's default). "
+                         "1 is steadiest on a small shared machine")
+    a = ap.parse_args()
+    if a.threads:
+        os.environ["OMP_NUM_THREADS"] = str(a.threads)
+    levels = [int(x) for x in a.levels.split(",")]
+    model, tmp = checkpoint(a)
+    engines = a.engines.split(",")
+    res = {e: run_backend(model, e, levels, a.frames, a.max_batch) for e in engines}
+    print(f"\nmodel {a.size}, {a.frames} frames ({a.frames / 12.5:.1f} s audio) per stream, "
+          f"{os.cpu_count()} CPUs, {a.threads or 'default'} torch threads, chunk 4 frames")
+    cols = ["first p50 s", "first p95 s", "min x-rt", "aggr x-rt"]
+    keys = ["first_p50", "first_p95", "rt_min", "aggregate"]
+    print(f"{'N':>3} {'engine':15} " + " ".join(f"{c:>12}" for c in cols))
+    for n in levels:
+        for e in engines:
+            r = res[e][n]
+            print(f"{n:>3} {e:15} " + " ".join(f"{r[k]:12.3f}" for k in keys))
+        for e in engines[1:]:
+            s, b = res[engines[0]][n], res[e][n]
+            print(f"{n:>3} {'ratio ' + e[:9]:15} " + " ".join(f"{b[k] / s[k]:11.2f}x" for k in keys))
+    if "batched" in res and 1 in levels:
+        b = res["batched"]
+        for n in levels:
+            print(f"batched first-audio p95 at N={n}: {b[n]['first_p95'] / b[1]['first_p50']:.2f}x solo")
+    if tmp:
+        tmp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

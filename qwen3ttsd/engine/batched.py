@@ -1,0 +1,585 @@
+"""The batched step engine: continuous batching of concurrent streams, no HF ``generate``.
+
+Why: every frame of every stream runs the talker once and the code predictor 15 times.
+At batch 1 both are matrix-vector work whose cost is reading the weights (and, for small
+models, Python/HF overhead), so stepping B streams together costs little more than one.
+
+How one ``step()`` goes (all active rows together):
+
+1. the code predictor completes each row's pending frame: its 2-token prefill (the
+   talker's last hidden state + the embedding of codebook 0) and 14 single-token steps,
+   batched across rows (every row has the same length here, so no mask is needed);
+2. each row's frame goes to its own audio chunker / streaming decoder; rows that hit
+   their frame cap or were cancelled leave now;
+3. one batched talker forward: each row's input is the sum of its frame's 16 codebook
+   embeddings plus its next trailing text vector (or ``tts_pad``), at its own position,
+   over its own KV cache (rows of different lengths share one tensor, masked);
+4. codebook 0 of the next frame is sampled per row; rows sampling EOS leave.
+
+Newcomers are prefilled alone when admitted (at a step boundary) and join the next step.
+Prompts are built by qwen-tts's own ``Qwen3TTSForConditionalGeneration.generate`` (its
+talker call is intercepted before any decoding), so every variant (CustomVoice speakers
+and instruct, VoiceDesign, Base x-vector / ICL with streaming text input) gets exactly
+qwen-tts's prompt. The logits rules are HF ``generate``'s, per row: repetition penalty on
+the row's generated codebook-0 ids, ``min_new_tokens`` (EOS masked), suppressed ids,
+temperature, top-k, top-p; sampling with the row's own ``torch.Generator`` (seeded from the
+request's seed), in the same order as qwen-tts consumes random numbers, so a seeded
+request gives qwen-tts's own codes on the same kernels (CPU fp32: bitwise, tested; the
+fused layers of :mod:`.lean` differ from qwen-tts's modules only in float rounding).
+
+GPU: the hot path is two functions with static shapes for a given batch size,
+:meth:`BatchedBackend.predict` (15 predictor steps) and :meth:`BatchedBackend.talker_step`;
+they are what a CUDA-graph capture per batch bucket (1/2/4/8/16, with ``RowKV`` sized to a
+fixed capacity) would wrap. Attention always goes through SDPA (masks need it), whatever
+attention kernel the checkpoint was loaded with.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..errors import Cancelled, TTSError
+from .backend import Stream, internal_error
+from .engine import AudioOut, Engine, SynthesisRequest
+from .lean import lean_layers
+from .streaming_decoder import StreamingDecoder
+
+log = logging.getLogger("qwen3ttsd.engine")
+
+NEG_INF = float("-inf")
+
+
+# --- prompts ---------------------------------------------------------------------------
+
+
+class _Captured(Exception):
+    pass
+
+
+@dataclass
+class Prompt:
+    embeds: Tensor            # (1, L, D) talker prefill input
+    trailing: Tensor          # (T, D) text fed one vector per frame, then ``pad``
+    pad: Tensor               # (D,) tts_pad embedding
+    settings: dict            # qwen-tts's talker generation kwargs (sampling, eos, ...)
+    voice: Any                # VoicePrompt of a clone, else None
+
+
+def build_prompt(engine: Engine, req: SynthesisRequest) -> Prompt:
+    """qwen-tts's own prompt for ``req``: runs its ``generate`` up to the talker call."""
+    kwargs, voice = engine._prepare(req)
+    talker = engine.tts.model.talker
+    seen: dict[str, Any] = {}
+
+    def capture(**kw: Any) -> None:
+        seen.update(kw)
+        raise _Captured()
+
+    talker.generate = capture
+    try:
+        engine.tts.model.generate(**kwargs)
+    except _Captured:
+        pass
+    finally:
+        del talker.generate  # back to the class method
+    if not seen:
+        raise TTSError("internal", "qwen-tts did not reach its talker call")
+    mask = seen.pop("attention_mask")
+    if not bool(mask.all()):
+        raise TTSError("internal", "unexpected padding in a single-request prompt")
+    return Prompt(embeds=seen.pop("inputs_embeds"), trailing=seen.pop("trailing_text_hidden")[0],
+                  pad=seen.pop("tts_pad_embed").reshape(-1), settings=seen, voice=voice)
+
+
+# --- sampling --------------------------------------------------------------------------
+
+
+@dataclass
+class Sampling:
+    """One head's sampling settings for one row (HF semantics: temperature 0 = greedy)."""
+
+    do_sample: bool
+    temperature: float
+    top_k: int
+    top_p: float
+
+    @classmethod
+    def of(cls, s: dict, prefix: str = "") -> "Sampling":
+        """From qwen-tts's talker kwargs: ``prefix`` "" for the talker, "subtalker_" for the
+        code predictor (whose sampling switch is ``subtalker_dosample``)."""
+        temp = s.get(prefix + "temperature")
+        temp = 1.0 if temp is None else float(temp)
+        do_sample = bool(s.get(prefix + ("dosample" if prefix else "do_sample"), True)) and temp != 0.0
+        top_p = s.get(prefix + "top_p")
+        return cls(do_sample, temp or 1.0, int(s.get(prefix + "top_k") or 0),
+                   1.0 if top_p is None else float(top_p))
+
+
+class Sampler:
+    """HF's sampling for B rows, each with its own settings and generator, prepared once
+    per batch composition and applied to many logits (15 predictor steps share one).
+
+    Warpers in HF's order: temperature, top-k, top-p (rows that do not sample skip them and
+    take the argmax of the processed scores). ``torch.multinomial(p, 1)`` is
+    ``argmax(p / q)`` with ``q ~ Exp(1)`` drawn from the generator (ATen's one-sample path):
+    drawing that per row uses the same random numbers, and one argmax serves the batch.
+    """
+
+    def __init__(self, rules: list[Sampling], gens: list[torch.Generator], vocab: int, device) -> None:
+        def col(values, dtype=None):
+            return torch.tensor(values, device=device, dtype=dtype).unsqueeze(1)
+
+        self.gens = gens
+        self.sampling = [r.do_sample for r in rules]
+        self.any_sample = any(self.sampling)
+        self.sample_rows = col(self.sampling)
+        temps = [r.temperature if r.do_sample else 1.0 for r in rules]
+        self.temps = col(temps, torch.float32) if any(t != 1.0 for t in temps) else None
+        ks = [min(r.top_k, vocab) if r.do_sample else 0 for r in rules]
+        self.kmax = max(ks)
+        self.k_index = col([max(k, 1) - 1 for k in ks])
+        self.k_rows = col([k > 0 for k in ks])
+        ps = [r.top_p if r.do_sample else 1.0 for r in rules]
+        self.p = col(ps, torch.float32) if any(p < 1.0 for p in ps) else None
+
+    def warp(self, logits: Tensor) -> Tensor:
+        if self.temps is not None:
+            logits = logits / self.temps
+        if self.kmax:
+            thresh = torch.topk(logits, self.kmax).values.gather(1, self.k_index)
+            logits = logits.masked_fill(self.k_rows & (logits < thresh), NEG_INF)
+        if self.p is not None:
+            sorted_logits, sorted_idx = torch.sort(logits, descending=False)
+            cum = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+            remove_sorted = cum <= (1 - self.p)
+            remove_sorted[..., -1:] = False
+            remove_sorted &= self.p < 1.0
+            logits = logits.masked_fill(remove_sorted.scatter(1, sorted_idx, remove_sorted), NEG_INF)
+        return logits
+
+    def __call__(self, logits: Tensor) -> Tensor:
+        """One token id per row (B,)."""
+        if not self.any_sample:
+            return logits.argmax(dim=-1)
+        probs = self.warp(logits).softmax(dim=-1)
+        q = torch.empty_like(probs)
+        for i, on in enumerate(self.sampling):
+            if on:
+                q[i].exponential_(1, generator=self.gens[i])
+            else:
+                q[i] = 1.0
+        return torch.where(self.sample_rows, probs / q, logits).argmax(dim=-1)
+
+
+def decode_many(outs: list[AudioOut]) -> None:
+    """Decode the pending frames of several streams, one batched codec call per chunk
+    length (rows admitted together stay in phase, so usually one call per step)."""
+    by_len: dict[int, list[AudioOut]] = {}
+    for o in outs:
+        by_len.setdefault(len(o.pending), []).append(o)
+    for group in by_len.values():
+        codes = torch.stack([o.take() for o in group])
+        audio = StreamingDecoder.push_many([o.decoder for o in group], codes)
+        for o, a in zip(group, audio):
+            o.emit(a)
+
+
+# --- KV caches -------------------------------------------------------------------------
+
+
+class RowKV:
+    """Per-row KV caches of the talker in one tensor per layer: rows occupy slots 0..B-1
+    (a leaving row's slot is filled by the last row), each with its own length. Grows
+    (doubling) as rows get longer. Passed to HF's decoder layers as their cache."""
+
+    def __init__(self, n_layers: int, heads: int, head_dim: int, dtype, device) -> None:
+        self.n_layers, self.heads, self.head_dim = n_layers, heads, head_dim
+        self.dtype, self.device = dtype, device
+        self.k: list[Tensor | None] = [None] * n_layers
+        self.v: list[Tensor | None] = [None] * n_layers
+        self.slots = 0
+        self.cap = 0
+        self._prefill_slot: int | None = None
+        self._pos: Tensor | None = None
+        self._span = 0
+
+    def reserve(self, slots: int, length: int) -> None:
+        if slots <= self.slots and length <= self.cap:
+            return
+        new_slots = max(slots, self.slots)
+        new_cap = max(self.cap, 64)
+        while new_cap < length:
+            new_cap *= 2
+        for i in range(self.n_layers):
+            for store in (self.k, self.v):
+                t = torch.zeros(new_slots, self.heads, new_cap, self.head_dim, dtype=self.dtype, device=self.device)
+                if store[i] is not None:
+                    t[: self.slots, :, : self.cap] = store[i]
+                store[i] = t
+        self.slots, self.cap = new_slots, new_cap
+
+    def clear(self) -> None:
+        self.k = [None] * self.n_layers
+        self.v = [None] * self.n_layers
+        self.slots = self.cap = 0
+
+    def move(self, src: int, dst: int) -> None:
+        for store in (self.k, self.v):
+            for t in store:
+                t[dst] = t[src]
+
+    def for_prefill(self, slot: int) -> None:
+        self._prefill_slot, self._pos = slot, None
+
+    def for_decode(self, pos: Tensor, span: int) -> None:
+        """Rows 0..B-1 write their new token at ``pos[b]``; attention reads ``span`` keys."""
+        self._prefill_slot, self._pos, self._span = None, pos, span
+
+    def update(self, k: Tensor, v: Tensor, layer: int, cache_kwargs: Any = None) -> tuple[Tensor, Tensor]:
+        if self._prefill_slot is not None:
+            s, n = self._prefill_slot, k.shape[2]
+            self.k[layer][s, :, :n] = k[0]
+            self.v[layer][s, :, :n] = v[0]
+            return k, v
+        b = k.shape[0]
+        rows = torch.arange(b, device=k.device)
+        self.k[layer][rows, :, self._pos] = k[:, :, 0]
+        self.v[layer][rows, :, self._pos] = v[:, :, 0]
+        return self.k[layer][:b, :, : self._span], self.v[layer][:b, :, : self._span]
+
+
+class StepKV:
+    """The code predictor's cache: every row has the same length (17 at most)."""
+
+    def __init__(self) -> None:
+        self.k: dict[int, Tensor] = {}
+        self.v: dict[int, Tensor] = {}
+
+    def update(self, k: Tensor, v: Tensor, layer: int, cache_kwargs: Any = None) -> tuple[Tensor, Tensor]:
+        if layer in self.k:
+            k = torch.cat([self.k[layer], k], dim=2)
+            v = torch.cat([self.v[layer], v], dim=2)
+        self.k[layer], self.v[layer] = k, v
+        return k, v
+
+
+def _lean(model: Any) -> list:
+    """The model's layers as :class:`LeanLayer` s, built once per loaded model."""
+    layers = getattr(model, "_qwen3ttsd_lean", None)
+    if layers is None:
+        layers = model._qwen3ttsd_lean = lean_layers(model.layers)
+    return layers
+
+
+# --- rows ------------------------------------------------------------------------------
+
+
+class Row:
+    """One stream's generation state."""
+
+    def __init__(self, stream: Stream, prompt: Prompt, out: AudioOut, gen: torch.Generator,
+                 vocab: int, device) -> None:
+        s = prompt.settings
+        self.stream = stream
+        self.prompt = prompt
+        self.out = out
+        self.gen = gen
+        self.talk = Sampling.of(s)
+        self.sub = Sampling.of(s, "subtalker_")
+        self.penalty = float(s.get("repetition_penalty") or 1.0)
+        self.min_new = int(s.get("min_new_tokens") or 0)
+        self.cap = int(s["max_new_tokens"]) - 1   # qwen-tts never expands the last token
+        self.seen = torch.zeros(vocab, dtype=torch.bool, device=device)
+        self.sampled = 0          # codebook-0 tokens sampled so far
+        self.length = 0           # tokens in this row's talker cache
+        self.c0 = -1              # sampled, not yet expanded into a frame
+        self.hidden: Tensor | None = None   # (1, 1, D) talker output for the pending token
+        self.frame: Tensor | None = None    # (16,) the last completed frame
+
+    def text(self) -> Tensor:
+        """The text vector that goes with the last completed frame (qwen-tts's
+        ``trailing_text_hidden[generation_step]``, then ``tts_pad``)."""
+        k = self.out.stats.frames - 1
+        tr = self.prompt.trailing
+        return tr[k] if k < tr.shape[0] else self.prompt.pad
+
+
+class BatchedBackend:
+    """Continuous batching over one loaded :class:`Engine` (see module docstring)."""
+
+    def __init__(self, engine: Engine, max_batch: int = 16, quant: str = "",
+                 batch_decode: bool = False) -> None:
+        """``batch_decode``: decode all due rows' frames in one codec call per step. Faster
+        with many streams, but batched kernels round differently from single ones, so a
+        seeded request's PCM bytes would then depend on what else was running; off by
+        default to keep a seeded request byte-identical solo and under load."""
+        self.engine = engine
+        self.batch_decode = batch_decode
+        self.capacity = max(1, int(max_batch))
+        m = engine.tts.model
+        self.model = m
+        self.talker = m.talker
+        self.predictor = m.talker.code_predictor
+        tc = m.config.talker_config
+        self.vocab = int(tc.vocab_size)
+        self.eos = int(tc.codec_eos_token_id)
+        self.groups = int(tc.num_code_groups)
+        self.device = self.talker.device
+        self.dtype = self.talker.dtype
+        attn = self.talker.model.layers[0].self_attn
+        self.kv = RowKV(len(self.talker.model.layers), tc.num_key_value_heads, attn.head_dim,
+                        self.dtype, self.device)
+        self.talker_layers = _lean(self.talker.model)
+        self.predictor_layers = _lean(self.predictor.model)
+        self.codec_head = self.talker.codec_head
+        self.lm_heads = self.predictor.lm_head
+        if quant == "int8":
+            self._use_int8()
+        elif quant:
+            raise TTSError("bad_request", f"unknown quantization {quant!r} (supported: int8)")
+        self.rows: list[Row] = []
+        self._suppress_cache: dict[tuple, Tensor] = {}
+
+    @property
+    def active(self) -> int:
+        return len(self.rows)
+
+    def _use_int8(self) -> None:
+        """int8 weights for the talker's and predictor's linears (CPU: memory-bound matrix-
+        vector products read 4x fewer bytes). Embeddings, norms and the codec stay fp32.
+        Copies built once per loaded model; qwen-tts's own modules are left as they are."""
+        if self.device.type != "cpu":
+            log.warning("QWEN3TTSD_QUANT=int8 is a CPU option; running unquantized on %s", self.device)
+            return
+        from .lean import quantize_int8
+
+        m = self.model
+        cached = getattr(m, "_qwen3ttsd_int8", None)
+        if cached is None:
+            cached = m._qwen3ttsd_int8 = (
+                [layer.int8() for layer in self.talker_layers], [layer.int8() for layer in self.predictor_layers],
+                quantize_int8(self.talker.codec_head), quantize_int8(self.predictor.lm_head))
+        self.talker_layers, self.predictor_layers, self.codec_head, self.lm_heads = cached
+
+    # --- admission -------------------------------------------------------------------
+
+    def admit(self, stream: Stream, prompt: Prompt | None = None) -> None:
+        """Prefill ``stream`` (with ``prompt`` if given, e.g. modified settings in tests)."""
+        try:
+            if stream.cancel.is_set():
+                raise Cancelled()
+            with torch.inference_mode():
+                self._admit(stream, prompt)
+        except BaseException as e:  # noqa: BLE001 - reported to the stream
+            stream.sink("error", internal_error(e))
+
+    def _admit(self, stream: Stream, prompt: Prompt | None = None) -> None:
+        if self.engine.tts is None:
+            raise TTSError("unavailable", "model not loaded")
+        req = stream.request
+        prompt = prompt or build_prompt(self.engine, req)
+        out = AudioOut(self.engine.start_decoder(stream.decoder, prompt.voice), req,
+                       lambda pcm: stream.sink("audio", pcm), stream.on_codes)
+        gen = torch.Generator(device=self.device)
+        if req.seed is not None:
+            gen.manual_seed(int(req.seed))
+        else:
+            gen.seed()
+        row = Row(stream, prompt, out, gen, self.vocab, self.device)
+        slot = len(self.rows)
+        length = prompt.embeds.shape[1]
+        self.kv.reserve(slot + 1, length + row.cap + 1 if row.cap < 512 else length + 512)
+        logits, hidden = self.prefill(slot, prompt.embeds)
+        row.length = length
+        self.rows.append(row)
+        self._take_c0([row], logits, hidden)
+
+    def prefill(self, slot: int, embeds: Tensor) -> tuple[Tensor, Tensor]:
+        """Run a prompt (1, L, D) into ``slot``'s cache; the last position's logits and hidden."""
+        n = embeds.shape[1]
+        pos = torch.arange(n, device=self.device).view(1, 1, n).expand(3, 1, n)
+        self.kv.for_prefill(slot)
+        hidden = self._talker_layers(embeds, pos, mask=None)
+        return self.codec_head(hidden[:, -1:])[:, -1].float(), hidden[:, -1:]
+
+    # --- stepping --------------------------------------------------------------------
+
+    def step(self) -> None:
+        if not self.rows:
+            return
+        try:
+            with torch.inference_mode():
+                self._step()
+        except BaseException as e:  # noqa: BLE001 - one failure fails the batch, not the thread
+            self.abort_all(internal_error(e))
+
+    def _step(self) -> None:
+        self._drop_cancelled()
+        if not self.rows:
+            return
+        rows = self.rows
+        c0 = torch.tensor([r.c0 for r in rows], device=self.device)
+        past = torch.cat([r.hidden for r in rows], dim=0)
+        sub = Sampler([r.sub for r in rows], [r.gen for r in rows], self.predictor.vocab_size, self.device)
+        codes = self.predict(past, c0, lambda j, logits: sub(logits))
+        frames = torch.cat([c0.unsqueeze(1), codes], dim=1)
+        due = []
+        for r, frame in zip(rows, frames):
+            r.frame = frame
+            if r.out.add(frame.unsqueeze(0)):
+                due.append(r.out)
+        if self.batch_decode:
+            decode_many(due)
+        else:
+            for o in due:
+                o.flush()
+        for r in list(rows):
+            if r.out.stats.frames >= r.cap:
+                r.out.stats.hit_frame_cap = True
+                self._finish(r)
+        self._drop_cancelled()
+        if not self.rows:
+            return
+        rows = self.rows
+        logits, hidden = self.talker_step(torch.stack([r.frame for r in rows]),
+                                          torch.stack([r.text() for r in rows]), [r.length for r in rows])
+        for r in rows:
+            r.length += 1
+        self._take_c0(rows, logits, hidden)
+
+    def predict(self, past_hidden: Tensor, c0: Tensor, pick) -> Tensor:
+        """Codebooks 1..15 for each row (B, 15): ``pick(j, logits (B, V)) -> ids (B,)``."""
+        p = self.predictor
+        emb = self.talker.get_input_embeddings()(c0).unsqueeze(1)
+        x = p.small_to_mtp_projection(torch.cat([past_hidden, emb], dim=1))
+        cos, sin = self._predictor_rope(x)
+        cache = StepKV()
+        out: list[Tensor] = []
+        pos = 0
+        for j in range(self.groups - 1):
+            if j > 0:
+                x = p.small_to_mtp_projection(p.model.get_input_embeddings()[j - 1](out[-1].unsqueeze(1)))
+            n = x.shape[1]
+            h = x
+            for layer in self.predictor_layers:
+                h = layer(h, cos[:, pos:pos + n], sin[:, pos:pos + n], cache, None)
+            h = p.model.norm(h)
+            logits = self.lm_heads[j](h[:, -1]).float()
+            out.append(torch.as_tensor(pick(j, logits), device=self.device).view(-1))
+            pos += n
+        return torch.stack(out, dim=1)
+
+    def _predictor_rope(self, like: Tensor) -> tuple[Tensor, Tensor]:
+        """cos/sin of the predictor's positions 0..15 (the same for every frame)."""
+        if getattr(self, "_cp_rope", None) is None or self._cp_rope[0].dtype != like.dtype:
+            pos = torch.arange(self.groups, device=self.device).unsqueeze(0)
+            self._cp_rope = self.predictor.model.rotary_emb(like, pos)
+        return self._cp_rope
+
+    def talker_step(self, frames: Tensor, text: Tensor, lengths: list[int]) -> tuple[Tensor, Tensor]:
+        """One talker forward for B rows: input = the sum of each row's frame (B, 16)
+        embeddings + its text vector (B, D), at position ``lengths[b]`` of its cache."""
+        t = self.talker
+        cp_emb = self.predictor.get_input_embeddings()
+        parts = [t.get_input_embeddings()(frames[:, :1])]
+        parts += [cp_emb[i](frames[:, i + 1:i + 2]) for i in range(self.groups - 1)]
+        x = torch.cat(parts, dim=1).sum(1, keepdim=True) + text.unsqueeze(1)
+        span = max(lengths) + 1
+        self.kv.reserve(len(lengths), span)
+        pos = torch.tensor(lengths, device=self.device)
+        self.kv.for_decode(pos, span)
+        mask = None
+        if min(lengths) != max(lengths):
+            mask = (torch.arange(span, device=self.device).unsqueeze(0) <= pos.unsqueeze(1))[:, None, None, :]
+        hidden = self._talker_layers(x, pos.view(1, -1, 1).expand(3, -1, 1), mask)
+        return self.codec_head(hidden)[:, -1].float(), hidden
+
+    def _talker_layers(self, x: Tensor, position_ids: Tensor, mask: Tensor | None) -> Tensor:
+        tm = self.talker.model
+        cos, sin = tm.rotary_emb(x, position_ids)
+        cos, sin = cos[0], sin[0]  # speech positions: the 3 mrope components are equal
+        for layer in self.talker_layers:
+            x = layer(x, cos, sin, self.kv, mask)
+        return tm.norm(x)
+
+    def _take_c0(self, rows: list[Row], logits: Tensor, hidden: Tensor) -> None:
+        """Apply the talker's logits rules and sample codebook 0 of each row's next frame."""
+        logits = self.talker_rules(rows, logits)
+        ids = Sampler([r.talk for r in rows], [r.gen for r in rows], self.vocab, self.device)(logits).tolist()
+        for i, (r, tok) in enumerate(list(zip(rows, ids))):
+            r.sampled += 1
+            r.seen[tok] = True
+            if tok == self.eos:
+                self._finish(r)
+                continue
+            r.c0 = tok
+            r.hidden = hidden[i:i + 1]
+
+    def talker_rules(self, rows: list[Row], logits: Tensor) -> Tensor:
+        """HF's logits processors in HF's order: repetition penalty, min_new_tokens, suppress."""
+        pen = [r.penalty for r in rows]
+        if any(p != 1.0 for p in pen):
+            p = torch.tensor(pen, device=logits.device, dtype=logits.dtype).unsqueeze(1)
+            seen = torch.stack([r.seen for r in rows])
+            logits = torch.where(seen, torch.where(logits < 0, logits * p, logits / p), logits)
+        early = [r.sampled < r.min_new for r in rows]
+        if any(early):
+            logits = logits.clone()
+            logits[torch.tensor(early, device=logits.device), self.eos] = NEG_INF
+        suppress = self._suppress_mask(tuple(rows[0].prompt.settings.get("suppress_tokens") or ()))
+        if suppress is not None:
+            logits = logits.masked_fill(suppress, NEG_INF)
+        return logits
+
+    def _suppress_mask(self, ids: tuple) -> Tensor | None:
+        if not ids:
+            return None
+        m = self._suppress_cache.get(ids)
+        if m is None:
+            m = torch.zeros(self.vocab, dtype=torch.bool, device=self.device)
+            m[list(ids)] = True
+            self._suppress_cache[ids] = m
+        return m
+
+    # --- leaving ---------------------------------------------------------------------
+
+    def _drop_cancelled(self) -> None:
+        for r in list(self.rows):
+            if r.stream.cancel.is_set():
+                r.out.stats.cancelled = True
+                self._finish(r, Cancelled())
+
+    def _finish(self, row: Row, err: TTSError | None = None) -> None:
+        """Row leaves: flush its audio, free its slot (the last row moves in), report."""
+        i = self.rows.index(row)
+        last = len(self.rows) - 1
+        if i != last:
+            self.kv.move(last, i)
+            self.rows[i] = self.rows[last]
+        self.rows.pop()
+        if not self.rows:
+            self.kv.clear()  # sized by the longest rows of a busy spell: do not keep it
+        try:
+            if err is None:
+                row.out.flush()
+        except BaseException as e:  # noqa: BLE001
+            err = internal_error(e)
+        row.out.finish()
+        if err is None:
+            row.stream.sink("done", row.out.stats)
+        else:
+            row.stream.sink("error", err)
+
+    def abort_all(self, err: TTSError) -> None:
+        rows, self.rows = self.rows, []
+        self.kv.clear()
+        for r in rows:
+            r.stream.sink("error", err)
+
+
+__all__ = ["BatchedBackend", "Prompt", "Sampler", "Sampling", "build_prompt"]

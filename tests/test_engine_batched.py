@@ -1,0 +1,309 @@
+"""The batched step engine against qwen-tts itself (fp32, CPU, tiny random checkpoints).
+
+* teacher-forced: fed the same codes, its talker and code-predictor logits equal the
+  qwen-tts modules' own forward passes (within 1e-4) at every step, for every variant;
+* greedy solo output equals qwen-tts ``generate`` greedy output;
+* seeded: solo output equals qwen-tts's seeded output (the sequential backend), and a
+  request's codes are the same solo and inside a batch of 8 mixed requests;
+* join/leave: rows admitted, cancelled or capped mid-flight leave the others unchanged;
+* every row's streamed audio equals the one-shot decode of its codes.
+"""
+
+from __future__ import annotations
+
+import threading
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from qwen3ttsd.engine import SynthesisRequest
+from qwen3ttsd.engine.backend import Stream
+from qwen3ttsd.engine.batched import BatchedBackend, build_prompt
+from qwen3ttsd.engine.streaming_decoder import StreamingDecoder
+
+
+class Run:
+    """One stream's sink: collects its codes, audio and outcome."""
+
+    def __init__(self, req: SynthesisRequest, decoder=None) -> None:
+        self.codes: list[torch.Tensor] = []
+        self.audio: list[np.ndarray] = []
+        self.result = None
+        self.cancel = threading.Event()
+        self.stream = Stream(req, sink=self.sink, cancel=self.cancel, decoder=decoder,
+                             on_codes=self.codes.append)
+
+    def sink(self, kind, value) -> None:
+        if kind == "audio":
+            self.audio.append(value)
+        else:
+            assert self.result is None, "finished twice"
+            self.result = (kind, value)
+
+    @property
+    def all_codes(self) -> torch.Tensor:
+        return torch.cat(self.codes) if self.codes else torch.zeros(0, 16, dtype=torch.long)
+
+
+def run_batched(engine, reqs, admit_at=None, max_batch=16, on_step=None, **options) -> list[Run]:
+    """Admit ``reqs[i]`` before step ``admit_at[i]`` (default 0), step until all finish."""
+    b = BatchedBackend(engine, max_batch, **options)
+    runs = [Run(r) for r in reqs]
+    admit_at = admit_at or [0] * len(reqs)
+    step = 0
+    while True:
+        for i, run in enumerate(runs):
+            if admit_at[i] == step:
+                b.admit(run.stream)
+        if on_step:
+            on_step(step, runs)
+        if not b.active and all(a <= step for a in admit_at):
+            break
+        b.step()
+        step += 1
+    return runs
+
+
+def sequential_codes(engine, req) -> torch.Tensor:
+    codes: list[torch.Tensor] = []
+    engine.synthesize(req, lambda pcm: None, on_codes=codes.append)
+    return torch.cat(codes)
+
+
+def clone_voice(base_engine, name: str, icl: bool):
+    sr = 24000
+    t = np.arange(int(sr * 2.0)) / sr
+    wav = (0.3 * np.sin(2 * np.pi * 190 * t) * (1 + 0.3 * np.sin(2 * np.pi * 3 * t))).astype(np.float32)
+    return base_engine.add_voice(name, wav, sr, ref_text="Hello there, friend." if icl else None)
+
+
+@pytest.fixture(scope="module")
+def variants(custom_engine, base_engine, design_engine):
+    """(engine, request) for every variant and prompt kind."""
+    clone_voice(base_engine, "icl-voice", icl=True)
+    clone_voice(base_engine, "xvec-voice", icl=False)
+    return {
+        "custom_voice": (custom_engine, SynthesisRequest(text="Hello world.", speaker="vivian", language="english")),
+        "custom_voice_dialect": (custom_engine, SynthesisRequest(text="你好世界。", speaker="eric", language="chinese")),
+        "voice_design": (design_engine, SynthesisRequest(text="Good morning.", instruct="a calm old narrator")),
+        "base_icl": (base_engine, SynthesisRequest(text="Nice to meet you all.", voice="icl-voice", language="english")),
+        "base_xvector": (base_engine, SynthesisRequest(text="Nice to meet you.", voice="xvec-voice")),
+    }
+
+
+VARIANTS = ["custom_voice", "custom_voice_dialect", "voice_design", "base_icl", "base_xvector"]
+
+
+# --- teacher forcing -------------------------------------------------------------------
+
+
+def reference_logits(engine, prompt, frames):
+    """qwen-tts's own talker / code-predictor forward passes, fed ``frames``."""
+    talker = engine.tts.model.talker
+    cp = talker.code_predictor
+    n_len = prompt.embeds.shape[1]
+    extra = {"trailing_text_hidden": prompt.trailing.unsqueeze(0), "tts_pad_embed": prompt.pad.view(1, 1, -1)}
+    out = talker(inputs_embeds=prompt.embeds, attention_mask=torch.ones(1, n_len, dtype=torch.long),
+                 use_cache=True, **extra)
+    talker_logits, pred_logits = [out.logits[0, -1]], []
+    cache, past_hidden = out.past_key_values, out.past_hidden
+    for k in range(frames.shape[0]):
+        c0_embed = talker.get_input_embeddings()(frames[k:k + 1, :1])
+        o = cp(inputs_embeds=torch.cat([past_hidden, c0_embed], dim=1), use_cache=True)
+        step_logits, pkv = [o.logits[0, -1]], o.past_key_values
+        for j in range(1, 15):
+            o = cp(input_ids=frames[k:k + 1, j:j + 1], past_key_values=pkv, generation_steps=j, use_cache=True)
+            step_logits.append(o.logits[0, -1])
+        pred_logits.append(torch.stack(step_logits))
+        cp.generate = lambda k=k, **kw: SimpleNamespace(sequences=frames[k:k + 1, 1:])  # teacher codes
+        try:
+            out = talker(input_ids=frames[k:k + 1, :1], past_key_values=cache, use_cache=True,
+                         attention_mask=torch.ones(1, n_len + k + 1, dtype=torch.long),
+                         cache_position=torch.tensor([n_len + k]), past_hidden=past_hidden,
+                         generation_step=k, **extra)
+        finally:
+            del cp.generate
+        talker_logits.append(out.logits[0, -1])
+        cache, past_hidden = out.past_key_values, out.past_hidden
+    return torch.stack(talker_logits), torch.stack(pred_logits)
+
+
+def engine_logits(engine, prompt, frames):
+    b = BatchedBackend(engine)
+    n_len = prompt.embeds.shape[1]
+    b.kv.reserve(1, n_len + frames.shape[0] + 1)
+    logits, hidden = b.prefill(0, prompt.embeds)
+    talker_logits, pred_logits = [logits[0]], []
+    for k in range(frames.shape[0]):
+        seen: list[torch.Tensor] = []
+
+        def teacher(j, lg, k=k, seen=seen):
+            seen.append(lg[0])
+            return [int(frames[k, j + 1])]
+
+        b.predict(hidden, frames[k:k + 1, 0], teacher)
+        pred_logits.append(torch.stack(seen))
+        text = prompt.trailing[k] if k < prompt.trailing.shape[0] else prompt.pad
+        logits, hidden = b.talker_step(frames[k:k + 1], text.unsqueeze(0), [n_len + k])
+        talker_logits.append(logits[0])
+    return torch.stack(talker_logits), torch.stack(pred_logits)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_teacher_forced_logits_match_qwen_tts(variants, variant):
+    engine, req = variants[variant]
+    with torch.inference_mode():
+        prompt = build_prompt(engine, req)
+        frames = torch.randint(0, 2048, (12, 16), generator=torch.Generator().manual_seed(3))
+        ref_t, ref_p = reference_logits(engine, prompt, frames)
+        got_t, got_p = engine_logits(engine, prompt, frames)
+    assert got_t.shape == ref_t.shape == (13, 3072) and got_p.shape == ref_p.shape == (12, 15, 2048)
+    assert float((got_t - ref_t).abs().max()) <= 1e-4
+    assert float((got_p - ref_p).abs().max()) <= 1e-4
+
+
+# --- whole generations ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_greedy_solo_equals_qwen_tts_greedy(variants, variant):
+    engine, req = variants[variant]
+    req = SynthesisRequest(**{**vars(req), "max_frames": 12})
+    kwargs, _ = engine._prepare(req)
+    kwargs.update(do_sample=False, subtalker_dosample=False)
+    with torch.inference_mode():
+        ref = engine.tts.model.generate(**kwargs)[0][0]
+        prompt = build_prompt(engine, req)
+    prompt.settings.update(do_sample=False, subtalker_dosample=False)
+    run = Run(req)
+    b = BatchedBackend(engine)
+    b.admit(run.stream, prompt)
+    while b.active:
+        b.step()
+    assert run.result[0] == "done"
+    assert torch.equal(run.all_codes, ref[: run.all_codes.shape[0]]) and run.all_codes.shape[0] == min(12, ref.shape[0])
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_seeded_solo_equals_qwen_tts_seeded(variants, variant):
+    """Same random numbers in the same order as qwen-tts: identical codes (CPU fp32)."""
+    engine, req = variants[variant]
+    req = SynthesisRequest(**{**vars(req), "max_frames": 10, "seed": 77})
+    (run,) = run_batched(engine, [req])
+    assert torch.equal(run.all_codes, sequential_codes(engine, req))
+
+
+def mixed_requests() -> list[SynthesisRequest]:
+    speakers = ["vivian", "ryan", "serena", "aiden"]
+    out = []
+    for i in range(8):
+        out.append(SynthesisRequest(
+            text=f"Mixed batch request number {i}. " * (1 + i % 3), speaker=speakers[i % 4],
+            language=["english", "auto", "chinese"][i % 3], seed=1000 + i, max_frames=4 + i,
+            chunk_frames=[1, 4, 3][i % 3], temperature=[None, 0.7, 1.2, None][i % 4],
+            top_k=[None, 10, None, 0][i % 4], top_p=[None, None, 0.8, 0.95][i % 4],
+            repetition_penalty=[None, 1.3, None, 1.0][i % 4]))
+    return out
+
+
+@pytest.mark.slow
+def test_seeded_request_same_codes_solo_and_in_a_batch_of_8(custom_engine):
+    reqs = mixed_requests()
+    solo = [run_batched(custom_engine, [r])[0] for r in reqs]
+    batch = run_batched(custom_engine, reqs)
+    for s, b, r in zip(solo, batch, reqs):
+        assert b.result[0] == "done"
+        assert b.all_codes.shape[0] == r.max_frames
+        assert torch.equal(s.all_codes, b.all_codes)
+        assert np.array_equal(np.concatenate(s.audio), np.concatenate(b.audio))  # byte-identical audio
+
+
+@pytest.mark.slow
+def test_join_cancel_and_cap_leave_other_rows_unchanged(custom_engine):
+    reqs = mixed_requests()[:5]
+    solo = [run_batched(custom_engine, [r])[0].all_codes for r in reqs]
+
+    def cancel_row_2(step, runs):
+        if step == 4:
+            runs[2].cancel.set()
+
+    # row 3 joins at step 3, row 4 at step 7; row 2 is cancelled at step 4; rows 0/1 hit caps early
+    runs = run_batched(custom_engine, reqs, admit_at=[0, 0, 0, 3, 7], on_step=cancel_row_2)
+    for i in (0, 1, 3, 4):
+        assert runs[i].result[0] == "done" and runs[i].result[1].hit_frame_cap
+        assert torch.equal(runs[i].all_codes, solo[i]), i
+    kind, err = runs[2].result
+    assert kind == "error" and err.code == "cancelled"
+    assert runs[2].all_codes.shape[0] <= 4  # stopped within one step of the cancel
+    assert torch.equal(runs[2].all_codes, solo[2][: runs[2].all_codes.shape[0]])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("batch_decode", [False, True])
+def test_streamed_audio_equals_one_shot_decode_for_every_row(custom_engine, batch_decode):
+    reqs = mixed_requests()
+    runs = run_batched(custom_engine, reqs, admit_at=[0, 0, 1, 1, 2, 5, 5, 9], batch_decode=batch_decode)
+    dec = custom_engine._codec_decoder
+    for run in runs:
+        with torch.inference_mode():
+            ref = dec(run.all_codes.T.unsqueeze(0)).squeeze(1)[0].numpy()
+        audio = np.concatenate(run.audio)
+        assert audio.shape == ref.shape
+        assert np.abs(audio - ref).max() <= 1e-4
+
+
+def test_push_many_equals_single_pushes(custom_engine):
+    """Batched codec decode: rows at different positions (and one fresh) match solo pushes."""
+    dec = custom_engine._codec_decoder
+    g = torch.Generator().manual_seed(5)
+    history = [0, 3, 80, 100]
+    singles, batch = [], []
+    for h in history:
+        a, b = StreamingDecoder(dec), StreamingDecoder(dec)
+        if h:
+            past = torch.randint(0, 2048, (h, 16), generator=g)
+            a.push(past)
+            b.push(past)
+        singles.append(a)
+        batch.append(b)
+    for _ in range(3):
+        codes = torch.randint(0, 2048, (len(history), 2, 16), generator=g)
+        want = torch.cat([s.push(codes[i]) for i, s in enumerate(singles)])
+        got = StreamingDecoder.push_many(batch, codes)
+        assert float((want - got).abs().max()) <= 1e-5
+    assert [d.frames_seen for d in batch] == [h + 6 for h in history]
+
+
+def test_icl_clone_row_streams_exactly_inside_a_batch(base_engine, variants):
+    """An ICL clone's decoder starts from the reference codes' state, batched or not."""
+    req = SynthesisRequest(text="Nice to meet you all.", voice="icl-voice", language="english", seed=5,
+                           max_frames=9, chunk_frames=2)
+    other = SynthesisRequest(text="Another voice here.", voice="xvec-voice", seed=6, max_frames=7)
+    solo_audio: list[np.ndarray] = []
+    base_engine.synthesize(req, solo_audio.append)
+    runs = run_batched(base_engine, [other, req], admit_at=[0, 2])
+    assert np.abs(np.concatenate(runs[1].audio) - np.concatenate(solo_audio)).max() <= 1e-4
+
+
+def test_bad_requests_are_reported_not_raised(custom_engine):
+    runs = run_batched(custom_engine, [SynthesisRequest(text="x", speaker="nobody"),
+                                       SynthesisRequest(text="Fine.", speaker="ryan", max_frames=2)])
+    assert runs[0].result[0] == "error" and runs[0].result[1].code == "bad_request"
+    assert runs[1].result[0] == "done" and runs[1].all_codes.shape[0] == 2
+
+
+def test_int8_option_runs_and_leaves_the_fp32_model_alone(custom_engine):
+    """QWEN3TTSD_QUANT=int8 (CPU): int8 copies of the linears; qwen-tts's modules unchanged."""
+    req = SynthesisRequest(text="Quantized.", speaker="ryan", seed=3, max_frames=5)
+    before = sequential_codes(custom_engine, req)
+    b = BatchedBackend(custom_engine, quant="int8")
+    run = Run(req)
+    b.admit(run.stream)
+    while b.active:
+        b.step()
+    assert run.result[0] == "done" and run.all_codes.shape == (5, 16)
+    assert torch.equal(sequential_codes(custom_engine, req), before)
+    (fp32,) = run_batched(custom_engine, [req])
+    assert torch.equal(fp32.all_codes, before)
