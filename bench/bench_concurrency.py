@@ -27,9 +27,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import add_model_args, checkpoint  # noqa: E402
+from common import add_model_args, checkpoint
 
-from qwen3ttsd.client import Client  # noqa: E402
+from qwen3ttsd.client import Client
 
 SPEAKERS = ["ryan", "vivian", "serena", "aiden", "eric", "dylan", "uncle_fu", "ono_anna", "sohee"]
 BYTES_PER_SECOND = 24000 * 2  # pcm16 mono 24 kHz

@@ -26,12 +26,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import add_model_args, checkpoint  # noqa: E402
+from common import add_model_args, checkpoint
 
-from qwen3ttsd.engine import Engine, LoadOptions, SynthesisRequest  # noqa: E402
-from qwen3ttsd.engine.backend import Stream  # noqa: E402
-from qwen3ttsd.engine.batched import BatchedBackend  # noqa: E402
-from qwen3ttsd.engine.streaming_decoder import StreamingDecoder  # noqa: E402
+from qwen3ttsd.engine import Engine, LoadOptions, SynthesisRequest
+from qwen3ttsd.engine.backend import Stream
+from qwen3ttsd.engine.batched import BatchedBackend
+from qwen3ttsd.engine.streaming_decoder import StreamingDecoder
 
 
 def sync(device: str) -> None:
@@ -39,7 +39,8 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def bench_backends(engine: Engine, frames: int, reps: int, quants: tuple[str, ...] = ("",)) -> list[tuple[str, float, int]]:
+def bench_backends(engine: Engine, frames: int, reps: int,
+                   quants: tuple[str, ...] = ("",)) -> list[tuple[str, float, int]]:
     """(label, seconds per step, streams per step): sequential vs batched B=1 / B=8."""
     device = engine.info["device"]
 

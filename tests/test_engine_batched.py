@@ -86,9 +86,11 @@ def variants(custom_engine, base_engine, design_engine):
     clone_voice(base_engine, "xvec-voice", icl=False)
     return {
         "custom_voice": (custom_engine, SynthesisRequest(text="Hello world.", speaker="vivian", language="english")),
-        "custom_voice_dialect": (custom_engine, SynthesisRequest(text="你好世界。", speaker="eric", language="chinese")),
+        "custom_voice_dialect": (custom_engine,
+                                 SynthesisRequest(text="你好世界。", speaker="eric", language="chinese")),
         "voice_design": (design_engine, SynthesisRequest(text="Good morning.", instruct="a calm old narrator")),
-        "base_icl": (base_engine, SynthesisRequest(text="Nice to meet you all.", voice="icl-voice", language="english")),
+        "base_icl": (base_engine,
+                     SynthesisRequest(text="Nice to meet you all.", voice="icl-voice", language="english")),
         "base_xvector": (base_engine, SynthesisRequest(text="Nice to meet you.", voice="xvec-voice")),
     }
 

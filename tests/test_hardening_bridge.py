@@ -19,8 +19,7 @@ import openai
 import pytest
 import soundfile as sf
 import websockets
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from .helpers import pid_alive, wait_for
 from .test_audio import _Canary, hostile_uploads

@@ -6,8 +6,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from qwen3ttsd.text.language import LANG_CODES, LANGUAGES, canonical_language
 from qwen3ttsd.text.normalize import normalize

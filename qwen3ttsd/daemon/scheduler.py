@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import Cancelled, TTSError
+from ..formats import MODEL_RATE
 from .models import ModelEntry, ModelRegistry
 
 log = logging.getLogger("qwen3ttsd.scheduler")
@@ -208,15 +209,16 @@ class Scheduler:
                 if waited > job.queue_timeout:
                     raise TTSError("timeout", f"waited {waited:.0f} s in the queue (limit {job.queue_timeout:.0f} s)")
                 job.started = time.monotonic()
-            engine = self.registry.engine(job.model, on_loading=lambda: job.emit("progress", {"stage": "loading", "model": job.model.name}))
+            engine = self.registry.engine(
+                job.model, on_loading=lambda: job.emit("progress", {"stage": "loading", "model": job.model.name}))
             if job.next_segment == 0:
                 job.emit("progress", {"stage": "generating", "segments": len(job.segments)})
                 if job.voice_audio is not None:
                     wav, meta = job.voice_audio
-                    engine.add_voice(meta["name"], wav, 24000, meta.get("ref_text") or None)
+                    engine.add_voice(meta["name"], wav, MODEL_RATE, meta.get("ref_text") or None)
                 slot = job.session or {}
                 prev = slot.get("decoder")
-                if prev is not None and prev.decoder is engine._codec_decoder:
+                if prev is not None and engine.owns_decoder(prev):
                     job.decoder = prev  # continue the call's codec stream (same loaded model)
                 else:
                     job.decoder = engine.new_decoder()
@@ -233,7 +235,7 @@ class Scheduler:
             self._backend(engine).admit(stream)
         except TTSError as e:
             self._finish(job, e)
-        except Exception as e:  # noqa: BLE001 - never let one request kill the GPU thread
+        except Exception as e:
             log.exception("request failed")
             self._finish(job, TTSError("internal", f"{type(e).__name__}: {e}"))
 

@@ -21,9 +21,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
-from .. import messages as M
-from .. import protocol as P
+from .. import __version__, messages as M, protocol as P
 from ..audio import AudioFormatError, AudioPipeline
 from ..audio.reference import process_reference
 from ..config import DaemonConfig
@@ -439,16 +437,13 @@ class Service:
                 out.append({"name": e.name, "path": e.path, "bytes": total, "loaded": e.name in self.registry.engines})
             return out
 
-        prompts = sum(len(getattr(e, "_voices", {})) for e in self.registry.engines.values())
+        prompts = sum(e.prompt_count for e in self.registry.engines.values())
         return {"models": await asyncio.to_thread(sizes), "prompts": prompts, "voices": len(self.voices.list())}
 
     async def cache_clear(self, conn, msgid, params) -> dict:
         msg = M.AdminCacheClear.from_wire(params)
         if msg.what == "prompts":
-            n = 0
-            for e in self.registry.engines.values():
-                n += len(e._voices)
-                e._voices.clear()
+            n = sum(e.clear_prompts() for e in self.registry.engines.values())
             return {"cleared_prompts": n}
         if msg.what == "model":
             entry = self.registry.pick(msg.model)

@@ -200,8 +200,8 @@ class RowKV:
     def __init__(self, n_layers: int, heads: int, head_dim: int, dtype, device) -> None:
         self.n_layers, self.heads, self.head_dim = n_layers, heads, head_dim
         self.dtype, self.device = dtype, device
-        self.k: list[Tensor | None] = [None] * n_layers
-        self.v: list[Tensor | None] = [None] * n_layers
+        self.k: list[Any] = [None] * n_layers  # (slots, heads, cap, head_dim) per layer once sized
+        self.v: list[Any] = [None] * n_layers
         self.slots = 0
         self.cap = 0
         self._prefill_slot: int | None = None
@@ -321,6 +321,7 @@ class BatchedBackend:
         self.engine = engine
         self.batch_decode = batch_decode
         self.capacity = max(1, int(max_batch))
+        self._cp_rope: tuple[Tensor, Tensor] | None = None
         m = engine.tts.model
         self.model = m
         self.talker = m.talker
@@ -476,7 +477,7 @@ class BatchedBackend:
 
     def _predictor_rope(self, like: Tensor) -> tuple[Tensor, Tensor]:
         """cos/sin of the predictor's positions 0..15 (the same for every frame)."""
-        if getattr(self, "_cp_rope", None) is None or self._cp_rope[0].dtype != like.dtype:
+        if self._cp_rope is None or self._cp_rope[0].dtype != like.dtype:
             pos = torch.arange(self.groups, device=self.device).unsqueeze(0)
             self._cp_rope = self.predictor.model.rotary_emb(like, pos)
         return self._cp_rope

@@ -232,12 +232,29 @@ class Engine:
             return prompt
 
     def drop_voice(self, voice_id: str) -> None:
-        self._voices.pop(voice_id, None)
+        with self._lock:
+            self._voices.pop(voice_id, None)
+
+    @property
+    def prompt_count(self) -> int:
+        """Clone prompts cached in memory."""
+        return len(self._voices)
+
+    def clear_prompts(self) -> int:
+        """Forget every cached clone prompt (rebuilt on next use); returns how many."""
+        with self._lock:
+            n = len(self._voices)
+            self._voices.clear()
+        return n
 
     # --- synthesis -----------------------------------------------------------------------
 
     def new_decoder(self) -> StreamingDecoder:
         return StreamingDecoder(self._codec_decoder)
+
+    def owns_decoder(self, decoder: StreamingDecoder) -> bool:
+        """Whether ``decoder`` streams this model's codec (a call may continue it)."""
+        return decoder.decoder is self._codec_decoder
 
     @property
     def _codec_decoder(self):

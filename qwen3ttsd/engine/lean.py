@@ -36,7 +36,7 @@ def _fuse(linears: list[torch.nn.Linear]) -> torch.nn.Linear:
     for m in linears:
         n = m.weight.shape[0]
         m.weight.data = fused.weight.data[row:row + n]
-        if m.bias is not None:
+        if m.bias is not None and fused.bias is not None:
             m.bias.data = fused.bias.data[row:row + n]
         row += n
     return fused

@@ -94,7 +94,7 @@ def load_model(path: str | os.PathLike, opts: LoadOptions = LoadOptions()) -> An
                                                 attn_implementation=attn)
     except TTSError:
         raise
-    except Exception as e:  # noqa: BLE001 - any loader failure is a load failure to the caller
+    except Exception as e:
         raise TTSError("model_load_failed", f"loading {p} failed: {type(e).__name__}: {e}") from e
     tts.model.eval()
     if opts.compile and device.startswith("cuda"):
