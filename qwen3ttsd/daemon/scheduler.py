@@ -23,6 +23,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..engine.request import SynthesisRequest
 from ..errors import Cancelled, TTSError
 from ..formats import MODEL_RATE
 from .models import ModelEntry, ModelRegistry
@@ -222,7 +223,6 @@ class Scheduler:
                     job.decoder = prev  # continue the call's codec stream (same loaded model)
                 else:
                     job.decoder = engine.new_decoder()
-            from ..engine import SynthesisRequest
             from ..engine.backend import Stream
 
             idx = job.next_segment

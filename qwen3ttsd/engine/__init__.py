@@ -17,6 +17,10 @@ def __getattr__(name: str) -> Any:
         from .loader import LoadOptions
 
         return LoadOptions
+    if name in ("SynthesisRequest", "SynthesisStats"):  # plain dataclasses: no torch
+        from . import request
+
+        return getattr(request, name)
     if name in __all__:
         from .loader import import_qwen_tts
 
