@@ -198,7 +198,12 @@ def test_eight_concurrent_seeded_requests_match_solo_runs(bridge):
     with ThreadPoolExecutor(8) as ex:
         together = list(ex.map(run, range(8)))
     assert all(len(s) == 2 * 5 * 1920 * 2 for s in solo)
-    assert together == solo
+    # Same codes, same audio: batched codec decode (the default) rounds in float32 a little
+    # differently with other streams in the batch - at most 1 LSB of int16 (-90 dBFS).
+    # QWEN3TTSD_BATCH_DECODE=0 makes it byte-identical (tests/test_engine_batched.py pins that).
+    for s, t in zip(solo, together):
+        diff = np.abs(np.frombuffer(s, np.int16).astype(int) - np.frombuffer(t, np.int16).astype(int))
+        assert diff.max() <= 1, diff.max()
     assert len(set(solo)) == 8
 
 

@@ -11,11 +11,11 @@ from qwen3ttsd.errors import TTSError
 
 def test_engine_and_max_batch_settings():
     d = config.load(config.DaemonConfig, "daemon", env={"QWEN3TTSD_CONFIG": "/nonexistent"})
-    assert (d.engine, d.max_batch, d.quant, d.batch_decode) == ("batched", 16, "", False)
+    assert (d.engine, d.max_batch, d.quant, d.batch_decode) == ("batched", 16, "", True)
     env = {"QWEN3TTSD_CONFIG": "/nonexistent", "QWEN3TTSD_ENGINE": "sequential", "QWEN3TTSD_MAX_BATCH": "4",
-           "QWEN3TTSD_QUANT": "int8", "QWEN3TTSD_BATCH_DECODE": "1"}
+           "QWEN3TTSD_QUANT": "int8", "QWEN3TTSD_BATCH_DECODE": "0"}
     d = config.load(config.DaemonConfig, "daemon", env=env)
-    assert (d.engine, d.max_batch, d.quant, d.batch_decode) == ("sequential", 4, "int8", True)
+    assert (d.engine, d.max_batch, d.quant, d.batch_decode) == ("sequential", 4, "int8", False)
 
 
 def test_unknown_engine_is_refused():
