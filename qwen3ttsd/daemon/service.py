@@ -17,7 +17,6 @@ import resource
 import shutil
 import sys
 import time
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ from ..text.language import canonical_language, detect_language
 from .models import ModelEntry, ModelRegistry
 from .scheduler import Job, Scheduler
 from .server import Connection, Server
+from .sessions import CallSessions
 from .timeline import Timeline, segment_speed
 from .voices import VoiceStore
 
@@ -55,7 +55,7 @@ class Service:
         self.served = 0
         self.sockets_info: dict[str, dict] = {}
         self._published = ""   # the last STATUS sent
-        self.sessions: OrderedDict[str, dict] = OrderedDict()  # id -> {"slot", "last"}
+        self.sessions = CallSessions()
         self.methods = {
             "rpc.hello": self.hello,
             "tts.synthesize": self.synthesize,
@@ -206,8 +206,7 @@ class Service:
                       languages=languages if any(s.language for s in segments) else None,
                       loop=asyncio.get_running_loop(), priority=msg.priority, seed=msg.seed, voice_audio=loaded,
                       queue_timeout=self.cfg.queue_timeout)
-            self._join_session(job, msg.session)
-            position = self.scheduler.submit(job)
+            position = self.sessions.submit(self.scheduler, job, msg.session)
             conn.jobs[msgid] = job
             self.active_streams += 1
             try:
@@ -220,22 +219,6 @@ class Service:
         finally:
             pipeline.close()
         return _STREAMED
-
-    def _join_session(self, job: Job, session: str | None) -> None:
-        """Chain ``job`` after the session's previous request (same codec stream, in order)."""
-        if not session:
-            return
-        now = time.monotonic()
-        entry = self.sessions.pop(session, None) or {"slot": {}, "last": None}
-        entry["used"] = now
-        self.sessions[session] = entry
-        while self.sessions and (len(self.sessions) > 512 or
-                                 now - next(iter(self.sessions.values()))["used"] > 600):
-            self.sessions.popitem(last=False)  # codec state of calls long gone
-        last = entry["last"]
-        job.session = entry["slot"]
-        job.after = last if last is not None and not last.done else None
-        entry["last"] = job
 
     async def _stream(self, conn: Connection, msgid: int, job: Job, timeline: Timeline,
                       position: int, t0: float, entry: ModelEntry) -> None:
@@ -406,8 +389,7 @@ class Service:
             self.srv.request_stop("admin.unload exit", drain=True)
             return {"exiting": True}
         name = msg.model
-        for s in self.sessions.values():
-            s["slot"]["decoder"] = None  # it would pin the unloaded model's decoder
+        self.sessions.drop_decoders()  # a call's codec state would pin the unloaded model
         dropped = await self.scheduler.run_call(lambda: self.registry.unload(name), asyncio.get_running_loop())
         self.publish_status()
         return {"unloaded": dropped}
