@@ -6,6 +6,8 @@ resampler is soxr's stream API and the speed change is a streaming WSOLA (pitch 
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from ..formats import MODEL_RATE, SPEED_RANGE, AudioFormatError
@@ -104,7 +106,11 @@ class Resampler:
 
 
 class AudioPipeline:
-    """One stream's speed/resample/encode chain; ``feed`` and ``finish`` return bytes."""
+    """One stream's speed/resample/encode chain; ``feed`` and ``finish`` return bytes.
+
+    The daemon calls it from worker threads (encoding stays off the event loop); one lock
+    serialises the calls, so ``close`` after a cancelled stream waits for an encode still
+    running instead of freeing the encoder under it."""
 
     def __init__(self, fmt: str, sample_rate: int | None = None, speed: float = 1.0) -> None:
         rate = int(sample_rate or MODEL_RATE)
@@ -115,9 +121,11 @@ class AudioPipeline:
         self.stretch = TimeStretch(speed) if speed != 1.0 else None
         self.resampler = Resampler(MODEL_RATE, rate)
         self.samples_out = 0
+        self._lock = threading.RLock()
 
     def header(self) -> bytes:
-        return self.encoder.header()
+        with self._lock:
+            return self.encoder.header()
 
     def _stages(self, pcm: np.ndarray, final: bool) -> np.ndarray:
         if self.stretch is not None:
@@ -141,23 +149,28 @@ class AudioPipeline:
 
     def set_speed(self, speed: float) -> bytes:
         """Between segments (SSML ``<prosody rate>``): from here on, ``speed``."""
-        return self._flush_stretch(speed) if speed != self.speed else b""
+        with self._lock:
+            return self._flush_stretch(speed) if speed != self.speed else b""
 
     def silence(self, seconds: float) -> bytes:
         """Exact silence (SSML ``<break>``): not stretched, after everything fed so far."""
-        out = self._flush_stretch(self.speed)
-        n = int(round(seconds * MODEL_RATE))
-        return out + self.encoder.encode(self._resample(np.zeros(n, np.float32), False))
+        with self._lock:
+            out = self._flush_stretch(self.speed)
+            n = int(round(seconds * MODEL_RATE))
+            return out + self.encoder.encode(self._resample(np.zeros(n, np.float32), False))
 
     def feed(self, pcm: np.ndarray) -> bytes:
-        return self.encoder.encode(self._stages(pcm, False))
+        with self._lock:
+            return self.encoder.encode(self._stages(pcm, False))
 
     def finish(self) -> bytes:
-        tail = self._stages(np.zeros(0, np.float32), True)
-        return self.encoder.encode(tail) + self.encoder.finish()
+        with self._lock:
+            tail = self._stages(np.zeros(0, np.float32), True)
+            return self.encoder.encode(tail) + self.encoder.finish()
 
     def close(self) -> None:
-        self.encoder.close()
+        with self._lock:
+            self.encoder.close()
 
     @property
     def duration_s(self) -> float:

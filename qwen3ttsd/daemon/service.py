@@ -240,8 +240,9 @@ class Service:
                 nbytes += len(data)
 
         try:
-            await chunk(pipeline.header())
-            await chunk(timeline.start())
+            # Encoding (time-stretch, resampling, libsndfile, ffmpeg pipes) runs in a worker
+            # thread: the event loop serves every other client meanwhile.
+            await chunk(await asyncio.to_thread(lambda: pipeline.header() + timeline.start()))
             while True:
                 timeout = None
                 if job.started is None:
@@ -256,9 +257,9 @@ class Service:
                 if kind == "pcm":
                     if first_audio is None:
                         first_audio = time.monotonic() - t0
-                    await chunk(pipeline.feed(value))
+                    await chunk(await asyncio.to_thread(pipeline.feed, value))
                 elif kind == "segment_end":
-                    caption, audio = timeline.segment_end(value["index"], value["samples"])
+                    caption, audio = await asyncio.to_thread(timeline.segment_end, value["index"], value["samples"])
                     await send(_notify(M.Caption(msgid, **caption)), stall)
                     await chunk(audio)
                 elif kind == "progress":
@@ -268,7 +269,7 @@ class Service:
                 elif kind == "error":
                     raise value
                 elif kind == "done":
-                    await chunk(timeline.finish() + pipeline.finish())
+                    await chunk(await asyncio.to_thread(lambda: timeline.finish() + pipeline.finish()))
                     total = time.monotonic() - t0
                     dur = pipeline.duration_s
                     self.served += 1
