@@ -215,3 +215,11 @@ def test_wyoming_ssml_is_parsed_not_spoken(wy):
     plain = asyncio.run(speak("Hi.", None))
     fragment = asyncio.run(speak('Hi.<break time="1s"/>', "ssml"))  # a fragment gets its <speak> root
     assert fragment - plain == 24000 * 2  # exactly one second of silence, no tag read aloud
+
+
+@pytest.mark.slow
+def test_ssml_markup_does_not_sway_language_detection(daemon):
+    doc = ('<speak><s>Der schnelle braune Fuchs springt über den faulen Hund, und wir sind nicht müde.</s>'
+           '<break time="100ms"/></speak>')
+    _, _, res = speak(daemon, text=doc, max_frames=2)
+    assert res["language"] == "german"

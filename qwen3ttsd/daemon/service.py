@@ -180,10 +180,6 @@ class Service:
         req["first_chunk_frames"] = msg.first_chunk_frames or self.cfg.first_chunk_frames
         req["chunk_frames"] = msg.chunk_frames or self.cfg.chunk_frames
         req.update(msg.sampling)
-        if req["language"] == "auto":
-            detected, confidence = detect_language(msg.text)
-            if confidence >= 0.8 and detected in entry.languages:
-                req["language"] = detected  # the model's language token beats its own guess
         try:
             # off the event loop: 20k characters of numbers take ~0.1 s to normalise
             segments, trailing_pause = await asyncio.to_thread(
@@ -192,6 +188,10 @@ class Service:
             raise TTSError("bad_request", str(e)) from e
         if not segments:
             raise TTSError("bad_request", "text has nothing to speak")
+        if req["language"] == "auto":  # judged on the words as written, never on SSML markup
+            detected, confidence = detect_language(" ".join(s.caption for s in segments))
+            if confidence >= 0.8 and detected in entry.languages:
+                req["language"] = detected  # the model's language token beats its own guess
         languages = [s.language or req["language"] for s in segments]
         for lang in set(languages) - set(entry.languages):
             raise TTSError("bad_request", f"unsupported language {lang!r} in the text; supported: {entry.languages}")
