@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 
 from . import config
-from .daemon.activation import bind_unix  # stdlib-only module: no torch, no numpy
+from .daemon.activation import bind_unix, socket_in_use  # stdlib-only module: no torch, no numpy
 
 log = logging.getLogger("qwen3ttsd.activator")
 
@@ -52,17 +52,6 @@ def die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
     except (OSError, AttributeError):
         pass  # not Linux: the stray-daemon retirement below still recovers
-
-
-def socket_in_use(path: Path) -> bool:
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(str(path))
-        return True
-    except OSError:
-        return False
-    finally:
-        probe.close()
 
 
 def pid_alive(pid: int) -> bool:

@@ -92,6 +92,18 @@ def listen_fds(env: MutableMapping[str, str] | None = None, unset: bool = True,
     return found
 
 
+def socket_in_use(path: str | os.PathLike) -> bool:
+    """Whether something accepts connections on the Unix socket at ``path``."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+
+
 def bind_unix(path: str | os.PathLike, mode: int = 0o660, backlog: int = 512) -> socket.socket:
     """Bind our own listening socket (not activated). Replaces a stale socket node only."""
     p = Path(path)
@@ -99,15 +111,9 @@ def bind_unix(path: str | os.PathLike, mode: int = 0o660, backlog: int = 512) ->
     if p.exists() or p.is_symlink():
         if not stat.S_ISSOCK(p.lstat().st_mode):
             raise RuntimeError(f"{p} exists and is not a socket")
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.connect(str(p))
-        except OSError:
-            p.unlink()  # stale
-        else:
+        if socket_in_use(p):
             raise RuntimeError(f"{p} is in use by another process")
-        finally:
-            probe.close()
+        p.unlink()  # stale
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old = os.umask(0o777 & ~mode)
     try:
