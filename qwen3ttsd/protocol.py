@@ -56,7 +56,7 @@ class ProtocolError(TTSError):
 
 
 def pack(obj: Any) -> bytes:
-    body = msgpack.packb(obj, use_bin_type=True)
+    body: bytes = msgpack.packb(obj, use_bin_type=True)
     return _HEADER.pack(len(body)) + body
 
 
