@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .cpu_conv import conv1d, conv_transpose1d
 from .loader import import_qwen_tts
 
 import_qwen_tts()  # first qwen_tts import under the stdout guard
@@ -162,18 +163,18 @@ class StreamingDecoder:
             raise NotImplementedError("streaming decode assumes stride-1 causal convs")
         keep = m.kernel_size - 1  # effective kernel incl. dilation
         if keep == 0:
-            return m.conv(x)
+            return conv1d(m.conv, x)
         tail = self._conv_tail.get(id(m))
         if tail is None:
             tail = x.new_zeros(x.shape[0], x.shape[1], keep)
         xe = torch.cat([tail, x], dim=-1)
         self._conv_tail[id(m)] = xe[..., -keep:]
-        return m.conv(xe)
+        return conv1d(m.conv, xe)
 
     def _trans_conv(self, m: CausalTransConv, x: Tensor) -> Tensor:
         conv = m.conv
         stride = conv.stride[0]
-        y = conv(x)
+        y = conv_transpose1d(conv, x)
         n = x.shape[-1] * stride
         carry = self._trans_carry.get(id(m))
         if carry is not None:
