@@ -211,10 +211,11 @@ def mixed_requests() -> list[SynthesisRequest]:
 
 
 @pytest.mark.slow
-def test_seeded_request_same_codes_solo_and_in_a_batch_of_8(custom_engine):
+@pytest.mark.parametrize("overlap", [False, True])
+def test_seeded_request_same_codes_solo_and_in_a_batch_of_8(custom_engine, overlap):
     reqs = mixed_requests()
     solo = [run_batched(custom_engine, [r])[0] for r in reqs]
-    batch = run_batched(custom_engine, reqs)
+    batch = run_batched(custom_engine, reqs, overlap_decode=overlap)
     for s, b, r in zip(solo, batch, reqs):
         assert b.result[0] == "done"
         assert b.all_codes.shape[0] == r.max_frames
@@ -223,7 +224,8 @@ def test_seeded_request_same_codes_solo_and_in_a_batch_of_8(custom_engine):
 
 
 @pytest.mark.slow
-def test_join_cancel_and_cap_leave_other_rows_unchanged(custom_engine):
+@pytest.mark.parametrize("overlap", [False, True])
+def test_join_cancel_and_cap_leave_other_rows_unchanged(custom_engine, overlap):
     reqs = mixed_requests()[:5]
     solo = [run_batched(custom_engine, [r])[0].all_codes for r in reqs]
 
@@ -232,7 +234,8 @@ def test_join_cancel_and_cap_leave_other_rows_unchanged(custom_engine):
             runs[2].cancel.set()
 
     # row 3 joins at step 3, row 4 at step 7; row 2 is cancelled at step 4; rows 0/1 hit caps early
-    runs = run_batched(custom_engine, reqs, admit_at=[0, 0, 0, 3, 7], on_step=cancel_row_2)
+    runs = run_batched(custom_engine, reqs, admit_at=[0, 0, 0, 3, 7], on_step=cancel_row_2,
+                       overlap_decode=overlap)
     for i in (0, 1, 3, 4):
         assert runs[i].result[0] == "done" and runs[i].result[1].hit_frame_cap
         assert torch.equal(runs[i].all_codes, solo[i]), i
@@ -243,10 +246,11 @@ def test_join_cancel_and_cap_leave_other_rows_unchanged(custom_engine):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("batch_decode", [False, True])
-def test_streamed_audio_equals_one_shot_decode_for_every_row(custom_engine, batch_decode):
+@pytest.mark.parametrize("batch_decode,overlap", [(False, False), (True, False), (True, True)])
+def test_streamed_audio_equals_one_shot_decode_for_every_row(custom_engine, batch_decode, overlap):
     reqs = mixed_requests()
-    runs = run_batched(custom_engine, reqs, admit_at=[0, 0, 1, 1, 2, 5, 5, 9], batch_decode=batch_decode)
+    runs = run_batched(custom_engine, reqs, admit_at=[0, 0, 1, 1, 2, 5, 5, 9], batch_decode=batch_decode,
+                       overlap_decode=overlap)
     dec = custom_engine._codec_decoder
     for run in runs:
         with torch.inference_mode():
@@ -309,3 +313,47 @@ def test_int8_option_runs_and_leaves_the_fp32_model_alone(custom_engine):
     assert torch.equal(sequential_codes(custom_engine, req), before)
     (fp32,) = run_batched(custom_engine, [req])
     assert torch.equal(fp32.all_codes, before)
+
+
+def test_codec_lane_decodes_on_its_own_thread_and_reports_on_the_stepping_one(custom_engine):
+    """Overlap: chunks are decoded off the stepping thread; done/error reach the sink on it."""
+    threads: dict[str, set] = {"audio": set(), "end": set()}
+
+    class Probe(Run):
+        def sink(self, kind, value):
+            threads["audio" if kind == "audio" else "end"].add(threading.current_thread().name)
+            super().sink(kind, value)
+
+    reqs = mixed_requests()[:3]
+    runs = [Probe(r) for r in reqs]
+    b = BatchedBackend(custom_engine, 4, overlap_decode=True)
+    for run in runs:
+        b.admit(run.stream)
+    while b.active:
+        b.step()
+    assert all(r.result[0] == "done" for r in runs)
+    assert threads["end"] == {threading.current_thread().name}
+    assert any(name.startswith("qwen3ttsd-codec") for name in threads["audio"])
+
+
+def test_a_failing_decode_fails_the_streams_not_the_backend(custom_engine, monkeypatch):
+    reqs = mixed_requests()[:3]
+    runs = [Run(r) for r in reqs]
+    b = BatchedBackend(custom_engine, 4, overlap_decode=True, batch_decode=True)
+    for run in runs:
+        b.admit(run.stream)
+    import qwen3ttsd.engine.batched as batched
+
+    def boom(outs):
+        raise RuntimeError("codec exploded")
+
+    monkeypatch.setattr(batched, "decode_many", boom)
+    for _ in range(50):
+        if not b.active:
+            break
+        b.step()
+    assert not b.active
+    assert all(r.result[0] == "error" and r.result[1].code == "internal" for r in runs)
+    monkeypatch.undo()
+    again = run_batched(custom_engine, reqs[:1], overlap_decode=True)  # a fresh backend still works
+    assert again[0].result[0] == "done"

@@ -37,6 +37,8 @@ attention kernel the checkpoint was loaded with.
 from __future__ import annotations
 
 import logging
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -189,6 +191,135 @@ def decode_many(outs: list[AudioOut]) -> None:
             o.emit(a)
 
 
+def _split_threads() -> int:
+    """Give half of torch's CPU threads to the codec lane (it returns that count) and keep
+    the rest for the calling, stepping thread: both run at once, and oversubscribed cores
+    lose more than they gain (2-core box, 0.6B int8, 8 streams: 653 ms a step split 1+1,
+    765 ms serial on 2 threads, 861 ms with 2+1 threads)."""
+    n = cpu_threads()
+    lane = max(1, n // 2)
+    torch.set_num_threads(max(1, n - lane))
+    return lane
+
+
+_cpu_threads: list[int] = []
+
+
+def cpu_threads() -> int:
+    """torch's CPU thread count before any lane took its share (process-wide)."""
+    if not _cpu_threads:
+        _cpu_threads.append(torch.get_num_threads())
+    return _cpu_threads[0]
+
+
+class CodecLane:
+    """The streams' audio work - frames into chunks, codec decode, the last flush and the
+    final report - in submission order, on its own thread when ``overlap`` is on.
+
+    Why: on CPU the codec decoder is compute-bound (0.6B codec: ~80 ms a frame on one
+    core) while the talker and predictor are memory-bound, so decoding step n on a second
+    core while step n+1 generates hides most of the decode. Jobs run in submission order,
+    so every stream's chunks stay in order; at most ``MAX_AHEAD`` are queued (a chunk of
+    several frames decodes while several steps generate), after which submitting waits:
+    generation never runs away from a slower codec. Audio goes to each stream's sink from
+    the lane (sinks are thread-safe); the final ``done`` / ``error`` reports are handed
+    back to the stepping thread (:meth:`deliver`), so the scheduler's bookkeeping stays
+    on one thread.
+    """
+
+    MAX_AHEAD = 8  # steps' work queued before submitting waits (a few frames of audio)
+
+    def __init__(self, overlap: bool, batch_decode: bool) -> None:
+        self.batch_decode = batch_decode
+        self._pool = None
+        if overlap:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="qwen3ttsd-codec", initializer=torch.set_num_threads,
+                                            initargs=(_split_threads(),))
+        self._jobs: deque[Future] = deque()
+        self._done: list[tuple[Stream, str, Any]] = []
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._jobs) or bool(self._done)
+
+    def submit(self, frames: list[tuple[AudioOut, Tensor]], leaving: list[tuple["Row", TTSError | None]]) -> None:
+        """Queue one step's audio work: ``frames`` to add (and decode when a chunk is
+        due), then the ``leaving`` rows' last flush and report (``err`` None: done).
+        Raises the previous job's failure (the reports it made are kept for :meth:`deliver`)."""
+        self._harvest(keep=self.MAX_AHEAD - 1)
+        if self._pool is None:
+            self._collect(self._run(frames, leaving))
+        else:
+            self._jobs.append(self._pool.submit(self._run, frames, leaving))
+
+    def join(self) -> None:
+        """Wait for the work in flight, then :meth:`deliver`."""
+        try:
+            self._harvest(keep=0)
+        finally:
+            self.deliver()
+
+    def drain(self) -> None:
+        """Wait for every job and deliver all reports; job failures are dropped (the
+        caller is reporting a failure to the streams already)."""
+        while self._jobs:
+            try:
+                self._collect(self._jobs.popleft().result())
+            except TTSError:
+                pass
+        self._deliver()
+
+    def deliver(self) -> None:
+        """Hand the reports of the jobs finished so far to their sinks (on the calling thread)."""
+        try:
+            self._harvest(keep=len(self._jobs), finished_too=True)
+        finally:
+            self._deliver()
+
+    def _deliver(self) -> None:
+        done, self._done = self._done, []
+        for stream, kind, value in done:
+            stream.sink(kind, value)
+
+    def _harvest(self, keep: int, finished_too: bool = False) -> None:
+        """Collect jobs from the head until at most ``keep`` are in flight (waiting for
+        them); with ``finished_too``, also the finished ones beyond that."""
+        while self._jobs and (len(self._jobs) > keep or (finished_too and self._jobs[0].done())):
+            self._collect(self._jobs.popleft().result())
+
+    def _collect(self, result: tuple[list[tuple[Stream, str, Any]], TTSError | None]) -> None:
+        reports, err = result
+        self._done += reports
+        if err is not None:
+            raise err
+
+    def _run(self, frames: list[tuple[AudioOut, Tensor]], leaving: list[tuple["Row", TTSError | None]],
+             ) -> tuple[list[tuple[Stream, str, Any]], TTSError | None]:
+        """The job: (reports of the leaving rows, the failure that ends the other streams)."""
+        failed: TTSError | None = None
+        reports: list[tuple[Stream, str, Any]] = []
+        with torch.inference_mode():
+            try:
+                due = [out for out, frame in frames if out.add(frame.unsqueeze(0))]
+                if self.batch_decode and due:
+                    decode_many(due)
+                else:
+                    for out in due:
+                        out.flush()
+            except BaseException as e:  # noqa: BLE001 - fails the streams, not the lane
+                failed = internal_error(e)
+            for row, err in leaving:
+                err = err or failed
+                try:
+                    if err is None:
+                        row.out.flush()
+                except BaseException as e:  # noqa: BLE001
+                    err = internal_error(e)
+                row.out.finish()
+                reports.append((row.stream, "done", row.out.stats) if err is None else (row.stream, "error", err))
+        return reports, failed
+
+
 # --- KV caches -------------------------------------------------------------------------
 
 
@@ -295,6 +426,7 @@ class Row:
         self.min_new = int(s.get("min_new_tokens") or 0)
         self.cap = int(s["max_new_tokens"]) - 1   # qwen-tts never expands the last token
         self.seen = torch.zeros(vocab, dtype=torch.bool, device=device)
+        self.frames = 0           # frames completed (the lane may not have added them yet)
         self.sampled = 0          # codebook-0 tokens sampled so far
         self.length = 0           # tokens in this row's talker cache
         self.c0 = -1              # sampled, not yet expanded into a frame
@@ -304,7 +436,7 @@ class Row:
     def text(self) -> Tensor:
         """The text vector that goes with the last completed frame (qwen-tts's
         ``trailing_text_hidden[generation_step]``, then ``tts_pad``)."""
-        k = self.out.stats.frames - 1
+        k = self.frames - 1
         tr = self.prompt.trailing
         return tr[k] if k < tr.shape[0] else self.prompt.pad
 
@@ -313,13 +445,13 @@ class BatchedBackend:
     """Continuous batching over one loaded :class:`Engine` (see module docstring)."""
 
     def __init__(self, engine: Engine, max_batch: int = 16, quant: str = "",
-                 batch_decode: bool = False) -> None:
+                 batch_decode: bool = False, overlap_decode: bool = False) -> None:
         """``batch_decode``: decode all due rows' frames in one codec call per step. Faster
         with many streams, but batched kernels round differently from single ones, so a
-        seeded request's PCM bytes would then depend on what else was running; off by
-        default to keep a seeded request byte-identical solo and under load."""
+        seeded request's PCM bytes would then depend on what else was running.
+        ``overlap_decode``: run the codec on its own thread, alongside the next step
+        (:class:`CodecLane`; CPU only)."""
         self.engine = engine
-        self.batch_decode = batch_decode
         self.capacity = max(1, int(max_batch))
         self._cp_rope: tuple[Tensor, Tensor] | None = None
         m = engine.tts.model
@@ -343,12 +475,16 @@ class BatchedBackend:
             self._use_int8()
         elif quant:
             raise TTSError("bad_request", f"unknown quantization {quant!r} (supported: int8)")
+        self.lane = CodecLane(overlap_decode and self.device.type == "cpu" and cpu_threads() > 1,
+                              batch_decode)
         self.rows: list[Row] = []
+        self._leaving: list[tuple[Row, TTSError | None]] = []
         self._suppress_cache: dict[tuple, Tensor] = {}
 
     @property
     def active(self) -> int:
-        return len(self.rows)
+        """Rows generating, plus any whose audio work or final report is still pending."""
+        return len(self.rows) + len(self._leaving) + int(self.lane.busy)
 
     def _use_int8(self) -> None:
         """int8 weights for the talker's and predictor's linears (CPU: memory-bound matrix-
@@ -374,6 +510,7 @@ class BatchedBackend:
         try:
             if stream.cancel.is_set():
                 raise Cancelled()
+            self.lane.join()  # the stream may continue a decoder the lane is still using
             with torch.inference_mode():
                 self._admit(stream, prompt)
         except BaseException as e:  # noqa: BLE001 - reported to the stream
@@ -411,7 +548,7 @@ class BatchedBackend:
     # --- stepping --------------------------------------------------------------------
 
     def step(self) -> None:
-        if not self.rows:
+        if not self.active:
             return
         try:
             with torch.inference_mode():
@@ -421,7 +558,9 @@ class BatchedBackend:
 
     def _step(self) -> None:
         self._drop_cancelled()
-        if not self.rows:
+        if not self.rows:  # only audio work and reports left
+            self.lane.submit([], self._take_leaving())
+            self.lane.join()
             return
         rows = self.rows
         c0 = torch.tensor([r.c0 for r in rows], device=self.device)
@@ -429,21 +568,18 @@ class BatchedBackend:
         sub = Sampler([r.sub for r in rows], [r.gen for r in rows], self.predictor.vocab_size, self.device)
         codes = self.predict(past, c0, lambda j, logits: sub(logits))
         frames = torch.cat([c0.unsqueeze(1), codes], dim=1)
-        due = []
+        work = []
         for r, frame in zip(rows, frames):
             r.frame = frame
-            if r.out.add(frame.unsqueeze(0)):
-                due.append(r.out)
-        if self.batch_decode:
-            decode_many(due)
-        else:
-            for o in due:
-                o.flush()
+            r.frames += 1
+            work.append((r.out, frame))
         for r in list(rows):
-            if r.out.stats.frames >= r.cap:
+            if r.frames >= r.cap:
                 r.out.stats.hit_frame_cap = True
-                self._finish(r)
+                self._leave(r)
         self._drop_cancelled()
+        self.lane.submit(work, self._take_leaving())  # decodes while the talker steps on
+        self.lane.deliver()
         if not self.rows:
             return
         rows = self.rows
@@ -516,7 +652,7 @@ class BatchedBackend:
             r.sampled += 1
             r.seen[tok] = True
             if tok == self.eos:
-                self._finish(r)
+                self._leave(r)
                 continue
             r.c0 = tok
             r.hidden = hidden[i:i + 1]
@@ -553,10 +689,11 @@ class BatchedBackend:
         for r in list(self.rows):
             if r.stream.cancel.is_set():
                 r.out.stats.cancelled = True
-                self._finish(r, Cancelled())
+                self._leave(r, Cancelled())
 
-    def _finish(self, row: Row, err: TTSError | None = None) -> None:
-        """Row leaves: flush its audio, free its slot (the last row moves in), report."""
+    def _leave(self, row: Row, err: TTSError | None = None) -> None:
+        """Row leaves the batch now (the last row moves into its slot); its last flush and
+        report go with the next lane job, after its earlier audio."""
         i = self.rows.index(row)
         last = len(self.rows) - 1
         if i != last:
@@ -565,22 +702,19 @@ class BatchedBackend:
         self.rows.pop()
         if not self.rows:
             self.kv.clear()  # sized by the longest rows of a busy spell: do not keep it
-        try:
-            if err is None:
-                row.out.flush()
-        except BaseException as e:  # noqa: BLE001
-            err = internal_error(e)
-        row.out.finish()
-        if err is None:
-            row.stream.sink("done", row.out.stats)
-        else:
-            row.stream.sink("error", err)
+        self._leaving.append((row, err))
+
+    def _take_leaving(self) -> list[tuple[Row, TTSError | None]]:
+        leaving, self._leaving = self._leaving, []
+        return leaving
 
     def abort_all(self, err: TTSError) -> None:
         rows, self.rows = self.rows, []
         self.kv.clear()
-        for r in rows:
-            r.stream.sink("error", err)
+        leaving = self._take_leaving() + [(r, err) for r in rows]
+        self.lane.drain()
+        self.lane.submit([], leaving)
+        self.lane.drain()
 
 
-__all__ = ["BatchedBackend", "Prompt", "Sampler", "Sampling", "build_prompt"]
+__all__ = ["BatchedBackend", "CodecLane", "Prompt", "Sampler", "Sampling", "build_prompt"]

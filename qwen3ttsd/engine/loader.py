@@ -55,6 +55,7 @@ class LoadOptions:
     compile: bool = False       # torch.compile the talker's decoder stack (CUDA only)
     quant: str = ""             # "" | int8: batched engine's linears in int8 (CPU only)
     batch_decode: bool = False  # batched engine: one codec call for all streams per step
+    overlap_decode: bool = False  # batched engine on CPU: codec on its own thread (CodecLane)
 
 
 def resolve(opts: LoadOptions) -> tuple[str, Any, str]:
