@@ -214,7 +214,7 @@ def mixed_requests() -> list[SynthesisRequest]:
 @pytest.mark.parametrize("overlap", [False, True])
 def test_seeded_request_same_codes_solo_and_in_a_batch_of_8(custom_engine, overlap):
     reqs = mixed_requests()
-    solo = [run_batched(custom_engine, [r])[0] for r in reqs]
+    solo = [run_batched(custom_engine, [r], overlap_decode=overlap)[0] for r in reqs]
     batch = run_batched(custom_engine, reqs, overlap_decode=overlap)
     for s, b, r in zip(solo, batch, reqs):
         assert b.result[0] == "done"
