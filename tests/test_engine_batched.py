@@ -143,7 +143,7 @@ def engine_logits(engine, prompt, frames):
 
         def teacher(j, lg, k=k, seen=seen):
             seen.append(lg[0])
-            return [int(frames[k, j + 1])]
+            return frames[k, j + 1:j + 2]
 
         b.predict(hidden, frames[k:k + 1, 0], teacher)
         pred_logits.append(torch.stack(seen))

@@ -48,7 +48,7 @@ from torch import Tensor
 from ..errors import Cancelled, TTSError
 from .backend import Stream, internal_error
 from .engine import AudioOut, Engine, SynthesisRequest
-from .lean import lean_layers
+from .lean import lean_layers, rms_norm, rope_tables
 from .streaming_decoder import StreamingDecoder
 
 log = logging.getLogger("qwen3ttsd.engine")
@@ -145,7 +145,7 @@ class Sampler:
         ks = [min(r.top_k, vocab) if r.do_sample else 0 for r in rules]
         self.kmax = max(ks)
         self.k_index = col([max(k, 1) - 1 for k in ks])
-        self.k_rows = col([k > 0 for k in ks])
+        self.k_rows = None if all(ks) else col([k > 0 for k in ks])
         ps = [r.top_p if r.do_sample else 1.0 for r in rules]
         self.p = col(ps, torch.float32) if any(p < 1.0 for p in ps) else None
 
@@ -154,7 +154,8 @@ class Sampler:
             logits = logits / self.temps
         if self.kmax:
             thresh = torch.topk(logits, self.kmax).values.gather(1, self.k_index)
-            logits = logits.masked_fill(self.k_rows & (logits < thresh), NEG_INF)
+            drop = logits < thresh
+            logits = logits.masked_fill(drop if self.k_rows is None else self.k_rows & drop, NEG_INF)
         if self.p is not None:
             sorted_logits, sorted_idx = torch.sort(logits, descending=False)
             cum = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
@@ -170,6 +171,8 @@ class Sampler:
             return logits.argmax(dim=-1)
         probs = self.warp(logits).softmax(dim=-1)
         q = torch.empty_like(probs)
+        if len(self.gens) == 1:
+            return (probs / q.exponential_(1, generator=self.gens[0])).argmax(dim=-1)
         for i, on in enumerate(self.sampling):
             if on:
                 q[i].exponential_(1, generator=self.gens[i])
@@ -453,7 +456,7 @@ class BatchedBackend:
         (:class:`CodecLane`; CPU only)."""
         self.engine = engine
         self.capacity = max(1, int(max_batch))
-        self._cp_rope: tuple[Tensor, Tensor] | None = None
+        self._cp_rope: list[tuple[Tensor, Tensor]] | None = None
         m = engine.tts.model
         self.model = m
         self.talker = m.talker
@@ -594,28 +597,28 @@ class BatchedBackend:
         p = self.predictor
         emb = self.talker.get_input_embeddings()(c0).unsqueeze(1)
         x = p.small_to_mtp_projection(torch.cat([past_hidden, emb], dim=1))
-        cos, sin = self._predictor_rope(x)
+        ropes = self._predictor_ropes(x)
         cache = StepKV()
         out: list[Tensor] = []
-        pos = 0
         for j in range(self.groups - 1):
             if j > 0:
                 x = p.small_to_mtp_projection(p.model.get_input_embeddings()[j - 1](out[-1].unsqueeze(1)))
-            n = x.shape[1]
+            cos, sin = ropes[j]
             h = x
             for layer in self.predictor_layers:
-                h = layer(h, cos[:, pos:pos + n], sin[:, pos:pos + n], cache, None)
-            h = p.model.norm(h)
-            logits = self.lm_heads[j](h[:, -1]).float()
-            out.append(torch.as_tensor(pick(j, logits), device=self.device).view(-1))
-            pos += n
+                h = layer(h, cos, sin, cache, None)
+            logits = self.lm_heads[j](rms_norm(h[:, -1], p.model.norm))
+            out.append(pick(j, logits if logits.dtype == torch.float32 else logits.float()))
         return torch.stack(out, dim=1)
 
-    def _predictor_rope(self, like: Tensor) -> tuple[Tensor, Tensor]:
-        """cos/sin of the predictor's positions 0..15 (the same for every frame)."""
-        if self._cp_rope is None or self._cp_rope[0].dtype != like.dtype:
+    def _predictor_ropes(self, like: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """Rope tables of each predictor step: positions 0-1 (the prefill), then 2, 3, ...
+        (the same for every frame, so built once)."""
+        if self._cp_rope is None or self._cp_rope[0][0].dtype != like.dtype:
             pos = torch.arange(self.groups, device=self.device).unsqueeze(0)
-            self._cp_rope = self.predictor.model.rotary_emb(like, pos)
+            cos, sin = rope_tables(*self.predictor.model.rotary_emb(like, pos))
+            spans = [(0, 2)] + [(j + 1, j + 2) for j in range(1, self.groups - 1)]
+            self._cp_rope = [(cos[:, :, a:b], sin[:, :, a:b]) for a, b in spans]
         return self._cp_rope
 
     def talker_step(self, frames: Tensor, text: Tensor, lengths: list[int]) -> tuple[Tensor, Tensor]:
@@ -639,10 +642,10 @@ class BatchedBackend:
     def _talker_layers(self, x: Tensor, position_ids: Tensor, mask: Tensor | None) -> Tensor:
         tm = self.talker.model
         cos, sin = tm.rotary_emb(x, position_ids)
-        cos, sin = cos[0], sin[0]  # speech positions: the 3 mrope components are equal
+        cos, sin = rope_tables(cos[0], sin[0])  # speech positions: the 3 mrope components are equal
         for layer in self.talker_layers:
             x = layer(x, cos, sin, self.kv, mask)
-        return tm.norm(x)
+        return rms_norm(x, tm.norm)
 
     def _take_c0(self, rows: list[Row], logits: Tensor, hidden: Tensor) -> None:
         """Apply the talker's logits rules and sample codebook 0 of each row's next frame."""

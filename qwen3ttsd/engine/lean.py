@@ -54,10 +54,20 @@ def quantize_int8(module: torch.nn.Module) -> torch.nn.Module:
         return quantize_dynamic(module, {torch.nn.Linear}, dtype=torch.qint8, inplace=False)
 
 
-def _rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    half = x.shape[-1] // 2
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return x * cos + rotated * sin
+def rope_tables(cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor]:
+    """HF's cos/sin (B or 1, T, head_dim) as :class:`LeanLayer` takes them: with a heads
+    axis, and the sign of ``rotate_half`` folded into sin (built once per step, shared by
+    every layer)."""
+    half = cos.shape[-1] // 2
+    sign = torch.ones(cos.shape[-1], dtype=sin.dtype, device=sin.device)
+    sign[:half] = -1
+    return cos.unsqueeze(1), (sin * sign).unsqueeze(1)
+
+
+def _rotate(x: Tensor, cos: Tensor, signed_sin: Tensor) -> Tensor:
+    """HF's ``x * cos + rotate_half(x) * sin``: rotate_half is a roll by half the head
+    plus a sign, which :func:`rope_tables` folded into ``signed_sin``."""
+    return torch.addcmul(x * cos, x.roll(x.shape[-1] // 2, -1), signed_sin)
 
 
 class LeanLayer:
@@ -76,32 +86,30 @@ class LeanLayer:
         self.down = mlp.down_proj
         self.act = mlp.act_fn
         self.ln1, self.ln2 = layer.input_layernorm, layer.post_attention_layernorm
-        self.q_norm, self.k_norm = a.q_norm, a.k_norm
-
-    @staticmethod
-    def _norm(x: Tensor, m: Any) -> Tensor:
-        return F.rms_norm(x, (x.shape[-1],), m.weight, m.variance_epsilon)
+        if a.q_norm.variance_epsilon != a.k_norm.variance_epsilon:
+            raise NotImplementedError("q_norm and k_norm with different epsilons")
+        self.qk_eps = a.q_norm.variance_epsilon
+        # q_norm and k_norm in one op: normalise all q and k heads, then scale by each one's weight
+        self.qk_weight = torch.cat([a.q_norm.weight.data.expand(self.n_q, -1),
+                                    a.k_norm.weight.data.expand(self.n_kv, -1)])
 
     def __call__(self, x: Tensor, cos: Tensor, sin: Tensor, cache: Any, mask: Tensor | None) -> Tensor:
-        """x (B, T, D); cos/sin (B or 1, T, head_dim); ``cache.update(k, v, layer)``
+        """x (B, T, D); cos/sin from :func:`rope_tables`; ``cache.update(k, v, layer)``
         returns the keys/values to attend to; ``mask`` (B, 1, T, S) bool or None (causal)."""
         b, t, _ = x.shape
-        hd = self.head_dim
-        h = self._norm(x, self.ln1)
-        qkv = self.qkv(h).view(b, t, self.n_q + 2 * self.n_kv, hd)
-        q = self._norm(qkv[:, :, : self.n_q], self.q_norm).transpose(1, 2)
-        k = self._norm(qkv[:, :, self.n_q: self.n_q + self.n_kv], self.k_norm).transpose(1, 2)
-        v = qkv[:, :, self.n_q + self.n_kv:].transpose(1, 2)
-        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
-        q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
-        k, v = cache.update(k, v, self.index)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scaling,
+        hd, nq = self.head_dim, self.n_q
+        h = rms_norm(x, self.ln1)
+        qkv = self.qkv(h).view(b, t, nq + 2 * self.n_kv, hd)
+        qk = F.rms_norm(qkv[:, :, : nq + self.n_kv], (hd,), None, self.qk_eps) * self.qk_weight
+        qk = _rotate(qk.transpose(1, 2), cos, sin)
+        v = qkv[:, :, nq + self.n_kv:].transpose(1, 2)
+        k, v = cache.update(qk[:, nq:], v, self.index)
+        out = F.scaled_dot_product_attention(qk[:, :nq], k, v, attn_mask=mask, scale=self.scaling,
                                              is_causal=mask is None and t > 1,
                                              enable_gqa=self.n_q != self.n_kv)
         x = x + self.o_proj(out.transpose(1, 2).reshape(b, t, -1))
-        gate, up = self.gate_up(self._norm(x, self.ln2)).chunk(2, dim=-1)
+        gate, up = self.gate_up(rms_norm(x, self.ln2)).chunk(2, dim=-1)
         return x + self.down(self.act(gate) * up)
-
 
     def int8(self) -> "LeanLayer":
         """The same layer with int8 projection weights (a copy; this one is unchanged)."""
@@ -113,3 +121,8 @@ class LeanLayer:
 
 def lean_layers(layers: Any) -> list[LeanLayer]:
     return [LeanLayer(layer) for layer in layers]
+
+
+def rms_norm(x: Tensor, norm: Any) -> Tensor:
+    """HF's Qwen3 RMSNorm module ``norm`` applied in one op."""
+    return F.rms_norm(x, (x.shape[-1],), norm.weight, norm.variance_epsilon)
