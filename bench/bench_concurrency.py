@@ -36,12 +36,15 @@ BYTES_PER_SECOND = 24000 * 2  # pcm16 mono 24 kHz
 
 
 def start_daemon(model: str, runtime: Path, engine: str, max_batch: int) -> subprocess.Popen:
-    """``engine``: sequential | batched | batched+decode (batched, one codec call per step)."""
-    engine, _, decode = engine.partition("+")
+    """``engine``: sequential | batched (the daemon's defaults), with ``+rowdecode`` (one
+    codec call per stream, not one per step) or ``+serial`` (codec in the step, not on
+    its own lane) to turn one of the batched engine's options off."""
+    engine, *flags = engine.split("+")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("QWEN3TTSD_", "LISTEN_", "NOTIFY_"))}
     env.update(QWEN3TTSD_MODEL=model, QWEN3TTSD_STATE_DIR=str(runtime / "state"), QWEN3TTSD_CONFIG="/nonexistent",
                QWEN3TTSD_IDLE_TIMEOUT="-1", QWEN3TTSD_ENGINE=engine, QWEN3TTSD_MAX_BATCH=str(max_batch),
-               QWEN3TTSD_QUEUE_MAX="256", QWEN3TTSD_BATCH_DECODE="1" if decode else "0",
+               QWEN3TTSD_QUEUE_MAX="256", QWEN3TTSD_BATCH_DECODE="0" if "rowdecode" in flags else "1",
+               QWEN3TTSD_OVERLAP_DECODE="0" if "serial" in flags else "1",
                HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     p = subprocess.Popen([sys.executable, "-m", "qwen3ttsd.daemon.main", "--runtime-dir", str(runtime)],
                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -111,10 +114,10 @@ def main() -> int:
     ap.add_argument("--frames", type=int, default=40, help="frames per stream (12.5 per audio second)")
     ap.add_argument("--max-batch", type=int, default=16)
     ap.add_argument("--engines", default="sequential,batched",
-                    help="comma list of sequential, batched, batched+decode (batched codec decode)")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch threads in the daemon (OMP_NUM_THREADS; 0 = torch's default). "
-                         "1 is steadiest on a small shared machine")
+                    help="comma list of sequential, batched, batched+rowdecode, batched+serial")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch threads in the daemon (OMP_NUM_THREADS; 0 = torch's default, one per "
+                         "core). 1 is steadiest on a small shared machine but turns the codec lane off")
     a = ap.parse_args()
     if a.threads:
         os.environ["OMP_NUM_THREADS"] = str(a.threads)

@@ -53,8 +53,9 @@ class DaemonConfig:
     batch_decode: bool = True              # one codec call per step for all streams: ~2x the
                                            # throughput at 8 streams; a seeded request's PCM may
                                            # then differ by 1 LSB with load (codes identical)
-    overlap_decode: bool = True            # CPU: codec decode on a second core while the next
+    overlap_decode: bool = False           # CPU: codec decode on its own thread while the next
                                            # frame generates (engine/batched.py CodecLane)
+    threads: int = 0                       # torch CPU threads; 0 = one per core
 
     def __post_init__(self) -> None:
         if not self.tts_socket:

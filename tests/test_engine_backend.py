@@ -11,11 +11,27 @@ from qwen3ttsd.errors import TTSError
 
 def test_engine_and_max_batch_settings():
     d = config.load(config.DaemonConfig, "daemon", env={"QWEN3TTSD_CONFIG": "/nonexistent"})
-    assert (d.engine, d.max_batch, d.quant, d.batch_decode) == ("batched", 16, "", True)
+    assert (d.engine, d.max_batch, d.quant, d.batch_decode, d.overlap_decode, d.threads) == (
+        "batched", 16, "", True, False, 0)
     env = {"QWEN3TTSD_CONFIG": "/nonexistent", "QWEN3TTSD_ENGINE": "sequential", "QWEN3TTSD_MAX_BATCH": "4",
-           "QWEN3TTSD_QUANT": "int8", "QWEN3TTSD_BATCH_DECODE": "0"}
+           "QWEN3TTSD_QUANT": "int8", "QWEN3TTSD_BATCH_DECODE": "0", "QWEN3TTSD_OVERLAP_DECODE": "1",
+           "QWEN3TTSD_THREADS": "3"}
     d = config.load(config.DaemonConfig, "daemon", env=env)
-    assert (d.engine, d.max_batch, d.quant, d.batch_decode) == ("sequential", 4, "int8", False)
+    assert (d.engine, d.max_batch, d.quant, d.batch_decode, d.overlap_decode, d.threads) == (
+        "sequential", 4, "int8", False, True, 3)
+
+
+def test_threads_setting_caps_torchs_cpu_threads(tiny_models):
+    import torch
+
+    from qwen3ttsd.engine.loader import LoadOptions, load_model
+
+    before = torch.get_num_threads()
+    try:
+        load_model(tiny_models["custom_voice"], LoadOptions(device="cpu", threads=1))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_unknown_engine_is_refused():

@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
 
     registry = ModelRegistry(cfg.model, cfg.models_dir, cfg.default_model, cfg.max_loaded_models,
                              LoadOptions(cfg.device, cfg.dtype, cfg.attn, cfg.compile, cfg.quant,
-                                         cfg.batch_decode, cfg.overlap_decode))
+                                         cfg.batch_decode, cfg.overlap_decode, cfg.threads))
     if not registry.entries:
         log.warning("%s (models_dir %r): synthesis requests will fail", checkpoints.NO_MODEL_MESSAGE,
                     cfg.models_dir)

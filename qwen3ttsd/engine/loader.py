@@ -56,6 +56,7 @@ class LoadOptions:
     quant: str = ""             # "" | int8: batched engine's linears in int8 (CPU only)
     batch_decode: bool = False  # batched engine: one codec call for all streams per step
     overlap_decode: bool = False  # batched engine on CPU: codec on its own thread (CodecLane)
+    threads: int = 0            # torch CPU threads (0: torch's default, one per core)
 
 
 def resolve(opts: LoadOptions) -> tuple[str, Any, str]:
@@ -88,6 +89,10 @@ def load_model(path: str | os.PathLike, opts: LoadOptions = LoadOptions()) -> An
         raise TTSError("model_load_failed", f"no Qwen3-TTS checkpoint at {p} (config.json missing)")
     Qwen3TTSModel = import_qwen_tts()
     device, dtype, attn = resolve(opts)
+    if opts.threads > 0:
+        import torch
+
+        torch.set_num_threads(opts.threads)
     log.info("loading %s on %s (%s, attn=%s)", p, device, dtype, attn)
     try:
         with stdout_to_stderr():
