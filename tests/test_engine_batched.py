@@ -136,7 +136,7 @@ def engine_logits(engine, prompt, frames):
     b = BatchedBackend(engine)
     n_len = prompt.embeds.shape[1]
     b.kv.reserve(1, n_len + frames.shape[0] + 1)
-    logits, hidden = b.prefill(0, prompt.embeds)
+    logits, hidden = b.prefill(0, [prompt.embeds])
     talker_logits, pred_logits = [logits[0]], []
     for k in range(frames.shape[0]):
         seen: list[torch.Tensor] = []
@@ -357,3 +357,23 @@ def test_a_failing_decode_fails_the_streams_not_the_backend(custom_engine, monke
     monkeypatch.undo()
     again = run_batched(custom_engine, reqs[:1], overlap_decode=True)  # a fresh backend still works
     assert again[0].result[0] == "done"
+
+
+def test_a_burst_of_newcomers_is_prefilled_in_one_forward(custom_engine, monkeypatch):
+    """Calls arriving together pay for one prefill; one cancelled before it never runs."""
+    reqs = mixed_requests()[:4]
+    solo = [run_batched(custom_engine, [r])[0].all_codes for r in reqs]
+    b = BatchedBackend(custom_engine, 8)
+    prefills: list[int] = []
+    real = b.prefill
+    monkeypatch.setattr(b, "prefill", lambda slot, prompts: prefills.append(len(prompts)) or real(slot, prompts))
+    runs = [Run(r) for r in reqs]
+    for run in runs:
+        b.admit(run.stream)
+    runs[1].cancel.set()
+    while b.active:
+        b.step()
+    assert prefills == [3]
+    assert runs[1].result[0] == "error" and runs[1].result[1].code == "cancelled" and not runs[1].codes
+    for i in (0, 2, 3):
+        assert runs[i].result[0] == "done" and torch.equal(runs[i].all_codes, solo[i]), i

@@ -16,7 +16,8 @@ How one ``step()`` goes (all active rows together):
    over its own KV cache (rows of different lengths share one tensor, masked);
 4. codebook 0 of the next frame is sampled per row; rows sampling EOS leave.
 
-Newcomers are prefilled alone when admitted (at a step boundary) and join the next step.
+Newcomers are prefilled together at the start of the next step (one right-padded talker
+forward for a burst of calls) and step with the rest from then on.
 Prompts are built by qwen-tts's own ``Qwen3TTSForConditionalGeneration.generate`` (its
 talker call is intercepted before any decoding), so every variant (CustomVoice speakers
 and instruct, VoiceDesign, Base x-vector / ICL with streaming text input) gets exactly
@@ -43,6 +44,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import Cancelled, TTSError
@@ -392,6 +394,7 @@ class RowKV:
                 t[dst] = t[src]
 
     def for_prefill(self, slot: int) -> None:
+        """Prompts go to slots ``slot``, ``slot + 1``, ... (one per batch row)."""
         self._prefill_slot, self._pos = slot, None
 
     def for_decode(self, pos: Tensor, span: int) -> None:
@@ -400,9 +403,9 @@ class RowKV:
 
     def update(self, k: Tensor, v: Tensor, layer: int, cache_kwargs: Any = None) -> tuple[Tensor, Tensor]:
         if self._prefill_slot is not None:
-            s, n = self._prefill_slot, k.shape[2]
-            self.k[layer][s, :, :n] = k[0]
-            self.v[layer][s, :, :n] = v[0]
+            s, p, n = self._prefill_slot, k.shape[0], k.shape[2]
+            self.k[layer][s:s + p, :, :n] = k
+            self.v[layer][s:s + p, :, :n] = v
             return k, v
         b = k.shape[0]
         rows = torch.arange(b, device=k.device)
@@ -506,12 +509,13 @@ class BatchedBackend:
                               batch_decode)
         self.rows: list[Row] = []
         self._leaving: list[tuple[Row, TTSError | None]] = []
+        self._newcomers: list[Row] = []   # admitted, prefilled at the next step
         self._suppress_cache: dict[tuple, Tensor] = {}
 
     @property
     def active(self) -> int:
         """Rows generating, plus any whose audio work or final report is still pending."""
-        return len(self.rows) + len(self._leaving) + int(self.lane.busy)
+        return len(self.rows) + len(self._newcomers) + len(self._leaving) + int(self.lane.busy)
 
     def _use_int8(self) -> None:
         """int8 weights for the talker's and predictor's linears (CPU: memory-bound matrix-
@@ -533,7 +537,8 @@ class BatchedBackend:
     # --- admission -------------------------------------------------------------------
 
     def admit(self, stream: Stream, prompt: Prompt | None = None) -> None:
-        """Prefill ``stream`` (with ``prompt`` if given, e.g. modified settings in tests)."""
+        """Build ``stream``'s prompt (``prompt`` if given, e.g. modified settings in tests);
+        it is prefilled at the next step, together with the other newcomers."""
         try:
             if stream.cancel.is_set():
                 raise Cancelled()
@@ -555,22 +560,42 @@ class BatchedBackend:
             gen.manual_seed(int(req.seed))
         else:
             gen.seed()
-        row = Row(stream, prompt, out, gen, self.vocab, self.device)
-        slot = len(self.rows)
-        length = prompt.embeds.shape[1]
-        self.kv.reserve(slot + 1, length + row.cap + 1 if row.cap < 512 else length + 512)
-        logits, hidden = self.prefill(slot, prompt.embeds)
-        row.length = length
-        self.rows.append(row)
-        self._take_c0([row], logits, hidden)
+        self._newcomers.append(Row(stream, prompt, out, gen, self.vocab, self.device))
 
-    def prefill(self, slot: int, embeds: Tensor) -> tuple[Tensor, Tensor]:
-        """Run a prompt (1, L, D) into ``slot``'s cache; the last position's logits and hidden."""
-        n = embeds.shape[1]
+    def _prefill_newcomers(self) -> None:
+        """All rows admitted since the last step, in one talker forward: a burst of calls
+        pays for one prefill, not one each."""
+        rows, self._newcomers = self._newcomers, []
+        for r in rows:
+            if r.stream.cancel.is_set():
+                r.out.stats.cancelled = True
+                self._leaving.append((r, Cancelled()))
+        rows = [r for r in rows if not r.stream.cancel.is_set()]
+        if not rows:
+            return
+        slot = len(self.rows)
+        lengths = [r.prompt.embeds.shape[1] for r in rows]
+        self.kv.reserve(slot + len(rows), max(n + (r.cap + 1 if r.cap < 512 else 512)
+                                              for n, r in zip(lengths, rows)))
+        logits, hidden = self.prefill(slot, [r.prompt.embeds for r in rows])
+        for r, n in zip(rows, lengths):
+            r.length = n
+        self.rows.extend(rows)
+        self._take_c0(rows, logits, hidden)
+
+    def prefill(self, slot: int, prompts: list[Tensor]) -> tuple[Tensor, Tensor]:
+        """Run prompts (1, L_i, D) into slots ``slot``, ``slot + 1``, ...: right-padded into
+        one batch, causal attention (a row never sees the padding after it). Each row's
+        logits (P, V) and hidden state (P, 1, D) at its last prompt position."""
+        lengths = [p.shape[1] for p in prompts]
+        n = max(lengths)
+        embeds = torch.cat([F.pad(p, (0, 0, 0, n - p.shape[1])) for p in prompts])
         pos = torch.arange(n, device=self.device).view(1, 1, n).expand(3, 1, n)
         self.kv.for_prefill(slot)
         hidden = self._talker_layers(embeds, pos, mask=None)
-        return self.codec_head(hidden[:, -1:])[:, -1].float(), hidden[:, -1:]
+        last = hidden[torch.arange(len(prompts), device=self.device),
+                      torch.tensor(lengths, device=self.device) - 1].unsqueeze(1)
+        return self.codec_head(last)[:, -1].float(), last
 
     # --- stepping --------------------------------------------------------------------
 
@@ -584,6 +609,8 @@ class BatchedBackend:
             self.abort_all(internal_error(e))
 
     def _step(self) -> None:
+        if self._newcomers:
+            self._prefill_newcomers()
         self._drop_cancelled()
         if not self.rows:  # only audio work and reports left
             self.lane.submit([], self._take_leaving())
@@ -736,7 +763,8 @@ class BatchedBackend:
         return leaving
 
     def abort_all(self, err: TTSError) -> None:
-        rows, self.rows = self.rows, []
+        rows, self.rows = self.rows + self._newcomers, []
+        self._newcomers = []
         self.kv.clear()
         leaving = self._take_leaving() + [(r, err) for r in rows]
         self.lane.drain()
