@@ -36,15 +36,16 @@ BYTES_PER_SECOND = 24000 * 2  # pcm16 mono 24 kHz
 
 
 def start_daemon(model: str, runtime: Path, engine: str, max_batch: int) -> subprocess.Popen:
-    """``engine``: sequential | batched (the daemon's defaults), with ``+rowdecode`` (one
-    codec call per stream, not one per step) or ``+serial`` (codec in the step, not on
-    its own lane) to turn one of the batched engine's options off."""
+    """``engine``: sequential | batched (the daemon's defaults), with options: ``+rowdecode``
+    (one codec call per stream, not one per step), ``+overlap`` (the codec on its own lane),
+    ``+int8`` (int8 linears, CPU)."""
     engine, *flags = engine.split("+")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("QWEN3TTSD_", "LISTEN_", "NOTIFY_"))}
     env.update(QWEN3TTSD_MODEL=model, QWEN3TTSD_STATE_DIR=str(runtime / "state"), QWEN3TTSD_CONFIG="/nonexistent",
                QWEN3TTSD_IDLE_TIMEOUT="-1", QWEN3TTSD_ENGINE=engine, QWEN3TTSD_MAX_BATCH=str(max_batch),
                QWEN3TTSD_QUEUE_MAX="256", QWEN3TTSD_BATCH_DECODE="0" if "rowdecode" in flags else "1",
-               QWEN3TTSD_OVERLAP_DECODE="0" if "serial" in flags else "1",
+               QWEN3TTSD_OVERLAP_DECODE="1" if "overlap" in flags else "0",
+               QWEN3TTSD_QUANT="int8" if "int8" in flags else "",
                HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     p = subprocess.Popen([sys.executable, "-m", "qwen3ttsd.daemon.main", "--runtime-dir", str(runtime)],
                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -114,10 +115,10 @@ def main() -> int:
     ap.add_argument("--frames", type=int, default=40, help="frames per stream (12.5 per audio second)")
     ap.add_argument("--max-batch", type=int, default=16)
     ap.add_argument("--engines", default="sequential,batched",
-                    help="comma list of sequential, batched, batched+rowdecode, batched+serial")
+                    help="comma list of sequential, batched, batched+rowdecode, batched+overlap, batched+int8")
     ap.add_argument("--threads", type=int, default=0,
                     help="torch threads in the daemon (OMP_NUM_THREADS; 0 = torch's default, one per "
-                         "core). 1 is steadiest on a small shared machine but turns the codec lane off")
+                         "core). 1 is steadiest on a small shared machine (no codec lane then)")
     a = ap.parse_args()
     if a.threads:
         os.environ["OMP_NUM_THREADS"] = str(a.threads)
