@@ -30,7 +30,8 @@ from common import add_model_args, checkpoint
 
 from qwen3ttsd.engine import Engine, LoadOptions, SynthesisRequest
 from qwen3ttsd.engine.backend import Stream
-from qwen3ttsd.engine.batched import BatchedBackend, cpu_threads
+from qwen3ttsd.engine.batched import BatchedBackend
+from qwen3ttsd.engine.codec_lane import cpu_threads
 from qwen3ttsd.engine.streaming_decoder import StreamingDecoder
 
 

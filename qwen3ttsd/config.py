@@ -54,7 +54,7 @@ class DaemonConfig:
                                            # throughput at 8 streams; a seeded request's PCM may
                                            # then differ by 1 LSB with load (codes identical)
     overlap_decode: bool = False           # CPU: codec decode on its own thread while the next
-                                           # frame generates (engine/batched.py CodecLane)
+                                           # frame generates (engine/codec_lane.py)
     threads: int = 0                       # torch CPU threads; 0 = one per core
 
     def __post_init__(self) -> None:

@@ -342,12 +342,12 @@ def test_a_failing_decode_fails_the_streams_not_the_backend(custom_engine, monke
     b = BatchedBackend(custom_engine, 4, overlap_decode=True, batch_decode=True)
     for run in runs:
         b.admit(run.stream)
-    import qwen3ttsd.engine.batched as batched
+    import qwen3ttsd.engine.codec_lane as codec_lane
 
     def boom(outs):
         raise RuntimeError("codec exploded")
 
-    monkeypatch.setattr(batched, "decode_many", boom)
+    monkeypatch.setattr(codec_lane, "decode_many", boom)
     for _ in range(50):
         if not b.active:
             break

@@ -38,8 +38,6 @@ attention kernel the checkpoint was loaded with.
 from __future__ import annotations
 
 import logging
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,9 +47,9 @@ from torch import Tensor
 
 from ..errors import Cancelled, TTSError
 from .backend import Stream, internal_error
+from .codec_lane import CodecLane, Leaving, cpu_threads
 from .engine import AudioOut, Engine, SynthesisRequest
 from .lean import lean_layers, rms_norm, rope_tables
-from .streaming_decoder import StreamingDecoder
 
 log = logging.getLogger("qwen3ttsd.engine")
 
@@ -205,148 +203,6 @@ class Sampler:
             else:
                 q[i] = 1.0
         return torch.where(self.sample_rows, probs / q, logits).argmax(dim=-1)
-
-
-def decode_many(outs: list[AudioOut]) -> None:
-    """Decode the pending frames of several streams, one batched codec call per chunk
-    length (rows admitted together stay in phase, so usually one call per step)."""
-    by_len: dict[int, list[AudioOut]] = {}
-    for o in outs:
-        by_len.setdefault(len(o.pending), []).append(o)
-    for group in by_len.values():
-        codes = torch.stack([o.take() for o in group])
-        audio = StreamingDecoder.push_many([o.decoder for o in group], codes)
-        for o, a in zip(group, audio):
-            o.emit(a)
-
-
-def _split_threads() -> int:
-    """Give half of torch's CPU threads to the codec lane (it returns that count) and keep
-    the rest for the calling, stepping thread: both run at once, and oversubscribed cores
-    lose more than they gain (2-core box, 0.6B int8, 8 streams: 653 ms a step split 1+1,
-    765 ms serial on 2 threads, 861 ms with 2+1 threads)."""
-    n = cpu_threads()
-    lane = max(1, n // 2)
-    torch.set_num_threads(max(1, n - lane))
-    return lane
-
-
-_cpu_threads: list[int] = []
-
-
-def cpu_threads() -> int:
-    """torch's CPU thread count before any lane took its share (process-wide)."""
-    if not _cpu_threads:
-        _cpu_threads.append(torch.get_num_threads())
-    return _cpu_threads[0]
-
-
-class CodecLane:
-    """The streams' audio work - frames into chunks, codec decode, the last flush and the
-    final report - in submission order, on its own thread when ``overlap`` is on.
-
-    Why: on CPU the codec decoder is compute-bound (0.6B codec: ~80 ms a frame on one
-    core) while the talker and predictor are memory-bound, so decoding step n on a second
-    core while step n+1 generates hides most of the decode. Jobs run in submission order,
-    so every stream's chunks stay in order; at most ``MAX_AHEAD`` are queued (a chunk of
-    several frames decodes while several steps generate), after which submitting waits:
-    generation never runs away from a slower codec. Audio goes to each stream's sink from
-    the lane (sinks are thread-safe); the final ``done`` / ``error`` reports are handed
-    back to the stepping thread (:meth:`deliver`), so the scheduler's bookkeeping stays
-    on one thread.
-    """
-
-    MAX_AHEAD = 8  # steps' work queued before submitting waits (a few frames of audio)
-
-    def __init__(self, overlap: bool, batch_decode: bool) -> None:
-        self.batch_decode = batch_decode
-        self._pool = None
-        if overlap:
-            self._pool = ThreadPoolExecutor(1, thread_name_prefix="qwen3ttsd-codec", initializer=torch.set_num_threads,
-                                            initargs=(_split_threads(),))
-        self._jobs: deque[Future] = deque()
-        self._done: list[tuple[Stream, str, Any]] = []
-
-    @property
-    def busy(self) -> bool:
-        return bool(self._jobs) or bool(self._done)
-
-    def submit(self, frames: list[tuple[AudioOut, Tensor]], leaving: list[tuple["Row", TTSError | None]]) -> None:
-        """Queue one step's audio work: ``frames`` to add (and decode when a chunk is
-        due), then the ``leaving`` rows' last flush and report (``err`` None: done).
-        Raises the previous job's failure (the reports it made are kept for :meth:`deliver`)."""
-        self._harvest(keep=self.MAX_AHEAD - 1)
-        if self._pool is None:
-            self._collect(self._run(frames, leaving))
-        else:
-            self._jobs.append(self._pool.submit(self._run, frames, leaving))
-
-    def join(self) -> None:
-        """Wait for the work in flight, then :meth:`deliver`."""
-        try:
-            self._harvest(keep=0)
-        finally:
-            self.deliver()
-
-    def drain(self) -> None:
-        """Wait for every job and deliver all reports; job failures are dropped (the
-        caller is reporting a failure to the streams already)."""
-        while self._jobs:
-            try:
-                self._collect(self._jobs.popleft().result())
-            except TTSError:
-                pass
-        self._deliver()
-
-    def deliver(self) -> None:
-        """Hand the reports of the jobs finished so far to their sinks (on the calling thread)."""
-        try:
-            self._harvest(keep=len(self._jobs), finished_too=True)
-        finally:
-            self._deliver()
-
-    def _deliver(self) -> None:
-        done, self._done = self._done, []
-        for stream, kind, value in done:
-            stream.sink(kind, value)
-
-    def _harvest(self, keep: int, finished_too: bool = False) -> None:
-        """Collect jobs from the head until at most ``keep`` are in flight (waiting for
-        them); with ``finished_too``, also the finished ones beyond that."""
-        while self._jobs and (len(self._jobs) > keep or (finished_too and self._jobs[0].done())):
-            self._collect(self._jobs.popleft().result())
-
-    def _collect(self, result: tuple[list[tuple[Stream, str, Any]], TTSError | None]) -> None:
-        reports, err = result
-        self._done += reports
-        if err is not None:
-            raise err
-
-    def _run(self, frames: list[tuple[AudioOut, Tensor]], leaving: list[tuple["Row", TTSError | None]],
-             ) -> tuple[list[tuple[Stream, str, Any]], TTSError | None]:
-        """The job: (reports of the leaving rows, the failure that ends the other streams)."""
-        failed: TTSError | None = None
-        reports: list[tuple[Stream, str, Any]] = []
-        with torch.inference_mode():
-            try:
-                due = [out for out, frame in frames if out.add(frame.unsqueeze(0))]
-                if self.batch_decode and due:
-                    decode_many(due)
-                else:
-                    for out in due:
-                        out.flush()
-            except BaseException as e:  # noqa: BLE001 - fails the streams, not the lane
-                failed = internal_error(e)
-            for row, err in leaving:
-                err = err or failed
-                try:
-                    if err is None:
-                        row.out.flush()
-                except BaseException as e:  # noqa: BLE001
-                    err = internal_error(e)
-                row.out.finish()
-                reports.append((row.stream, "done", row.out.stats) if err is None else (row.stream, "error", err))
-        return reports, failed
 
 
 # --- KV caches -------------------------------------------------------------------------
@@ -758,18 +614,18 @@ class BatchedBackend:
             self.kv.clear()  # sized by the longest rows of a busy spell: do not keep it
         self._leaving.append((row, err))
 
-    def _take_leaving(self) -> list[tuple[Row, TTSError | None]]:
+    def _take_leaving(self) -> list[Leaving]:
         leaving, self._leaving = self._leaving, []
-        return leaving
+        return [(r.stream, r.out, err) for r, err in leaving]
 
     def abort_all(self, err: TTSError) -> None:
         rows, self.rows = self.rows + self._newcomers, []
         self._newcomers = []
         self.kv.clear()
-        leaving = self._take_leaving() + [(r, err) for r in rows]
+        leaving = self._take_leaving() + [(r.stream, r.out, err) for r in rows]
         self.lane.drain()
         self.lane.submit([], leaving)
         self.lane.drain()
 
 
-__all__ = ["BatchedBackend", "CodecLane", "Prompt", "Sampler", "Sampling", "build_prompt"]
+__all__ = ["BatchedBackend", "Prompt", "Sampler", "Sampling", "build_prompt"]
