@@ -103,9 +103,11 @@ def build_prompt(engine: Engine, req: SynthesisRequest) -> Prompt:
         raise _Captured()
 
     config = model.config
+    reads = model.__dict__.get("_qwen3ttsd_config_reads")
+    if reads is None:
+        reads = model._qwen3ttsd_config_reads = _ConfigReads(config)
     talker.generate = capture
-    model.config = model.__dict__.get("_qwen3ttsd_config_reads") or _ConfigReads(config)
-    model._qwen3ttsd_config_reads = model.config
+    model.config = reads
     try:
         model.generate(**kwargs)
     except _Captured:
@@ -421,12 +423,13 @@ class BatchedBackend:
     def _prefill_newcomers(self) -> None:
         """All rows admitted since the last step, in one talker forward: a burst of calls
         pays for one prefill, not one each."""
-        rows, self._newcomers = self._newcomers, []
-        for r in rows:
+        rows: list[Row] = []
+        for r in self._newcomers:
             if r.stream.cancel.is_set():
-                r.out.stats.cancelled = True
-                self._leaving.append((r, Cancelled()))
-        rows = [r for r in rows if not r.stream.cancel.is_set()]
+                self._leaving.append((r, self._cancelled(r)))  # never got a slot
+            else:
+                rows.append(r)
+        self._newcomers = []
         if not rows:
             return
         slot = len(self.rows)
@@ -598,8 +601,12 @@ class BatchedBackend:
     def _drop_cancelled(self) -> None:
         for r in list(self.rows):
             if r.stream.cancel.is_set():
-                r.out.stats.cancelled = True
-                self._leave(r, Cancelled())
+                self._leave(r, self._cancelled(r))
+
+    @staticmethod
+    def _cancelled(row: Row) -> Cancelled:
+        row.out.stats.cancelled = True
+        return Cancelled()
 
     def _leave(self, row: Row, err: TTSError | None = None) -> None:
         """Row leaves the batch now (the last row moves into its slot); its last flush and
