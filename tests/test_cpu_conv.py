@@ -10,24 +10,24 @@ from qwen3ttsd.engine import cpu_conv
 from qwen3ttsd.engine.streaming_decoder import StreamingDecoder
 
 
-@pytest.mark.parametrize("batch,cin,cout,k,dilation,t", [
-    (1, 1024, 1536, 7, 1, 22), (3, 512, 1024, 3, 1, 6), (2, 600, 64, 7, 9, 70), (1, 512, 512, 1, 1, 5)])
-def test_conv1d_gemm_equals_torch(batch, cin, cout, k, dilation, t):
-    conv = torch.nn.Conv1d(cin, cout, k, dilation=dilation)
-    x = torch.randn(batch, cin, t)
-    with torch.inference_mode():
-        assert cpu_conv._use_gemm(x, conv)
-        torch.testing.assert_close(cpu_conv.conv1d(conv, x), conv(x), atol=1e-4, rtol=1e-4)
+def _conv(cin, cout, k, dilation=1):
+    return torch.nn.Conv1d(cin, cout, k, dilation=dilation), cpu_conv.conv1d
 
 
-@pytest.mark.parametrize("batch,cin,cout,k,stride,t", [
-    (1, 1536, 768, 16, 8, 4), (2, 1024, 1024, 2, 2, 8), (1, 512, 96, 7, 3, 9), (1, 512, 32, 3, 5, 4)])
-def test_conv_transpose1d_gemm_equals_torch(batch, cin, cout, k, stride, t):
-    conv = torch.nn.ConvTranspose1d(cin, cout, k, stride=stride)
-    x = torch.randn(batch, cin, t)
+def _trans(cin, cout, k, stride):
+    return torch.nn.ConvTranspose1d(cin, cout, k, stride=stride), cpu_conv.conv_transpose1d
+
+
+@pytest.mark.parametrize("make,batch,t,shape", [
+    (_conv, 1, 22, (1024, 1536, 7)), (_conv, 3, 6, (512, 1024, 3)), (_conv, 2, 70, (600, 64, 7, 9)),
+    (_conv, 1, 5, (512, 512, 1)), (_trans, 1, 4, (1536, 768, 16, 8)), (_trans, 2, 8, (1024, 1024, 2, 2)),
+    (_trans, 1, 9, (512, 96, 7, 3)), (_trans, 1, 4, (512, 32, 3, 5))])
+def test_gemm_form_equals_torch(make, batch, t, shape):
+    conv, gemm = make(*shape)
+    x = torch.randn(batch, shape[0], t)
     with torch.inference_mode():
         assert cpu_conv._use_gemm(x, conv)
-        torch.testing.assert_close(cpu_conv.conv_transpose1d(conv, x), conv(x), atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(gemm(conv, x), conv(x), atol=1e-4, rtol=1e-4)
 
 
 def test_thin_padded_or_grouped_convs_keep_torchs_kernel():

@@ -8,6 +8,7 @@ own thread, so the codec runs while the next step generates.
 
 from __future__ import annotations
 
+import functools
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -47,14 +48,10 @@ def _split_threads() -> int:
     return lane
 
 
-_cpu_threads: list[int] = []
-
-
+@functools.cache
 def cpu_threads() -> int:
     """torch's CPU thread count before any lane took its share (process-wide)."""
-    if not _cpu_threads:
-        _cpu_threads.append(torch.get_num_threads())
-    return _cpu_threads[0]
+    return torch.get_num_threads()
 
 
 class CodecLane:
