@@ -49,7 +49,7 @@ from ..errors import Cancelled, TTSError
 from .backend import Stream, internal_error
 from .codec_lane import CodecLane, Leaving, cpu_threads
 from .engine import AudioOut, Engine, SynthesisRequest
-from .lean import lean_layers, rms_norm, rope_tables
+from .lean import Norm, dense, lean_layers, rope_tables
 
 log = logging.getLogger("qwen3ttsd.engine")
 
@@ -357,8 +357,14 @@ class BatchedBackend:
                         self.dtype, self.device)
         self.talker_layers = _lean(self.talker.model)
         self.predictor_layers = _lean(self.predictor.model)
-        self.codec_head = self.talker.codec_head
-        self.lm_heads = self.predictor.lm_head
+        self.talker_norm = Norm.of(self.talker.model.norm)
+        self.predictor_norm = Norm.of(self.predictor.model.norm)
+        self.codec_head = dense(self.talker.codec_head)
+        self.lm_heads = [dense(head) for head in self.predictor.lm_head]
+        # codebook embeddings as plain tables: codebook 0's (the talker's), then 1..15's
+        self.code_tables = [self.talker.get_input_embeddings().weight.detach()]
+        self.code_tables += [e.weight.detach() for e in self.predictor.get_input_embeddings()]
+        self.to_predictor = dense(self.predictor.small_to_mtp_projection)
         if quant == "int8":
             self._use_int8()
         elif quant:
@@ -389,7 +395,7 @@ class BatchedBackend:
         if cached is None:
             cached = m._qwen3ttsd_int8 = (
                 [layer.int8() for layer in self.talker_layers], [layer.int8() for layer in self.predictor_layers],
-                quantize_int8(self.talker.codec_head), quantize_int8(self.predictor.lm_head))
+                quantize_int8(self.talker.codec_head), list(quantize_int8(self.predictor.lm_head)))
         self.talker_layers, self.predictor_layers, self.codec_head, self.lm_heads = cached
 
     # --- admission -------------------------------------------------------------------
@@ -504,20 +510,19 @@ class BatchedBackend:
 
     def predict(self, past_hidden: Tensor, c0: Tensor, pick) -> Tensor:
         """Codebooks 1..15 for each row (B, 15): ``pick(j, logits (B, V)) -> ids (B,)``."""
-        p = self.predictor
-        emb = self.talker.get_input_embeddings()(c0).unsqueeze(1)
-        x = p.small_to_mtp_projection(torch.cat([past_hidden, emb], dim=1))
+        tables, project = self.code_tables, self.to_predictor
+        x = project(torch.cat([past_hidden, F.embedding(c0, tables[0]).unsqueeze(1)], dim=1))
         ropes = self._predictor_ropes(x)
         cache = StepKV()
         out: list[Tensor] = []
         for j in range(self.groups - 1):
             if j > 0:
-                x = p.small_to_mtp_projection(p.model.get_input_embeddings()[j - 1](out[-1].unsqueeze(1)))
+                x = project(F.embedding(out[-1], tables[j]).unsqueeze(1))
             cos, sin = ropes[j]
             h = x
             for layer in self.predictor_layers:
                 h = layer(h, cos, sin, cache, None)
-            logits = self.lm_heads[j](rms_norm(h[:, -1], p.model.norm))
+            logits = self.lm_heads[j](self.predictor_norm(h[:, -1]))
             out.append(pick(j, logits if logits.dtype == torch.float32 else logits.float()))
         return torch.stack(out, dim=1)
 
@@ -534,10 +539,7 @@ class BatchedBackend:
     def talker_step(self, frames: Tensor, text: Tensor, lengths: list[int]) -> tuple[Tensor, Tensor]:
         """One talker forward for B rows: input = the sum of each row's frame (B, 16)
         embeddings + its text vector (B, D), at position ``lengths[b]`` of its cache."""
-        t = self.talker
-        cp_emb = self.predictor.get_input_embeddings()
-        parts = [t.get_input_embeddings()(frames[:, :1])]
-        parts += [cp_emb[i](frames[:, i + 1:i + 2]) for i in range(self.groups - 1)]
+        parts = [F.embedding(frames[:, i:i + 1], table) for i, table in enumerate(self.code_tables)]
         x = torch.cat(parts, dim=1).sum(1, keepdim=True) + text.unsqueeze(1)
         span = max(lengths) + 1
         self.kv.reserve(len(lengths), span)
@@ -555,7 +557,7 @@ class BatchedBackend:
         cos, sin = rope_tables(cos[0], sin[0])  # speech positions: the 3 mrope components are equal
         for layer in self.talker_layers:
             x = layer(x, cos, sin, self.kv, mask)
-        return rms_norm(x, tm.norm)
+        return self.talker_norm(x)
 
     def _take_c0(self, rows: list[Row], logits: Tensor, hidden: Tensor) -> None:
         """Apply the talker's logits rules and sample codebook 0 of each row's next frame."""

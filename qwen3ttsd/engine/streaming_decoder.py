@@ -38,6 +38,7 @@ from qwen_tts.core.tokenizer_12hz.modeling_qwen3_tts_tokenizer_v2 import (
     Qwen3TTSTokenizerV2ConvNeXtBlock as ConvNeXtBlock,
     Qwen3TTSTokenizerV2DecoderDecoderBlock as DecoderBlock,
     Qwen3TTSTokenizerV2DecoderDecoderResidualUnit as ResidualUnit,
+    SnakeBeta,
     apply_rotary_pos_emb,
     repeat_kv,
 )
@@ -129,7 +130,7 @@ class StreamingDecoder:
             self._frames = [0] * codes.shape[0]
         if codes.shape[1] != self.config.num_quantizers:
             raise ValueError(f"expected {self.config.num_quantizers} codebooks, got {codes.shape[1]}")
-        hidden = dec.quantizer.decode(codes)
+        hidden = _dequantize(dec.quantizer, codes)
         hidden = self._conv(dec.pre_conv, hidden)
         hidden = self._transformer(hidden.transpose(1, 2)).permute(0, 2, 1)
         for blocks in dec.upsample:
@@ -154,9 +155,11 @@ class StreamingDecoder:
                 x = self._module(sub, x)
             return x
         if isinstance(m, ResidualUnit):
-            y = self._conv(m.conv1, m.act1(x))
-            return self._conv(m.conv2, m.act2(y)) + x
-        return m(x)  # point-wise in time (SnakeBeta, ...): no state
+            y = self._conv(m.conv1, _snake(m.act1, x))
+            return self._conv(m.conv2, _snake(m.act2, y)) + x
+        if isinstance(m, SnakeBeta):
+            return _snake(m, x)
+        return m(x)  # point-wise in time: no state
 
     def _conv(self, m: CausalConv, x: Tensor) -> Tensor:
         if m.stride != 1:
@@ -230,6 +233,45 @@ class StreamingDecoder:
         v = repeat_kv(v, attn.num_key_value_groups)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=attn.scaling)
         return attn.o_proj(out.transpose(1, 2).reshape(b, t, -1))
+
+
+def _dequantize(quantizer: torch.nn.Module, codes: Tensor) -> Tensor:
+    """qwen-tts's ``SplitResidualVectorQuantizer.decode``, (B, Q, T) codes -> (B, D, T).
+
+    Its codebooks divide the whole table (2,048 x 256 per codebook on the real codec) by
+    the usage counts on every call, i.e. 16 full-table divisions per decoded chunk; this
+    divides only the looked-up rows: the same division of the same numbers."""
+    n_first = quantizer.n_q_semantic
+    out = _dequantize_rvq(quantizer.rvq_first, codes[:, :n_first])
+    if codes.shape[1] > n_first:
+        out += _dequantize_rvq(quantizer.rvq_rest, codes[:, n_first:])
+    return out
+
+
+def _dequantize_rvq(rvq: torch.nn.Module, codes: Tensor) -> Tensor:
+    summed: Tensor | None = None
+    for layer, ids in zip(rvq.vq.layers, codes.transpose(0, 1)):
+        book = layer._codebook
+        rows = F.embedding(ids, book.embedding_sum) / book.cluster_usage.clamp(min=book.epsilon)[ids].unsqueeze(-1)
+        part = layer.project_out(rows).transpose(1, 2)
+        summed = part if summed is None else summed + part
+    assert summed is not None
+    return rvq.output_proj(summed)
+
+
+def _snake(m: torch.nn.Module, x: Tensor) -> Tensor:
+    """qwen-tts's SnakeBeta ``x + 1 / (exp(beta) + 1e-9) * sin(x * exp(alpha)) ** 2`` with
+    its per-channel factors computed once per loaded model (its forward recomputes them
+    in ~8 small ops on every call; the decoder has 29 of them). Same ops on the same values."""
+    if not isinstance(m, SnakeBeta):
+        return m(x)
+    factors = m.__dict__.get("_qwen3ttsd_factors")
+    if factors is None:
+        alpha = torch.exp(m.alpha.detach().view(1, -1, 1))
+        inv_beta = 1.0 / (torch.exp(m.beta.detach().view(1, -1, 1)) + m.no_div_by_zero)
+        factors = m._qwen3ttsd_factors = (alpha, inv_beta)
+    alpha, inv_beta = factors
+    return x + inv_beta * torch.sin(x * alpha).pow_(2)
 
 
 def _left_pad(x: Tensor, n: int) -> Tensor:
