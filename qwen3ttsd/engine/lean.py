@@ -123,9 +123,13 @@ class Norm:
 
 
 class LeanLayer:
-    def __init__(self, layer: Any) -> None:
+    """One decoder layer. Also the codec's pre-transformer layers (``windowed``: their
+    sliding window is the caller's mask and cache; no q/k norm; layer scales on both
+    residual branches)."""
+
+    def __init__(self, layer: Any, windowed: bool = False) -> None:
         a, mlp = layer.self_attn, layer.mlp
-        if getattr(a, "sliding_window", None):
+        if getattr(a, "sliding_window", None) and not windowed:
             raise NotImplementedError("sliding-window attention in the talker / code predictor")
         self.index = a.layer_idx
         self.head_dim = a.head_dim
@@ -138,12 +142,9 @@ class LeanLayer:
         self.down = mlp.down_proj
         self.act = activation(mlp.act_fn)
         self.ln1, self.ln2 = Norm.of(layer.input_layernorm), Norm.of(layer.post_attention_layernorm)
-        if a.q_norm.variance_epsilon != a.k_norm.variance_epsilon:
-            raise NotImplementedError("q_norm and k_norm with different epsilons")
-        # q_norm and k_norm in one: normalise all q and k heads, each scaled by its own weight
-        self.qk_norm = Norm(torch.cat([a.q_norm.weight.data.expand(self.n_q, -1),
-                                       a.k_norm.weight.data.expand(self.n_kv, -1)]),
-                            a.q_norm.variance_epsilon)
+        self.qk_norm = _qk_norm(a, self.n_q, self.n_kv)
+        self.attn_scale = _scale(getattr(layer, "self_attn_layer_scale", None))
+        self.mlp_scale = _scale(getattr(layer, "mlp_layer_scale", None))
         self._bind()
 
     def _bind(self) -> None:
@@ -156,14 +157,17 @@ class LeanLayer:
         b, t, _ = x.shape
         hd, nq, nqk = self.head_dim, self.n_q, self.n_q + self.n_kv
         qkv = self._qkv(self.ln1(x)).view(b, t, nqk + self.n_kv, hd)
-        qk = _rotate(self.qk_norm(qkv[:, :, :nqk]).transpose(1, 2), cos, sin)
+        qk = qkv[:, :, :nqk] if self.qk_norm is None else self.qk_norm(qkv[:, :, :nqk])
+        qk = _rotate(qk.transpose(1, 2), cos, sin)
         k, v = cache.update(qk[:, nq:], qkv[:, :, nqk:].transpose(1, 2), self.index)
         out = F.scaled_dot_product_attention(qk[:, :nq], k, v, attn_mask=mask, scale=self.scaling,
                                              is_causal=mask is None and t > 1,
                                              enable_gqa=nq != self.n_kv)
-        x = x + self._o(out.transpose(1, 2).reshape(b, t, -1))
+        attended = self._o(out.transpose(1, 2).reshape(b, t, -1))
+        x = x + (attended if self.attn_scale is None else self.attn_scale * attended)
         gate, up = self._gate_up(self.ln2(x)).chunk(2, dim=-1)
-        return x.add_(self._down(self.act(gate).mul_(up)))
+        mlp = self._down(self.act(gate).mul_(up))
+        return x.add_(mlp if self.mlp_scale is None else self.mlp_scale * mlp)
 
     def int8(self) -> "LeanLayer":
         """The same layer with int8 projection weights (a copy; this one is unchanged)."""
@@ -174,5 +178,22 @@ class LeanLayer:
         return q
 
 
-def lean_layers(layers: Any) -> list[LeanLayer]:
-    return [LeanLayer(layer) for layer in layers]
+def lean_layers(layers: Any, windowed: bool = False) -> list[LeanLayer]:
+    return [LeanLayer(layer, windowed) for layer in layers]
+
+
+def _qk_norm(attn: Any, n_q: int, n_kv: int) -> Norm | None:
+    """q_norm and k_norm as one Norm over all q and k heads, each head scaled by its own
+    weight (None where the model has none: the codec's are Identity)."""
+    qn, kn = attn.q_norm, attn.k_norm
+    if not hasattr(qn, "weight"):
+        return None
+    if qn.variance_epsilon != kn.variance_epsilon:
+        raise NotImplementedError("q_norm and k_norm with different epsilons")
+    return Norm(torch.cat([qn.weight.data.expand(n_q, -1), kn.weight.data.expand(n_kv, -1)]),
+                qn.variance_epsilon)
+
+
+def _scale(layer_scale: Any) -> Tensor | None:
+    """A residual branch's layer scale (``scale * x``), None where there is none."""
+    return None if layer_scale is None else layer_scale.scale.detach()

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .cpu_conv import conv1d, conv_transpose1d
+from .lean import LeanLayer, Norm, dense, lean_layers, rope_tables
 from .loader import import_qwen_tts
 
 import_qwen_tts()  # first qwen_tts import under the stdout guard
@@ -39,8 +40,6 @@ from qwen_tts.core.tokenizer_12hz.modeling_qwen3_tts_tokenizer_v2 import (
     Qwen3TTSTokenizerV2DecoderDecoderBlock as DecoderBlock,
     Qwen3TTSTokenizerV2DecoderDecoderResidualUnit as ResidualUnit,
     SnakeBeta,
-    apply_rotary_pos_emb,
-    repeat_kv,
 )
 
 
@@ -195,44 +194,54 @@ class StreamingDecoder:
 
     def _transformer(self, x: Tensor) -> Tensor:
         tr = self.decoder.pre_transformer
-        b, t, _ = x.shape
-        h = tr.input_proj(x)
+        lean = _lean_transformer(tr)
+        t = x.shape[1]
+        h = lean.input_proj(x)
         start = torch.tensor(self._frames, device=x.device).unsqueeze(1)      # (B, 1)
         qpos = start + torch.arange(t, device=x.device)                        # (B, t)
-        cos, sin = tr.rotary_emb(h, qpos)
-        for i, layer in enumerate(tr.layers):
-            res = h
-            a = self._attention(i, layer.self_attn, layer.input_layernorm(h), cos, sin, start, qpos)
-            h = res + layer.self_attn_layer_scale(a)
-            h = h + layer.mlp_layer_scale(layer.mlp(layer.post_attention_layernorm(h)))
-        return tr.output_proj(tr.norm(h))
+        cos, sin = rope_tables(*tr.rotary_emb(h, qpos))
+        past = self._kv[0]
+        mask = self._window_mask(start, qpos, 0 if past is None else past[0].shape[2])
+        for layer in lean.layers:
+            h = layer(h, cos, sin, self, mask)
+        return lean.output_proj(lean.norm(h))
 
-    def _attention(self, i: int, attn, h: Tensor, cos: Tensor, sin: Tensor, start: Tensor,
-                   qpos: Tensor) -> Tensor:
-        b, t, _ = h.shape
-        shape = (b, t, -1, attn.head_dim)
-        q = attn.q_norm(attn.q_proj(h).view(shape)).transpose(1, 2)
-        k = attn.k_norm(attn.k_proj(h).view(shape)).transpose(1, 2)
-        v = attn.v_proj(h).view(shape).transpose(1, 2)
-        q, k = apply_rotary_pos_emb(q, k, cos, sin)
-        past = self._kv[i]
+    def _window_mask(self, start: Tensor, qpos: Tensor, n_past: int) -> Tensor:
+        """(B, 1, t, n_past + t): a query at absolute position p sees keys at (p - window, p].
+        Past keys are right-aligned per row; a row that has seen fewer frames has padding on
+        the left. The same for every layer."""
+        j = torch.arange(n_past + qpos.shape[1], device=qpos.device).unsqueeze(0)
+        kpos = start - n_past + j                                              # (B, n+t)
+        valid = j >= n_past - start.clamp(max=max(self.window - 1, 0))
+        return (valid.unsqueeze(1) & (kpos.unsqueeze(1) <= qpos.unsqueeze(2))
+                & (kpos.unsqueeze(1) > qpos.unsqueeze(2) - self.window)).unsqueeze(1)
+
+    def update(self, k: Tensor, v: Tensor, layer: int) -> tuple[Tensor, Tensor]:
+        """The KV cache of :class:`LeanLayer`: past + new keys/values to attend to; keeps
+        the last ``window - 1``, all that any later frame can see."""
+        past = self._kv[layer]
         if past is not None:
             k = torch.cat([past[0], k], dim=2)
             v = torch.cat([past[1], v], dim=2)
         keep = self.window - 1
-        self._kv[i] = (k[:, :, -keep:], v[:, :, -keep:]) if keep > 0 else None
-        # Query at absolute position p sees keys at (p - window, p]. Past keys are
-        # right-aligned per row; a row that has seen fewer frames has padding on the left.
-        n_past = k.shape[2] - t
-        j = torch.arange(k.shape[2], device=h.device).unsqueeze(0)
-        kpos = start - n_past + j                                              # (B, n+t)
-        valid = j >= n_past - start.clamp(max=max(keep, 0))
-        mask = (valid.unsqueeze(1) & (kpos.unsqueeze(1) <= qpos.unsqueeze(2))
-                & (kpos.unsqueeze(1) > qpos.unsqueeze(2) - self.window)).unsqueeze(1)
-        k = repeat_kv(k, attn.num_key_value_groups)
-        v = repeat_kv(v, attn.num_key_value_groups)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=attn.scaling)
-        return attn.o_proj(out.transpose(1, 2).reshape(b, t, -1))
+        self._kv[layer] = (k[:, :, -keep:], v[:, :, -keep:]) if keep > 0 else None
+        return k, v
+
+
+class _LeanTransformer:
+    """The codec's pre-transformer as :class:`LeanLayer` s (built once per loaded model)."""
+
+    def __init__(self, tr: torch.nn.Module) -> None:
+        self.layers: list[LeanLayer] = lean_layers(tr.layers, windowed=True)
+        self.input_proj, self.output_proj = dense(tr.input_proj), dense(tr.output_proj)
+        self.norm = Norm.of(tr.norm)
+
+
+def _lean_transformer(tr: torch.nn.Module) -> _LeanTransformer:
+    lean = tr.__dict__.get("_qwen3ttsd_lean")
+    if lean is None:
+        lean = tr._qwen3ttsd_lean = _LeanTransformer(tr)
+    return lean
 
 
 def _dequantize(quantizer: torch.nn.Module, codes: Tensor) -> Tensor:
