@@ -377,3 +377,24 @@ def test_a_burst_of_newcomers_is_prefilled_in_one_forward(custom_engine, monkeyp
     assert runs[1].result[0] == "error" and runs[1].result[1].code == "cancelled" and not runs[1].codes
     for i in (0, 2, 3):
         assert runs[i].result[0] == "done" and torch.equal(runs[i].all_codes, solo[i]), i
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("per_head", [False, True])
+def test_lean_norm_equals_hf_rmsnorm(dtype, per_head):
+    """lean.Norm (one GEMV on CPU float32, F.rms_norm otherwise) against HF's Qwen3 RMSNorm,
+    for one weight per channel and for one per head (the joint q/k norm)."""
+    from transformers.models.qwen3.modeling_qwen3 import Qwen3RMSNorm
+
+    from qwen3ttsd.engine.lean import Norm
+
+    torch.manual_seed(0)
+    hf = Qwen3RMSNorm(64, eps=1e-6).to(dtype)
+    with torch.no_grad():
+        hf.weight.copy_(torch.randn(64))
+    x = (torch.randn(3, 5, 6, 64) * 4).to(dtype)
+    weight = hf.weight.detach().expand(6, -1).clone() if per_head else hf.weight
+    norm = Norm(weight, hf.variance_epsilon)
+    assert norm.gemv == (dtype == torch.float32)
+    tol = 1e-5 if dtype == torch.float32 else 2e-2
+    torch.testing.assert_close(norm(x), hf(x), rtol=tol, atol=tol)
