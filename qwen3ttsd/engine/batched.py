@@ -50,6 +50,7 @@ from .backend import Stream, internal_error
 from .codec_lane import CodecLane, Leaving, cpu_threads
 from .engine import AudioOut, Engine, SynthesisRequest
 from .lean import Norm, dense, lean_layers, rope_tables
+from .loader import derived
 
 log = logging.getLogger("qwen3ttsd.engine")
 
@@ -103,9 +104,7 @@ def build_prompt(engine: Engine, req: SynthesisRequest) -> Prompt:
         raise _Captured()
 
     config = model.config
-    reads = model.__dict__.get("_qwen3ttsd_config_reads")
-    if reads is None:
-        reads = model._qwen3ttsd_config_reads = _ConfigReads(config)
+    reads = derived(model, "_qwen3ttsd_config_reads", lambda: _ConfigReads(config))
     talker.generate = capture
     model.config = reads
     try:
@@ -289,10 +288,7 @@ class StepKV:
 
 def _lean(model: Any) -> list:
     """The model's layers as :class:`LeanLayer` s, built once per loaded model."""
-    layers = getattr(model, "_qwen3ttsd_lean", None)
-    if layers is None:
-        layers = model._qwen3ttsd_lean = lean_layers(model.layers)
-    return layers
+    return derived(model, "_qwen3ttsd_lean", lambda: lean_layers(model.layers))
 
 
 # --- rows ------------------------------------------------------------------------------
@@ -390,13 +386,10 @@ class BatchedBackend:
             return
         from .lean import quantize_int8
 
-        m = self.model
-        cached = getattr(m, "_qwen3ttsd_int8", None)
-        if cached is None:
-            cached = m._qwen3ttsd_int8 = (
+        self.talker_layers, self.predictor_layers, self.codec_head, self.lm_heads = derived(
+            self.model, "_qwen3ttsd_int8", lambda: (
                 [layer.int8() for layer in self.talker_layers], [layer.int8() for layer in self.predictor_layers],
-                quantize_int8(self.talker.codec_head), list(quantize_int8(self.predictor.lm_head)))
-        self.talker_layers, self.predictor_layers, self.codec_head, self.lm_heads = cached
+                quantize_int8(self.talker.codec_head), list(quantize_int8(self.predictor.lm_head))))
 
     # --- admission -------------------------------------------------------------------
 

@@ -14,11 +14,24 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 from ..errors import TTSError
 
 log = logging.getLogger("qwen3ttsd.engine")
+
+T = TypeVar("T")
+
+
+def derived(owner: Any, name: str, build: Callable[[], T]) -> T:
+    """State derived from a loaded model's modules (lean layers, int8 copies, constant
+    factors), built on first use and kept on ``owner`` - so it lives and dies with the
+    model, and a reloaded model gets its own. Stored in ``__dict__`` directly: torch's
+    ``Module.__setattr__`` would register module values as submodules."""
+    value = owner.__dict__.get(name)
+    if value is None:
+        value = owner.__dict__[name] = build()
+    return value
 
 
 @contextlib.contextmanager

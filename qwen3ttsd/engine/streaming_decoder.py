@@ -29,7 +29,7 @@ from torch import Tensor
 
 from .cpu_conv import conv1d, conv_transpose1d
 from .lean import LeanLayer, Norm, dense, lean_layers, rope_tables
-from .loader import import_qwen_tts
+from .loader import derived, import_qwen_tts
 
 import_qwen_tts()  # first qwen_tts import under the stdout guard
 
@@ -238,10 +238,7 @@ class _LeanTransformer:
 
 
 def _lean_transformer(tr: torch.nn.Module) -> _LeanTransformer:
-    lean = tr.__dict__.get("_qwen3ttsd_lean")
-    if lean is None:
-        lean = tr._qwen3ttsd_lean = _LeanTransformer(tr)
-    return lean
+    return derived(tr, "_qwen3ttsd_lean", lambda: _LeanTransformer(tr))
 
 
 def _dequantize(quantizer: torch.nn.Module, codes: Tensor) -> Tensor:
@@ -274,12 +271,9 @@ def _snake(m: torch.nn.Module, x: Tensor) -> Tensor:
     in ~8 small ops on every call; the decoder has 29 of them). Same ops on the same values."""
     if not isinstance(m, SnakeBeta):
         return m(x)
-    factors = m.__dict__.get("_qwen3ttsd_factors")
-    if factors is None:
-        alpha = torch.exp(m.alpha.detach().view(1, -1, 1))
-        inv_beta = 1.0 / (torch.exp(m.beta.detach().view(1, -1, 1)) + m.no_div_by_zero)
-        factors = m._qwen3ttsd_factors = (alpha, inv_beta)
-    alpha, inv_beta = factors
+    alpha, inv_beta = derived(m, "_qwen3ttsd_factors", lambda: (
+        torch.exp(m.alpha.detach().view(1, -1, 1)),
+        1.0 / (torch.exp(m.beta.detach().view(1, -1, 1)) + m.no_div_by_zero)))
     return x + inv_beta * torch.sin(x * alpha).pow_(2)
 
 
