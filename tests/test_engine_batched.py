@@ -398,3 +398,26 @@ def test_lean_norm_equals_hf_rmsnorm(dtype, per_head):
     assert norm.gemv == (dtype == torch.float32)
     tol = 1e-5 if dtype == torch.float32 else 2e-2
     torch.testing.assert_close(norm(x), hf(x), rtol=tol, atol=tol)
+
+
+def test_batched_decode_uses_power_of_two_batch_sizes(custom_engine, monkeypatch):
+    """oneDNN builds its kernels per input shape: a codec call per power-of-two batch size
+    (7 due streams: 4 + 2 + 1) keeps the shapes few, and every row's audio is unchanged."""
+
+    sizes: list[int] = []
+    push_many = StreamingDecoder.push_many.__func__
+
+    def recording(cls, decoders, codes):
+        sizes.append(len(decoders))
+        return push_many(cls, decoders, codes)
+
+    monkeypatch.setattr(StreamingDecoder, "push_many", classmethod(recording))
+    reqs = [SynthesisRequest(text="Seven at once.", speaker="ryan", seed=i, max_frames=3, first_chunk_frames=1,
+                             chunk_frames=2) for i in range(7)]
+    runs = run_batched(custom_engine, reqs, batch_decode=True)
+    assert sizes[:3] == [4, 2, 1] and set(sizes) <= {1, 2, 4}
+    dec = custom_engine._codec_decoder
+    for run in runs:
+        with torch.inference_mode():
+            ref = dec(run.all_codes.T.unsqueeze(0)).squeeze(1)[0].numpy()
+        assert np.abs(np.concatenate(run.audio) - ref).max() <= 1e-4
