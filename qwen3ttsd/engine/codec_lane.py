@@ -1,9 +1,9 @@
 """The streams' audio work off the generation path: batched codec decode and the codec lane.
 
 The step engine (:mod:`.batched`) hands each step's new frames, and the streams that left,
-to a :class:`CodecLane`; it groups frames into chunks, decodes all due streams in one codec
-call (:func:`decode_many`) and reports each stream's end. With ``overlap`` the lane is its
-own thread, so the codec runs while the next step generates.
+to a :class:`CodecLane`; it groups frames into chunks, decodes all due streams together
+(:func:`decode_many`: batched calls of power-of-two sizes) and reports each stream's end.
+With ``overlap`` the lane is its own thread, so the codec runs while the next step generates.
 """
 
 from __future__ import annotations

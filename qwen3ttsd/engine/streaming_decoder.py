@@ -154,8 +154,8 @@ class StreamingDecoder:
                 x = self._module(sub, x)
             return x
         if isinstance(m, ResidualUnit):
-            y = self._conv(m.conv1, _snake(m.act1, x))
-            return self._conv(m.conv2, _snake(m.act2, y)) + x
+            y = self._conv(m.conv1, self._module(m.act1, x))
+            return self._conv(m.conv2, self._module(m.act2, y)) + x
         if isinstance(m, SnakeBeta):
             return _snake(m, x)
         return m(x)  # point-wise in time: no state
@@ -265,12 +265,10 @@ def _dequantize_rvq(rvq: torch.nn.Module, codes: Tensor) -> Tensor:
     return rvq.output_proj(summed)
 
 
-def _snake(m: torch.nn.Module, x: Tensor) -> Tensor:
+def _snake(m: SnakeBeta, x: Tensor) -> Tensor:
     """qwen-tts's SnakeBeta ``x + 1 / (exp(beta) + 1e-9) * sin(x * exp(alpha)) ** 2`` with
     its per-channel factors computed once per loaded model (its forward recomputes them
     in ~8 small ops on every call; the decoder has 29 of them). Same ops on the same values."""
-    if not isinstance(m, SnakeBeta):
-        return m(x)
     alpha, inv_beta = derived(m, "_qwen3ttsd_factors", lambda: (
         torch.exp(m.alpha.detach().view(1, -1, 1)),
         1.0 / (torch.exp(m.beta.detach().view(1, -1, 1)) + m.no_div_by_zero)))
