@@ -9,8 +9,10 @@ policy exactly, in milliseconds.
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,6 +87,9 @@ class FakeRegistry:
 
     def engine(self, entry: ModelEntry, on_loading: Any = None) -> FakeEngine:
         return self.fake
+
+    def free_memory(self) -> None:
+        pass
 
 
 class FakeScheduler(Scheduler):
@@ -212,3 +217,27 @@ def test_queue_bound_timeout_and_cancel(sched):
 
     run(go())
     assert "w0." not in backend.log and "w1." not in backend.log
+
+
+def test_unloading_a_model_lets_go_of_its_backend():
+    """admin.unload frees the model at once: the scheduler used to keep the idle backend (and
+    with it the whole model) until the next request arrived."""
+    registry = FakeRegistry()
+    s = FakeScheduler(registry, queue_max=8, engine="sequential")
+    engine = weakref.ref(registry.fake)
+    registry.fake.backend.gate.set()
+
+    async def go() -> None:
+        loop = asyncio.get_running_loop()
+        j = job(loop, "hello.")
+        s.submit(j)
+        assert (await outcome(j))[0] == "done"
+        await s.run_call(registry.engines.clear, loop)
+
+    try:
+        run(go())
+        registry.fake = None  # type: ignore[assignment]
+        gc.collect()
+        assert engine() is None
+    finally:
+        s.stop()

@@ -99,9 +99,10 @@ class Scheduler:
             return len(self._jobs)
 
     def run_call(self, fn, loop: asyncio.AbstractEventLoop) -> asyncio.Future:
-        """Run ``fn()`` on the GPU thread (admin load, voice prompts) before the next step."""
+        """Run ``fn()`` on the GPU thread (admin load, voice prompts) before the next step;
+        a model it unloaded is freed before the future resolves."""
         fut = loop.create_future()
-        job = _CallJob(fn, fut, loop)
+        job = _CallJob(lambda: self._then_release(fn), fut, loop)
         with self._cv:
             self._jobs.appendleft(job)  # type: ignore[arg-type]
             self._cv.notify()
@@ -186,11 +187,25 @@ class Scheduler:
             self._step()
 
     def _step(self) -> None:
-        for key, b in list(self._backends.items()):
+        for b in list(self._backends.values()):
             if b.active:
                 b.step()
-            elif b.engine not in self.registry.engines.values():
-                del self._backends[key]  # its model was unloaded
+        self._release_unloaded()
+
+    def _then_release(self, fn) -> Any:
+        try:
+            return fn()
+        finally:
+            self._release_unloaded()
+
+    def _release_unloaded(self) -> None:
+        """Drop the idle backends of unloaded models: a backend holds its whole model."""
+        gone = [key for key, b in self._backends.items()
+                if not b.active and b.engine not in self.registry.engines.values()]
+        for key in gone:
+            del self._backends[key]
+        if gone:
+            self.registry.free_memory()
 
     def _backend(self, engine: Any) -> Any:
         b = self._backends.get(id(engine))
