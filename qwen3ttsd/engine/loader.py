@@ -49,9 +49,20 @@ def stdout_to_stderr() -> Iterator[None]:
         os.close(saved)
 
 
+def _skip_sklearn() -> None:
+    """transformers imports scikit-learn whenever it is installed, only for assisted
+    generation's ROC-curve helper, which qwen-tts never uses; the daemon starts on a request,
+    so that import was on the first request's clock (tiny-model cold start 5.2 -> 4.9 s).
+    librosa brings scikit-learn into the environment and imports it only where used."""
+    from transformers.utils import import_utils
+
+    import_utils._sklearn_available = False
+
+
 def import_qwen_tts() -> Any:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    _skip_sklearn()
     with stdout_to_stderr():
         import qwen_tts  # noqa: F401
         from qwen_tts import Qwen3TTSModel
@@ -70,6 +81,8 @@ class LoadOptions:
     batch_decode: bool = False  # batched engine: one codec call for all streams per step
     overlap_decode: bool = False  # batched engine on CPU: codec on its own thread (CodecLane)
     threads: int = 0            # torch CPU threads (0: torch's default, one per core)
+    prewarm_frames: int = 0     # batched engine on CPU: build the codec's kernels for chunks
+                                # of 1..N frames at every batch size at load (engine/prewarm.py)
 
 
 def resolve(opts: LoadOptions) -> tuple[str, Any, str]:
