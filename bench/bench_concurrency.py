@@ -1,10 +1,12 @@
 """Concurrency benchmark: the real daemon over its socket, sequential vs batched engine.
 
-For each engine backend a daemon is started on a random-weight checkpoint; after a warm-up,
-N = 1, 2, 4, 8 (and 16) clients each send one seeded sentence at the same moment. Printed,
-side by side from one run:
+For each engine backend a daemon is started on a random-weight checkpoint; after a warm-up
+(and once its codec kernels are built: engine/prewarm.py), N = 1, 2, 4, 8 (and 16) clients
+each send one seeded sentence at the same moment, in ``--waves`` waves per N. Printed, side
+by side from one run:
 
-  first audio p50 / p95 (client side: request sent -> first audio chunk received),
+  first audio p50 / p95 over all streams of the waves (client side: request sent -> first
+  audio chunk received),
   per-stream x-realtime (audio seconds / that stream's wall seconds; the minimum over streams),
   aggregate x-realtime (all audio seconds / wall seconds of the whole wave),
   and batched / sequential ratios.
@@ -38,7 +40,7 @@ BYTES_PER_SECOND = 24000 * 2  # pcm16 mono 24 kHz
 def start_daemon(model: str, runtime: Path, engine: str, max_batch: int) -> subprocess.Popen:
     """``engine``: sequential | batched (the daemon's defaults), with options: ``+rowdecode``
     (one codec call per stream, not one per step), ``+overlap`` (the codec on its own lane),
-    ``+int8`` (int8 linears, CPU)."""
+    ``+int8`` (int8 linears, CPU), ``+noprewarm`` (no codec kernel prewarm after the load)."""
     engine, *flags = engine.split("+")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("QWEN3TTSD_", "LISTEN_", "NOTIFY_"))}
     env.update(QWEN3TTSD_MODEL=model, QWEN3TTSD_STATE_DIR=str(runtime / "state"), QWEN3TTSD_CONFIG="/nonexistent",
@@ -46,6 +48,7 @@ def start_daemon(model: str, runtime: Path, engine: str, max_batch: int) -> subp
                QWEN3TTSD_QUEUE_MAX="256", QWEN3TTSD_BATCH_DECODE="0" if "rowdecode" in flags else "1",
                QWEN3TTSD_OVERLAP_DECODE="1" if "overlap" in flags else "0",
                QWEN3TTSD_QUANT="int8" if "int8" in flags else "",
+               QWEN3TTSD_PREWARM="0" if "noprewarm" in flags else "1",
                HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     p = subprocess.Popen([sys.executable, "-m", "qwen3ttsd.daemon.main", "--runtime-dir", str(runtime)],
                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -75,6 +78,8 @@ def one_stream(sock: str, i: int, frames: int, start: threading.Event, out: list
 
 
 def wave(sock: str, n: int, frames: int) -> dict:
+    """``n`` streams started together: each one's first-audio delay and x-realtime, and the
+    wave's aggregate x-realtime."""
     out: list = [None] * n
     start = threading.Event()
     threads = [threading.Thread(target=one_stream, args=(sock, i, frames, start, out)) for i in range(n)]
@@ -86,23 +91,46 @@ def wave(sock: str, n: int, frames: int) -> dict:
     for t in threads:
         t.join()
     wall = time.monotonic() - t0
-    firsts = sorted(r[0] for r in out)
+    return {"firsts": [r[0] for r in out], "rts": [r[2] / r[1] for r in out],
+            "aggregate": sum(r[2] for r in out) / wall}
+
+
+def level(sock: str, n: int, frames: int, waves: int) -> dict:
+    """``waves`` waves of ``n`` streams: first-audio p50/p95 over all their streams (one wave
+    of 8 is too few samples for a stable p95), the slowest stream's x-realtime, the median
+    wave's aggregate."""
+    runs = [wave(sock, n, frames) for _ in range(waves)]
+    firsts = sorted(f for r in runs for f in r["firsts"])
     return {
         "first_p50": statistics.median(firsts),
         "first_p95": firsts[min(len(firsts) - 1, int(round(0.95 * (len(firsts) - 1))))],
-        "rt_min": min(r[2] / r[1] for r in out),
-        "aggregate": sum(r[2] for r in out) / wall,
+        "rt_min": min(x for r in runs for x in r["rts"]),
+        "aggregate": statistics.median(r["aggregate"] for r in runs),
     }
 
 
-def run_backend(model: str, engine: str, levels: list[int], frames: int, max_batch: int) -> dict[int, dict]:
+def wait_prewarm(runtime: Path, timeout: float = 900) -> None:
+    """Measure the steady state: wait until the daemon has built the codec's kernels for
+    every batch shape (engine/prewarm.py; its progress is in admin.status)."""
+    end = time.monotonic() + timeout
+    with Client(str(runtime / "admin.sock"), timeout=60) as c:
+        while time.monotonic() < end:
+            loaded = c.call("admin.status", {})["loaded"].values()
+            if all((info.get("codec_prewarm") or {"done": True})["done"] for info in loaded):
+                return
+            time.sleep(0.2)
+
+
+def run_backend(model: str, engine: str, levels: list[int], frames: int, max_batch: int,
+                waves: int) -> dict[int, dict]:
     with tempfile.TemporaryDirectory() as tmp:
         rt = Path(tmp)
         p = start_daemon(model, rt, engine, max_batch)
         try:
             sock = str(rt / "tts.sock")
             wave(sock, 2, 4)  # load the model, warm up kernels
-            return {n: wave(sock, n, frames) for n in levels}
+            wait_prewarm(rt)
+            return {n: level(sock, n, frames, waves) for n in levels}
         finally:
             p.terminate()
             p.wait(30)
@@ -114,6 +142,7 @@ def main() -> int:
     ap.add_argument("--levels", default="1,2,4,8,16")
     ap.add_argument("--frames", type=int, default=40, help="frames per stream (12.5 per audio second)")
     ap.add_argument("--max-batch", type=int, default=16)
+    ap.add_argument("--waves", type=int, default=3, help="waves per level; statistics pool their streams")
     ap.add_argument("--engines", default="sequential,batched",
                     help="comma list of sequential, batched, batched+rowdecode, batched+overlap, batched+int8")
     ap.add_argument("--threads", type=int, default=0,
@@ -125,8 +154,8 @@ def main() -> int:
     levels = [int(x) for x in a.levels.split(",")]
     model, tmp = checkpoint(a)
     engines = a.engines.split(",")
-    res = {e: run_backend(model, e, levels, a.frames, a.max_batch) for e in engines}
-    print(f"\nmodel {a.size}, {a.frames} frames ({a.frames / 12.5:.1f} s audio) per stream, "
+    res = {e: run_backend(model, e, levels, a.frames, a.max_batch, a.waves) for e in engines}
+    print(f"\nmodel {a.size}, {a.frames} frames ({a.frames / 12.5:.1f} s audio) per stream, {a.waves} waves per level, "
           f"{os.cpu_count()} CPUs, {a.threads or 'default'} torch threads, chunk 4 frames")
     cols = ["first p50 s", "first p95 s", "min x-rt", "aggr x-rt"]
     keys = ["first_p50", "first_p95", "rt_min", "aggregate"]

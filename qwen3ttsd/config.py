@@ -56,6 +56,8 @@ class DaemonConfig:
     overlap_decode: bool = False           # CPU: codec decode on its own thread while the next
                                            # frame generates (engine/codec_lane.py)
     threads: int = 0                       # torch CPU threads; 0 = one per core
+    prewarm: bool = True                   # CPU: after a load, build the codec's kernels for every
+                                           # batch shape on an idle-priority thread (engine/prewarm.py)
 
     def __post_init__(self) -> None:
         if not self.tts_socket:

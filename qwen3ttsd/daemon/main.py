@@ -65,7 +65,9 @@ def main(argv: list[str] | None = None) -> int:
 
     registry = ModelRegistry(cfg.model, cfg.models_dir, cfg.default_model, cfg.max_loaded_models,
                              LoadOptions(cfg.device, cfg.dtype, cfg.attn, cfg.compile, cfg.quant,
-                                         cfg.batch_decode, cfg.overlap_decode, cfg.threads))
+                                         cfg.batch_decode, cfg.overlap_decode, cfg.threads,
+                                         prewarm_frames=max(cfg.first_chunk_frames, cfg.chunk_frames)
+                                         if cfg.prewarm else 0))
     if not registry.entries:
         log.warning("%s (models_dir %r): synthesis requests will fail", checkpoints.NO_MODEL_MESSAGE,
                     cfg.models_dir)

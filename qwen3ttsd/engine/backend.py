@@ -110,7 +110,7 @@ def make_backend(kind: str, engine: Any, max_batch: int = 16) -> Backend:
         opts = engine.options
         try:
             return BatchedBackend(engine, max_batch=max_batch, quant=opts.quant, batch_decode=opts.batch_decode,
-                                  overlap_decode=opts.overlap_decode)
+                                  overlap_decode=opts.overlap_decode, prewarm_frames=opts.prewarm_frames)
         except NotImplementedError as e:
             log.warning("batched engine cannot run %s (%s): using the sequential engine", engine.model_dir, e)
             return SequentialBackend(engine)

@@ -51,6 +51,7 @@ from .codec_lane import CodecLane, Leaving, cpu_threads
 from .engine import AudioOut, Engine, SynthesisRequest
 from .lean import Norm, dense, lean_layers, rope_tables
 from .loader import derived
+from .prewarm import codec_shapes, start_prewarm
 
 log = logging.getLogger("qwen3ttsd.engine")
 
@@ -329,12 +330,14 @@ class BatchedBackend:
     """Continuous batching over one loaded :class:`Engine` (see module docstring)."""
 
     def __init__(self, engine: Engine, max_batch: int = 16, quant: str = "",
-                 batch_decode: bool = False, overlap_decode: bool = False) -> None:
+                 batch_decode: bool = False, overlap_decode: bool = False, prewarm_frames: int = 0) -> None:
         """``batch_decode``: decode all due rows' frames in one codec call per step. Faster
         with many streams, but batched kernels round differently from single ones, so a
         seeded request's PCM bytes would then depend on what else was running.
         ``overlap_decode``: run the codec on its own thread, alongside the next step
-        (:class:`CodecLane`; CPU only)."""
+        (:class:`CodecLane`; CPU only). ``prewarm_frames``: build the codec's kernels for
+        the batch shapes of chunks of up to that many frames on an idle-priority thread
+        (:mod:`.prewarm`; CPU, batched decode only)."""
         self.engine = engine
         self.capacity = max(1, int(max_batch))
         self._cp_rope: list[tuple[Tensor, Tensor]] | None = None
@@ -371,6 +374,8 @@ class BatchedBackend:
         self._leaving: list[tuple[Row, TTSError | None]] = []
         self._newcomers: list[Row] = []   # admitted, prefilled at the next step
         self._suppress_cache: dict[tuple, Tensor] = {}
+        if prewarm_frames > 0 and batch_decode and self.device.type == "cpu":
+            start_prewarm(self, codec_shapes(self.capacity, prewarm_frames), self.lane.threads)
 
     @property
     def active(self) -> int:

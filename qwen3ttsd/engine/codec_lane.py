@@ -87,9 +87,11 @@ class CodecLane:
     def __init__(self, overlap: bool, batch_decode: bool) -> None:
         self.batch_decode = batch_decode
         self._pool = None
+        self.threads = torch.get_num_threads()  # torch threads of the thread that decodes
         if overlap:
+            self.threads = _split_threads()
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="qwen3ttsd-codec", initializer=torch.set_num_threads,
-                                            initargs=(_split_threads(),))
+                                            initargs=(self.threads,))
         self._jobs: deque[Future] = deque()
         self._done: list[tuple[Stream, str, Any]] = []
 

@@ -122,6 +122,7 @@ class Engine:
         self._voice_cache_size = voice_cache_size
         self.cache_hits = 0
         self.cache_misses = 0
+        self.codec_prewarm: dict | None = None  # engine/prewarm.py: {"built", "shapes", "done", "seconds"}
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -148,7 +149,7 @@ class Engine:
     @property
     def info(self) -> dict:
         return dict(getattr(self.tts, "load_info", {}), model_type=self.model_type,
-                    size=self.tts.model.tts_model_size if self.tts else None)
+                    size=self.tts.model.tts_model_size if self.tts else None, codec_prewarm=self.codec_prewarm)
 
     @property
     def model_type(self) -> str:
