@@ -159,14 +159,15 @@ def main() -> int:
           f"{os.cpu_count()} CPUs, {a.threads or 'default'} torch threads, chunk 4 frames")
     cols = ["first p50 s", "first p95 s", "min x-rt", "aggr x-rt"]
     keys = ["first_p50", "first_p95", "rt_min", "aggregate"]
-    print(f"{'N':>3} {'engine':15} " + " ".join(f"{c:>12}" for c in cols))
+    w = max(15, *(len(e) + 6 for e in engines))
+    print(f"{'N':>3} {'engine':{w}} " + " ".join(f"{c:>12}" for c in cols))
     for n in levels:
         for e in engines:
             r = res[e][n]
-            print(f"{n:>3} {e:15} " + " ".join(f"{r[k]:12.3f}" for k in keys))
+            print(f"{n:>3} {e:{w}} " + " ".join(f"{r[k]:12.3f}" for k in keys))
         for e in engines[1:]:
             s, b = res[engines[0]][n], res[e][n]
-            print(f"{n:>3} {'ratio ' + e[:9]:15} " + " ".join(f"{b[k] / s[k]:11.2f}x" for k in keys))
+            print(f"{n:>3} {'ratio ' + e:{w}} " + " ".join(f"{b[k] / s[k]:11.2f}x" for k in keys))
     if "batched" in res and 1 in levels:
         b = res["batched"]
         for n in levels:
