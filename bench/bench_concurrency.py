@@ -116,7 +116,7 @@ def wait_prewarm(runtime: Path, timeout: float = 900) -> None:
     with Client(str(runtime / "admin.sock"), timeout=60) as c:
         while time.monotonic() < end:
             loaded = c.call("admin.status", {})["loaded"].values()
-            if all((info.get("codec_prewarm") or {"done": True})["done"] for info in loaded):
+            if all((info["backend"].get("codec_prewarm") or {"done": True})["done"] for info in loaded):
                 return
             time.sleep(0.2)
 

@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common import add_model_args, checkpoint
 
-from qwen3ttsd.engine import Engine, LoadOptions, SynthesisRequest
-from qwen3ttsd.engine.backend import Stream
+from qwen3ttsd.engine import Engine, LoadOptions, SynthesisRequest, sequential
+from qwen3ttsd.engine.backend import BackendOptions, Done, Stream
 from qwen3ttsd.engine.batched import BatchedBackend
 from qwen3ttsd.engine.codec_lane import cpu_threads
 from qwen3ttsd.engine.streaming_decoder import StreamingDecoder
@@ -54,7 +54,7 @@ def bench_backends(engine: Engine, frames: int, reps: int,
 
     seq = []
     for r in range(reps):
-        st = engine.synthesize(reqs(1, r)[0], lambda pcm: None)
+        st = sequential.generate(engine, reqs(1, r)[0], lambda pcm: None)
         seq.append(st.total_s / st.frames)
     rows = [("sequential (qwen-tts generate)", statistics.median(seq), 1)]
     overlaps = (False, True) if device == "cpu" and threads > 1 else (False,)
@@ -62,10 +62,10 @@ def bench_backends(engine: Engine, frames: int, reps: int,
         per_step = []
         for r in range(reps):
             torch.set_num_threads(threads)  # an overlapping lane takes half of them
-            backend = BatchedBackend(engine, max_batch=b, quant=quant, batch_decode=True, overlap_decode=overlap)
+            backend = BatchedBackend(engine, BackendOptions(max_batch=b, quant=quant, overlap_decode=overlap))
             done: list[int] = []
             for q in reqs(b, r):
-                backend.admit(Stream(q, sink=lambda kind, value: done.append(value.frames) if kind == "done" else None))
+                backend.admit(Stream(q, sink=lambda ev: done.append(ev.stats.frames) if isinstance(ev, Done) else None))
             sync(device)
             t0 = time.perf_counter()
             while backend.active:
@@ -84,8 +84,8 @@ def bench_stream(engine: Engine, frames: int, reps: int) -> list[tuple[str, floa
     for chunk in (1, 4, 12):
         ttfa, total = [], []
         for r in range(reps):
-            st = engine.synthesize(SynthesisRequest(text=text, speaker="ryan", seed=r, max_frames=frames,
-                                                    chunk_frames=chunk), lambda pcm: None)
+            st = sequential.generate(engine, SynthesisRequest(text=text, speaker="ryan", seed=r, max_frames=frames,
+                                                              chunk_frames=chunk), lambda pcm: None)
             ttfa.append(st.first_audio_s)
             total.append(st.total_s)
         rows.append((f"streamed, chunk {chunk}", statistics.median(ttfa), statistics.median(total)))

@@ -31,8 +31,8 @@ class DaemonConfig:
     default_model: str = ""
     device: str = "auto"
     dtype: str = "auto"
-    attn: str = "auto"
-    compile: bool = False
+    attn: str = "auto"                     # engine=sequential only (the batched engine uses SDPA)
+    compile: bool = False                  # engine=sequential only, CUDA: torch.compile the talker
     preload: bool = False                  # load the default model before READY=1
     idle_timeout: float = 300.0            # s with no requests/connections before exit; <0 never
     max_keepalive: float = 3600.0          # cap for admin.keepalive
@@ -50,14 +50,14 @@ class DaemonConfig:
     engine: str = "batched"                # batched (continuous batching) | sequential
     max_batch: int = 16                    # streams the batched engine steps together
     quant: str = ""                        # int8: batched engine's linear weights in int8 (CPU)
-    batch_decode: bool = True              # one codec call per step for all streams: ~2x the
-                                           # throughput at 8 streams; a seeded request's PCM may
-                                           # then differ by 1 LSB with load (codes identical)
-    overlap_decode: bool = False           # CPU: codec decode on its own thread while the next
-                                           # frame generates (engine/codec_lane.py)
+    batch_decode: bool = True              # batched engine: one codec call per step for all due
+                                           # streams; a seeded request's PCM may then differ by
+                                           # 1 LSB with load (codes identical)
+    overlap_decode: bool = False           # batched engine, CPU: codec decode on its own thread
+                                           # while the next frame generates (engine/codec_lane.py)
     threads: int = 0                       # torch CPU threads; 0 = one per core
-    prewarm: bool = True                   # CPU: after a load, build the codec's kernels for every
-                                           # batch shape on an idle-priority thread (engine/prewarm.py)
+    prewarm: bool = True                   # batched engine, CPU: after a load, build the codec's
+                                           # kernels for every batch shape while idle (engine/prewarm.py)
 
     def __post_init__(self) -> None:
         if not self.tts_socket:

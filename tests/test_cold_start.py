@@ -20,7 +20,7 @@ def test_a_load_runs_no_collections_and_freezes_the_model(tiny_models):
     entry = registry.pick()
     collections = gc.get_stats()[2]["collections"]
     frozen = gc.get_freeze_count()
-    engine = weakref.ref(registry.engine(entry))
+    engine = weakref.ref(registry.load(entry).model)
     assert gc.get_stats()[2]["collections"] == collections
     assert gc.isenabled() and gc.get_freeze_count() > frozen + 10_000
     registry.unload()

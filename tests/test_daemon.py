@@ -367,9 +367,9 @@ def test_admin_methods(daemon, tmp_path):
         st = c.call("admin.status", {})
         assert st["state"] == "ready" and st["idle_exit_in_s"] is None
         # the codec's kernels were built for every batch shape once the warm-up request ended
-        wait_for(lambda: c.call("admin.status", {})["loaded"]["custom_voice"]["codec_prewarm"]["done"], 60,
+        wait_for(lambda: c.call("admin.status", {})["loaded"]["custom_voice"]["backend"]["codec_prewarm"]["done"], 60,
                  what="codec prewarm")
-        pw = c.call("admin.status", {})["loaded"]["custom_voice"]["codec_prewarm"]
+        pw = c.call("admin.status", {})["loaded"]["custom_voice"]["backend"]["codec_prewarm"]
         assert pw["built"] == pw["shapes"] > 1
         ka = c.call("admin.keepalive", {"seconds": 5})
         assert ka["keepalive_s"] == 5

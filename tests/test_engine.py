@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from qwen3ttsd.engine import SynthesisRequest, frame_budget
+from qwen3ttsd.engine import SynthesisRequest, frame_budget, sequential
 from qwen3ttsd.engine.streaming_decoder import StreamingDecoder
 from qwen3ttsd.errors import Cancelled, TTSError
 from qwen3ttsd.testing import tinymodel
@@ -19,7 +19,7 @@ from qwen3ttsd.testing import tinymodel
 
 def _stream(engine, req, codes=None):
     chunks: list[np.ndarray] = []
-    stats = engine.synthesize(req, chunks.append, on_codes=codes.append if codes is not None else None)
+    stats = sequential.generate(engine, req, chunks.append, on_codes=codes.append if codes is not None else None)
     return np.concatenate(chunks), chunks, stats
 
 
@@ -185,7 +185,7 @@ def test_cancel_stops_within_one_frame(custom_engine):
             frames_at_cancel.append(sum(seen) // 1920)
 
     with pytest.raises(Cancelled):
-        custom_engine.synthesize(SynthesisRequest(text="Cancel me please.", speaker="ryan",
+        sequential.generate(custom_engine, SynthesisRequest(text="Cancel me please.", speaker="ryan",
                                                   max_frames=200, chunk_frames=1), on_audio, cancel)
     assert len(seen) == 3 and frames_at_cancel == [3]
     # the model is intact afterwards (tap removed)
@@ -209,13 +209,13 @@ def test_runaway_guard_scales_with_text(custom_engine):
 ])
 def test_bad_requests_are_clear_errors(custom_engine, req, code):
     with pytest.raises(TTSError) as ei:
-        custom_engine.synthesize(SynthesisRequest(max_frames=2, **req), lambda p: None)
+        sequential.generate(custom_engine, SynthesisRequest(max_frames=2, **req), lambda p: None)
     assert ei.value.code == code
 
 
 def test_clone_needs_registered_voice(base_engine, custom_engine):
     with pytest.raises(TTSError) as ei:
-        base_engine.synthesize(SynthesisRequest(text="x", voice="ghost", max_frames=2), lambda p: None)
+        sequential.generate(base_engine, SynthesisRequest(text="x", voice="ghost", max_frames=2), lambda p: None)
     assert ei.value.code == "not_found"
     with pytest.raises(TTSError) as ei:
         custom_engine.add_voice("x", np.zeros(24000, np.float32), 24000, "hi")
@@ -248,8 +248,8 @@ def test_consecutive_generations_continue_one_codec_stream(custom_engine):
     codes: list[torch.Tensor] = []
     audio: list[np.ndarray] = []
     for i, text in enumerate(["First sentence.", "Second one.", "Third."]):
-        custom_engine.synthesize(SynthesisRequest(text=text, speaker="serena", seed=i, max_frames=7, chunk_frames=3),
-                                 audio.append, on_codes=codes.append, decoder=dec)
+        req = SynthesisRequest(text=text, speaker="serena", seed=i, max_frames=7, chunk_frames=3)
+        sequential.generate(custom_engine, req, audio.append, on_codes=codes.append, decoder=dec)
     joined = np.concatenate(audio)
     with torch.inference_mode():
         ref = custom_engine._codec_decoder(torch.cat(codes).T.unsqueeze(0)).squeeze(1)[0].numpy()

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from qwen3ttsd import config
-from qwen3ttsd.engine.backend import SequentialBackend, make_backend
+from qwen3ttsd.engine.backend import BackendOptions
+from qwen3ttsd.engine.factory import make_backend
+from qwen3ttsd.engine.sequential import SequentialBackend
 from qwen3ttsd.errors import TTSError
 
 
@@ -36,11 +38,19 @@ def test_threads_setting_caps_torchs_cpu_threads(tiny_models):
 
 def test_unknown_engine_is_refused():
     with pytest.raises(TTSError):
-        make_backend("turbo", object())
-    from qwen3ttsd.daemon.scheduler import Scheduler
+        make_backend(object(), BackendOptions(kind="turbo"))
+    from qwen3ttsd.daemon.models import ModelRegistry
 
     with pytest.raises(ValueError, match="turbo"):
-        Scheduler(registry=None, engine="turbo")
+        ModelRegistry(backend_options=BackendOptions(kind="turbo"))
+
+
+def test_backend_options_come_from_the_config_with_one_default_each():
+    d = config.load(config.DaemonConfig, "daemon", env={"QWEN3TTSD_CONFIG": "/nonexistent"})
+    assert BackendOptions.from_config(d) == BackendOptions(prewarm_frames=4)
+    d = config.load(config.DaemonConfig, "daemon", env={"QWEN3TTSD_CONFIG": "/nonexistent", "QWEN3TTSD_PREWARM": "0",
+                                                         "QWEN3TTSD_ENGINE": "sequential", "QWEN3TTSD_MAX_BATCH": "0"})
+    assert BackendOptions.from_config(d) == BackendOptions(kind="sequential", max_batch=1)
 
 
 def test_checkpoint_the_batched_engine_cannot_run_falls_back_to_sequential(custom_engine, monkeypatch):
@@ -50,4 +60,5 @@ def test_checkpoint_the_batched_engine_cannot_run_falls_back_to_sequential(custo
         raise NotImplementedError("sliding-window attention")
 
     monkeypatch.setattr(batched.BatchedBackend, "__init__", unsupported)
-    assert isinstance(make_backend("batched", custom_engine), SequentialBackend)
+    backend = make_backend(custom_engine, BackendOptions())
+    assert isinstance(backend, SequentialBackend) and backend.capacity == 1

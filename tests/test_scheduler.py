@@ -18,10 +18,12 @@ from typing import Any
 
 import pytest
 
-from qwen3ttsd.daemon.models import ModelEntry
-from qwen3ttsd.daemon.scheduler import Job, Scheduler
+from qwen3ttsd.daemon.job import Audio, Failed, Job, JobDone, SegmentDone
+from qwen3ttsd.daemon.models import ModelEntry, ModelRegistry
+from qwen3ttsd.daemon.scheduler import Scheduler
+from qwen3ttsd.engine.backend import Done, Stream
 from qwen3ttsd.engine.request import SynthesisStats
-from qwen3ttsd.errors import TTSError
+from qwen3ttsd.errors import Cancelled, TTSError
 
 MODEL = ModelEntry(name="fake", path="/nonexistent", type="custom_voice", size="0b6", speakers=["ryan"],
                    languages=["auto", "english"])
@@ -36,15 +38,18 @@ class FakeBackend:
     frames: int = 2
     streams: list[list[Any]] = field(default_factory=list)   # [stream, frames left]
     log: list[str] = field(default_factory=list)               # the segment texts, as admitted
+    most: int = 0                                              # the most streams held at once
     gate: threading.Event = field(default_factory=threading.Event)
+    status: dict[str, Any] = field(default_factory=dict)
 
     @property
     def active(self) -> int:
         return len(self.streams)
 
-    def admit(self, stream: Any) -> None:
+    def admit(self, stream: Stream) -> None:
         self.log.append(stream.request.text)
         self.streams.append([stream, self.frames])
+        self.most = max(self.most, len(self.streams))
 
     def step(self) -> None:
         self.gate.wait(5)  # a test may hold the "GPU" while it queues work
@@ -52,59 +57,61 @@ class FakeBackend:
             stream, left = entry
             if stream.cancel.is_set():
                 self.streams.remove(entry)
-                stream.sink("error", TTSError("cancelled", "cancelled"))
+                stream.sink(Failed(Cancelled()))
                 continue
-            stream.sink("audio", b"pcm")
+            stream.sink(Audio(b"pcm"))
             entry[1] -= 1
             if entry[1] == 0:
                 self.streams.remove(entry)
-                stream.sink("done", SynthesisStats(frames=self.frames, samples=self.frames * 1920))
+                stream.sink(Done(SynthesisStats(frames=self.frames, samples=self.frames * 1920), codec=object()))
+
+    def warmup(self) -> None:
+        pass
 
     def abort_all(self, err: TTSError) -> None:
         for stream, _ in self.streams:
-            stream.sink("error", err)
+            stream.sink(Failed(err))
         self.streams.clear()
 
 
 class FakeEngine:
-    def __init__(self) -> None:
-        self.backend = FakeBackend(self)
-
-    def new_decoder(self) -> object:
-        return object()
-
-    def owns_decoder(self, decoder: object) -> bool:
-        return True
-
-    def add_voice(self, *args: Any) -> None:
-        pass
+    info: dict[str, Any] = {}
 
 
-class FakeRegistry:
-    def __init__(self) -> None:
-        self.fake = FakeEngine()
-        self.engines = {"fake": self.fake}
+def fake_registry(capacity: int = 1, frames: dict[str, int] | None = None,
+                  ) -> tuple[ModelRegistry, list[FakeBackend]]:
+    """The real registry over fake models: every load opens a new fake engine + backend."""
+    opened: list[FakeBackend] = []
 
-    def engine(self, entry: ModelEntry, on_loading: Any = None) -> FakeEngine:
-        return self.fake
+    def opener(entry: ModelEntry) -> tuple[Any, Any]:
+        engine = FakeEngine()
+        opened.append(FakeBackend(engine, capacity=capacity, frames=(frames or {}).get(entry.name, 2)))
+        opened[-1].gate.set()
+        return engine, opened[-1]
 
-    def free_memory(self) -> None:
-        pass
+    registry = ModelRegistry(opener=opener)
+    registry.entries = {MODEL.name: MODEL}
+    return registry, opened
 
 
-class FakeScheduler(Scheduler):
-    def _backend(self, engine: Any) -> Any:
-        self._backends[id(engine)] = engine.backend
-        return engine.backend
+class Sched:
+    """A scheduler over one fake model, already loaded."""
+
+    def __init__(self, capacity: int = 1) -> None:
+        self.registry, self.opened = fake_registry(capacity)
+        opened = self.opened
+        self.registry.load(MODEL)
+        self.backend = opened[0]
+        self.backend.gate.clear()
+        self.scheduler = Scheduler(self.registry, queue_max=8)
 
 
 @pytest.fixture()
 def sched():
-    registry = FakeRegistry()
-    s = FakeScheduler(registry, queue_max=8, engine="sequential")  # one stream at a time
-    yield s, registry.fake.backend
-    registry.fake.backend.gate.set()
-    s.stop()
+    h = Sched(capacity=1)  # one stream at a time
+    yield h.scheduler, h.backend
+    h.backend.gate.set()
+    h.scheduler.stop()
 
 
 def job(loop: asyncio.AbstractEventLoop, *segments: str, priority: str = "normal", timeout: float = 60) -> Job:
@@ -113,11 +120,13 @@ def job(loop: asyncio.AbstractEventLoop, *segments: str, priority: str = "normal
 
 
 async def outcome(j: Job) -> tuple[str, Any]:
-    """('done', info) or ('error', TTSError), skipping audio/progress."""
+    """('done', JobDone) or ('error', TTSError), skipping audio/progress."""
     while True:
-        kind, value = await asyncio.wait_for(j.events.get(), 10)
-        if kind in ("done", "error"):
-            return kind, value
+        ev = await asyncio.wait_for(j.events.get(), 10)
+        if isinstance(ev, JobDone):
+            return "done", ev
+        if isinstance(ev, Failed):
+            return "error", ev.error
 
 
 def run(coro: Any) -> Any:
@@ -182,13 +191,13 @@ def test_captions_get_each_segments_samples(sched):
         backend.gate.set()
         ends = []
         while True:
-            kind, value = await asyncio.wait_for(j.events.get(), 10)
-            if kind == "segment_end":
-                ends.append(value)
-            if kind == "done":
+            ev = await asyncio.wait_for(j.events.get(), 10)
+            if isinstance(ev, SegmentDone):
+                ends.append(ev)
+            if isinstance(ev, JobDone):
                 return ends
 
-    assert run(go()) == [{"index": 0, "samples": 3840}, {"index": 1, "samples": 3840}]
+    assert run(go()) == [SegmentDone(0, 3840), SegmentDone(1, 3840)]
 
 
 def test_queue_bound_timeout_and_cancel(sched):
@@ -222,22 +231,98 @@ def test_queue_bound_timeout_and_cancel(sched):
 def test_unloading_a_model_lets_go_of_its_backend():
     """admin.unload frees the model at once: the scheduler used to keep the idle backend (and
     with it the whole model) until the next request arrived."""
-    registry = FakeRegistry()
-    s = FakeScheduler(registry, queue_max=8, engine="sequential")
-    engine = weakref.ref(registry.fake)
-    registry.fake.backend.gate.set()
+    h = Sched()
+    s, registry = h.scheduler, h.registry
+    h.backend.gate.set()
+    engine = weakref.ref(h.backend.engine)
+    h.opened.clear()
+    del h
 
     async def go() -> None:
         loop = asyncio.get_running_loop()
         j = job(loop, "hello.")
         s.submit(j)
         assert (await outcome(j))[0] == "done"
-        await s.run_call(registry.engines.clear, loop)
+        assert await s.run_call(registry.unload, loop) == ["fake"]
 
     try:
         run(go())
-        registry.fake = None  # type: ignore[assignment]
         gc.collect()
-        assert engine() is None
+        assert engine() is None and not registry.backends()
+    finally:
+        s.stop()
+
+
+def test_a_model_unloaded_mid_stream_finishes_its_streams_then_is_freed():
+    h = Sched()
+    s, registry, backend = h.scheduler, h.registry, h.backend
+    backend.frames = 20
+
+    async def go() -> None:
+        loop = asyncio.get_running_loop()
+        j = job(loop, "hello.")
+        s.submit(j)
+        while not backend.log:
+            await asyncio.sleep(0.01)
+        await s.run_call(registry.unload, loop)
+        assert registry.retiring and not registry.loaded
+        backend.gate.set()
+        assert (await outcome(j))[0] == "done"
+        for _ in range(500):  # dropped right after the step that finished it
+            if not registry.retiring:
+                break
+            await asyncio.sleep(0.01)
+
+    try:
+        run(go())
+        assert not registry.retiring and not registry.backends()
+    finally:
+        s.stop()
+
+
+@pytest.mark.parametrize("capacity", [1, 3])
+def test_admits_no_more_streams_than_the_backends_capacity(capacity):
+    """The sequential engine (capacity 1) gets one stream at a time; a batched one up to its
+    capacity, whatever the engine kind is called."""
+    h = Sched(capacity=capacity)
+    s, backend = h.scheduler, h.backend
+    backend.gate.set()
+
+    async def go() -> None:
+        loop = asyncio.get_running_loop()
+        jobs = [job(loop, f"r{i}.") for i in range(6)]
+        for j in jobs:
+            s.submit(j)
+        assert [k for k, _ in [await outcome(j) for j in jobs]] == ["done"] * 6
+
+    try:
+        run(go())
+    finally:
+        s.stop()
+    assert backend.most == capacity
+
+
+def test_a_backend_at_capacity_does_not_block_another_models_requests():
+    registry, opened = fake_registry(capacity=1, frames={"fake": 100_000})
+    other = ModelEntry(name="other", path="/nonexistent", type="custom_voice", size="0b6", speakers=["ryan"],
+                       languages=["auto", "english"])
+    registry.entries["other"] = other
+    s = Scheduler(registry, queue_max=8)
+
+    async def go() -> None:
+        loop = asyncio.get_running_loop()
+        held = [job(loop, "held 1."), job(loop, "held 2.")]
+        for j in held:
+            s.submit(j)
+        free = Job(model=other, segments=["other."], request={"language": "english", "speaker": "ryan"}, loop=loop)
+        s.submit(free)
+        assert (await outcome(free))[0] == "done"
+        assert opened[0].log == ["held 1."]  # the first model's only slot is still taken
+        for j in held:
+            j.cancel.set()
+        assert [k for k, _ in await asyncio.gather(*(outcome(j) for j in held))] == ["error", "error"]
+
+    try:
+        run(go())
     finally:
         s.stop()

@@ -7,11 +7,16 @@ import asyncio
 
 import pytest
 
-from qwen3ttsd.daemon.scheduler import Job, Scheduler
+from qwen3ttsd.daemon.job import CallSlot, Job
+from qwen3ttsd.daemon.scheduler import Scheduler
 from qwen3ttsd.daemon.sessions import CallSessions
 from qwen3ttsd.errors import TTSError
 
-from .test_scheduler import MODEL, FakeRegistry, FakeScheduler
+from .test_scheduler import MODEL, fake_registry
+
+
+def scheduler(queue_max: int) -> Scheduler:
+    return Scheduler(fake_registry()[0], queue_max=queue_max)
 
 
 def _job(loop: asyncio.AbstractEventLoop, text: str) -> Job:
@@ -24,7 +29,7 @@ def test_a_refused_request_does_not_hold_up_the_calls_next_one():
     async def go() -> None:
         loop = asyncio.get_running_loop()
         sessions = CallSessions()
-        s = FakeScheduler(FakeRegistry(), queue_max=0, engine="sequential")  # every submit: busy
+        s = scheduler(queue_max=0)  # every submit: busy
         try:
             refused = _job(loop, "refused.")
             with pytest.raises(TTSError):
@@ -43,7 +48,7 @@ def test_requests_chain_and_share_the_codec_slot():
     async def go() -> None:
         loop = asyncio.get_running_loop()
         sessions = CallSessions()
-        s: Scheduler = FakeScheduler(FakeRegistry(), queue_max=8, engine="sequential")
+        s: Scheduler = scheduler(queue_max=8)
         try:
             a, b, other = _job(loop, "a."), _job(loop, "b."), _job(loop, "c.")
             for j, sid in ((a, "call"), (b, "call"), (other, "other")):
@@ -51,17 +56,27 @@ def test_requests_chain_and_share_the_codec_slot():
             assert b.after is a and a.after is None and other.after is None
             assert a.session is b.session and other.session is not a.session
             sessions.drop_decoders()
-            assert a.session == {"decoder": None}
+            assert a.session == CallSlot(codec=None)
         finally:
             s.stop()
 
     asyncio.run(go())
 
 
-def test_old_calls_expire():
+def test_old_calls_expire(monkeypatch):
+    class Queue:
+        def submit(self, job: Job) -> int:
+            return 1
+
+    def call(sid: str, now: float) -> None:
+        monkeypatch.setattr("qwen3ttsd.daemon.sessions.time.monotonic", lambda: now)
+        sessions.submit(Queue(), _job(loop, "x."), sid)  # type: ignore[arg-type]
+
+    loop = asyncio.new_event_loop()
     sessions = CallSessions(max_calls=2, expiry_s=600)
     for sid in ("a", "b", "c"):
-        sessions.slot_for(sid, now=0.0)
+        call(sid, now=0.0)
     assert sessions.ids() == ["b", "c"]
-    sessions.slot_for("d", now=1000.0)
+    call("d", now=1000.0)
     assert sessions.ids() == ["d"]
+    loop.close()

@@ -22,6 +22,7 @@ from .notify import Notifier
 from .scheduler import Scheduler
 from .server import Server
 from .service import Service
+from .state import DaemonState
 from .voices import VoiceStore
 
 log = logging.getLogger("qwen3ttsd")
@@ -61,29 +62,33 @@ def main(argv: list[str] | None = None) -> int:
         sockets = {"tts": bind_unix(cfg.tts_socket, 0o660), "admin": bind_unix(cfg.admin_socket, 0o660)}
         sock_info = {n: {"fd": s.fileno(), "identified_by": "bound"} for n, s in sockets.items()}
         log.info("not socket-activated; listening on %s and %s", cfg.tts_socket, cfg.admin_socket)
+    from ..engine.backend import BackendOptions  # torch-free
     from ..engine.loader import LoadOptions  # torch-free dataclass
 
-    registry = ModelRegistry(cfg.model, cfg.models_dir, cfg.default_model, cfg.max_loaded_models,
-                             LoadOptions(cfg.device, cfg.dtype, cfg.attn, cfg.compile, cfg.quant,
-                                         cfg.batch_decode, cfg.overlap_decode, cfg.threads,
-                                         prewarm_frames=max(cfg.first_chunk_frames, cfg.chunk_frames)
-                                         if cfg.prewarm else 0))
+    try:
+        registry = ModelRegistry(cfg.model, cfg.models_dir, cfg.default_model, cfg.max_loaded_models,
+                                 LoadOptions(cfg.device, cfg.dtype, cfg.attn, cfg.compile, cfg.threads),
+                                 BackendOptions.from_config(cfg))
+    except ValueError as e:
+        print(f"qwen3ttsd: bad configuration: {e}", file=sys.stderr)
+        return 2
     if not registry.entries:
         log.warning("%s (models_dir %r): synthesis requests will fail", checkpoints.NO_MODEL_MESSAGE,
                     cfg.models_dir)
-    scheduler = Scheduler(registry, cfg.queue_max, engine=cfg.engine, max_batch=cfg.max_batch)
-    service = Service(cfg, registry, scheduler, VoiceStore(cfg.state_dir), notifier)
+    scheduler = Scheduler(registry, cfg.queue_max)
+    state = DaemonState(cfg, registry, scheduler, VoiceStore(cfg.state_dir), notifier)
+    service = Service(state)
     server = Server(sockets, service.handle, notifier=notifier, idle_timeout=cfg.idle_timeout,
                     conn_idle_timeout=cfg.conn_idle_timeout, admin_group=cfg.admin_group,
                     is_busy=lambda: scheduler.busy, drain_timeout=cfg.drain_timeout)
-    service.server = server
-    service.sockets_info = sock_info
+    state.server = server
+    state.sockets_info = sock_info
 
     async def run() -> str:
         if cfg.preload and registry.entries:
             entry = registry.pick(None)
             notifier.status(f"loading {entry.name}")
-            fut = scheduler.run_call(lambda: registry.engine(entry), asyncio.get_running_loop())
+            fut = scheduler.run_call(lambda: registry.load(entry), asyncio.get_running_loop())
             while not fut.done():
                 notifier.extend_timeout(30)
                 await asyncio.wait([fut], timeout=10)
@@ -91,12 +96,12 @@ def main(argv: list[str] | None = None) -> int:
                 fut.result()
             except TTSError as e:
                 log.error("preload failed: %s", e.message)
-        notifier.ready(service.status_line())
+        notifier.ready(state.status_line())
         return await server.serve()
 
     reason = asyncio.run(run())
     scheduler.stop()
-    log.info("exiting (%s) after serving %d requests", reason, service.served)
+    log.info("exiting (%s) after serving %d requests", reason, state.served)
     logging.shutdown()
     sys.stderr.flush()
     os._exit(0)  # do not wait for torch's worker threads: exit frees RAM and VRAM now

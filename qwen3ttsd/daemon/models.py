@@ -2,8 +2,9 @@
 
 Checkpoints are read as plain directories (config.json says the type and the speakers),
 so listing models and voices never imports torch or wakes a GPU. Loading happens on the
-scheduler's GPU thread; at most ``max_loaded`` engines stay resident (least recently used
-is dropped - the full VRAM release is the daemon's idle exit).
+scheduler's engine thread, and a model is loaded together with the backend that runs it
+(:class:`LoadedModel`); at most ``max_loaded`` stay resident (least recently used is
+dropped - the full VRAM release is the daemon's idle exit).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from .. import checkpoints
+from ..engine import factory
+from ..engine.backend import BackendOptions
 from ..errors import TTSError
 
 log = logging.getLogger("qwen3ttsd.models")
@@ -43,14 +46,41 @@ class ModelEntry:
                    size=str(cfg.get("tts_model_size", "")),
                    speakers=sorted(talker.get("spk_id", {}) or {}), languages=langs)
 
-    def public(self, loaded: bool) -> dict:
+    def public(self, loaded: bool) -> dict[str, Any]:
         return {"name": self.name, "type": self.type, "size": self.size, "loaded": loaded,
                 "speakers": self.speakers, "languages": self.languages}
 
 
+@dataclass(eq=False)
+class LoadedModel:
+    """A loaded checkpoint and the backend that runs it: created, held and dropped together."""
+
+    entry: ModelEntry
+    model: Any          # engine.Engine
+    backend: Any        # engine.backend.Backend
+    load_s: float = 0.0
+
+    @property
+    def info(self) -> dict[str, Any]:
+        return dict(self.model.info, load_s=round(self.load_s, 3), backend=self.backend.status)
+
+
 class ModelRegistry:
+    """The one owner of live model state. ``loaded`` holds at most ``max_loaded`` models (least
+    recently used first); a model unloaded while its backend still has streams in flight
+    is *retiring*: still stepped until they finish, then dropped (:meth:`reap`)."""
+
     def __init__(self, model: str = "", models_dir: str = "", default: str = "",
-                 max_loaded: int = 2, load_options=None) -> None:
+                 max_loaded: int = 2, load_options: Any = None, backend_options: BackendOptions | None = None,
+                 opener: Callable[[ModelEntry], tuple[Any, Any]] | None = None) -> None:
+        """``opener(entry) -> (model, backend)`` loads a checkpoint (default: the engine and
+        the backend the options name; tests pass fakes)."""
+        self._open = opener or self._open_checkpoint
+        self.backend_options = backend_options or BackendOptions()
+        try:
+            factory.check_kind(self.backend_options.kind)
+        except TTSError as err:
+            raise ValueError(err.message) from None
         self.entries: dict[str, ModelEntry] = {}
         if model:
             p = Path(model)
@@ -72,12 +102,13 @@ class ModelRegistry:
         self.default = default if default in self.entries else (next(iter(self.entries), ""))
         self.max_loaded = max(1, max_loaded)
         self.load_options = load_options
-        self.engines: OrderedDict[str, Any] = OrderedDict()   # name -> engine.Engine (imported lazily)
+        self.loaded: OrderedDict[str, LoadedModel] = OrderedDict()
+        self.retiring: list[LoadedModel] = []
         self.loading: str | None = None
         self._lock = threading.Lock()
 
-    def list(self) -> list[dict]:
-        return [e.public(e.name in self.engines) for e in self.entries.values()]
+    def list(self) -> list[dict[str, Any]]:
+        return [e.public(e.name in self.loaded) for e in self.entries.values()]
 
     def pick(self, name: str | None = None, want: str | None = None) -> ModelEntry:
         """The model for a request: by name, else the default if it can serve ``want``,
@@ -102,40 +133,67 @@ class ModelRegistry:
         raise TTSError("unsupported", f"no {want} model is installed ({checkpoints.pull_hint(want)}); "
                        f"available: {[(e.name, e.type) for e in self.entries.values()]}")
 
-    def engine(self, entry: ModelEntry, on_loading: Callable[[], None] | None = None):
-        """Loaded engine for ``entry`` (GPU thread only)."""
+    # --- engine thread -----------------------------------------------------------------
+
+    def load(self, entry: ModelEntry, on_loading: Callable[[], None] | None = None) -> LoadedModel:
+        """``entry`` loaded with its backend (loading it now if needed; engine thread only)."""
         with self._lock:
-            eng = self.engines.get(entry.name)
-            if eng is not None:
-                self.engines.move_to_end(entry.name)
-                return eng
+            lm = self.loaded.get(entry.name)
+            if lm is not None:
+                self.loaded.move_to_end(entry.name)
+                return lm
         if on_loading:
             on_loading()
-        while len(self.engines) >= self.max_loaded:
-            old, _ = self.engines.popitem(last=False)
+        while len(self.loaded) >= self.max_loaded:
+            old = next(iter(self.loaded))
             log.info("unloading %s to make room", old)
-            self.free_memory()
+            self.unload(old)
         self.loading = entry.name
         t0 = time.monotonic()
         try:
             with _collector_paused():
-                from ..engine import Engine, LoadOptions
-
-                eng = Engine(entry.path, self.load_options or LoadOptions())
-                eng.load()
+                engine, backend = self._open(entry)
         finally:
             self.loading = None
-        log.info("loaded %s in %.1f s", entry.name, time.monotonic() - t0)
+        lm = LoadedModel(entry, engine, backend, load_s=time.monotonic() - t0)
+        log.info("loaded %s in %.1f s (%s engine)", entry.name, lm.load_s, backend.status.get("kind"))
         with self._lock:
-            self.engines[entry.name] = eng
-        return eng
+            self.loaded[entry.name] = lm
+        return lm
+
+    def _open_checkpoint(self, entry: ModelEntry) -> tuple[Any, Any]:
+        from ..engine import Engine, LoadOptions
+
+        engine = Engine(entry.path, self.load_options or LoadOptions())
+        engine.load()
+        backend = factory.make_backend(engine, self.backend_options)
+        backend.warmup()
+        return engine, backend
 
     def unload(self, name: str | None = None) -> builtins.list[str]:  # (list: the method above)
+        """Drop ``name`` (or every model); one with streams in flight retires first."""
         with self._lock:
-            names = [name] if name else list(self.engines)
-            dropped = [n for n in names if self.engines.pop(n, None) is not None]
+            names = [name] if name else builtins.list(self.loaded)
+            dropped = [lm for lm in (self.loaded.pop(n, None) for n in names) if lm is not None]
+            self.retiring += [lm for lm in dropped if lm.backend.active]
+        gone = [lm.entry.name for lm in dropped]
+        dropped.clear()  # the last references to idle ones: free_memory collects them
         self.free_memory()
-        return dropped
+        return gone
+
+    def backends(self) -> builtins.list[Any]:
+        """Every backend to step: the loaded models' and the retiring ones'."""
+        with self._lock:
+            return [lm.backend for lm in (*self.loaded.values(), *self.retiring)]
+
+    def reap(self) -> None:
+        """Drop retiring models whose last stream has finished: a backend holds its whole model."""
+        with self._lock:
+            done = [lm for lm in self.retiring if not lm.backend.active]
+            self.retiring = [lm for lm in self.retiring if lm.backend.active]
+        if done:
+            done.clear()  # the last references: free_memory collects them
+            self.free_memory()
 
     @staticmethod
     def free_memory() -> None:

@@ -13,9 +13,9 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
 
-from .scheduler import Job, Scheduler
+from .job import CallSlot, Job
+from .scheduler import Scheduler
 
 MAX_CALLS = 512
 EXPIRY_S = 600.0
@@ -23,7 +23,7 @@ EXPIRY_S = 600.0
 
 @dataclass
 class _Call:
-    slot: dict[str, Any] = field(default_factory=lambda: {"decoder": None})  # shared with the jobs
+    slot: CallSlot = field(default_factory=CallSlot)  # shared with the call's jobs
     last: Job | None = None
     used: float = 0.0
 
@@ -47,13 +47,10 @@ class CallSessions:
         call.last = job
         return position
 
-    def slot_for(self, session: str, now: float) -> dict[str, Any]:
-        return self._touch(session, now).slot
-
     def drop_decoders(self) -> None:
         """A model is being unloaded: no call may pin its decoder."""
         for call in self._calls.values():
-            call.slot["decoder"] = None
+            call.slot.codec = None
 
     def ids(self) -> list[str]:
         return list(self._calls)

@@ -2,60 +2,128 @@
 
 The scheduler decides *which* streams run (priorities, sessions, queue limits); a backend
 decides *how*: it admits a stream at a step boundary, advances every admitted stream with
-``step()``, and reports through each stream's ``sink`` as things happen:
+``step()``, and reports through each stream's ``sink`` as things happen, with one of the
+event types below:
 
-* ``("audio", pcm)``  float32 mono 24 kHz samples, in order;
-* ``("done", stats)`` exactly once on success (:class:`SynthesisStats`);
-* ``("error", err)``  exactly once on failure (a :class:`TTSError`; ``Cancelled`` when the
+* :class:`Audio`  float32 mono 24 kHz samples, in order;
+* :class:`Done`   exactly once on success: the stats, and the codec stream a later segment
+  of the same call continues;
+* :class:`Failed` exactly once on failure (a :class:`TTSError`; ``Cancelled`` when the
   stream's ``cancel`` event was set).
 
-Two backends exist: ``sequential`` (today's :class:`Engine`, one stream at a time, each
-``step`` runs a whole generation through qwen-tts's ``generate``) and ``batched`` (the step
-engine in :mod:`.batched`: one decode step of every active stream per ``step``). All calls
-happen on the scheduler's GPU thread.
+A backend owns the model's state: on admission it registers the stream's clone voice with
+its model and decides whether the call's codec stream (``Stream.continues``) can go on.
+Backends are built from :class:`BackendOptions` by :func:`.factory.make_backend`; all
+calls happen on the scheduler's engine thread. This module is the contract only: torch-free,
+and it imports no implementation.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from ..errors import Cancelled, TTSError
+from .request import SynthesisRequest, SynthesisStats
+
+if TYPE_CHECKING:
+    from .. import config
 
 log = logging.getLogger("qwen3ttsd.engine")
 
-BACKENDS = ("batched", "sequential")
 
-Sink = Callable[[str, Any], None]
+@dataclass(frozen=True)
+class Audio:
+    """A piece of the stream's audio: float32 mono samples at the model's rate (numpy)."""
+
+    pcm: Any
+
+
+@dataclass(frozen=True)
+class Done:
+    """The stream finished. ``codec`` is the codec stream it ended with: the next segment of
+    the same call passes it back as :attr:`Stream.continues` so the join is seamless."""
+
+    stats: SynthesisStats
+    codec: Any = None
+
+
+@dataclass(frozen=True)
+class Failed:
+    """The stream ended with ``error`` (``Cancelled`` when it was cancelled)."""
+
+    error: TTSError
+
+
+StreamEvent = Audio | Done | Failed
+Sink = Callable[[StreamEvent], None]
+
+
+@dataclass(frozen=True)
+class VoiceSource:
+    """A clone voice's reference: registered with the model when a stream using it is
+    admitted (cached by content there, so repeating it costs nothing)."""
+
+    name: str
+    wav: Any                       # float32 mono at the model's rate (numpy)
+    ref_text: str | None = None
 
 
 @dataclass(eq=False)
 class Stream:
     """One generation in flight (one text segment of a request)."""
 
-    request: Any                           # SynthesisRequest
+    request: SynthesisRequest
     sink: Sink
     cancel: threading.Event = field(default_factory=threading.Event)
-    decoder: Any = None                    # StreamingDecoder carried across segments (or None)
+    voice: VoiceSource | None = None   # the clone voice ``request.voice`` names, if any
+    continues: Any = None              # the call's codec stream to continue (from a Done), if any
     on_codes: Callable[[Any], None] | None = None  # diagnostics: each decoded chunk's (T, 16) codes
 
 
+@dataclass(frozen=True)
+class BackendOptions:
+    """How a loaded model's backend runs: one default per knob, made once from the config."""
+
+    kind: str = "batched"          # a key of factory.BACKENDS
+    max_batch: int = 16            # streams stepped together (batched)
+    quant: str = ""                # "" | int8: the talker's and predictor's linears (batched, CPU)
+    batch_decode: bool = True      # one codec call for all due streams per step (batched)
+    overlap_decode: bool = False   # codec on its own thread beside generation (batched, CPU)
+    prewarm_frames: int = 0        # build the codec's kernels for chunks of 1..N frames at every
+                                   # batch size while idle (batched, CPU; engine/prewarm.py)
+
+    @classmethod
+    def from_config(cls, cfg: config.DaemonConfig) -> BackendOptions:
+        return cls(kind=cfg.engine, max_batch=max(1, int(cfg.max_batch)), quant=cfg.quant,
+                   batch_decode=cfg.batch_decode, overlap_decode=cfg.overlap_decode,
+                   prewarm_frames=max(cfg.first_chunk_frames, cfg.chunk_frames) if cfg.prewarm else 0)
+
+
 class Backend(Protocol):
+    """What the scheduler needs of an engine backend."""
+
     engine: Any
-    capacity: int
+    capacity: int            # streams it can hold at once; the scheduler admits no more
 
     @property
     def active(self) -> int:
-        """Streams admitted and not yet finished."""
+        """Streams admitted and not yet reported (Done/Failed)."""
+
+    @property
+    def status(self) -> dict[str, Any]:
+        """What admin.status shows of it (kind, capacity, background work)."""
 
     def admit(self, stream: Stream) -> None:
         """Take ``stream`` in. Never raises: bad input is reported through the sink."""
 
     def step(self) -> None:
         """Advance every admitted stream (a no-op when none is)."""
+
+    def warmup(self) -> None:
+        """Run what builds the kernels a first request needs (at load)."""
 
     def abort_all(self, err: TTSError) -> None:
         """Finish every admitted stream with ``err`` (model unloaded, daemon stopping)."""
@@ -68,53 +136,5 @@ def internal_error(e: BaseException) -> TTSError:
     return TTSError("internal", f"generation failed: {type(e).__name__}: {e}")
 
 
-class SequentialBackend:
-    """Today's engine behind the seam: one whole generation per ``step``."""
-
-    capacity = 1
-
-    def __init__(self, engine: Any) -> None:
-        self.engine = engine
-        self._waiting: deque[Stream] = deque()
-
-    @property
-    def active(self) -> int:
-        return len(self._waiting)
-
-    def admit(self, stream: Stream) -> None:
-        self._waiting.append(stream)
-
-    def step(self) -> None:
-        if not self._waiting:
-            return
-        s = self._waiting.popleft()
-        try:
-            stats = self.engine.synthesize(s.request, lambda pcm: s.sink("audio", pcm), s.cancel,
-                                           on_codes=s.on_codes, decoder=s.decoder)
-        except BaseException as e:  # noqa: BLE001 - reported to the stream, never kills the thread
-            s.sink("error", internal_error(e))
-        else:
-            s.sink("done", stats)
-
-    def abort_all(self, err: TTSError) -> None:
-        while self._waiting:
-            self._waiting.popleft().sink("error", err)
-
-
-def make_backend(kind: str, engine: Any, max_batch: int = 16) -> Backend:
-    if kind == "sequential":
-        return SequentialBackend(engine)
-    if kind == "batched":
-        from .batched import BatchedBackend
-
-        opts = engine.options
-        try:
-            return BatchedBackend(engine, max_batch=max_batch, quant=opts.quant, batch_decode=opts.batch_decode,
-                                  overlap_decode=opts.overlap_decode, prewarm_frames=opts.prewarm_frames)
-        except NotImplementedError as e:
-            log.warning("batched engine cannot run %s (%s): using the sequential engine", engine.model_dir, e)
-            return SequentialBackend(engine)
-    raise TTSError("bad_request", f"unknown engine {kind!r}; choose one of {BACKENDS}")
-
-
-__all__ = ["BACKENDS", "Backend", "Cancelled", "SequentialBackend", "Stream", "make_backend"]
+__all__ = ["Audio", "Backend", "BackendOptions", "Cancelled", "Done", "Failed", "Sink", "Stream",
+           "StreamEvent", "VoiceSource", "internal_error"]

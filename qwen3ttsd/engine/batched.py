@@ -17,28 +17,24 @@ How one ``step()`` goes (all active rows together):
 4. codebook 0 of the next frame is sampled per row; rows sampling EOS leave.
 
 Newcomers are prefilled together at the start of the next step (one right-padded talker
-forward for a burst of calls) and step with the rest from then on.
-Prompts are built by qwen-tts's own ``Qwen3TTSForConditionalGeneration.generate`` (its
-talker call is intercepted before any decoding), so every variant (CustomVoice speakers
-and instruct, VoiceDesign, Base x-vector / ICL with streaming text input) gets exactly
-qwen-tts's prompt. The logits rules are HF ``generate``'s, per row: repetition penalty on
-the row's generated codebook-0 ids, ``min_new_tokens`` (EOS masked), suppressed ids,
-temperature, top-k, top-p; sampling with the row's own ``torch.Generator`` (seeded from the
-request's seed), in the same order as qwen-tts consumes random numbers, so a seeded
-request gives qwen-tts's own codes on the same kernels (CPU fp32: bitwise, tested; the
-fused layers of :mod:`.lean` differ from qwen-tts's modules only in float rounding).
+forward for a burst of calls) and step with the rest from then on. Prompts are qwen-tts's
+own (:mod:`.prompt`). The logits rules are HF ``generate``'s, per row: repetition penalty
+on the row's generated codebook-0 ids, ``min_new_tokens`` (EOS masked), suppressed ids,
+then :mod:`.sampling` with the row's own ``torch.Generator`` (seeded from the request's
+seed), so a seeded request gives qwen-tts's own codes on the same kernels (CPU fp32:
+bitwise, tested; the fused layers of :mod:`.lean` differ from qwen-tts's modules only in
+float rounding).
 
 GPU: the hot path is two functions with static shapes for a given batch size,
 :meth:`BatchedBackend.predict` (15 predictor steps) and :meth:`BatchedBackend.talker_step`;
-they are what a CUDA-graph capture per batch bucket (1/2/4/8/16, with ``RowKV`` sized to a
-fixed capacity) would wrap. Attention always goes through SDPA (masks need it), whatever
+they are what a CUDA-graph capture per batch bucket (with ``RowKV`` sized to a fixed
+capacity) would wrap. Attention always goes through SDPA (masks need it), whatever
 attention kernel the checkpoint was loaded with.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -46,245 +42,17 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import Cancelled, TTSError
-from .backend import Stream, internal_error
+from .backend import Audio, BackendOptions, Failed, Stream, internal_error
 from .codec_lane import CodecLane, Leaving, cpu_threads
-from .engine import AudioOut, Engine, SynthesisRequest
+from .engine import AudioOut, Engine, warmup_request
+from .kv_cache import RowKV, StepKV
 from .lean import Norm, dense, lean_layers, rope_tables
 from .loader import derived
-from .prewarm import codec_shapes, start_prewarm
+from .prewarm import Prewarm, codec_shapes
+from .prompt import Prompt, build_prompt
+from .sampling import NEG_INF, Sampler, Sampling
 
 log = logging.getLogger("qwen3ttsd.engine")
-
-NEG_INF = float("-inf")
-
-
-# --- prompts ---------------------------------------------------------------------------
-
-
-class _Captured(Exception):
-    pass
-
-
-@dataclass
-class Prompt:
-    embeds: Tensor            # (1, L, D) talker prefill input
-    trailing: Tensor          # (T, D) text fed one vector per frame, then ``pad``
-    pad: Tensor               # (D,) tts_pad embedding
-    settings: dict            # qwen-tts's talker generation kwargs (sampling, eos, ...)
-    voice: Any                # VoicePrompt of a clone, else None
-
-
-class _ConfigReads:
-    """A read-only, caching view of a transformers config (nested configs too).
-
-    qwen-tts's ``generate`` builds its suppressed-token list with two config reads per
-    vocabulary entry; transformers' ``__getattribute__`` makes that ~2,000 slow reads, 2 ms
-    of every admission (half of building a prompt). The values never change once loaded.
-    """
-
-    def __init__(self, config: Any) -> None:
-        self._config = config
-
-    def __getattr__(self, name: str) -> Any:
-        value = getattr(self._config, name)
-        if type(value).__module__.startswith(("transformers.", "qwen_tts.")) and hasattr(value, "to_dict"):
-            value = _ConfigReads(value)
-        setattr(self, name, value)
-        return value
-
-
-def build_prompt(engine: Engine, req: SynthesisRequest) -> Prompt:
-    """qwen-tts's own prompt for ``req``: runs its ``generate`` up to the talker call."""
-    kwargs, voice = engine._prepare(req)
-    model = engine.tts.model
-    talker = model.talker
-    seen: dict[str, Any] = {}
-
-    def capture(**kw: Any) -> None:
-        seen.update(kw)
-        raise _Captured()
-
-    config = model.config
-    reads = derived(model, "_qwen3ttsd_config_reads", lambda: _ConfigReads(config))
-    talker.generate = capture
-    model.config = reads
-    try:
-        model.generate(**kwargs)
-    except _Captured:
-        pass
-    finally:
-        model.config = config
-        del talker.generate  # back to the class method
-    if not seen:
-        raise TTSError("internal", "qwen-tts did not reach its talker call")
-    mask = seen.pop("attention_mask")
-    if not bool(mask.all()):
-        raise TTSError("internal", "unexpected padding in a single-request prompt")
-    return Prompt(embeds=seen.pop("inputs_embeds"), trailing=seen.pop("trailing_text_hidden")[0],
-                  pad=seen.pop("tts_pad_embed").reshape(-1), settings=seen, voice=voice)
-
-
-# --- sampling --------------------------------------------------------------------------
-
-
-@dataclass
-class Sampling:
-    """One head's sampling settings for one row (HF semantics: temperature 0 = greedy)."""
-
-    do_sample: bool
-    temperature: float
-    top_k: int
-    top_p: float
-
-    @classmethod
-    def of(cls, s: dict, prefix: str = "") -> "Sampling":
-        """From qwen-tts's talker kwargs: ``prefix`` "" for the talker, "subtalker_" for the
-        code predictor (whose sampling switch is ``subtalker_dosample``)."""
-        temp = s.get(prefix + "temperature")
-        temp = 1.0 if temp is None else float(temp)
-        do_sample = bool(s.get(prefix + ("dosample" if prefix else "do_sample"), True)) and temp != 0.0
-        top_p = s.get(prefix + "top_p")
-        return cls(do_sample, temp or 1.0, int(s.get(prefix + "top_k") or 0),
-                   1.0 if top_p is None else float(top_p))
-
-
-class Sampler:
-    """HF's sampling for B rows, each with its own settings and generator, prepared once
-    per batch composition and applied to many logits (15 predictor steps share one).
-
-    Warpers in HF's order: temperature, top-k, top-p (rows that do not sample skip them and
-    take the argmax of the processed scores). ``torch.multinomial(p, 1)`` is
-    ``argmax(p / q)`` with ``q ~ Exp(1)`` drawn from the generator (ATen's one-sample path):
-    drawing that per row uses the same random numbers, and one argmax serves the batch.
-    """
-
-    def __init__(self, rules: list[Sampling], gens: list[torch.Generator], vocab: int, device) -> None:
-        def col(values, dtype=None):
-            return torch.tensor(values, device=device, dtype=dtype).unsqueeze(1)
-
-        self.gens = gens
-        self.sampling = [r.do_sample for r in rules]
-        self.any_sample = any(self.sampling)
-        self.sample_rows = col(self.sampling)
-        temps = [r.temperature if r.do_sample else 1.0 for r in rules]
-        self.temps = col(temps, torch.float32) if any(t != 1.0 for t in temps) else None
-        ks = [min(r.top_k, vocab) if r.do_sample else 0 for r in rules]
-        self.kmax = max(ks)
-        self.k_index = col([max(k, 1) - 1 for k in ks])
-        self.k_rows = None if all(ks) else col([k > 0 for k in ks])
-        ps = [r.top_p if r.do_sample else 1.0 for r in rules]
-        self.p = col(ps, torch.float32) if any(p < 1.0 for p in ps) else None
-
-    def warp(self, logits: Tensor) -> Tensor:
-        if self.temps is not None:
-            logits = logits / self.temps
-        if self.kmax:
-            thresh = torch.topk(logits, self.kmax).values.gather(1, self.k_index)
-            drop = logits < thresh
-            logits = logits.masked_fill(drop if self.k_rows is None else self.k_rows & drop, NEG_INF)
-        if self.p is not None:
-            sorted_logits, sorted_idx = torch.sort(logits, descending=False)
-            cum = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
-            remove_sorted = cum <= (1 - self.p)
-            remove_sorted[..., -1:] = False
-            remove_sorted &= self.p < 1.0
-            logits = logits.masked_fill(remove_sorted.scatter(1, sorted_idx, remove_sorted), NEG_INF)
-        return logits
-
-    def __call__(self, logits: Tensor) -> Tensor:
-        """One token id per row (B,)."""
-        if not self.any_sample:
-            return logits.argmax(dim=-1)
-        probs = self.warp(logits).softmax(dim=-1)
-        q = torch.empty_like(probs)
-        if len(self.gens) == 1:
-            return (probs / q.exponential_(1, generator=self.gens[0])).argmax(dim=-1)
-        for i, on in enumerate(self.sampling):
-            if on:
-                q[i].exponential_(1, generator=self.gens[i])
-            else:
-                q[i] = 1.0
-        return torch.where(self.sample_rows, probs / q, logits).argmax(dim=-1)
-
-
-# --- KV caches -------------------------------------------------------------------------
-
-
-class RowKV:
-    """Per-row KV caches of the talker in one tensor per layer: rows occupy slots 0..B-1
-    (a leaving row's slot is filled by the last row), each with its own length. Grows
-    (doubling) as rows get longer. Passed to HF's decoder layers as their cache."""
-
-    def __init__(self, n_layers: int, heads: int, head_dim: int, dtype, device) -> None:
-        self.n_layers, self.heads, self.head_dim = n_layers, heads, head_dim
-        self.dtype, self.device = dtype, device
-        self.k: list[Any] = [None] * n_layers  # (slots, heads, cap, head_dim) per layer once sized
-        self.v: list[Any] = [None] * n_layers
-        self.slots = 0
-        self.cap = 0
-        self._prefill_slot: int | None = None
-        self._pos: Tensor | None = None
-        self._span = 0
-
-    def reserve(self, slots: int, length: int) -> None:
-        if slots <= self.slots and length <= self.cap:
-            return
-        new_slots = max(slots, self.slots)
-        new_cap = max(self.cap, 64)
-        while new_cap < length:
-            new_cap *= 2
-        for i in range(self.n_layers):
-            for store in (self.k, self.v):
-                t = torch.zeros(new_slots, self.heads, new_cap, self.head_dim, dtype=self.dtype, device=self.device)
-                if store[i] is not None:
-                    t[: self.slots, :, : self.cap] = store[i]
-                store[i] = t
-        self.slots, self.cap = new_slots, new_cap
-
-    def clear(self) -> None:
-        self.k = [None] * self.n_layers
-        self.v = [None] * self.n_layers
-        self.slots = self.cap = 0
-
-    def move(self, src: int, dst: int) -> None:
-        for store in (self.k, self.v):
-            for t in store:
-                t[dst] = t[src]
-
-    def for_prefill(self, slot: int) -> None:
-        """Prompts go to slots ``slot``, ``slot + 1``, ... (one per batch row)."""
-        self._prefill_slot, self._pos = slot, None
-
-    def for_decode(self, pos: Tensor, span: int) -> None:
-        """Rows 0..B-1 write their new token at ``pos[b]``; attention reads ``span`` keys."""
-        self._prefill_slot, self._pos, self._span = None, pos, span
-
-    def update(self, k: Tensor, v: Tensor, layer: int, cache_kwargs: Any = None) -> tuple[Tensor, Tensor]:
-        if self._prefill_slot is not None:
-            s, p, n = self._prefill_slot, k.shape[0], k.shape[2]
-            self.k[layer][s:s + p, :, :n] = k
-            self.v[layer][s:s + p, :, :n] = v
-            return k, v
-        b = k.shape[0]
-        rows = torch.arange(b, device=k.device)
-        self.k[layer][rows, :, self._pos] = k[:, :, 0]
-        self.v[layer][rows, :, self._pos] = v[:, :, 0]
-        return self.k[layer][:b, :, : self._span], self.v[layer][:b, :, : self._span]
-
-
-class StepKV:
-    """The code predictor's cache: every row has the same length (17 at most)."""
-
-    def __init__(self) -> None:
-        self.k: dict[int, Tensor] = {}
-        self.v: dict[int, Tensor] = {}
-
-    def update(self, k: Tensor, v: Tensor, layer: int, cache_kwargs: Any = None) -> tuple[Tensor, Tensor]:
-        if layer in self.k:
-            k = torch.cat([self.k[layer], k], dim=2)
-            v = torch.cat([self.v[layer], v], dim=2)
-        self.k[layer], self.v[layer] = k, v
-        return k, v
 
 
 def _lean(model: Any) -> list:
@@ -329,17 +97,16 @@ class Row:
 class BatchedBackend:
     """Continuous batching over one loaded :class:`Engine` (see module docstring)."""
 
-    def __init__(self, engine: Engine, max_batch: int = 16, quant: str = "",
-                 batch_decode: bool = False, overlap_decode: bool = False, prewarm_frames: int = 0) -> None:
-        """``batch_decode``: decode all due rows' frames in one codec call per step. Faster
-        with many streams, but batched kernels round differently from single ones, so a
-        seeded request's PCM bytes would then depend on what else was running.
+    def __init__(self, engine: Engine, options: BackendOptions = BackendOptions()) -> None:
+        """``options.batch_decode``: decode all due rows' frames in one codec call per step.
+        Faster with many streams, but batched kernels round differently from single ones, so
+        a seeded request's PCM bytes then depend on what else was running (codes do not).
         ``overlap_decode``: run the codec on its own thread, alongside the next step
         (:class:`CodecLane`; CPU only). ``prewarm_frames``: build the codec's kernels for
         the batch shapes of chunks of up to that many frames on an idle-priority thread
         (:mod:`.prewarm`; CPU, batched decode only)."""
         self.engine = engine
-        self.capacity = max(1, int(max_batch))
+        self.capacity = max(1, int(options.max_batch))
         self._cp_rope: list[tuple[Tensor, Tensor]] | None = None
         m = engine.tts.model
         self.model = m
@@ -364,23 +131,44 @@ class BatchedBackend:
         self.code_tables = [self.talker.get_input_embeddings().weight.detach()]
         self.code_tables += [e.weight.detach() for e in self.predictor.get_input_embeddings()]
         self.to_predictor = dense(self.predictor.small_to_mtp_projection)
-        if quant == "int8":
+        if options.quant == "int8":
             self._use_int8()
-        elif quant:
-            raise TTSError("bad_request", f"unknown quantization {quant!r} (supported: int8)")
-        self.lane = CodecLane(overlap_decode and self.device.type == "cpu" and cpu_threads() > 1,
-                              batch_decode)
+        elif options.quant:
+            raise TTSError("bad_request", f"unknown quantization {options.quant!r} (supported: int8)")
+        self.lane = CodecLane(options.overlap_decode and self.device.type == "cpu" and cpu_threads() > 1,
+                              options.batch_decode)
         self.rows: list[Row] = []
         self._leaving: list[tuple[Row, TTSError | None]] = []
         self._newcomers: list[Row] = []   # admitted, prefilled at the next step
         self._suppress_cache: dict[tuple, Tensor] = {}
-        if prewarm_frames > 0 and batch_decode and self.device.type == "cpu":
-            start_prewarm(self, codec_shapes(self.capacity, prewarm_frames), self.lane.threads)
+        self.quant = options.quant if self.device.type == "cpu" else ""
+        self.prewarm: Prewarm | None = None
+        if options.prewarm_frames > 0 and options.batch_decode and self.device.type == "cpu":
+            self.prewarm = Prewarm(self, codec_shapes(self.capacity, options.prewarm_frames), self.lane.threads)
 
     @property
     def active(self) -> int:
         """Rows generating, plus any whose audio work or final report is still pending."""
         return len(self.rows) + len(self._newcomers) + len(self._leaving) + int(self.lane.busy)
+
+    @property
+    def status(self) -> dict[str, Any]:
+        return {"kind": "batched", "capacity": self.capacity, "quant": self.quant or None,
+                "batch_decode": self.lane.batch_decode, "overlap_decode": self.lane.overlaps,
+                "codec_prewarm": self.prewarm.status if self.prewarm else None}
+
+    def warmup(self) -> None:
+        """One 2-frame stream through this backend's own path: builds the kernels the first
+        request would otherwise pay for."""
+        req = warmup_request(self.engine)
+        if req is None:
+            return
+        failed: list[Failed] = []
+        self.admit(Stream(req, sink=lambda ev: failed.append(ev) if isinstance(ev, Failed) else None))
+        while self.active:
+            self.step()
+        if failed:
+            raise failed[0].error
 
     def _use_int8(self) -> None:
         """int8 weights for the talker's and predictor's linears (CPU: memory-bound matrix-
@@ -398,25 +186,26 @@ class BatchedBackend:
 
     # --- admission -------------------------------------------------------------------
 
-    def admit(self, stream: Stream, prompt: Prompt | None = None) -> None:
-        """Build ``stream``'s prompt (``prompt`` if given, e.g. modified settings in tests);
-        it is prefilled at the next step, together with the other newcomers."""
+    def admit(self, stream: Stream) -> None:
+        """Register the stream's voice, build its prompt and pick its codec stream; it is
+        prefilled at the next step, together with the other newcomers."""
         try:
             if stream.cancel.is_set():
                 raise Cancelled()
             self.lane.join()  # the stream may continue a decoder the lane is still using
             with torch.inference_mode():
-                self._admit(stream, prompt)
+                self._admit(stream)
         except BaseException as e:  # noqa: BLE001 - reported to the stream
-            stream.sink("error", internal_error(e))
+            stream.sink(Failed(internal_error(e)))
 
-    def _admit(self, stream: Stream, prompt: Prompt | None = None) -> None:
+    def _admit(self, stream: Stream) -> None:
         if self.engine.tts is None:
             raise TTSError("unavailable", "model not loaded")
+        self.engine.use_voice(stream.voice)
         req = stream.request
-        prompt = prompt or build_prompt(self.engine, req)
-        out = AudioOut(self.engine.start_decoder(stream.decoder, prompt.voice), req,
-                       lambda pcm: stream.sink("audio", pcm), stream.on_codes)
+        prompt = build_prompt(self.engine, req)
+        codec = self.engine.start_decoder(self.engine.continuable(stream.continues), prompt.voice)
+        out = AudioOut(codec, req, lambda pcm: stream.sink(Audio(pcm)), stream.on_codes)
         gen = torch.Generator(device=self.device)
         if req.seed is not None:
             gen.manual_seed(int(req.seed))
@@ -430,7 +219,7 @@ class BatchedBackend:
         rows: list[Row] = []
         for r in self._newcomers:
             if r.stream.cancel.is_set():
-                self._leaving.append((r, self._cancelled(r)))  # never got a slot
+                self._leaving.append((r, Cancelled()))  # never got a slot
             else:
                 rows.append(r)
         self._newcomers = []
@@ -601,12 +390,7 @@ class BatchedBackend:
     def _drop_cancelled(self) -> None:
         for r in list(self.rows):
             if r.stream.cancel.is_set():
-                self._leave(r, self._cancelled(r))
-
-    @staticmethod
-    def _cancelled(row: Row) -> Cancelled:
-        row.out.stats.cancelled = True
-        return Cancelled()
+                self._leave(r, Cancelled())
 
     def _leave(self, row: Row, err: TTSError | None = None) -> None:
         """Row leaves the batch now (the last row moves into its slot); its last flush and
@@ -635,4 +419,4 @@ class BatchedBackend:
         self.lane.drain()
 
 
-__all__ = ["BatchedBackend", "Prompt", "Sampler", "Sampling", "build_prompt"]
+__all__ = ["BatchedBackend"]

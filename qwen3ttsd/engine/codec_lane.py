@@ -11,13 +11,12 @@ from __future__ import annotations
 import functools
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
 
 import torch
 from torch import Tensor
 
 from ..errors import TTSError
-from .backend import Stream, internal_error
+from .backend import Done, Failed, Stream, StreamEvent, internal_error
 from .engine import AudioOut
 from .streaming_decoder import StreamingDecoder
 
@@ -93,7 +92,12 @@ class CodecLane:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="qwen3ttsd-codec", initializer=torch.set_num_threads,
                                             initargs=(self.threads,))
         self._jobs: deque[Future] = deque()
-        self._done: list[tuple[Stream, str, Any]] = []
+        self._done: list[tuple[Stream, StreamEvent]] = []
+
+    @property
+    def overlaps(self) -> bool:
+        """Whether decoding runs on its own thread."""
+        return self._pool is not None
 
     @property
     def busy(self) -> bool:
@@ -135,8 +139,8 @@ class CodecLane:
 
     def _deliver(self) -> None:
         done, self._done = self._done, []
-        for stream, kind, value in done:
-            stream.sink(kind, value)
+        for stream, event in done:
+            stream.sink(event)
 
     def _harvest(self, keep: int, finished_too: bool = False) -> None:
         """Collect jobs from the head until at most ``keep`` are in flight (waiting for
@@ -144,17 +148,17 @@ class CodecLane:
         while self._jobs and (len(self._jobs) > keep or (finished_too and self._jobs[0].done())):
             self._collect(self._jobs.popleft().result())
 
-    def _collect(self, result: tuple[list[tuple[Stream, str, Any]], TTSError | None]) -> None:
+    def _collect(self, result: tuple[list[tuple[Stream, StreamEvent]], TTSError | None]) -> None:
         reports, err = result
         self._done += reports
         if err is not None:
             raise err
 
     def _run(self, frames: list[tuple[AudioOut, Tensor]], leaving: list[Leaving],
-             ) -> tuple[list[tuple[Stream, str, Any]], TTSError | None]:
+             ) -> tuple[list[tuple[Stream, StreamEvent]], TTSError | None]:
         """The job: (reports of the leaving streams, the failure that ends the others)."""
         failed: TTSError | None = None
-        reports: list[tuple[Stream, str, Any]] = []
+        reports: list[tuple[Stream, StreamEvent]] = []
         with torch.inference_mode():
             try:
                 due = [out for out, frame in frames if out.add(frame.unsqueeze(0))]
@@ -173,7 +177,7 @@ class CodecLane:
                 except BaseException as e:  # noqa: BLE001
                     err = internal_error(e)
                 out.finish()
-                reports.append((stream, "done", out.stats) if err is None else (stream, "error", err))
+                reports.append((stream, Done(out.stats, out.decoder) if err is None else Failed(err)))
         return reports, failed
 
 

@@ -1,11 +1,10 @@
-"""The synthesis engine: one loaded Qwen3-TTS model, streamed frame by frame.
+"""One loaded Qwen3-TTS model and what every backend shares: request validation (the
+exact ``generate`` kwargs qwen-tts would build), clone-voice prompts, codec streams, and
+:class:`AudioOut`, which turns a stream's frames into PCM chunks.
 
-Data flow for one request: text -> talker generation (frames tapped as generated) ->
-exact streaming codec decode -> float32 PCM chunks handed to ``on_audio``. The first
-chunk leaves after ``first_chunk_frames`` frames (1 by default: ~80 ms of audio), later
-ones every ``chunk_frames``. Everything torch happens on the calling thread; the daemon
-calls from one GPU worker thread, so generations are serialised per model (the frame tap
-and qwen-tts's own rope state live on the shared talker).
+The first chunk leaves after ``first_chunk_frames`` frames (1 by default: ~80 ms of
+audio), later ones every ``chunk_frames``, each decoded by the exact streaming decoder.
+How frames are generated is a backend's business (:mod:`.batched`, :mod:`.sequential`).
 """
 
 from __future__ import annotations
@@ -21,9 +20,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..errors import Cancelled, TTSError
+from ..errors import TTSError
 from ..formats import MODEL_RATE as SAMPLE_RATE
-from .frame_tap import frame_tap
+from .backend import VoiceSource
 from .loader import LoadOptions, load_model
 from .request import SynthesisRequest, SynthesisStats
 from .streaming_decoder import StreamingDecoder
@@ -109,6 +108,19 @@ def frame_budget(text: str, language: str = "auto") -> int:
     return max(8, min(int(seconds * FRAME_RATE), 8000))
 
 
+def warmup_request(engine: "Engine") -> SynthesisRequest | None:
+    """A 2-frame request that runs every kernel a first request needs (None for a Base
+    model: it has no voice before a clone is registered)."""
+    req = SynthesisRequest(text="Hi.", language="auto", max_frames=2, seed=0)
+    if engine.model_type == "custom_voice":
+        req.speaker = engine.speakers[0]
+    elif engine.model_type == "voice_design":
+        req.instruct = "neutral"
+    else:
+        return None
+    return req
+
+
 class Engine:
     """Owns one model. Thread-safe: generations are serialised by an internal lock."""
 
@@ -117,39 +129,32 @@ class Engine:
         self.model_dir = model_dir
         self.options = options
         self.tts: Any = None
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()
         self._voices: OrderedDict[str, VoicePrompt] = OrderedDict()
         self._voice_cache_size = voice_cache_size
         self.cache_hits = 0
         self.cache_misses = 0
-        self.codec_prewarm: dict | None = None  # engine/prewarm.py: {"built", "shapes", "done", "seconds"}
 
     # --- lifecycle ---------------------------------------------------------------------
 
-    def load(self, warmup: bool = True) -> None:
+    def load(self) -> None:
         self.tts = load_model(self.model_dir, self.options)
-        if warmup:
-            self._warmup()
+        if self.model_type == "base":
+            self._warm_speaker_encoder()
 
-    def _warmup(self) -> None:
-        """First calls compile kernels (and numba for the speaker encoder): pay it at load."""
-        req = SynthesisRequest(text="Hi.", language="auto", max_frames=2, seed=0)
-        if self.model_type == "custom_voice":
-            req.speaker = self.speakers[0]
-        elif self.model_type == "voice_design":
-            req.instruct = "neutral"
-        else:
-            sr = SAMPLE_RATE
-            t = np.arange(sr) / sr
-            wav = (0.2 * np.sin(2 * np.pi * 180 * t)).astype(np.float32)
-            self.tts.create_voice_clone_prompt(ref_audio=(wav, sr), x_vector_only_mode=True)
-            return
-        self.synthesize(req, lambda _pcm: None)
+    def _warm_speaker_encoder(self) -> None:
+        """A clone prompt's first build compiles numba/kernels for the speaker encoder:
+        paid at load, not on the first clone request. (Generation kernels are warmed by
+        the backend, which runs its own path: :func:`warmup_request`.)"""
+        sr = SAMPLE_RATE
+        t = np.arange(sr) / sr
+        wav = (0.2 * np.sin(2 * np.pi * 180 * t)).astype(np.float32)
+        self.tts.create_voice_clone_prompt(ref_audio=(wav, sr), x_vector_only_mode=True)
 
     @property
     def info(self) -> dict:
         return dict(getattr(self.tts, "load_info", {}), model_type=self.model_type,
-                    size=self.tts.model.tts_model_size if self.tts else None, codec_prewarm=self.codec_prewarm)
+                    size=self.tts.model.tts_model_size if self.tts else None)
 
     @property
     def model_type(self) -> str:
@@ -178,7 +183,7 @@ class Engine:
         if self.model_type != "base":
             raise TTSError("unsupported", f"voice cloning needs a Base model, loaded model is {self.model_type}")
         key = self.voice_key(voice_id, wav, ref_text)
-        with self._lock:
+        with self.lock:
             cached = self._voices.get(voice_id)
             if cached is not None and cached.key == key:
                 self.cache_hits += 1
@@ -203,7 +208,7 @@ class Engine:
             return prompt
 
     def drop_voice(self, voice_id: str) -> None:
-        with self._lock:
+        with self.lock:
             self._voices.pop(voice_id, None)
 
     @property
@@ -213,7 +218,7 @@ class Engine:
 
     def clear_prompts(self) -> int:
         """Forget every cached clone prompt (rebuilt on next use); returns how many."""
-        with self._lock:
+        with self.lock:
             n = len(self._voices)
             self._voices.clear()
         return n
@@ -227,62 +232,19 @@ class Engine:
         """Whether ``decoder`` streams this model's codec (a call may continue it)."""
         return decoder.decoder is self._codec_decoder
 
+    def continuable(self, codec: StreamingDecoder | None) -> StreamingDecoder:
+        """The codec stream a call's next segment runs on: the call's previous one when it
+        belongs to this model (seamless join), else a fresh one."""
+        return codec if codec is not None and self.owns_decoder(codec) else self.new_decoder()
+
+    def use_voice(self, voice: VoiceSource | None) -> None:
+        """Register a stream's clone voice (a no-op when cached with the same audio)."""
+        if voice is not None:
+            self.add_voice(voice.name, voice.wav, SAMPLE_RATE, voice.ref_text)
+
     @property
     def _codec_decoder(self):
         return self.tts.model.speech_tokenizer.model.decoder
-
-    def synthesize(self, req: SynthesisRequest, on_audio: Callable[[np.ndarray], None],
-                   cancel: threading.Event | None = None,
-                   on_codes: Callable[[Any], None] | None = None,
-                   decoder: StreamingDecoder | None = None) -> SynthesisStats:
-        """Generate ``req`` and call ``on_audio(float32 mono 24 kHz chunk)`` as audio exists.
-
-        Raises TTSError('bad_request', ...) for invalid input before any audio, and
-        Cancelled when ``cancel`` is set (generation stops within one frame).
-        ``on_codes`` (diagnostics, benchmarks) sees each decoded chunk's (T, 16) codes.
-        Pass the previous segment's ``decoder`` to continue one utterance across several
-        generations: the codec state carries over, so segment joins are sample-continuous.
-        """
-        if self.tts is None:
-            raise TTSError("unavailable", "model not loaded")
-        kwargs, prompt = self._prepare(req)
-        import torch
-
-        out = AudioOut(self.start_decoder(decoder, prompt), req, on_audio, on_codes)
-        stats = out.stats
-        eos = self.tts.model.config.talker_config.codec_eos_token_id
-
-        def on_frame(codes) -> None:
-            frame = codes[0:1]
-            if int(frame[0, 0]) == eos:
-                return
-            if out.add(frame):
-                out.flush()
-            if cancel is not None and cancel.is_set():
-                raise Cancelled()
-
-        with self._lock:
-            if req.seed is not None:
-                torch.manual_seed(int(req.seed))
-            else:
-                torch.seed()
-            try:
-                with frame_tap(self.tts.model.talker, on_frame, cancel), torch.inference_mode():
-                    self.tts.model.generate(**kwargs)
-                out.flush()
-            except Cancelled:
-                stats.cancelled = True
-                out.finish()
-                raise
-            except TTSError:
-                raise
-            except Exception as e:
-                # A client callback that raises is the client's problem, but it must never
-                # leave the model in a bad state: the tap is removed by the context manager.
-                raise TTSError("internal", f"generation failed: {type(e).__name__}: {e}") from e
-        stats.hit_frame_cap = stats.frames >= kwargs["max_new_tokens"] - 1
-        out.finish()
-        return stats
 
     def start_decoder(self, decoder: StreamingDecoder | None, prompt: VoicePrompt | None) -> StreamingDecoder:
         """The codec stream a generation continues: the caller's (a session's previous
@@ -293,7 +255,7 @@ class Engine:
             decoder.set_state(prompt.decoder_state)  # ICL clone: continue from the reference
         return decoder
 
-    def _prepare(self, req: SynthesisRequest) -> tuple[dict, VoicePrompt | None]:
+    def prepare(self, req: SynthesisRequest) -> tuple[dict, VoicePrompt | None]:
         """Validate and build the exact ``model.generate`` kwargs the qwen-tts wrapper would
         (so outputs match it bit for bit), minus the final one-shot decode."""
         tts = self.tts

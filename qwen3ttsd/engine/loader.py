@@ -73,16 +73,14 @@ def import_qwen_tts() -> Any:
 
 @dataclass(frozen=True)
 class LoadOptions:
+    """How a checkpoint is loaded (how it is then run: :class:`.backend.BackendOptions`)."""
+
     device: str = "auto"        # auto | cpu | cuda | cuda:N
     dtype: str = "auto"         # auto | bfloat16 | float16 | float32
-    attn: str = "auto"          # auto | flash_attention_2 | sdpa | eager
-    compile: bool = False       # torch.compile the talker's decoder stack (CUDA only)
-    quant: str = ""             # "" | int8: batched engine's linears in int8 (CPU only)
-    batch_decode: bool = False  # batched engine: one codec call for all streams per step
-    overlap_decode: bool = False  # batched engine on CPU: codec on its own thread (CodecLane)
+    attn: str = "auto"          # auto | flash_attention_2 | sdpa | eager: qwen-tts's modules, i.e. the
+                                # sequential engine (the batched engine always uses SDPA)
+    compile: bool = False       # torch.compile the talker's decoder stack (CUDA, sequential engine)
     threads: int = 0            # torch CPU threads (0: torch's default, one per core)
-    prewarm_frames: int = 0     # batched engine on CPU: build the codec's kernels for chunks
-                                # of 1..N frames at every batch size at load (engine/prewarm.py)
 
 
 def resolve(opts: LoadOptions) -> tuple[str, Any, str]:

@@ -12,8 +12,8 @@ batches up to ``max_batch``, chunks of 1..``chunk_frames`` frames), so right aft
 loads a thread decodes silence at each of them, smallest first, whenever no stream is in
 flight, at the lowest CPU priority: tiny model ~1 s, 0.6B ~20 s of idle time on the dev
 box (+1.2 GB peak at batch 16). A stream that arrives meanwhile shares the CPU with at
-most one shape's decode. The thread holds the model only weakly and stops when it is
-unloaded; afterwards the freed buffers go back to the OS (``malloc_trim``).
+most one shape's decode. The thread holds the backend (and so the model) only weakly and stops
+when it is unloaded; afterwards the freed buffers go back to the OS (``malloc_trim``).
 """
 
 from __future__ import annotations
@@ -43,36 +43,41 @@ def codec_shapes(max_batch: int, max_frames: int) -> list[tuple[int, int]]:
     return [(b, n) for b in sizes for n in range(1, max_frames + 1)]
 
 
-def start_prewarm(backend: Any, shapes: list[tuple[int, int]], threads: int) -> threading.Thread:
-    """Decode silence at each of ``shapes`` while ``backend`` (a :class:`.batched.BatchedBackend`)
-    is idle, on a low-priority thread with ``threads`` torch threads (oneDNN keys its kernels
-    by thread count too: the count of the thread that decodes). Progress shows in the
-    engine's ``codec_prewarm`` (the daemon's status)."""
-    backend.engine.codec_prewarm = {"built": 0, "shapes": len(shapes), "done": False, "seconds": 0.0}
-    thread = threading.Thread(target=_prewarm, args=(weakref.ref(backend), shapes, threads),
-                              name="qwen3ttsd-prewarm", daemon=True)
-    thread.start()
-    return thread
+class Prewarm:
+    """A backend's prewarm: started with the backend, progress in :attr:`status`
+    (admin.status shows it), over when the backend is gone."""
 
+    def __init__(self, backend: Any, shapes: list[tuple[int, int]], threads: int) -> None:
+        """Decode silence at each of ``shapes`` while ``backend`` (a
+        :class:`.batched.BatchedBackend`) is idle, on a low-priority thread with ``threads``
+        torch threads (oneDNN keys its kernels by thread count too: the count of the
+        thread that decodes)."""
+        self.status: dict[str, Any] = {"built": 0, "shapes": len(shapes), "done": False, "seconds": 0.0}
+        self.thread = threading.Thread(target=self._run, args=(weakref.ref(backend), shapes, threads),
+                                       name="qwen3ttsd-prewarm", daemon=True)
+        self.thread.start()
 
-def _prewarm(backend_ref: weakref.ref, shapes: list[tuple[int, int]], threads: int) -> None:
-    _lowest_priority()
-    torch.set_num_threads(threads)
-    t0 = time.monotonic()
-    built = 0
-    try:
-        with torch.inference_mode():
-            for batch, frames in shapes:
-                if not _decode_silence(backend_ref, batch, frames):
-                    return  # the model was unloaded
-                built += 1
-                _report(backend_ref, built=built, seconds=round(time.monotonic() - t0, 2))
-    except Exception:  # an optimisation: never worth a crash
-        log.exception("codec prewarm failed")
-    finally:
-        _trim_heap()
-        _report(backend_ref, done=True)
-        log.info("codec kernels built for %d of %d shapes in %.1f s", built, len(shapes), time.monotonic() - t0)
+    def _report(self, **progress: Any) -> None:
+        self.status = dict(self.status, **progress)
+
+    def _run(self, backend_ref: weakref.ref, shapes: list[tuple[int, int]], threads: int) -> None:
+        _lowest_priority()
+        torch.set_num_threads(threads)
+        t0 = time.monotonic()
+        built = 0
+        try:
+            with torch.inference_mode():
+                for batch, frames in shapes:
+                    if not _decode_silence(backend_ref, batch, frames):
+                        return  # the model was unloaded
+                    built += 1
+                    self._report(built=built, seconds=round(time.monotonic() - t0, 2))
+        except Exception:  # an optimisation: never worth a crash
+            log.exception("codec prewarm failed")
+        finally:
+            _trim_heap()
+            self._report(done=True)
+            log.info("codec kernels built for %d of %d shapes in %.1f s", built, len(shapes), time.monotonic() - t0)
 
 
 def _decode_silence(backend_ref: weakref.ref, batch: int, frames: int) -> bool:
@@ -103,12 +108,6 @@ def _idle_engine(backend_ref: weakref.ref) -> Any:
         time.sleep(IDLE_POLL_S)
 
 
-def _report(backend_ref: weakref.ref, **progress: Any) -> None:
-    backend = backend_ref()
-    if backend is not None:
-        backend.engine.codec_prewarm = dict(backend.engine.codec_prewarm, **progress)
-
-
 def _lowest_priority() -> None:
     """Nice 19 for this thread (and the OpenMP workers it starts): Linux schedules threads."""
     try:
@@ -126,4 +125,4 @@ def _trim_heap() -> None:
         pass
 
 
-__all__ = ["codec_shapes", "start_prewarm"]
+__all__ = ["Prewarm", "codec_shapes"]

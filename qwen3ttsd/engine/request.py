@@ -34,4 +34,3 @@ class SynthesisStats:
     first_audio_s: float | None = None
     total_s: float = 0.0
     hit_frame_cap: bool = False
-    cancelled: bool = False
