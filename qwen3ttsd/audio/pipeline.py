@@ -231,6 +231,13 @@ class AudioPipeline:
             tail = self._stages(np.zeros(0, np.float32), True)
             return self.encoder.encode(tail) + self.encoder.finish()
 
+    def final_header(self) -> bytes:
+        """After ``finish``: bytes to write over the start of the complete output, for a
+        consumer that keeps it as a file (mp3: LAME's Info frame with the frame count
+        and end padding, which a stream cannot carry); b"" for formats without one."""
+        with self._lock:
+            return self.encoder.final_header()
+
     def close(self) -> None:
         with self._lock:
             self.encoder.close()
