@@ -147,7 +147,9 @@ class _StreamSink:
 
     ``skip_first`` drops the first write: for MP3 that is LAME's Xing/info frame, a
     placeholder libsndfile fills in at close - never filled in a stream, so it must not be
-    sent at all (decoders would read the zeros as a corrupt frame).
+    sent at all (decoders would read the zeros as a corrupt frame); ``Mp3Encoder`` sends
+    an Info frame of its own instead. The fill-in, a rewrite at offset 0, is kept in
+    ``rewritten_start`` (the complete file's header).
     """
 
     def __init__(self, skip_first: bool = False) -> None:
