@@ -9,8 +9,14 @@ Every encoder's concatenated output is a valid file/stream of its format:
 * ``mp3``, ``opus`` (Ogg): libsndfile through a write-only virtual file - bytes are
   emitted as libsndfile writes them; the header patches it attempts at close (total
   length) are dropped, which leaves valid "length unknown" streams. MP3 is constant
-  bitrate: a stream has no Xing/Info header (it is written at the end), and readers that
-  lack one estimate the length from the first frame's bitrate - exact only for CBR;
+  bitrate. LAME delays the audio by 1105 samples (576 encoder + 529 decoder delay) and
+  pads the last frame; decoders trim both only when a LAME "Info" frame says so, which
+  LAME writes at close, over the first frame - too late for a stream. So a stream starts
+  with an Info frame of our own carrying the (constant) delay: decoders that honour it
+  (ffmpeg, hence Chromium and PyAV) start on the first real sample. Frame count and end
+  padding are known only at the end: ``final_header()`` is then LAME's own Info frame, the
+  same size, for a consumer that keeps the stream as a file to write over its start
+  (libsndfile/mpg123 apply the delay only with a frame count);
 * ``flac``: readers (libsndfile among them) trust STREAMINFO's total sample count, which
   is only known at the end, so FLAC is sent complete, with exact headers, at ``finish``;
 * ``aac`` (ADTS): libsndfile has no AAC encoder, so an ffmpeg subprocess does it, fed
@@ -19,6 +25,7 @@ Every encoder's concatenated output is a valid file/stream of its format:
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import shutil
@@ -99,6 +106,11 @@ class Encoder:
     def finish(self) -> bytes:
         return b""
 
+    def final_header(self) -> bytes:
+        """After ``finish``: what to write over the start of the complete output when it
+        is kept as a file (a header a stream could not carry); b"" if nothing."""
+        return b""
+
     def close(self) -> None:
         """Release resources without producing output (cancelled streams)."""
 
@@ -135,7 +147,9 @@ class _StreamSink:
 
     ``skip_first`` drops the first write: for MP3 that is LAME's Xing/info frame, a
     placeholder libsndfile fills in at close - never filled in a stream, so it must not be
-    sent at all (decoders would read the zeros as a corrupt frame).
+    sent at all (decoders would read the zeros as a corrupt frame); ``Mp3Encoder`` sends
+    an Info frame of its own instead. The fill-in, a rewrite at offset 0, is kept in
+    ``rewritten_start`` (the complete file's header).
     """
 
     def __init__(self, skip_first: bool = False) -> None:
@@ -143,6 +157,7 @@ class _StreamSink:
         self.end = 0
         self.out = bytearray()
         self.skip_first = skip_first
+        self.rewritten_start = b""   # the last rewrite at offset 0 (MP3: LAME's final Info frame)
 
     def write(self, data) -> int:
         data = bytes(data)
@@ -154,6 +169,8 @@ class _StreamSink:
         if self.pos == self.end:
             self.out += data
             self.end += len(data)
+        elif self.pos == 0 and len(data) <= self.end:
+            self.rewritten_start = data
         elif self.pos + len(data) > self.end:  # overlapping rewrite that extends the end
             tail = data[self.end - self.pos:]
             self.out += tail
@@ -196,6 +213,72 @@ def mp3_cbr_level(sample_rate: int) -> float:
     return 0.6 if sample_rate <= _MPEG2_MAX_RATE else 0.8
 
 
+# --- MP3 gapless info (Xing/LAME "Info" frame) ------------------------------------------------
+
+_XING_FLAGS_ALL = 0x0F          # frames, bytes, TOC, quality: LAME's layout
+_XING_BYTES = 0x02
+_UNKNOWN_SIZE = 0xFFFFFFFF      # "still growing": ffmpeg then skips the Info frame, not decodes it
+_LAME_TAG_CRC_AT = 34           # LAME tag: delay/padding at +21, music length +28, music CRC +32
+_BITRATES = {1: (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320),
+             2: (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160)}
+_RATES = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000), 0: (11025, 12000, 8000)}
+
+
+def crc16(data: bytes) -> int:
+    """CRC-16/ARC, the LAME tag's checksum."""
+    crc = 0
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+    return crc
+
+
+def mp3_frame_size(header: bytes) -> int:
+    """Bytes in the MPEG-1/2/2.5 layer III frame that starts with ``header``."""
+    h = struct.unpack(">I", header[:4])[0]
+    version, bitrate_i, rate_i, pad = (h >> 19) & 3, (h >> 12) & 15, (h >> 10) & 3, (h >> 9) & 1
+    kbps = _BITRATES[1 if version == 3 else 2][bitrate_i]
+    return (144_000 if version == 3 else 72_000) * kbps // _RATES[version][rate_i] + pad
+
+
+def _info_offset(frame: bytes) -> int:
+    """Where the Xing/Info tag starts: after the header and the side information."""
+    h = struct.unpack(">I", frame[:4])[0]
+    mpeg1, mono, crc = ((h >> 19) & 3) == 3, ((h >> 6) & 3) == 3, not (h >> 16) & 1
+    return 4 + 2 * crc + ((17 if mono else 32) if mpeg1 else (9 if mono else 17))
+
+
+@functools.lru_cache(maxsize=16)
+def _lame_info_template(sample_rate: int, level: float) -> bytes:
+    """LAME's Info frame for this rate and bitrate, from a tiny throwaway encode."""
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    with sf.SoundFile(buf, "w", samplerate=sample_rate, channels=1, format="MP3", subtype="MPEG_LAYER_III",
+                      bitrate_mode="CONSTANT", compression_level=level) as f:
+        f.write(np.zeros(sample_rate // 10, np.float32))
+    data = buf.getvalue()
+    return data[: mp3_frame_size(data)]
+
+
+def streaming_info_frame(template: bytes) -> bytes:
+    """An Info frame for a stream of unknown length: LAME's, with the encoder delay kept,
+    frame count, seek table and end padding left out (unknown yet), size "unknown"."""
+    at = _info_offset(template)
+    if template[at:at + 4] not in (b"Info", b"Xing") or struct.unpack(">I", template[at + 4:at + 8])[0] != \
+            _XING_FLAGS_ALL:
+        raise AudioFormatError("unexpected LAME Info frame layout")
+    lame_at = at + 8 + 4 + 4 + 100 + 4
+    lame = bytearray(template[lame_at:lame_at + _LAME_TAG_CRC_AT])
+    delay = int.from_bytes(lame[21:24], "big") >> 12
+    lame[21:24] = (delay << 12).to_bytes(3, "big")   # padding: unknown until the end
+    lame[28:34] = bytes(6)                            # music length and CRC: unknown too
+    frame = bytearray(template[:at]) + b"Info" + struct.pack(">II", _XING_BYTES, _UNKNOWN_SIZE) + lame
+    frame += crc16(bytes(frame)).to_bytes(2, "big")
+    return bytes(frame + bytes(len(template) - len(frame)))
+
+
 class SndfileEncoder(Encoder):
     _SPEC = {"flac": ("FLAC", "PCM_16"), "mp3": ("MP3", "MPEG_LAYER_III"), "opus": ("OGG", "OPUS")}
 
@@ -226,6 +309,34 @@ class SndfileEncoder(Encoder):
         if isinstance(self._sink, _WholeFileSink):
             self._sink.closed_by_encoder = True
         return self._sink.take()
+
+
+class Mp3Encoder(SndfileEncoder):
+    """CBR MP3 whose stream starts with an Info frame giving LAME's delay (module doc)."""
+
+    def __init__(self, fmt: str, sample_rate: int) -> None:
+        super().__init__(fmt, sample_rate)
+        try:
+            self._info = streaming_info_frame(_lame_info_template(sample_rate, mp3_cbr_level(sample_rate)))
+        except Exception:  # noqa: BLE001 - another LAME build's layout: plain frames, as before
+            self._info = b""
+        self._final = b""
+
+    def header(self) -> bytes:
+        return self._info + super().header()
+
+    def finish(self) -> bytes:
+        out = super().finish()
+        assert isinstance(self._sink, _StreamSink)  # MP3 always streams
+        final = self._sink.rewritten_start
+        if len(final) == len(self._info):
+            at = _info_offset(final)
+            if final[at:at + 4] in (b"Info", b"Xing"):
+                self._final = final
+        return out
+
+    def final_header(self) -> bytes:
+        return self._final
 
     def close(self) -> None:
         try:
@@ -312,4 +423,6 @@ def make_encoder(fmt: str, sample_rate: int) -> Encoder:
         return WavEncoder(fmt, sample_rate)
     if fmt == "aac":
         return FfmpegEncoder(fmt, sample_rate)
+    if fmt == "mp3":
+        return Mp3Encoder(fmt, sample_rate)
     return SndfileEncoder(fmt, sample_rate)

@@ -9,8 +9,15 @@ use. Only raw bytes are accepted: never a path or URL (qwen-tts would fetch a UR
 Uploads are hostile until proven otherwise. ffmpeg happily opens HLS playlists and concat
 lists and fetches what they name (http, file): it gets the bytes on a pipe with only the
 ``pipe`` protocol allowed and only audio demuxers whitelisted, so an upload can never make
-the daemon reach the network or the disk. Decoding stops at ``MAX_DECODE_SECONDS`` of
-audio, so a tiny file cannot expand into gigabytes of samples.
+the daemon reach the network or the disk.
+
+A tiny file can claim to hold gigabytes of samples (a 189 KB FLAC of 8 channels x 192 kHz
+x 120 s of zeros is ~740 MB of float32). So memory is bounded by the *output*, never by
+what the file claims: the header is read first and absurd channel counts or rates are
+refused; libsndfile then decodes in blocks of ``DECODE_BLOCK_SAMPLES`` samples, each
+downmixed and fed to a streaming resampler at once, so peak memory is the mono 24 kHz
+result (<= ``MAX_DECODE_SECONDS``) plus one block; ffmpeg is asked for mono 24 kHz with a
+duration cap, which it produces streaming too. Decoding stops at ``MAX_DECODE_SECONDS``.
 """
 
 from __future__ import annotations
@@ -33,23 +40,59 @@ MAX_DECODE_SECONDS = 120.0          # decoded before trimming; longer uploads ar
 FFMPEG_TIMEOUT_S = 30.0
 # Demuxers an audio upload may need; never hls, concat, image2, lavfi, ... (they open URLs/files).
 AUDIO_DEMUXERS = "wav,w64,mp3,flac,ogg,mov,matroska,aac,aiff,caf,amr,au"
+MAX_CHANNELS = 8                    # FLAC's and 7.1's maximum; more is not a voice recording
+RATE_LIMITS = (1000, 384_000)       # Hz an upload may declare
+DECODE_BLOCK_SAMPLES = 1 << 18      # samples (all channels) decoded at a time: 1 MiB of float32
 
 
 class ReferenceAudioError(AudioFormatError):
     """The upload cannot be used as a voice reference (message says why)."""
 
 
-def _decode(data: bytes) -> tuple[np.ndarray, int]:
+def _decode(data: bytes) -> np.ndarray:
+    """Any upload -> float32 mono at TARGET_RATE, at most MAX_DECODE_SECONDS of it."""
     import soundfile as sf
 
     try:
         with sf.SoundFile(io.BytesIO(data)) as f:
-            sr = int(f.samplerate)
-            wav = f.read(frames=int(MAX_DECODE_SECONDS * sr), dtype="float32", always_2d=True)
-        return wav, sr
-    except Exception:  # noqa: BLE001 - fall through to ffmpeg
+            return _decode_blocks(f)
+    except ReferenceAudioError:
+        raise
+    except Exception:  # noqa: BLE001 - not for libsndfile (or broken for it): try ffmpeg
         pass
-    return _decode_with_ffmpeg(data), TARGET_RATE
+    return _decode_with_ffmpeg(data)
+
+
+def _decode_blocks(f) -> np.ndarray:
+    """Block-wise decode, downmix and resample: memory ~ the mono output plus one block.
+
+    Bit-identical to decoding the whole file, averaging its channels and resampling in one
+    shot (soxr's stream API gives the one-shot result whatever the chunking)."""
+    sr, channels = int(f.samplerate), int(f.channels)
+    if not 1 <= channels <= MAX_CHANNELS:
+        raise ReferenceAudioError(f"the audio has {channels} channels; at most {MAX_CHANNELS} are accepted")
+    if not RATE_LIMITS[0] <= sr <= RATE_LIMITS[1]:
+        raise ReferenceAudioError(f"the audio's sample rate {sr} Hz is outside {RATE_LIMITS[0]}..{RATE_LIMITS[1]}")
+    rs = None
+    if sr != TARGET_RATE:
+        import soxr
+
+        rs = soxr.ResampleStream(sr, TARGET_RATE, 1, dtype="float32", quality="HQ")
+    left = int(MAX_DECODE_SECONDS * sr)
+    block = max(1, DECODE_BLOCK_SAMPLES // channels)
+    parts: list[np.ndarray] = []
+    while left > 0:
+        wav = f.read(frames=min(block, left), dtype="float32", always_2d=True)
+        if len(wav) == 0:
+            break
+        left -= len(wav)
+        if not np.all(np.isfinite(wav)):
+            raise ReferenceAudioError("the audio contains invalid samples")
+        mono = wav.mean(axis=1).astype(np.float32)
+        parts.append(mono if rs is None else rs.resample_chunk(mono))
+    if rs is not None:
+        parts.append(rs.resample_chunk(np.zeros(0, np.float32), last=True))
+    return np.concatenate(parts).astype(np.float32, copy=False) if parts else np.zeros(0, np.float32)
 
 
 def _decode_with_ffmpeg(data: bytes) -> np.ndarray:
@@ -68,7 +111,7 @@ def _decode_with_ffmpeg(data: bytes) -> np.ndarray:
         raise ReferenceAudioError("the upload took too long to decode") from None
     if r.returncode != 0 or not r.stdout:
         raise ReferenceAudioError("the upload is not a readable audio file")
-    return np.frombuffer(r.stdout[: len(r.stdout) // 4 * 4], dtype="<f4").reshape(-1, 1).copy()
+    return np.frombuffer(r.stdout[: len(r.stdout) // 4 * 4], dtype="<f4").astype(np.float32)
 
 
 def _frame_db(x: np.ndarray, hop: int) -> np.ndarray:
@@ -76,7 +119,7 @@ def _frame_db(x: np.ndarray, hop: int) -> np.ndarray:
     if n == 0:
         return np.full(1, -120.0)
     f = x[: n * hop].reshape(n, hop)
-    rms = np.sqrt(np.mean(f.astype(np.float64) ** 2, axis=1) + 1e-20)
+    rms = np.sqrt(np.mean(np.square(f, dtype=np.float64), axis=1) + 1e-20)
     return 20 * np.log10(rms)
 
 
@@ -97,16 +140,16 @@ def _process(data: bytes, max_seconds: float) -> np.ndarray:
     data = bytes(data)
     if len(data) < 44:
         raise ReferenceAudioError("the upload is too small to be audio")
-    wav, sr = _decode(data)
-    if wav.size == 0 or sr <= 0:
+    mono = _decode(data)
+    if mono.size == 0:
         raise ReferenceAudioError("the audio is empty")
-    if not np.all(np.isfinite(wav)):
+    if not np.all(np.isfinite(mono)):
         raise ReferenceAudioError("the audio contains invalid samples")
-    mono = wav.mean(axis=1).astype(np.float32)
-    if sr != TARGET_RATE:
-        import soxr
+    return _clean(mono, max_seconds)
 
-        mono = soxr.resample(mono, sr, TARGET_RATE, quality="HQ").astype(np.float32)
+
+def _clean(mono: np.ndarray, max_seconds: float) -> np.ndarray:
+    """Mono TARGET_RATE audio -> trimmed, clipped to ``max_seconds`` at a pause, normalised."""
     hop = TARGET_RATE // 100  # 10 ms
     db = _frame_db(mono, hop)
     loud = np.nonzero(db > SILENCE_DBFS)[0]

@@ -5,10 +5,14 @@ change, with SSML pauses, per-segment prosody rates and any resampling. The mode
 count per segment is exact; the output time is that count divided by the speed in effect,
 plus the pauses, which are inserted as exact silence after the time-stretch stage. This
 object also makes those audio-path changes at each segment boundary, so the timings and
-the audio come from one place.
+the audio come from one place: at each segment's end the audio path is flushed to the
+exact output sample of that end (``segment_done``), so a caption is sent after all of
+its audio and the timings never drift from the delivered samples.
 """
 
 from __future__ import annotations
+
+import math
 
 from ..audio.pipeline import MODEL_RATE, SPEED_RANGE, AudioPipeline
 from ..text import Segment
@@ -31,14 +35,23 @@ class Timeline:
         """Before the first audio: the first segment's speed and leading pause."""
         return self._enter(0)
 
-    def segment_end(self, index: int, samples: int) -> tuple[dict, bytes]:
-        """Segment ``index`` produced ``samples`` model samples: its caption, then the
-        audio-path change (pause, speed) for the next segment."""
+    def segment_done(self, index: int, samples: int) -> tuple[bytes, dict, bytes]:
+        """Segment ``index`` produced ``samples`` model samples: (the rest of its audio, its
+        caption, the audio-path change for the next segment). Send them in that order: the
+        first part flushes the time-stretch and resampler, so once it is sent the output
+        holds the whole segment, exactly up to the caption's end."""
         start = self.t
         self.t += samples / MODEL_RATE / self.speeds[index]
+        tail = self.pipeline.flush(self._sample_at(self.t))
         caption = {"index": index, "text": self.segments[index].caption,
                    "start": round(start, 3), "end": round(self.t, 3)}
-        return caption, self._enter(index + 1)
+        return tail, caption, self._enter(index + 1)
+
+    def segment_end(self, index: int, samples: int) -> tuple[dict, bytes]:
+        """Older form of ``segment_done``: (caption, audio). The audio holds the segment's
+        last milliseconds, so a caller that sends the caption first sends it early."""
+        tail, caption, after = self.segment_done(index, samples)
+        return caption, tail + after
 
     def finish(self) -> bytes:
         return self._pause(self.trailing_pause_s)
@@ -53,4 +66,9 @@ class Timeline:
         if seconds <= 0:
             return b""
         self.t += seconds
-        return self.pipeline.silence(seconds)
+        return self.pipeline.silence(seconds, until=self._sample_at(self.t))
+
+    def _sample_at(self, t: float) -> int:
+        """Output sample index of time ``t``: rounded up, so a caption's end is never
+        ahead of the audio sent before it."""
+        return math.ceil(t * self.pipeline.sample_rate - 1e-6)
