@@ -106,14 +106,3 @@ def test_stretch_starts_and_ends_with_the_input(speed):
     edge = int(0.015 * MODEL_RATE)
     assert np.sqrt(np.mean(y[-edge:].astype(np.float64) ** 2)) > 0.8 * AMP / np.sqrt(2)
     assert longest_zero_run(y) == 0
-
-
-def test_old_segment_end_call_still_works():
-    segs = [s for s, _, _ in SEGMENTS]
-    pipeline = AudioPipeline("f32", 16000, 0.5)
-    timeline = Timeline(segs, 0.5, 0.0, pipeline)
-    timeline.start()
-    pipeline.feed(tone(SEGMENTS[0][1], 220.0))
-    caption, audio = timeline.segment_end(0, SEGMENTS[0][1])
-    assert caption["index"] == 0 and caption["end"] == pytest.approx(SEGMENTS[0][1] / MODEL_RATE / 0.5, abs=1e-3)
-    assert len(audio) > 0

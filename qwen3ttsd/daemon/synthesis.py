@@ -201,8 +201,9 @@ class Synthesis:
                     if first_audio is None:
                         first_audio = time.monotonic() - t0
                     await chunk(await asyncio.to_thread(pipeline.feed, event.pcm))
-                elif isinstance(event, SegmentDone):
-                    caption, audio = await asyncio.to_thread(timeline.segment_end, event.index, event.samples)
+                elif isinstance(event, SegmentDone):  # the segment's last audio, then its caption
+                    tail, caption, audio = await asyncio.to_thread(timeline.segment_done, event.index, event.samples)
+                    await chunk(tail)
                     await send(_notify(M.Caption(msgid, **caption)), stall)
                     await chunk(audio)
                 elif isinstance(event, Progress):

@@ -47,12 +47,6 @@ class Timeline:
                    "start": round(start, 3), "end": round(self.t, 3)}
         return tail, caption, self._enter(index + 1)
 
-    def segment_end(self, index: int, samples: int) -> tuple[dict, bytes]:
-        """Older form of ``segment_done``: (caption, audio). The audio holds the segment's
-        last milliseconds, so a caller that sends the caption first sends it early."""
-        tail, caption, after = self.segment_done(index, samples)
-        return caption, tail + after
-
     def finish(self) -> bytes:
         return self._pause(self.trailing_pause_s)
 
