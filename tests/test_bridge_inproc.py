@@ -3,6 +3,8 @@ model names, ``models.retrieve``, request ids. Fast: no model, no uvicorn."""
 
 from __future__ import annotations
 
+import json
+
 import openai
 import pytest
 from starlette.testclient import TestClient
@@ -117,7 +119,7 @@ def ws_turn(http, text: str) -> tuple[bytes, list[dict]]:
             if m.get("bytes") is not None:
                 audio += m["bytes"]
                 continue
-            events.append(ev := __import__("json").loads(m["text"]))
+            events.append(ev := json.loads(m["text"]))
             if ev["type"] in ("flushed", "error"):
                 return bytes(audio), events
 
@@ -150,10 +152,58 @@ def test_segments_and_their_requests_in_one_place():
     """ws.py and wyoming.py build on segments.py; neither keeps its own copy of the logic."""
     import inspect
 
-    from qwen3ttsd.bridge import wyoming, ws
+    from qwen3ttsd.bridge import ws, wyoming
     from qwen3ttsd.bridge.routes import speech
 
     for mod in (ws, wyoming, speech):
         src = inspect.getsource(mod)
         assert "ConnectionLost" not in src and "retry" not in src.lower() and "synthesize(" not in src, mod
     assert "24000" not in inspect.getsource(wyoming)
+
+
+# --- x-request-id (issue 20 item 4) ---------------------------------------------------------
+
+
+def test_every_http_response_carries_a_request_id(http, sdk):
+    ids = {http.get(p).headers.get("x-request-id") for p in ("/health", "/v1/models", "/no/such/path")}
+    r = http.post("/v1/audio/speech", json={"input": "x", "speed": 9})  # a 400
+    ids.add(r.headers.get("x-request-id"))
+    refused = http.get("/health", headers={"host": "evil.example"})   # refused by the guard: 403
+    assert refused.status_code == 403
+    ids.add(refused.headers.get("x-request-id"))
+    assert None not in ids and len(ids) == 5 and all(i.startswith("req_") for i in ids)
+    assert sdk.models.retrieve("tts-1")._request_id.startswith("req_")
+    raw = sdk.audio.speech.with_raw_response.create(model="tts-1-hd", voice="alloy", input="Hi.")
+    assert raw.headers["x-request-id"].startswith("req_")
+
+
+def test_a_clients_request_id_is_kept_when_sane(http, sdk):
+    r = sdk.audio.speech.with_raw_response.create(model="tts-1", voice="alloy", input="Hi.",
+                                                  extra_headers={"X-Request-Id": "lk-utt-42"})
+    assert r.headers["x-request-id"] == "lk-utt-42"
+    for bad_id in ("x" * 300, "two words", "tab\there", ""):
+        got = http.get("/health", headers={"x-request-id": bad_id}).headers["x-request-id"]
+        assert got.startswith("req_") and got != bad_id
+
+
+def test_sse_and_websocket_events_name_the_request(http):
+    with http.stream("POST", "/v1/audio/speech", headers={"x-request-id": "sse-1"},
+                     json={"input": "Hi.", "response_format": "pcm", "stream_format": "sse"}) as r:
+        first = json.loads(next(r.iter_lines()).removeprefix("data: "))
+    assert r.headers["x-request-id"] == "sse-1" and first["request_id"] == "sse-1"
+    with http.websocket_connect("ws://127.0.0.1/v1/audio/speech/stream", headers={"x-request-id": "call-7"}) as ws:
+        assert ws.receive_json()["request_id"] == "call-7"
+    with http.websocket_connect("ws://127.0.0.1/v1/audio/speech/stream") as ws:
+        assert ws.receive_json()["request_id"].startswith("req_")
+
+
+def test_an_unexpected_exception_is_a_json_500_with_the_request_id(http, monkeypatch):
+    from qwen3ttsd.bridge.routes import health
+
+    async def broken(ctx):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(health, "daemon_state", broken)
+    r = http.get("/health", headers={"x-request-id": "oops-1"})
+    assert r.status_code == 500 and r.headers["x-request-id"] == "oops-1"
+    assert r.json()["error"]["code"] == "internal" and "oops-1" in r.json()["error"]["message"]

@@ -12,7 +12,8 @@ Client -> server (JSON text messages):
 
 Server -> client:
 
-  {"type": "session", "session": {...}}           after connect and after each update
+  {"type": "session", "session": {...}}           after connect and after each update (the
+                                                  first also has "request_id": the x-request-id)
   {"type": "warm", "model": ..., "load_s": ...}   the session's model is loaded (any time)
   {"type": "segment", "index": n, "text": "..."}  a segment was queued
   binary frames: 8-byte header (u32 seq, u32 timestamp_ms, big-endian; the audio time of the
@@ -246,12 +247,12 @@ async def announce(s: Session, segments: list[str]) -> None:
         await s.send_json({"type": "segment", "index": idx, "text": text})
 
 
-async def speech_stream_ws(ws: WebSocket, cfg: BridgeConfig, metrics: Metrics) -> None:
+async def speech_stream_ws(ws: WebSocket, cfg: BridgeConfig, metrics: Metrics, request_id: str = "") -> None:
     await ws.accept()
     s = Session(ws, cfg, metrics)
     s.player = asyncio.create_task(s.play())
     try:
-        await s.send_json({"type": "session", "session": s.conf})
+        await s.send_json({"type": "session", "session": s.conf, "request_id": request_id})
         s.start_keeper()
         while True:
             raw = await ws.receive()

@@ -20,16 +20,23 @@ from starlette.routing import BaseRoute, Route
 
 from ...formats import MODEL_RATE, OPENAI_FORMATS, content_type
 from ...messages import Caption, Synthesize
-from .. import openai_compat as oa
+from .. import openai_compat as oa, request_id as request_ids
 from ..context import BridgeContext, bridge
 from ..forms import read_form, read_json, upload_bytes
 from ..segments import DaemonStream
 
 
-async def stream_response(ctx: BridgeContext, msg: Synthesize, rf: str, sf: str) -> Response:
+async def stream_response(ctx: BridgeContext, msg: Synthesize, rf: str, sf: str, request_id: str) -> Response:
     ds = await DaemonStream(ctx.cfg.tts_socket, msg, first_byte_timeout=ctx.cfg.first_byte_timeout).open()
     metrics = ctx.metrics
     metrics.active += 1
+
+    first = {"request_id": request_id}  # SSE: the first event names the request
+
+    def sse(event: dict[str, Any]) -> bytes:
+        out = _sse({**event, **first})
+        first.clear()
+        return out
 
     async def body() -> AsyncIterator[bytes]:
         try:
@@ -37,18 +44,19 @@ async def stream_response(ctx: BridgeContext, msg: Synthesize, rf: str, sf: str)
                 async for piece in pieces:
                     if isinstance(piece, Caption):  # SSE only: where each sentence sits in the audio
                         if sf == "sse":
-                            yield _sse({"type": "speech.segment", **piece.span})
+                            yield sse({"type": "speech.segment", **piece.span})
                         continue
                     metrics.audio_bytes += len(piece.audio)
                     if sf != "sse":
                         yield piece.audio
                     elif piece.audio:
-                        yield _sse({"type": "speech.audio.delta", "audio": base64.b64encode(piece.audio).decode()})
+                        yield sse({"type": "speech.audio.delta",
+                                         "audio": base64.b64encode(piece.audio).decode()})
             if sf == "sse":
                 frames = ds.result.frames if ds.result is not None else 0
                 usage = {"input_tokens": len(msg.text), "output_tokens": frames,
                          "total_tokens": len(msg.text) + frames}
-                yield _sse({"type": "speech.audio.done", "usage": usage})
+                yield sse({"type": "speech.audio.done", "usage": usage})
         finally:
             await ds.close()
             metrics.active -= 1
@@ -69,7 +77,7 @@ def _sse(event: dict[str, Any]) -> bytes:
 async def speech(request: Request) -> Response:
     ctx = bridge(request)
     msg, rf, sf = oa.speech_params(await read_json(request), ctx.cfg.max_input_chars)
-    return await stream_response(ctx, msg, rf, sf)
+    return await stream_response(ctx, msg, rf, sf, request_ids.of(request))
 
 
 async def speech_clone(request: Request) -> Response:
@@ -81,7 +89,7 @@ async def speech_clone(request: Request) -> Response:
     body.setdefault("voice", "clone")
     msg, rf, sf = oa.speech_params(body, ctx.cfg.max_input_chars)
     msg = dataclasses.replace(msg, voice=None, ref_audio=audio, ref_text=ref_text or None)
-    return await stream_response(ctx, msg, rf, sf)
+    return await stream_response(ctx, msg, rf, sf, request_ids.of(request))
 
 
 routes: list[BaseRoute] = [
