@@ -173,8 +173,10 @@ class OrderedSegments:
     """A call's segments: ``add`` them as they are known, read them with ``in_order``."""
 
     def __init__(self, tts_socket: str, max_in_flight: int = MAX_IN_FLIGHT,
-                 busy_backoff: tuple[float, ...] = BUSY_BACKOFF_S, first_index: int = 0) -> None:
+                 busy_backoff: tuple[float, ...] = BUSY_BACKOFF_S, first_index: int = 0, held: bool = False) -> None:
+        """``held``: send nothing until ``start()`` (an utterance queued behind another)."""
         self.tts_socket = tts_socket
+        self.held = held
         self.busy_backoff = busy_backoff
         self.next_index = first_index
         self.count = 0
@@ -191,9 +193,15 @@ class OrderedSegments:
         self.count += 1
         self._todo.put_nowait(seg)
         self._order.put_nowait(seg)
-        if self._pump is None:
+        if self._pump is None and not self.held:
             self._pump = asyncio.create_task(self._send_in_order())
         return seg
+
+    def start(self) -> None:
+        """Begin sending held segments."""
+        self.held = False
+        if self._pump is None and not self._todo.empty():
+            self._pump = asyncio.create_task(self._send_in_order())
 
     def mark(self, name: str) -> None:
         """``in_order`` yields a Marker here, after the segments added before it."""

@@ -14,6 +14,9 @@ the daemon still starts only when something must be spoken and exits when idle.
   speech starts while the LLM is still writing. The whole-text ``synthesize`` that
   streaming clients also send for old servers is ignored on a connection that streams; the
   stream ends with ``synthesize-stopped``.
+* Requests on one connection are spoken one after the other; a request's daemon requests are
+  sent only when its turn comes (at most three open at once), so a client that sends many
+  never fills the daemon's queue, which every client shares.
 * Audio goes out as ``audio-start`` / ``audio-chunk`` / ``audio-stop``: the model's rate,
   16-bit, mono, chunk by chunk as the daemon produces it (a call's chunk profile).
 * Errors (unknown voice, empty text, daemon unavailable) become a Wyoming ``error`` event,
@@ -151,7 +154,9 @@ class Utterance:
             text="-", voice=v["voice"], language=v["language"], format=FORMAT, sample_rate=RATE, priority="realtime",
             first_chunk_frames=CHUNKS.first_chunk_frames, chunk_frames=CHUNKS.chunk_frames,
             session=uuid.uuid4().hex)  # one codec stream for the utterance: seamless joins
-        self.segments = OrderedSegments(cfg.tts_socket)
+        # held until the utterances before it on the connection are spoken: a client's many
+        # requests wait here, never in the daemon's queue (shared by every client)
+        self.segments = OrderedSegments(cfg.tts_socket, held=True)
         # SSML is spoken as one document (its tags span sentences); the daemon splits it
         self.splitter = WholeDocument(cfg.max_input_chars) if ssml else IncrementalSplitter()
         self.ssml = ssml
@@ -194,6 +199,7 @@ class Utterance:
         if metrics is not None:
             metrics.active += 1
         sent = 0
+        self.segments.start()
         try:
             async for data in self.segments.audio():
                 if sent == 0:
