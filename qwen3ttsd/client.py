@@ -1,12 +1,18 @@
 """Client library for the daemon's Unix sockets: async (the bridge) and sync (ctl, apps).
 
     async with AsyncClient("/run/qwen3ttsd/tts.sock") as c:
-        async for event in c.synthesize(text="Hello", voice="ryan", format="pcm16"):
-            if event.kind == "chunk": play(event.audio)
-        print(event.result)        # the last event carries the summary
+        async for item in c.synthesize(text="Hello", voice="ryan", format="pcm16"):
+            match item:
+                case Chunk(audio=audio): play(audio)
+                case SynthesizeResult(): print(item.duration_s)   # the last item: the summary
+        voices = await c.request(VoicesList())                     # a VoicesResult
 
-A synthesize stream is one request; the daemon answers with notifications then exactly one
-response. Closing the connection (or ``cancel``) stops the generation in the daemon.
+A synthesize stream is one request; the daemon answers with notifications (the typed
+``messages.Progress/Start/Chunk/Caption``) then exactly one response (``SynthesizeResult``).
+Every other method is request -> response: ``request(msg)`` sends a typed request and
+returns its typed result (``messages.RESULTS``); ``call(method, params)`` is the untyped
+escape hatch (the raw wire answer). Closing the connection (or ``cancel``) stops the
+generation in the daemon.
 
 Backpressure: each stream buffers at most ``STREAM_BUFFER`` events. When a consumer stops
 reading, the connection's reader stops reading the socket, the daemon's writes block, and
@@ -16,22 +22,25 @@ its ``stall_timeout`` decides - memory here never grows with an unread stream.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import socket
-from collections.abc import AsyncGenerator, Iterator
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import AsyncGenerator, Callable, Iterator
+from typing import Any, TypeVar, cast
 
-from . import protocol as P
+from . import messages as M, protocol as P
 from .errors import TTSError
-from .messages import NOTIFICATIONS, Cancel, Caption, Chunk, Hello, Progress, Start, Synthesize
+from .messages import Cancel, Hello, HelloResult, Message, Notification, Result, Synthesize, SynthesizeResult
 
 DEFAULT_SOCKET = "/run/qwen3ttsd/tts.sock"
 DEFAULT_ADMIN_SOCKET = "/run/qwen3ttsd/admin.sock"
 STREAM_BUFFER = 8       # events (audio chunks) held per stream before we stop reading
 READ_AHEAD = 64 * 1024  # socket bytes buffered beyond the frame being read (asyncio pauses at 2x)
-# what the reader hands a stream: ("event", Event, None) | ("response", error, result) | ("closed", exc, None)
+# what the reader hands a stream: ("event", notification, None) | ("response", error, result) | ("closed", exc, None)
 Item = tuple[str, Any, Any]
+StreamItem = Notification | SynthesizeResult   # what ``synthesize`` yields
+R = TypeVar("R", bound=Result)
+T = TypeVar("T")
 
 
 class ConnectionLost(TTSError):
@@ -42,34 +51,25 @@ class ConnectionLost(TTSError):
         super().__init__("unavailable", message)
 
 
-@dataclass
-class Event:
-    """One step of a stream: kind is progress | start | chunk | segment | result; ``message``
-    is the typed notification (``messages.Progress/Start/Chunk/Caption``), None for the result."""
+class _Answer:
+    """The raw result that ends ``call``'s stream."""
 
-    kind: str
-    data: dict[str, Any] = field(default_factory=dict)
-    audio: bytes = b""
-    seq: int = -1
-    message: Progress | Start | Chunk | Caption | None = None
+    def __init__(self, value: Any) -> None:
+        self.value = value
 
 
-_KINDS = {Progress: "progress", Start: "start", Chunk: "chunk", Caption: "segment"}
-
-
-def _event_from_notification(method: str, params: Any) -> tuple[int, Event] | None:
-    cls = NOTIFICATIONS.get(method)
-    n = cls.from_wire(params) if cls is not None and isinstance(params, list) else None
-    if n is None:
-        return None
-    if isinstance(n, Chunk):
-        return n.msgid, Event("chunk", {"audio": n.audio}, audio=n.audio, seq=n.seq, message=n)
-    return n.msgid, Event(_KINDS[type(n)], n.to_wire()[1], message=n)
+def _notification(method: str, params: Any) -> Notification | None:
+    cls = M.NOTIFICATIONS.get(method)
+    return cls.from_wire(params) if cls is not None and isinstance(params, list) else None
 
 
 def _params(request: Synthesize | None, params: dict[str, Any]) -> dict[str, Any]:
     """A typed request's wire map, or the caller's map as given (the daemon validates)."""
     return {**request.to_wire(), **params} if request is not None else params
+
+
+def _result(msg: Message[R], raw: Any) -> R:
+    return cast(R, M.RESULTS[msg.method].from_wire(raw))
 
 
 class AsyncClient:
@@ -133,10 +133,10 @@ class AsyncClient:
                     if q is not None:
                         await q.put(("response", msg[2], msg[3]))
                 elif msg[0] == P.NOTIFICATION and len(msg) == 3:
-                    got = _event_from_notification(msg[1], msg[2])
-                    q = self._queues.get(got[0]) if got else None
-                    if got is not None and q is not None:
-                        await q.put(("event", got[1], None))  # waits while the consumer lags
+                    n = _notification(msg[1], msg[2])
+                    q = self._queues.get(n.msgid) if n is not None else None
+                    if q is not None:
+                        await q.put(("event", n, None))  # waits while the consumer lags
         except (asyncio.CancelledError, GeneratorExit):
             raise
         except BaseException as e:  # noqa: BLE001 - fan the failure out to every waiter
@@ -152,8 +152,9 @@ class AsyncClient:
         self._writer.write(data)
         await self._writer.drain()
 
-    async def stream(self, method: str, params: dict[str, Any] | None = None) -> AsyncGenerator[Event, None]:
-        """Yield progress/start/chunk events, then one Event('result'). Raises TTSError."""
+    async def _stream(self, method: str, params: dict[str, Any] | None,
+                      finish: Callable[[Any], T]) -> AsyncGenerator[Notification | T, None]:
+        """Yield the request's notifications, then ``finish(result)``. Raises TTSError."""
         msgid = next(self._ids) & 0xFFFFFFFF
         q: asyncio.Queue[Item] = asyncio.Queue(STREAM_BUFFER)
         self._queues[msgid] = q
@@ -168,7 +169,7 @@ class AsyncClient:
                     done = True
                     if a is not None:
                         raise TTSError.from_wire(a)
-                    yield Event("result", b if isinstance(b, dict) else {"value": b})
+                    yield finish(b)
                     return
                 else:
                     done = True
@@ -183,18 +184,24 @@ class AsyncClient:
                     pass
 
     async def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
-        result: Any = None
-        async for ev in self.stream(method, params):
-            if ev.kind == "result":
-                result = ev.data.get("value", ev.data) if set(ev.data) == {"value"} else ev.data
-        return result
+        """Untyped: the daemon's raw answer to ``method``."""
+        async with contextlib.aclosing(self._stream(method, params, _Answer)) as items:
+            async for item in items:
+                if isinstance(item, _Answer):
+                    return item.value
+        return None
 
-    def synthesize(self, request: Synthesize | None = None, **params: Any) -> AsyncGenerator[Event, None]:
-        return self.stream(Synthesize.method, _params(request, params))
+    async def request(self, msg: Message[R]) -> R:
+        """A typed request -> its typed result (``messages.RESULTS``)."""
+        return _result(msg, await self.call(msg.method, msg.to_wire()))
 
-    async def hello(self, client: str = "qwen3ttsd.client") -> dict[str, Any]:
-        info: dict[str, Any] = await self.call(Hello.method, Hello(proto=P.PROTOCOL_VERSION, client=client).to_wire())
-        return info
+    def synthesize(self, request: Synthesize | None = None,
+                   **params: Any) -> AsyncGenerator[StreamItem, None]:
+        """Progress/Start/Chunk/Caption notifications, then one ``SynthesizeResult``."""
+        return self._stream(Synthesize.method, _params(request, params), SynthesizeResult.from_wire)
+
+    async def hello(self, client: str = "qwen3ttsd.client") -> HelloResult:
+        return await self.request(Hello(proto=P.PROTOCOL_VERSION, client=client))
 
 
 def _put_last(q: asyncio.Queue[Item], item: Item) -> None:
@@ -229,7 +236,8 @@ class Client:
     def close(self) -> None:
         self.sock.close()
 
-    def stream(self, method: str, params: dict[str, Any] | None = None) -> Iterator[Event]:
+    def _stream(self, method: str, params: dict[str, Any] | None,
+                finish: Callable[[Any], T]) -> Iterator[Notification | T]:
         msgid = next(self._ids)
         self.sock.sendall(P.request(msgid, method, params))
         while True:
@@ -239,19 +247,27 @@ class Client:
             if msg[0] == P.RESPONSE and msg[1] == msgid:
                 if msg[2] is not None:
                     raise TTSError.from_wire(msg[2])
-                yield Event("result", msg[3] if isinstance(msg[3], dict) else {"value": msg[3]})
+                yield finish(msg[3])
                 return
             if msg[0] == P.NOTIFICATION:
-                got = _event_from_notification(msg[1], msg[2])
-                if got and got[0] == msgid:
-                    yield got[1]
+                n = _notification(msg[1], msg[2])
+                if n is not None and n.msgid == msgid:
+                    yield n
 
     def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
-        result: Any = None
-        for ev in self.stream(method, params):
-            if ev.kind == "result":
-                result = ev.data.get("value", ev.data) if set(ev.data) == {"value"} else ev.data
-        return result
+        """Untyped: the daemon's raw answer to ``method``."""
+        for item in self._stream(method, params, _Answer):
+            if isinstance(item, _Answer):
+                return item.value
+        return None
 
-    def synthesize(self, request: Synthesize | None = None, **params: Any) -> Iterator[Event]:
-        return self.stream(Synthesize.method, _params(request, params))
+    def request(self, msg: Message[R]) -> R:
+        """A typed request -> its typed result (``messages.RESULTS``)."""
+        return _result(msg, self.call(msg.method, msg.to_wire()))
+
+    def synthesize(self, request: Synthesize | None = None, **params: Any) -> Iterator[StreamItem]:
+        """Progress/Start/Chunk/Caption notifications, then one ``SynthesizeResult``."""
+        return self._stream(Synthesize.method, _params(request, params), SynthesizeResult.from_wire)
+
+    def hello(self, client: str = "qwen3ttsd.client") -> HelloResult:
+        return self.request(Hello(proto=P.PROTOCOL_VERSION, client=client))

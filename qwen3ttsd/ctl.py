@@ -26,6 +26,7 @@ import time
 from . import config, models_cli, probe
 from .client import Client
 from .errors import TTSError
+from .messages import Caption, Chunk, SynthesizeResult
 
 
 def _socket(args: argparse.Namespace, admin: bool) -> str:
@@ -96,15 +97,15 @@ def cmd_say(a) -> int:
     try:
         with Client(_socket(a, False)) as c:
             for ev in c.synthesize(**params):
-                if ev.kind == "chunk":
+                if isinstance(ev, Chunk):
                     out.write(ev.audio)
                     out.flush()
                     total += len(ev.audio)
-                elif ev.kind == "segment":
-                    captions.append(ev.data)
-                elif ev.kind == "result":
-                    print(f"{ev.data['duration_s']:.2f} s of audio, first audio after "
-                          f"{ev.data['first_audio_s'] * 1000:.0f} ms, rtf {ev.data['rtf']}", file=sys.stderr)
+                elif isinstance(ev, Caption):
+                    captions.append(ev.span)
+                elif isinstance(ev, SynthesizeResult):
+                    print(f"{ev.duration_s:.2f} s of audio, first audio after "
+                          f"{ev.first_audio_s * 1000:.0f} ms, rtf {ev.rtf}", file=sys.stderr)
     finally:
         if a.output:
             out.close()
@@ -130,10 +131,10 @@ def cmd_bench(a) -> int:
         first = None
         with Client(_socket(a, False)) as c:
             for ev in c.synthesize(text=a.text, voice=a.voice, format="pcm16", seed=i):
-                if ev.kind == "chunk" and first is None and ev.audio:
+                if isinstance(ev, Chunk) and first is None and ev.audio:
                     first = time.monotonic() - t0
-                elif ev.kind == "result":
-                    rtf.append(ev.data["rtf"])
+                elif isinstance(ev, SynthesizeResult):
+                    rtf.append(ev.rtf or 0.0)
         if first is None:
             raise TTSError("internal", "the stream ended without audio")
         ttfa.append(first)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from .errors import TTSError
 from .formats import CHUNK_PROFILES, MODEL_RATE, RATE_RANGE, SPEED_RANGE, AudioFormatError, canonical_format, check_rate
@@ -30,7 +30,8 @@ MAX_TEXT_CHARS = 20_000               # the daemon's default max_text_chars
 MIN_TEMPERATURE = 0.05                # lower divides the logits into inf/NaN mid-generation
 MAX_SEED = 2 ** 31 - 1
 
-M = TypeVar("M", bound="Message")
+M = TypeVar("M", bound="Message[Any]")
+R = TypeVar("R", bound="Result")
 
 
 def bad(message: str, param: str | None = None) -> TTSError:
@@ -129,8 +130,9 @@ def wire(kind: Kind, default: Any = None, *, aliases: tuple[str, ...] = (), requ
 
 
 @dataclass
-class Message:
-    """Base: ``from_wire`` validates a params map, ``to_wire`` gives one back."""
+class Message(Generic[R]):
+    """Base: ``from_wire`` validates a params map, ``to_wire`` gives one back. ``R`` is the
+    result class the daemon answers it with (``client.request(msg)`` returns an ``R``)."""
 
     method: ClassVar[str] = ""
 
@@ -174,14 +176,14 @@ class Message:
 
 
 @dataclass
-class Hello(Message):
+class Hello(Message["HelloResult"]):
     method: ClassVar[str] = "rpc.hello"
     proto: int | None = wire(Num(0, 2 ** 32, whole=True))
     client: str | None = wire(Str(200))
 
 
 @dataclass
-class Synthesize(Message):
+class Synthesize(Message["SynthesizeResult"]):
     """``tts.synthesize``: the parameters table of docs/protocol.md."""
 
     method: ClassVar[str] = "tts.synthesize"
@@ -229,7 +231,7 @@ class Synthesize(Message):
 
 
 @dataclass
-class Warmup(Message):
+class Warmup(Message["WarmupResult"]):
     """``tts.warmup``: routed like a synthesize request with the same fields."""
 
     method: ClassVar[str] = "tts.warmup"
@@ -244,7 +246,7 @@ class Warmup(Message):
 
 
 @dataclass
-class VoicesAdd(Message):
+class VoicesAdd(Message["VoiceInfo"]):
     method: ClassVar[str] = "voices.add"
     name: str = wire(Str(64), required=True)
     audio: bytes = wire(Bin("must be the reference file's bytes (no paths or URLs)"), required=True)
@@ -253,26 +255,26 @@ class VoicesAdd(Message):
 
 
 @dataclass
-class VoicesRemove(Message):
+class VoicesRemove(Message["VoicesRemoveResult"]):
     method: ClassVar[str] = "voices.remove"
     name: str = wire(Str(64), "")
 
 
 @dataclass
-class AdminLoad(Message):
+class AdminLoad(Message["AdminLoadResult"]):
     method: ClassVar[str] = "admin.load"
     model: str | None = wire(Str())
 
 
 @dataclass
-class AdminUnload(Message):
+class AdminUnload(Message["AdminUnloadResult"]):
     method: ClassVar[str] = "admin.unload"
     model: str | None = wire(Str())
     exit: bool = wire(Bool(), False)
 
 
 @dataclass
-class AdminKeepalive(Message):
+class AdminKeepalive(Message["AdminKeepaliveResult"]):
     """``seconds`` is capped by the daemon's ``max_keepalive`` (a ``limits`` override)."""
 
     method: ClassVar[str] = "admin.keepalive"
@@ -280,24 +282,49 @@ class AdminKeepalive(Message):
 
 
 @dataclass
-class AdminSet(Message):
+class AdminSet(Message["AdminSetResult"]):
     method: ClassVar[str] = "admin.set"
     idle_timeout: float | None = wire(Num(-1, 7 * 86400))
     queue_timeout: float | None = wire(Num(1, 86400))
 
 
 @dataclass
-class AdminShutdown(Message):
+class AdminShutdown(Message["AdminShutdownResult"]):
     method: ClassVar[str] = "admin.shutdown"
     drain: bool = wire(Bool(), True)
 
 
 @dataclass
-class AdminCacheClear(Message):
+class AdminCacheClear(Message["AdminCacheClearResult"]):
     method: ClassVar[str] = "admin.cache.clear"
     what: str = wire(Str(choices=("prompts", "model")), "prompts")
     model: str = wire(Str(), "")
     confirm: str | None = wire(Str())
+
+
+@dataclass
+class Models(Message["ModelsResult"]):
+    method: ClassVar[str] = "tts.models"
+
+
+@dataclass
+class Languages(Message["LanguagesResult"]):
+    method: ClassVar[str] = "tts.languages"
+
+
+@dataclass
+class VoicesList(Message["VoicesResult"]):
+    method: ClassVar[str] = "voices.list"
+
+
+@dataclass
+class AdminStatus(Message["AdminStatusResult"]):
+    method: ClassVar[str] = "admin.status"
+
+
+@dataclass
+class AdminCacheList(Message["AdminCacheListResult"]):
+    method: ClassVar[str] = "admin.cache.list"
 
 
 # --- notifications (daemon -> client while a synthesize request streams; $/cancel back) -----
@@ -308,6 +335,7 @@ class Progress:
     """``tts.progress [msgid, {stage: queued|loading|generating, ...}]``."""
 
     method: ClassVar[str] = N_PROGRESS
+    kind: ClassVar[str] = "progress"
     msgid: int
     info: dict[str, Any]
 
@@ -330,6 +358,7 @@ class Start:
     """``tts.start [msgid, {sample_rate, channels, format, mime, model, segments}]``."""
 
     method: ClassVar[str] = N_START
+    kind: ClassVar[str] = "start"
     msgid: int
     sample_rate: int
     format: str
@@ -357,6 +386,7 @@ class Chunk:
     """``tts.chunk [msgid, seq, {audio: bin}]``: concatenated in seq order they are one file."""
 
     method: ClassVar[str] = N_CHUNK
+    kind: ClassVar[str] = "chunk"
     msgid: int
     seq: int
     audio: bytes
@@ -379,14 +409,20 @@ class Caption:
     delivered audio, in seconds (after speed change and SSML pauses); ``text`` as written."""
 
     method: ClassVar[str] = N_SEGMENT
+    kind: ClassVar[str] = "segment"
     msgid: int
     index: int
     text: str
     start: float
     end: float
 
+    @property
+    def span(self) -> dict[str, Any]:
+        """The caption as its wire map (what subtitle writers take)."""
+        return {"index": self.index, "text": self.text, "start": self.start, "end": self.end}
+
     def to_wire(self) -> list[Any]:
-        return [self.msgid, {"index": self.index, "text": self.text, "start": self.start, "end": self.end}]
+        return [self.msgid, self.span]
 
     @classmethod
     def from_wire(cls, params: list[Any]) -> Caption | None:
@@ -415,6 +451,7 @@ class Cancel:
         return None
 
 
+Notification = Progress | Start | Chunk | Caption
 NOTIFICATIONS: dict[str, type[Progress] | type[Start] | type[Chunk] | type[Caption]] = {
     N_PROGRESS: Progress, N_START: Start, N_CHUNK: Chunk, N_SEGMENT: Caption}
 
@@ -422,17 +459,72 @@ NOTIFICATIONS: dict[str, type[Progress] | type[Start] | type[Chunk] | type[Capti
 # --- results --------------------------------------------------------------------------------
 
 
+def nested(cls: type[Result], default: Any = MISSING) -> Any:
+    """A result field holding one ``cls`` map, or (with a list default) a list of them."""
+    meta = {"nested": cls}
+    if default is MISSING:
+        return field(metadata=meta)
+    return field(default_factory=list, metadata=meta) if default == [] else field(default=default, metadata=meta)
+
+
+def optional(default: Any = None) -> Any:
+    """A result field the daemon sends only in some answers: left off the wire when None."""
+    return field(default=default, metadata={"omit_none": True})
+
+
 @dataclass
 class Result:
-    """Base of results: every field goes on the wire."""
+    """Base of results: every field goes on the wire. ``from_wire`` keeps keys this version
+    does not know in ``extra`` (a newer daemon may add some) and ``to_wire`` gives them back.
+    Results whose wire value is a list (``tts.models``, ``tts.languages``) name the field
+    that holds it in ``LIST``."""
 
-    def to_wire(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+    LIST: ClassVar[str] = ""
+    extra: dict[str, Any] = field(default_factory=dict, kw_only=True, repr=False, compare=False)
+
+    @classmethod
+    def wire_fields(cls) -> list[str]:
+        return [f.name for f in fields(cls) if f.name != "extra"]
+
+    def to_wire(self) -> Any:
+        out = dict(self.extra)
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.name == "extra" or (v is None and f.metadata.get("omit_none")):
+                continue
+            if f.metadata.get("nested"):
+                v = [x.to_wire() for x in v] if isinstance(v, list) else None if v is None else v.to_wire()
+            out[f.name] = v
+        return out[self.LIST] if self.LIST else out
+
+    @classmethod
+    def from_wire(cls: type[R], obj: Any) -> R:
+        """The daemon's answer as this class; TTSError ``protocol_error`` if it is not one."""
+        if cls.LIST and isinstance(obj, list):
+            obj = {cls.LIST: obj}
+        if not isinstance(obj, Mapping):
+            raise TTSError("protocol_error", f"{cls.__name__}: expected a map, got {type(obj).__name__}")
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name == "extra":
+                continue
+            if f.name not in obj:
+                if f.default is MISSING and f.default_factory is MISSING:
+                    raise TTSError("protocol_error", f"{cls.__name__}: the daemon's answer has no {f.name!r}")
+                continue
+            v, sub = obj[f.name], f.metadata.get("nested")
+            if sub is not None and v is not None:
+                v = [sub.from_wire(x) for x in v] if isinstance(v, list) else sub.from_wire(v)
+            values[f.name] = v
+        names = set(cls.wire_fields())
+        return cls(**values, extra={k: v for k, v in obj.items() if k not in names})
 
 
 @dataclass
 class SynthesizeResult(Result):
     """The one response that ends a synthesize stream."""
+
+    kind: ClassVar[str] = "result"
 
     chunks: int
     bytes: int
@@ -467,6 +559,142 @@ class WarmupResult(Result):
     load_s: float
 
 
-REQUESTS: dict[str, type[Message]] = {m.method: m for m in (
+@dataclass
+class VoiceInfo(Result):
+    """A saved clone voice (``voices.add``'s answer, ``voices.list``'s ``clones``)."""
+
+    name: str
+    ref_text: str = ""
+    created: float = 0.0
+    duration_s: float | None = None
+    consent: str = ""
+    added_by_uid: int | None = optional()
+
+
+@dataclass
+class VoicesResult(Result):
+    """``voices.list`` (and its alias ``tts.voices``)."""
+
+    speakers: list[str] = field(default_factory=list)
+    clones: list[VoiceInfo] = nested(VoiceInfo, [])
+    voice_design: bool = False
+
+
+@dataclass
+class VoicesRemoveResult(Result):
+    removed: str
+
+
+@dataclass
+class ModelInfo(Result):
+    """One configured checkpoint (``tts.models``, ``admin.status``'s ``models``)."""
+
+    name: str
+    type: str
+    size: str | None = None
+    loaded: bool = False
+    speakers: list[str] = field(default_factory=list)
+    languages: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ModelsResult(Result):
+    LIST: ClassVar[str] = "models"
+    models: list[ModelInfo] = nested(ModelInfo, [])
+
+
+@dataclass
+class LanguagesResult(Result):
+    LIST: ClassVar[str] = "languages"
+    languages: list[str] = field(default_factory=list)
+
+
+@dataclass
+class AdminStatusResult(Result):
+    """``admin.status``: ``loaded`` maps a model name to its engine's own info."""
+
+    state: str
+    pid: int | None = None
+    version: str = ""
+    models: list[ModelInfo] = nested(ModelInfo, [])
+    loaded: dict[str, Any] = field(default_factory=dict)
+    vram_bytes: int | None = None
+    rss_bytes: int = 0
+    max_rss_bytes: int = 0
+    active_streams: int = 0
+    queue_len: int = 0
+    connections: int = 0
+    served: int = 0
+    idle_timeout: float | None = None
+    idle_exit_in_s: float | None = None
+    uptime_s: float = 0.0
+    torch_imported: bool = False
+    sockets: dict[str, Any] = field(default_factory=dict)
+    python: str = ""
+
+
+@dataclass
+class AdminLoadResult(Result):
+    """``admin.load``: the model's name; its engine's info (device, dtype, ...) is in ``extra``."""
+
+    name: str
+
+
+@dataclass
+class AdminUnloadResult(Result):
+    unloaded: list[str] | None = optional()
+    exiting: bool | None = optional()
+
+
+@dataclass
+class AdminKeepaliveResult(Result):
+    keepalive_s: float
+    idle_exit_in_s: float | None = None
+
+
+@dataclass
+class AdminSetResult(Result):
+    idle_timeout: float | None = None
+    queue_timeout: float | None = None
+
+
+@dataclass
+class AdminShutdownResult(Result):
+    stopping: bool = True
+
+
+@dataclass
+class CachedModel(Result):
+    name: str
+    path: str = ""
+    bytes: int = 0
+    loaded: bool = False
+
+
+@dataclass
+class AdminCacheListResult(Result):
+    models: list[CachedModel] = nested(CachedModel, [])
+    prompts: int = 0
+    voices: int = 0
+
+
+@dataclass
+class AdminCacheClearResult(Result):
+    cleared_prompts: int | None = optional()
+    removed: str | None = optional()
+
+
+# Every RPC method -> the result class its answer is (the client's ``request`` reads it).
+RESULTS: dict[str, type[Result]] = {
+    "rpc.hello": HelloResult, "tts.synthesize": SynthesizeResult, "tts.voices": VoicesResult,
+    "tts.models": ModelsResult, "tts.languages": LanguagesResult, "tts.warmup": WarmupResult,
+    "voices.list": VoicesResult, "voices.add": VoiceInfo, "voices.remove": VoicesRemoveResult,
+    "admin.status": AdminStatusResult, "admin.load": AdminLoadResult, "admin.unload": AdminUnloadResult,
+    "admin.keepalive": AdminKeepaliveResult, "admin.set": AdminSetResult, "admin.shutdown": AdminShutdownResult,
+    "admin.cache.list": AdminCacheListResult, "admin.cache.clear": AdminCacheClearResult,
+}
+
+
+REQUESTS: dict[str, type[Message[Any]]] = {m.method: m for m in (
     Hello, Synthesize, Warmup, VoicesAdd, VoicesRemove, AdminLoad, AdminUnload, AdminKeepalive,
-    AdminSet, AdminShutdown, AdminCacheClear)}
+    AdminSet, AdminShutdown, AdminCacheClear, Models, Languages, VoicesList, AdminStatus, AdminCacheList)}

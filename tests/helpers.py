@@ -56,7 +56,7 @@ def synth(path: str | Path, timeout: float = 300, **params) -> tuple[dict, bytes
             if ev.kind == "chunk":
                 audio += ev.audio
             elif ev.kind == "result":
-                result = ev.data
+                result = ev.to_wire()  # the SynthesizeResult as its wire map
     return result, bytes(audio), events
 
 

@@ -73,9 +73,9 @@ def speak(rt, **params) -> tuple[np.ndarray, list[dict], dict]:
             if ev.kind == "chunk":
                 audio += ev.audio
             elif ev.kind == "segment":
-                captions.append(ev.data)
+                captions.append(ev.span)
             elif ev.kind == "result":
-                result = ev.data
+                result = ev.to_wire()
     return np.frombuffer(bytes(audio), np.int16), captions, result
 
 

@@ -136,6 +136,66 @@ def test_documented_stream_shapes_are_the_dataclasses():
     assert [kv.split(":")[0].strip() for kv in start.split(",")] == \
         list(M.Start(7, 24000, "pcm16", "audio/pcm").to_wire()[1])
     result = re.search(r"<- \[1, 7, nil, \{([^}]*)\}\]", PROTOCOL).group(1)
-    assert [k.strip() for k in result.split(",")] == [f.name for f in fields(M.SynthesizeResult)]
+    assert [k.strip() for k in result.split(",")] == M.SynthesizeResult.wire_fields()
     chunk = re.search(r'"tts.chunk",\s+\[7, 0, \{([^}]*)\}', PROTOCOL).group(1)
     assert chunk.split(":")[0] == "audio"
+
+
+# --- typed results (issue 18 item 4) ---------------------------------------------------------
+
+
+def test_every_daemon_method_has_a_typed_result():
+    """Read from the daemon's dispatch table as written (importing it would load numpy)."""
+    service = (Path(__file__).parent.parent / "qwen3ttsd" / "daemon" / "service.py").read_text()
+    methods = set(re.findall(r'"([a-z]+\.[a-z.]+)": self\.', service))
+    assert len(methods) >= 16 and methods <= set(M.RESULTS)
+    for method, cls in M.RESULTS.items():
+        assert issubclass(cls, M.Result), method
+    requests = {m.method: m for m in M.REQUESTS.values()}
+    assert set(requests) | {"tts.voices"} == set(M.RESULTS)
+
+
+@pytest.mark.parametrize(("cls", "wire"), [
+    (M.HelloResult, {"proto": 1, "server": "qwen3ttsd", "version": "1", "capabilities": ["stream"],
+                     "max_frame": 9, "admin": False, "socket": "tts"}),
+    (M.VoicesResult, {"speakers": ["ryan"], "voice_design": True,
+                      "clones": [{"name": "n", "ref_text": "hi", "created": 1.5, "duration_s": 2.0, "consent": "yes",
+                                  "added_by_uid": 1000}]}),
+    (M.ModelsResult, [{"name": "b", "type": "base", "size": "0.6B", "loaded": True, "speakers": [],
+                       "languages": ["auto"]}]),
+    (M.LanguagesResult, ["auto", "english"]),
+    (M.WarmupResult, {"model": "b", "was_loaded": False, "load_s": 1.5}),
+    (M.VoicesRemoveResult, {"removed": "n"}),
+    (M.AdminLoadResult, {"name": "b", "device": "cpu", "dtype": "float32"}),
+    (M.AdminUnloadResult, {"unloaded": ["b"]}),
+    (M.AdminUnloadResult, {"exiting": True}),
+    (M.AdminKeepaliveResult, {"keepalive_s": 5.0, "idle_exit_in_s": 4.0}),
+    (M.AdminSetResult, {"idle_timeout": 60.0, "queue_timeout": 30.0}),
+    (M.AdminShutdownResult, {"stopping": True}),
+    (M.AdminCacheListResult, {"models": [{"name": "b", "path": "/m/b", "bytes": 3, "loaded": False}],
+                              "prompts": 1, "voices": 2}),
+    (M.AdminCacheClearResult, {"cleared_prompts": 3}),
+    (M.AdminCacheClearResult, {"removed": "b"}),
+])
+def test_results_round_trip_the_daemons_wire_shapes(cls, wire):
+    r = cls.from_wire(wire)
+    assert r.to_wire() == wire
+    if isinstance(wire, dict):  # a newer daemon's extra keys are kept, never refused
+        newer = cls.from_wire({**wire, "added_later": [1]})
+        assert newer == r and newer.extra == {**r.extra, "added_later": [1]}
+        assert newer.to_wire() == {**wire, "added_later": [1]}
+
+
+def test_result_fields_are_typed_objects():
+    v = M.VoicesResult.from_wire({"speakers": ["ryan"], "clones": [{"name": "n", "new": 1}]})
+    assert v.clones[0].name == "n" and v.clones[0].extra == {"new": 1} and v.voice_design is False
+    st = M.AdminStatusResult.from_wire({"state": "idle", "models": [{"name": "b", "type": "base"}]})
+    assert st.models[0].type == "base" and st.loaded == {}
+    assert M.AdminLoadResult.from_wire({"name": "b", "device": "cpu"}).extra == {"device": "cpu"}
+
+
+@pytest.mark.parametrize("wire", [None, [1], {"no": "state"}])
+def test_malformed_results_are_protocol_errors(wire):
+    with pytest.raises(TTSError) as e:
+        M.AdminStatusResult.from_wire(wire)
+    assert e.value.code == "protocol_error"

@@ -1,8 +1,9 @@
 """The bridge's HTTP API (Starlette): OpenAI-compatible speech, voices, models, health.
 
 ``create_app`` only wires things together; the endpoints live in ``bridge/routes/`` (one
-module per resource, each exporting ``routes``). Middleware, outermost first: ``Guard``
-(Host/Origin/API key/body size), ``MetricsMiddleware`` (every response counted). A
+module per resource, each exporting ``routes``). Middleware, outermost first: ``RequestId``
+(``x-request-id`` on every response), ``Guard`` (Host/Origin/API key/body size),
+``MetricsMiddleware`` (every response counted). A
 ``TTSError`` raised by any endpoint becomes the OpenAI-style JSON error through Starlette's
 exception handlers (``http_errors.py``). ``/health`` and ``/metrics`` never wake the daemon.
 """
@@ -26,6 +27,7 @@ from .guard import Guard
 from .http_errors import error_response
 from .metrics import MetricsMiddleware
 from .page import page_routes
+from .request_id import RequestId
 from .routes import calls, health, models, speech, voices
 from .wyoming import wyoming_service
 
@@ -75,6 +77,7 @@ def create_app(cfg: BridgeConfig, activator: Activator | None = None) -> Starlet
             yield
 
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={TTSError: tts_error},
-                    middleware=[Middleware(Guard, cfg=cfg), Middleware(MetricsMiddleware, metrics=ctx.metrics)])
+                    middleware=[Middleware(RequestId), Middleware(Guard, cfg=cfg),
+                                Middleware(MetricsMiddleware, metrics=ctx.metrics)])
     app.state.bridge = ctx
     return app

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from ..client import AsyncClient
 from ..config import BridgeConfig
 from ..errors import TTSError
+from ..messages import AdminStatus, AdminStatusResult, Languages, ModelInfo, Models, VoiceInfo, VoicesList, VoicesResult
 from .metrics import Metrics
 
 if TYPE_CHECKING:
@@ -40,10 +41,10 @@ class DaemonFacts:
         self.cfg = cfg
         self.activator = activator
         self.metrics = metrics
-        self.models: list[dict[str, Any]] | None = None
-        self.voices: dict[str, Any] | None = None
+        self.models: list[ModelInfo] | None = None
+        self.voices: VoicesResult | None = None
         self.languages: list[str] | None = None
-        self.status: dict[str, Any] | None = None
+        self.status: AdminStatusResult | None = None
         self.status_error: str | None = None
         self.at: float | None = None          # wall-clock time of the last successful refresh
         self._task: asyncio.Task[None] | None = None
@@ -58,11 +59,11 @@ class DaemonFacts:
 
     def speakers(self) -> list[str]:
         if self.voices is not None:  # what the configured models really have (maybe none)
-            return list(self.voices.get("speakers") or [])
+            return list(self.voices.speakers)
         return list(BUILTIN_SPEAKERS)
 
-    def clones(self) -> list[dict[str, Any]]:
-        return list((self.voices or {}).get("clones", []))
+    def clones(self) -> list[VoiceInfo]:
+        return list(self.voices.clones) if self.voices is not None else []
 
     def language_names(self) -> list[str]:
         return list(self.languages or LANGUAGES)
@@ -70,8 +71,8 @@ class DaemonFacts:
     def model_for(self, kind: str, speaker: str | None = None) -> str | None:
         """The checkpoint name of the first model of ``kind`` (that has ``speaker``)."""
         for m in self.models or []:
-            if m.get("type") == kind and (speaker is None or speaker in (m.get("speakers") or [])):
-                return m.get("name")
+            if m.type == kind and (speaker is None or speaker in m.speakers):
+                return m.name
         return None
 
     # --- refreshing ----------------------------------------------------------------------
@@ -81,13 +82,13 @@ class DaemonFacts:
         async with asyncio.timeout(timeout):
             async with AsyncClient(self.cfg.tts_socket, connect_timeout=timeout) as c:
                 models, voices, langs = await asyncio.gather(
-                    c.call("tts.models"), c.call("voices.list"), c.call("tts.languages"))
-            self.models, self.voices = models, voices
-            self.languages = [lang for lang in langs if lang != "auto"] if isinstance(langs, list) else None
+                    c.request(Models()), c.request(VoicesList()), c.request(Languages()))
+            self.models, self.voices = models.models, voices
+            self.languages = [lang for lang in langs.languages if lang != "auto"]
             self.at = time.time()
             try:
                 async with AsyncClient(self.cfg.admin_socket, connect_timeout=timeout) as c:
-                    self.status, self.status_error = await c.call("admin.status"), None
+                    self.status, self.status_error = await c.request(AdminStatus()), None
             except TTSError as e:  # the bridge may not be an admin (systemd): models/voices suffice
                 self.status, self.status_error = None, e.message
 
@@ -124,19 +125,20 @@ class DaemonFacts:
             "active_streams": self.metrics.active if self.metrics is not None else None,
             "checked_at": self.at,
             "age_s": round(time.time() - self.at, 1) if self.at else None,
-            "models": self.models,
+            "models": None if self.models is None else [m.to_wire() for m in self.models],
             "speakers": self.speakers(),
-            "clones": self.clones(),
+            "clones": [c.to_wire() for c in self.clones()],
             "languages": self.language_names(),
             "details": None,
             "details_error": self.status_error,
         }
         st = self.status
         if st and self.at:
-            details = {k: st.get(k) for k in ("state", "pid", "version", "rss_bytes", "vram_bytes",
-                                               "active_streams", "queue_len", "idle_timeout", "uptime_s")}
-            details["loaded"] = sorted(st.get("loaded") or {})
-            left = st.get("idle_exit_in_s")
+            details: dict[str, Any] = {
+                "state": st.state, "pid": st.pid, "version": st.version, "rss_bytes": st.rss_bytes,
+                "vram_bytes": st.vram_bytes, "active_streams": st.active_streams, "queue_len": st.queue_len,
+                "idle_timeout": st.idle_timeout, "uptime_s": st.uptime_s, "loaded": sorted(st.loaded)}
+            left = st.idle_exit_in_s
             if left is not None:  # extrapolated from when we asked; a later request postpones it
                 details["idle_exit_at"] = self.at + float(left)
             out["details"] = details

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from ..errors import TTSError
@@ -16,7 +17,11 @@ VOICE_MAP = {
     "fable": "dylan", "onyx": "eric", "nova": "ono_anna", "sage": "sohee", "shimmer": "serena",
     "verse": "ryan", "marin": "vivian", "cedar": "aiden",
 }
-OPENAI_MODELS = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")
+# OpenAI's speech model names (GET /v1/models lists them); every one means "the default model".
+OPENAI_MODELS = ("tts-1", "tts-1-hd", "tts-1-1106", "tts-1-hd-1106", "gpt-4o-mini-tts",
+                 "gpt-4o-mini-tts-2025-03-20", "gpt-4o-mini-tts-2025-12-15")
+# base name, optional snapshot (``-1106`` or a ``-YYYY-MM-DD`` date), optional language suffix
+_OPENAI_NAME = re.compile(r"(tts-1(?:-hd)?|gpt-4o-mini-tts)(-1106|-\d{4}-\d{2}-\d{2})?(?:-(.+))?")
 # Extra (non-OpenAI) fields: passed on as they are, typed and bounded by messages.Synthesize.
 EXTRA_FIELDS = ("language", "priority", "normalize", "seed", "sample_rate", "top_k", "chunk_frames",
                 "first_chunk_frames", "max_frames", "temperature", "top_p", "repetition_penalty")
@@ -55,19 +60,23 @@ def parse_json(raw: bytes) -> Any:
 
 
 def model_and_language(model: str | None) -> tuple[str | None, str | None]:
-    """'tts-1' -> (None, None); 'tts-1-es' -> (None, 'spanish'); other names pass through."""
+    """OpenAI names -> (None, language): 'tts-1' / 'tts-1-hd-1106' / 'gpt-4o-mini-tts-2025-12-15'
+    -> (None, None); 'tts-1-es' / 'tts-1-hd-es' -> (None, 'spanish'). Other names pass through."""
     if not model:
         return None, None
     m = str(model)
-    for base in OPENAI_MODELS:
-        if m == base:
-            return None, None
-        if m.startswith(base + "-"):
-            code = m[len(base) + 1:].lower()
-            if code in LANG_CODES:
-                return None, LANG_CODES[code]
-            raise bad(f"unknown language suffix {code!r} in model {m!r}", "model")
-    return m, None
+    match = _OPENAI_NAME.fullmatch(m.lower())
+    if match is None:
+        if m.lower().startswith(("tts-1-", "gpt-4o-mini-tts-")):
+            raise bad(f"unknown model {m!r}: OpenAI names are {list(OPENAI_MODELS)}, optionally "
+                      "followed by a language code ('tts-1-es')", "model")
+        return m, None
+    code = match.group(3)
+    if code is None:
+        return None, None
+    if code in LANG_CODES:
+        return None, LANG_CODES[code]
+    raise bad(f"unknown language suffix {code!r} in model {m!r}; known: {sorted(LANG_CODES)}", "model")
 
 
 def _choice(body: dict[str, Any], key: str, options: tuple[str, ...], default: str) -> str:

@@ -12,7 +12,8 @@ Client -> server (JSON text messages):
 
 Server -> client:
 
-  {"type": "session", "session": {...}}           after connect and after each update
+  {"type": "session", "session": {...}}           after connect and after each update (the
+                                                  first also has "request_id": the x-request-id)
   {"type": "warm", "model": ..., "load_s": ...}   the session's model is loaded (any time)
   {"type": "segment", "index": n, "text": "..."}  a segment was queued
   binary frames: 8-byte header (u32 seq, u32 timestamp_ms, big-endian; the audio time of the
@@ -25,8 +26,9 @@ Server -> client:
   {"type": "cancelled", "sent_ms": ..., "sent_bytes": ..., "segments_done": n}
   {"type": "error", "code": "...", "message": "...", "index": n?}
 
-Each segment is its own daemon request with ``priority: realtime``, opened as soon as the
-segment is known so the next one generates while the current one plays.
+Each segment is its own daemon request with ``priority: realtime``; ``segments.OrderedSegments``
+keeps up to three of them open so the next ones generate while the current one plays, and
+holds the rest of a long turn in the bridge.
 
 While a call is open the session holds one extra daemon connection: it asks the daemon to
 load the session's model at once (``tts.warmup``: the first utterance does not pay the
@@ -45,20 +47,20 @@ from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from ..client import STREAM_BUFFER, AsyncClient
+from ..client import AsyncClient
 from ..config import BridgeConfig
 from ..errors import TTSError
 from ..formats import CALL_RATE, CHUNK_PROFILES, FORMATS, MODEL_RATE, RAW_FORMATS, AudioFormatError, canonical_format
-from ..messages import DEFAULT_SPEAKER, Bool, Synthesize, Warmup
+from ..messages import DEFAULT_SPEAKER, Bool, Caption, Chunk, Synthesize, Warmup
 from ..text.language import LANG_CODES
 from ..text.split import IncrementalSplitter, WholeDocument
 from .metrics import Metrics
 from .openai_compat import VOICE_MAP
-from .segments import Audio, fetch_in_order
+from .segments import Marker, OrderedSegments, Segment
 
 log = logging.getLogger("qwen3tts.bridge.ws")
 CALL_CHUNKS = CHUNK_PROFILES["call"]
-Order = tuple[int, str, "asyncio.Queue[Audio]"] | None   # a segment (index, text, its audio) | None: flush
+FLUSHED = "flushed"   # the marker a flush leaves in the call's order
 SESSION_DEFAULTS = {"voice": DEFAULT_SPEAKER, "language": "auto", "format": "pcm16", "sample_rate": MODEL_RATE,
                     "speed": 1.0, "audio_header": True, "text_format": "text"}
 TEXT_FORMATS = ("text", "ssml")   # ssml: the call's text is one SSML document, spoken at flush
@@ -74,8 +76,7 @@ class Session:
         self.metrics = metrics
         self.conf: dict[str, Any] = dict(SESSION_DEFAULTS)
         self.splitter: IncrementalSplitter | WholeDocument = IncrementalSplitter()
-        self.order: asyncio.Queue[Order] = asyncio.Queue()
-        self.streams: dict[int, asyncio.Task[None]] = {}
+        self.segments = OrderedSegments(cfg.tts_socket)
         self.seg_index = 0
         self.seq = 0
         self.sent_samples = 0
@@ -84,7 +85,6 @@ class Session:
         self.player: asyncio.Task[None] | None = None
         self.keeper: asyncio.Task[None] | None = None
         self.session_id = uuid.uuid4().hex  # the daemon continues one codec stream per call
-        self.last_queued: asyncio.Event | None = None  # the previous segment reached the daemon queue
         self.send_lock = asyncio.Lock()
         self.closed = False
 
@@ -143,8 +143,8 @@ class Session:
             try:
                 async with AsyncClient(self.cfg.tts_socket) as c:
                     try:
-                        info = await c.call(Warmup.method, warm.to_wire())
-                        await self.send_json({"type": "warm", **info})
+                        info = await c.request(warm)
+                        await self.send_json({"type": "warm", **info.to_wire()})
                     except TTSError as e:
                         if e.code in ("bad_request", "not_found", "unsupported"):
                             await self.send_json({"type": "error", "code": e.code, "message": e.message})
@@ -152,7 +152,7 @@ class Session:
                         raise
                     while True:
                         await asyncio.sleep(10)
-                        await c.call("rpc.hello", {"client": "qwen3tts-bridge ws keepalive"})
+                        await c.hello("qwen3tts-bridge ws keepalive")
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # noqa: BLE001 - daemon restarting: try again shortly
@@ -187,44 +187,37 @@ class Session:
     def queue_segments(self, segments: list[str]) -> list[int]:
         idxs = []
         for text in segments:
-            idx = self.seg_index
             self.seg_index += 1
-            q: asyncio.Queue[Audio] = asyncio.Queue(STREAM_BUFFER)  # bounded: backpressure to the daemon
-            queued = asyncio.Event()
-            self.streams[idx] = asyncio.create_task(
-                fetch_in_order(self.cfg.tts_socket, self.request(text).to_wire(), q, self.last_queued, queued))
-            self.last_queued = queued
-            self.order.put_nowait((idx, text, q))
-            idxs.append(idx)
+            idxs.append(self.segments.add(self.request(text)).index)
         return idxs
 
     async def play(self) -> None:
         """Forward segments' audio strictly in order."""
-        while True:
-            item = await self.order.get()
-            if item is None:
+        async for item in self.segments.in_order():
+            if isinstance(item, Marker):
                 await self.send_json({"type": "flushed", "sent_ms": self.sent_ms})
-                continue
-            idx, _, q = item
-            start_ms = self.sent_ms  # where this segment's audio begins on the call's timeline
-            while True:
-                data = await q.get()
-                if data is None:
-                    self.segments_done += 1
-                    await self.send_json({"type": "segment.done", "index": idx, "sent_ms": self.sent_ms,
-                                          "start_ms": start_ms, "end_ms": self.sent_ms})
-                    break
-                if isinstance(data, TTSError):
-                    await self.send_json({"type": "error", "index": idx, "code": data.code,
-                                          "message": data.message})
-                    break
-                if isinstance(data, dict):  # a caption: the daemon's span, moved onto the call's timeline
-                    await self.send_json({"type": "caption", "index": idx, "text": data["text"],
-                                          "start_ms": start_ms + round(data["start"] * 1000),
-                                          "end_ms": start_ms + round(data["end"] * 1000)})
-                    continue
-                await self.send_audio(data)
-            self.streams.pop(idx, None)
+            else:
+                await self.play_segment(item)
+
+    async def play_segment(self, seg: Segment) -> None:
+        start_ms = self.sent_ms  # where this segment's audio begins on the call's timeline
+        try:
+            async for piece in seg.pieces():
+                if isinstance(piece, Chunk):
+                    await self.send_audio(piece.audio)
+                elif isinstance(piece, Caption):  # the daemon's span, moved onto the call's timeline
+                    await self.send_json({"type": "caption", "index": seg.index, "text": piece.text,
+                                          "start_ms": start_ms + round(piece.start * 1000),
+                                          "end_ms": start_ms + round(piece.end * 1000)})
+        except TTSError as e:
+            await self.send_json({"type": "error", "index": seg.index, "code": e.code, "message": e.message})
+            return
+        self.segments_done += 1
+        await self.send_json({"type": "segment.done", "index": seg.index, "sent_ms": self.sent_ms,
+                              "start_ms": start_ms, "end_ms": self.sent_ms})
+
+    def flush(self) -> None:
+        self.segments.mark(FLUSHED)  # "flushed" once everything before it was sent
 
     async def cancel(self) -> None:
         """Barge-in: stop forwarding at once, cancel every pending daemon request."""
@@ -232,28 +225,21 @@ class Session:
             self.player.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self.player
-        for t in self.streams.values():
-            t.cancel()  # closes the daemon connection -> generation stops within a frame
-        for t in list(self.streams.values()):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
-        self.streams.clear()
-        self.order = asyncio.Queue()
+        await self.segments.cancel()  # closes the daemon connections -> generation stops within a frame
+        self.segments = OrderedSegments(self.cfg.tts_socket, first_index=self.seg_index)  # indices go on
         self.splitter = self.new_splitter()
-        self.last_queued = None
         self.session_id = uuid.uuid4().hex  # after a barge-in the next answer starts a fresh stream
         self.player = asyncio.create_task(self.play())
-
 
     async def close(self) -> None:
         """Hang-up: stop every task of the call and wait until each has let go of its
         daemon connection - nothing of a finished call may keep the daemon awake."""
         self.closed = True
-        tasks = [t for t in (self.player, self.keeper, *self.streams.values()) if t is not None]
+        tasks = [t for t in (self.player, self.keeper) if t is not None]
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        self.streams.clear()
+        await self.segments.cancel()
 
 
 async def announce(s: Session, segments: list[str]) -> None:
@@ -261,12 +247,12 @@ async def announce(s: Session, segments: list[str]) -> None:
         await s.send_json({"type": "segment", "index": idx, "text": text})
 
 
-async def speech_stream_ws(ws: WebSocket, cfg: BridgeConfig, metrics: Metrics) -> None:
+async def speech_stream_ws(ws: WebSocket, cfg: BridgeConfig, metrics: Metrics, request_id: str = "") -> None:
     await ws.accept()
     s = Session(ws, cfg, metrics)
     s.player = asyncio.create_task(s.play())
     try:
-        await s.send_json({"type": "session", "session": s.conf})
+        await s.send_json({"type": "session", "session": s.conf, "request_id": request_id})
         s.start_keeper()
         while True:
             raw = await ws.receive()
@@ -298,7 +284,7 @@ async def speech_stream_ws(ws: WebSocket, cfg: BridgeConfig, metrics: Metrics) -
                     await announce(s, s.splitter.feed(delta))
                 elif kind in ("flush", "input_text.done"):
                     await announce(s, s.splitter.flush())
-                    s.order.put_nowait(None)  # "flushed" once everything before it was sent
+                    s.flush()
                 elif kind == "cancel":
                     await s.cancel()
                     await s.send_json({"type": "cancelled", "sent_ms": s.sent_ms, "sent_bytes": s.sent_bytes,

@@ -14,8 +14,11 @@ the daemon still starts only when something must be spoken and exits when idle.
   speech starts while the LLM is still writing. The whole-text ``synthesize`` that
   streaming clients also send for old servers is ignored on a connection that streams; the
   stream ends with ``synthesize-stopped``.
-* Audio goes out as ``audio-start`` / ``audio-chunk`` / ``audio-stop``: 24 kHz, 16-bit,
-  mono, chunk by chunk as the daemon produces it.
+* Requests on one connection are spoken one after the other; a request's daemon requests are
+  sent only when its turn comes (at most three open at once), so a client that sends many
+  never fills the daemon's queue, which every client shares.
+* Audio goes out as ``audio-start`` / ``audio-chunk`` / ``audio-stop``: the model's rate,
+  16-bit, mono, chunk by chunk as the daemon produces it (a call's chunk profile).
 * Errors (unknown voice, empty text, daemon unavailable) become a Wyoming ``error`` event,
   then the connection closes - a client never waits for audio that will not come.
 * A client that disconnects cancels its generation (the daemon connections close).
@@ -27,8 +30,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
+import uuid
 from typing import Any, AsyncIterator
 from urllib.parse import urlparse
 
@@ -44,6 +49,8 @@ from .. import __version__
 from ..client import AsyncClient
 from ..config import BridgeConfig
 from ..errors import TTSError
+from ..formats import CHUNK_PROFILES, FORMATS, MODEL_RATE
+from ..messages import Synthesize as SynthesizeRequest, Warmup
 from ..text.language import LANG_CODES
 from ..text.split import IncrementalSplitter, WholeDocument
 from ..text.ssml import is_ssml
@@ -54,7 +61,9 @@ from .segments import OrderedSegments
 
 log = logging.getLogger("qwen3tts.bridge.wyoming")
 
-RATE, WIDTH, CHANNELS = 24000, 2, 1          # what we ask the daemon for: pcm16 mono 24 kHz
+FORMAT = "pcm16"                             # what we ask the daemon for: the model's rate, mono
+RATE, WIDTH, CHANNELS = MODEL_RATE, FORMATS[FORMAT].sample_width or 2, 1
+CHUNKS = CHUNK_PROFILES["call"]              # a voice assistant is a call: first audio soonest
 MAX_EVENT_BYTES = 1 << 20                    # a text event is small; refuse anything bigger
 QWEN = Attribution(name="Qwen team, Alibaba Cloud", url="https://github.com/QwenLM/Qwen3-TTS")
 PROGRAM = Attribution(name="qwen3ttsd", url="https://github.com/QwenLM/Qwen3-TTS")
@@ -96,7 +105,7 @@ def build_info(facts: DaemonFacts) -> Info:
                        attribution=QWEN, installed=True,
                        version=facts.model_for("custom_voice", s) or "Qwen3-TTS CustomVoice", languages=langs)
               for s in facts.speakers()]
-    voices += [TtsVoice(name=c["name"], description=f"{c['name']} (saved clone voice)", attribution=QWEN,
+    voices += [TtsVoice(name=c.name, description=f"{c.name} (saved clone voice)", attribution=QWEN,
                         installed=True, version=facts.model_for("base") or "Qwen3-TTS Base", languages=langs)
                for c in facts.clones()]
     program = TtsProgram(name="qwen3ttsd", description="Qwen3-TTS, streaming (qwen3ttsd)", attribution=PROGRAM,
@@ -140,21 +149,29 @@ class Utterance:
         self.handler = handler
         self.streaming = streaming
         cfg = handler.service.cfg
-        params = {**voice_params(voice), "format": "pcm16", "sample_rate": RATE, "priority": "realtime",
-                  "first_chunk_frames": 1, "chunk_frames": 2}
-        self.segments = OrderedSegments(cfg.tts_socket, params)
+        v = voice_params(voice)
+        self.request = SynthesizeRequest(
+            text="-", voice=v["voice"], language=v["language"], format=FORMAT, sample_rate=RATE, priority="realtime",
+            first_chunk_frames=CHUNKS.first_chunk_frames, chunk_frames=CHUNKS.chunk_frames,
+            session=uuid.uuid4().hex)  # one codec stream for the utterance: seamless joins
+        # held until the utterances before it on the connection are spoken: a client's many
+        # requests wait here, never in the daemon's queue (shared by every client)
+        self.segments = OrderedSegments(cfg.tts_socket, held=True)
         # SSML is spoken as one document (its tags span sentences); the daemon splits it
         self.splitter = WholeDocument(cfg.max_input_chars) if ssml else IncrementalSplitter()
         self.ssml = ssml
         self.chars = 0
         # a stream's text may take a while to reach its first clause: start the daemon and
         # load the voice's model meanwhile
-        self.warm = asyncio.create_task(self._warm_up(params)) if streaming else None
+        self.warm = asyncio.create_task(self._warm_up()) if streaming else None
 
-    async def _warm_up(self, params: dict[str, Any]) -> None:
+    async def _warm_up(self) -> None:
         with contextlib.suppress(Exception):
             async with AsyncClient(self.handler.service.cfg.tts_socket) as c:
-                await c.call("tts.warmup", {k: params[k] for k in ("voice", "language") if k in params})
+                await c.request(Warmup(voice=self.request.voice, language=self.request.language))
+
+    def add(self, text: str) -> None:
+        self.segments.add(dataclasses.replace(self.request, text=text))
 
     async def close(self) -> None:
         if self.warm is not None:
@@ -166,11 +183,11 @@ class Utterance:
         if self.chars > self.handler.service.cfg.max_input_chars:
             raise TTSError("payload_too_large", "text is longer than the bridge's max_input_chars")
         for seg in self.splitter.feed(text):
-            self.segments.add(seg)
+            self.add(seg)
 
     def finish(self) -> None:
         for seg in self.splitter.flush():
-            self.segments.add(as_ssml(seg) if self.ssml else seg)
+            self.add(as_ssml(seg) if self.ssml else seg)
         if self.segments.count == 0:
             raise TTSError("bad_request", "nothing to speak: the text is empty")
         self.segments.close()
@@ -182,6 +199,7 @@ class Utterance:
         if metrics is not None:
             metrics.active += 1
         sent = 0
+        self.segments.start()
         try:
             async for data in self.segments.audio():
                 if sent == 0:
@@ -266,7 +284,7 @@ class WyomingHandler(AsyncEventHandler):
             u = Utterance(self, event.data.get("voice"), streaming=False)
             if event.data.get("text_format") == "ssml":
                 text = as_ssml(text)
-            u.segments.add(text)  # the daemon splits a whole text itself, on one codec stream
+            u.add(text)  # the daemon splits a whole text itself, on one codec stream
             u.segments.close()
             self._speak(u)
         return True

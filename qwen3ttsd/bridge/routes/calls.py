@@ -5,6 +5,7 @@ from __future__ import annotations
 from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket
 
+from .. import request_id
 from ..context import bridge
 from ..ws import speech_stream_ws
 
@@ -12,7 +13,7 @@ from ..ws import speech_stream_ws
 async def call_stream(websocket: WebSocket) -> None:  # authorised by the Guard middleware
     ctx = bridge(websocket)
     ctx.metrics.ws_sessions += 1
-    await speech_stream_ws(websocket, ctx.cfg, ctx.metrics)
+    await speech_stream_ws(websocket, ctx.cfg, ctx.metrics, request_id.of(websocket))
 
 
 routes: list[BaseRoute] = [WebSocketRoute("/v1/audio/speech/stream", call_stream)]

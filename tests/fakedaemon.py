@@ -1,0 +1,121 @@
+"""A stand-in daemon for fast bridge and client tests: the real wire protocol on a real Unix
+socket, no model. It speaks each request's text back as its audio (``b"<text>|<n>;"`` per
+chunk), so a test can check what was spoken and in which order, and it counts how many
+synthesize requests are open at once. Runs its own event loop in a thread, so Starlette's
+TestClient (another loop) and sync clients can talk to it."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from qwen3ttsd import messages as M, protocol as P
+from qwen3ttsd.errors import TTSError
+
+MODELS = [{"name": "custom_voice", "type": "custom_voice", "size": "0.6B", "loaded": False,
+           "speakers": ["ryan", "vivian"], "languages": ["auto", "english"], "future_key": 1},
+          {"name": "base", "type": "base", "size": "0.6B", "loaded": True, "speakers": [],
+           "languages": ["auto", "english"]}]
+
+
+@dataclass
+class FakeDaemon:
+    path: Path
+    chunks: int = 2                      # audio chunks per synthesize request
+    chunk_delay: float = 0.0             # seconds before each chunk
+    busy: dict[str, int] = field(default_factory=dict)      # text -> refuse with `busy` this many times
+    hang_up: dict[str, int] = field(default_factory=dict)   # text -> close before audio this many times
+    open_now: int = 0
+    max_open: int = 0
+    texts: list[str] = field(default_factory=list)           # synthesize texts in order of arrival
+    requests: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.server = asyncio.run_coroutine_threadsafe(
+            asyncio.start_unix_server(self._serve, str(self.path)), self.loop).result(5)
+
+    def close(self) -> None:
+        async def stop() -> None:
+            self.server.close()
+        asyncio.run_coroutine_threadsafe(stop(), self.loop).result(5)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            while (msg := await P.read_frame(reader, P.MAX_REQUEST_FRAME)) is not None:
+                if msg[0] != P.REQUEST:
+                    continue  # $/cancel: closing the connection is what the bridge does
+                msgid, method, params = P.parse_request(msg)
+                self.requests.append((method, params))
+                tasks.append(asyncio.create_task(self._answer(writer, msgid, method, params)))
+        except (ConnectionError, P.ProtocolError):
+            pass
+        finally:
+            for t in tasks:
+                t.cancel()
+            writer.close()
+
+    async def _answer(self, w: asyncio.StreamWriter, msgid: int, method: str, params: dict[str, Any]) -> None:
+        try:
+            if method == M.Synthesize.method:
+                await self._synthesize(w, msgid, M.Synthesize.from_wire(params))
+                return
+            result = self.result(method, params)
+            w.write(P.response(msgid, None, result))
+        except TTSError as e:
+            w.write(P.response(msgid, e.to_wire()))
+
+    def result(self, method: str, params: dict[str, Any]) -> Any:
+        if method == "rpc.hello":
+            return {"proto": 1, "server": "fake", "version": "0", "capabilities": [], "max_frame": 1,
+                    "admin": False, "socket": "tts", "new_field": True}
+        if method == "tts.models":
+            return MODELS
+        if method == "tts.languages":
+            return ["auto", "english"]
+        if method in ("voices.list", "tts.voices"):
+            return {"speakers": ["ryan"], "clones": [{"name": "narrator", "ref_text": "hi", "created": 5.0,
+                                                      "duration_s": 2.5, "consent": "yes"}],
+                    "voice_design": False}
+        if method == "tts.warmup":
+            return {"model": "custom_voice", "was_loaded": True, "load_s": 0.0}
+        raise TTSError("no_such_method", method)
+
+    async def _synthesize(self, w: asyncio.StreamWriter, msgid: int, req: M.Synthesize) -> None:
+        text = req.text
+        if self.busy.get(text, 0) > 0:
+            self.busy[text] -= 1
+            raise TTSError("busy", "queue full")
+        if self.hang_up.get(text, 0) > 0:
+            self.hang_up[text] -= 1
+            w.close()
+            return
+        self.texts.append(text)
+        self.open_now += 1
+        self.max_open = max(self.max_open, self.open_now)
+        try:
+            def note(n: M.Progress | M.Start | M.Chunk | M.Caption) -> None:
+                w.write(P.notification(n.method, n.to_wire()))
+
+            note(M.Progress(msgid, {"stage": "queued", "position": 0}))
+            note(M.Start(msgid, req.sample_rate, req.format, "audio/pcm", "custom_voice", 1))
+            note(M.Progress(msgid, {"stage": "generating"}))
+            for i in range(self.chunks):
+                await asyncio.sleep(self.chunk_delay)
+                note(M.Chunk(msgid, i, f"{text}|{i};".encode()))
+                await w.drain()
+            note(M.Caption(msgid, 0, text, 0.0, 0.1))
+            res = M.SynthesizeResult(chunks=self.chunks, bytes=0, samples=0, duration_s=0.1, frames=3, segments=1,
+                                     first_audio_s=0.0, total_s=0.0, rtf=None, model="custom_voice",
+                                     format=req.format, sample_rate=req.sample_rate, language="english")
+            w.write(P.response(msgid, None, {**res.to_wire(), "future_key": "x"}))
+        finally:
+            self.open_now -= 1
