@@ -573,7 +573,7 @@ class VoiceInfo(Result):
 
 @dataclass
 class VoicesResult(Result):
-    """``voices.list`` (and its alias ``tts.voices``)."""
+    """``voices.list``."""
 
     speakers: list[str] = field(default_factory=list)
     clones: list[VoiceInfo] = nested(VoiceInfo, [])
@@ -686,7 +686,7 @@ class AdminCacheClearResult(Result):
 
 # Every RPC method -> the result class its answer is (the client's ``request`` reads it).
 RESULTS: dict[str, type[Result]] = {
-    "rpc.hello": HelloResult, "tts.synthesize": SynthesizeResult, "tts.voices": VoicesResult,
+    "rpc.hello": HelloResult, "tts.synthesize": SynthesizeResult,
     "tts.models": ModelsResult, "tts.languages": LanguagesResult, "tts.warmup": WarmupResult,
     "voices.list": VoicesResult, "voices.add": VoiceInfo, "voices.remove": VoicesRemoveResult,
     "admin.status": AdminStatusResult, "admin.load": AdminLoadResult, "admin.unload": AdminUnloadResult,

@@ -349,7 +349,7 @@ with Client({str(rt / 'admin.sock')!r}) as c:
     except TTSError as e:
         print('shutdown', e.code)
 with Client({str(rt / 'tts.sock')!r}) as c:
-    print('voices', len(c.call('tts.voices', {{}})['speakers']))
+    print('voices', len(c.call('voices.list', {{}})['speakers']))
 """
     r = subprocess.run([PY, "-c", code], capture_output=True, text=True, timeout=60,
                        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})

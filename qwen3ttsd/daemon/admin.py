@@ -28,7 +28,7 @@ class Admin:
             raise TTSError("unavailable", "the daemon is still starting")
         return self.svc.server
 
-    async def status(self, conn: Connection, msgid: int, params: dict[str, Any]) -> dict[str, Any]:
+    async def status(self, conn: Connection, msgid: int, params: dict[str, Any]) -> M.AdminStatusResult:
         svc = self.svc
         srv = svc.server
         registry = svc.registry
@@ -36,76 +36,71 @@ class Admin:
         state = "loading" if registry.loading else ("ready" if infos else "idle")
         if srv is not None and srv.stopping:
             state = "draining"
-        return {
-            "state": state, "pid": os.getpid(), "version": __version__, "models": registry.list(),
-            "loaded": infos, "vram_bytes": _vram_bytes(), "rss_bytes": _rss_bytes(),
-            "max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-            "active_streams": svc.active_streams, "queue_len": svc.scheduler.queued,
-            "connections": len(srv.connections) if srv else 0, "served": svc.served,
-            "idle_timeout": srv.idle_timeout if srv else None,
-            "idle_exit_in_s": srv.idle_exit_in() if srv else None,
-            "uptime_s": round(time.time() - svc.started, 3), "torch_imported": "torch" in sys.modules,
-            "sockets": svc.sockets_info,
-            "python": sys.version.split()[0],
-        }
+        return M.AdminStatusResult(
+            state=state, pid=os.getpid(), version=__version__, models=registry.list(),
+            loaded=infos, vram_bytes=_vram_bytes(), rss_bytes=_rss_bytes(),
+            max_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            active_streams=svc.active_streams, queue_len=svc.scheduler.queued,
+            connections=len(srv.connections) if srv else 0, served=svc.served,
+            idle_timeout=srv.idle_timeout if srv else None,
+            idle_exit_in_s=srv.idle_exit_in() if srv else None,
+            uptime_s=round(time.time() - svc.started, 3), torch_imported="torch" in sys.modules,
+            sockets=svc.sockets_info, python=sys.version.split()[0])
 
-    async def load(self, conn: Connection, msgid: int, params: dict[str, Any]) -> dict[str, Any]:
+    async def load(self, conn: Connection, msgid: int, params: dict[str, Any]) -> M.AdminLoadResult:
         svc = self.svc
         entry = svc.registry.pick(M.AdminLoad.from_wire(params).model)
         svc.notifier.status(f"loading {entry.name}")
         lm = await svc.scheduler.run_call(lambda: svc.registry.load(entry), asyncio.get_running_loop())
         svc.publish_status()
-        return dict(lm.info, name=entry.name)
+        return M.AdminLoadResult(entry.name, extra=lm.info)
 
-    async def unload(self, conn: Connection, msgid: int, params: dict[str, Any]) -> dict[str, Any]:
+    async def unload(self, conn: Connection, msgid: int, params: dict[str, Any]) -> M.AdminUnloadResult:
         svc = self.svc
         msg = M.AdminUnload.from_wire(params)
         if msg.exit:
             self.srv.request_stop("admin.unload exit", drain=True)
-            return {"exiting": True}
+            return M.AdminUnloadResult(exiting=True)
         name = msg.model
         svc.sessions.drop_decoders()  # a call's codec state would pin the unloaded model
         dropped = await svc.scheduler.run_call(lambda: svc.registry.unload(name), asyncio.get_running_loop())
         svc.publish_status()
-        return {"unloaded": dropped}
+        return M.AdminUnloadResult(unloaded=dropped)
 
-    async def keepalive(self, conn: Connection, msgid: int, params: dict[str, Any]) -> dict[str, Any]:
+    async def keepalive(self, conn: Connection, msgid: int, params: dict[str, Any]) -> M.AdminKeepaliveResult:
         secs = M.AdminKeepalive.from_wire(params, limits={"seconds": self.svc.cfg.max_keepalive}).seconds
         self.srv.keepalive_until = time.monotonic() + secs if secs else 0.0
-        return {"keepalive_s": secs, "idle_exit_in_s": self.srv.idle_exit_in()}
+        return M.AdminKeepaliveResult(secs, self.srv.idle_exit_in())
 
-    async def set(self, conn: Connection, msgid: int, params: dict[str, Any]) -> dict[str, Any]:
+    async def set(self, conn: Connection, msgid: int, params: dict[str, Any]) -> M.AdminSetResult:
         msg = M.AdminSet.from_wire(params)
         cfg = self.svc.cfg
         if msg.idle_timeout is not None:
             self.srv.idle_timeout = msg.idle_timeout
         if msg.queue_timeout is not None:
             cfg.queue_timeout = msg.queue_timeout
-        return {"idle_timeout": self.srv.idle_timeout, "queue_timeout": cfg.queue_timeout}
+        return M.AdminSetResult(self.srv.idle_timeout, cfg.queue_timeout)
 
-    async def shutdown(self, conn: Connection, msgid: int, params: dict[str, Any]) -> dict[str, Any]:
+    async def shutdown(self, conn: Connection, msgid: int, params: dict[str, Any]) -> M.AdminShutdownResult:
         self.srv.request_stop("admin.shutdown", drain=M.AdminShutdown.from_wire(params).drain)
-        return {"stopping": True}
+        return M.AdminShutdownResult(stopping=True)
 
-    async def cache_list(self, conn: Connection, msgid: int, params: dict[str, Any]) -> dict[str, Any]:
+    async def cache_list(self, conn: Connection, msgid: int, params: dict[str, Any]) -> M.AdminCacheListResult:
         registry = self.svc.registry
 
-        def sizes() -> list[dict[str, Any]]:
-            out = []
-            for e in registry.entries.values():
-                total = sum(f.stat().st_size for f in Path(e.path).rglob("*") if f.is_file())
-                out.append({"name": e.name, "path": e.path, "bytes": total, "loaded": e.name in registry.loaded})
-            return out
+        def sizes() -> list[M.CachedModel]:
+            return [M.CachedModel(e.name, e.path, sum(f.stat().st_size for f in Path(e.path).rglob("*") if f.is_file()),
+                                  e.name in registry.loaded) for e in registry.entries.values()]
 
         prompts = sum(lm.model.prompt_count for lm in registry.loaded.values())
-        return {"models": await asyncio.to_thread(sizes), "prompts": prompts, "voices": len(self.svc.voices.list())}
+        return M.AdminCacheListResult(await asyncio.to_thread(sizes), prompts, len(self.svc.voices.list()))
 
-    async def cache_clear(self, conn: Connection, msgid: int, params: dict[str, Any]) -> dict[str, Any]:
+    async def cache_clear(self, conn: Connection, msgid: int, params: dict[str, Any]) -> M.AdminCacheClearResult:
         svc = self.svc
         msg = M.AdminCacheClear.from_wire(params)
         if msg.what == "prompts":
             n = sum(lm.model.clear_prompts() for lm in svc.registry.loaded.values())
-            return {"cleared_prompts": n}
+            return M.AdminCacheClearResult(cleared_prompts=n)
         if msg.what == "model":
             entry = svc.registry.pick(msg.model)
             root = Path(svc.cfg.models_dir).resolve() if svc.cfg.models_dir else None
@@ -118,7 +113,7 @@ class Admin:
                 raise TTSError("bad_request", f"pass confirm={entry.name!r} to delete {path}")
             await asyncio.to_thread(shutil.rmtree, path)
             svc.registry.entries.pop(entry.name, None)
-            return {"removed": entry.name}
+            return M.AdminCacheClearResult(removed=entry.name)
         raise TTSError("bad_request", "what must be 'prompts' or 'model'")
 
 

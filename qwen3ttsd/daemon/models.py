@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .. import checkpoints
+from .. import checkpoints, messages as M
 from ..engine import factory
 from ..engine.backend import BackendOptions
 from ..errors import TTSError
@@ -107,8 +107,8 @@ class ModelRegistry:
         self.loading: str | None = None
         self._lock = threading.Lock()
 
-    def list(self) -> list[dict[str, Any]]:
-        return [e.public(e.name in self.loaded) for e in self.entries.values()]
+    def list(self) -> list[M.ModelInfo]:
+        return [M.ModelInfo(**e.public(e.name in self.loaded)) for e in self.entries.values()]
 
     def pick(self, name: str | None = None, want: str | None = None) -> ModelEntry:
         """The model for a request: by name, else the default if it can serve ``want``,

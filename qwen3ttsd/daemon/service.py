@@ -28,7 +28,7 @@ log = logging.getLogger("qwen3ttsd.service")
 CAPABILITIES = ["stream", "cancel", "clone", "voice_design", "formats", "speed", "resample",
                 "seed", "priority"]
 
-Method = Callable[[Connection, int, dict[str, Any]], Awaitable[Any]]
+Method = Callable[[Connection, int, dict[str, Any]], Awaitable["M.Result | None"]]
 
 
 class Service:
@@ -66,34 +66,34 @@ class Service:
             raise TTSError("forbidden", f"uid {conn.uid} is not allowed to use the admin socket "
                            f"(needs root, the daemon's user or group {self.cfg.admin_group!r})")
         result = await fn(conn, msgid, params)
-        if method != "tts.synthesize":  # the stream sent its own response
-            await conn.send(P.response(msgid, None, result))
+        if result is not None:  # None: a stream that sent its own response
+            await conn.send(P.response(msgid, None, result.to_wire()))
 
     # --- info --------------------------------------------------------------------------
 
-    async def hello(self, conn: Connection, msgid: int, params: dict[str, Any]) -> dict[str, Any]:
+    async def hello(self, conn: Connection, msgid: int, params: dict[str, Any]) -> M.HelloResult:
         return M.HelloResult(proto=P.PROTOCOL_VERSION, server="qwen3ttsd", version=__version__,
                              capabilities=CAPABILITIES, max_frame=P.MAX_REQUEST_FRAME,
-                             admin=conn.admin, socket=conn.kind).to_wire()
+                             admin=conn.admin, socket=conn.kind)
 
-    async def list_models(self, conn: Connection, msgid: int, params: dict[str, Any]) -> list[dict[str, Any]]:
-        return self.registry.list()
+    async def list_models(self, conn: Connection, msgid: int, params: dict[str, Any]) -> M.ModelsResult:
+        return M.ModelsResult(self.registry.list())
 
-    async def list_languages(self, conn: Connection, msgid: int, params: dict[str, Any]) -> list[str]:
+    async def list_languages(self, conn: Connection, msgid: int, params: dict[str, Any]) -> M.LanguagesResult:
         langs: set[str] = set()
         for e in self.registry.entries.values():
             langs.update(e.languages)
-        return sorted(langs)
+        return M.LanguagesResult(sorted(langs))
 
-    async def list_voices(self, conn: Connection, msgid: int, params: dict[str, Any]) -> dict[str, Any]:
+    async def list_voices(self, conn: Connection, msgid: int, params: dict[str, Any]) -> M.VoicesResult:
         entries = self.registry.entries.values()
         speakers = sorted({s for e in entries if e.type == "custom_voice" for s in e.speakers})
-        return {"speakers": speakers, "clones": self.state.voices.list(),
-                "voice_design": any(e.type == "voice_design" for e in entries)}
+        return M.VoicesResult(speakers, [M.VoiceInfo.from_wire(v) for v in self.state.voices.list()],
+                              voice_design=any(e.type == "voice_design" for e in entries))
 
     # --- voices ------------------------------------------------------------------------
 
-    async def add_voice(self, conn: Connection, msgid: int, params: dict[str, Any]) -> dict[str, Any]:
+    async def add_voice(self, conn: Connection, msgid: int, params: dict[str, Any]) -> M.VoiceInfo:
         msg = M.VoicesAdd.from_wire(params)
         if not msg.name:
             raise TTSError("bad_request", "name is required", data={"param": "name"})
@@ -104,16 +104,16 @@ class Service:
         except AudioFormatError as e:
             raise TTSError("bad_request", f"reference audio rejected: {e}") from e
         meta = {"consent": msg.consent, "added_by_uid": conn.uid}
-        info: dict[str, Any] = await asyncio.to_thread(self.state.voices.add, msg.name, wav, msg.ref_text, meta)
+        info = await asyncio.to_thread(self.state.voices.add, msg.name, wav, msg.ref_text, meta)
         self._forget_voice(msg.name)
-        return info
+        return M.VoiceInfo.from_wire(info)
 
-    async def remove_voice(self, conn: Connection, msgid: int, params: dict[str, Any]) -> dict[str, Any]:
+    async def remove_voice(self, conn: Connection, msgid: int, params: dict[str, Any]) -> M.VoicesRemoveResult:
         name = M.VoicesRemove.from_wire(params).name
         if not self.state.voices.remove(name):
             raise TTSError("not_found", f"voice {name!r} does not exist")
         self._forget_voice(name)
-        return {"removed": name}
+        return M.VoicesRemoveResult(name)
 
     def _forget_voice(self, name: str) -> None:
         for lm in list(self.registry.loaded.values()):

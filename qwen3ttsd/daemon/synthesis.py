@@ -119,6 +119,7 @@ class Synthesis:
         self.cfg = svc.cfg
 
     async def synthesize(self, conn: Connection, msgid: int, params: dict[str, Any]) -> None:
+        """Streams; the stream's last message is its response (so this returns None)."""
         svc = self.svc
         t0 = time.monotonic()
         msg = M.Synthesize.from_wire(params, limits={"text": self.cfg.max_text_chars})
@@ -235,7 +236,7 @@ class Synthesis:
             job.cancel.set()
             raise asyncio.CancelledError() from None
 
-    async def warmup(self, conn: Connection, msgid: int, params: dict[str, Any]) -> dict[str, Any]:
+    async def warmup(self, conn: Connection, msgid: int, params: dict[str, Any]) -> M.WarmupResult:
         """Load the model a request with these parameters would use, without generating.
 
         The bridge calls this when a phone call connects, so the first utterance does not
@@ -247,8 +248,7 @@ class Synthesis:
         was_loaded = entry.name in svc.registry.loaded
         await svc.scheduler.run_call(lambda: svc.registry.load(entry), asyncio.get_running_loop())
         svc.publish_status()
-        return M.WarmupResult(model=entry.name, was_loaded=was_loaded,
-                              load_s=round(time.monotonic() - t0, 3)).to_wire()
+        return M.WarmupResult(model=entry.name, was_loaded=was_loaded, load_s=round(time.monotonic() - t0, 3))
 
 
 def _notify(n: M.Progress | M.Start | M.Chunk | M.Caption) -> bytes:
