@@ -217,9 +217,9 @@ def _collector_paused() -> Iterator[None]:
     frozen (``gc.freeze``), so later collections do not scan it again.
 
     Why: importing torch, transformers and qwen-tts and building the model creates millions
-    of objects, and every full collection scans them all: a cold start of the tiny model ran
-    7 full collections, ~0.6 s of its ~6 s from connect to first audio, and a full collection
-    while serving would stall every stream for as long."""
+    of objects, and every full collection scans them all: a cold start ran several, a
+    tenth of its time to first audio (bench/RESULTS.md (Design measurements)), and a full collection while serving
+    would stall every stream for as long."""
     gc.disable()
     try:
         yield

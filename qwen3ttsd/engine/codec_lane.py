@@ -28,11 +28,10 @@ def decode_many(outs: list[AudioOut]) -> None:
     (rows admitted together stay in phase), each of a power-of-two size (7 rows: 4 + 2 + 1).
 
     Why the sizes: oneDNN builds (JIT-compiles) its convolution kernels for every new input
-    shape, and a codec call's shapes follow its batch size. Measured on the 0.6B codec
-    (2 threads), the first 4-frame call at batch 8 took 2.6 s against 1.3 s once built, at
-    batch 5 0.8 s against 0.5 s: as streams join and leave, every new batch size stalled
-    every stream for up to a second. Power-of-two sizes leave 5 shapes per chunk length,
-    built within the first busy seconds."""
+    shape, and a codec call's shapes follow its batch size: as streams join and leave, every
+    new batch size stalled every stream for as long as the build took (up to a second on the
+    0.6B codec; figures in bench/RESULTS.md (Design measurements)). Power-of-two sizes leave 5 shapes per chunk
+    length, built within the first busy seconds."""
     by_len: dict[int, list[AudioOut]] = {}
     for o in outs:
         by_len.setdefault(len(o.pending), []).append(o)
@@ -49,8 +48,7 @@ def decode_many(outs: list[AudioOut]) -> None:
 def _split_threads() -> int:
     """Give half of torch's CPU threads to the codec lane (it returns that count) and keep
     the rest for the calling, stepping thread: both run at once, and oversubscribed cores
-    lose more than they gain (2-core box, 0.6B int8, 8 streams: 2+1 threads were 30%
-    slower than 1+1)."""
+    lose more than they gain (measured: bench/RESULTS.md (Design measurements))."""
     n = cpu_threads()
     lane = max(1, n // 2)
     torch.set_num_threads(max(1, n - lane))
@@ -67,11 +65,11 @@ class CodecLane:
     """The streams' audio work - frames into chunks, codec decode, the last flush and the
     final report - in submission order, on its own thread when ``overlap`` is on.
 
-    Why: on CPU the codec decoder is compute-bound (0.6B codec: ~80 ms a frame on one
-    core) while the talker and predictor are memory-bound, so step n can decode on some
-    cores while step n+1 generates on the others. On the 2-core dev box that took 9% off
-    a 0.6B fp32 step and nothing off int8 (generation wants both cores there), so it is
-    an option (``QWEN3TTSD_OVERLAP_DECODE``) for hosts with cores to spare.
+    Why: on CPU the codec decoder is compute-bound while the talker and predictor are
+    memory-bound, so step n can decode on some cores while step n+1 generates on the
+    others. On two cores it gains little (int8 generation wants both cores), so it is an
+    option (``QWEN3TTSD_OVERLAP_DECODE``) for hosts with cores to spare; figures in
+    bench/RESULTS.md (Design measurements).
 
     Jobs run in submission order, so every stream's chunks stay in order; at most
     ``MAX_AHEAD`` are queued (a chunk of several frames decodes while several steps

@@ -2,12 +2,11 @@
 
 Why: streaming decodes a few frames at a time, so the decoder's first stages see inputs
 of 1024-1536 channels and only 4-50 time steps. oneDNN's convolution is slow at that
-shape, and a transposed convolution at batch 1 falls back to ATen's naive kernel: on the
-2-core dev machine (0.6B codec, 4-frame chunks) the 1536->768 transposed conv took 64 ms
-and the 1024->1536 k7 conv 35 ms of a 430 ms chunk. As im2col + one GEMM (convolution)
-or one GEMM + overlap-add (transposed convolution) they take 16 ms and 8 ms; the results
-agree to float rounding (~1e-5). Thin, long stages (<= 384 channels, thousands of steps)
-stay with oneDNN, which is faster there. See ``bench/bench_engine.py`` (decode rows).
+shape, and a transposed convolution at batch 1 falls back to ATen's naive kernel. As
+im2col + one GEMM (convolution) or one GEMM + overlap-add (transposed convolution) they
+take a quarter of the time; the results agree to float rounding (~1e-5). Thin, long stages
+(<= 384 channels, thousands of steps) stay with oneDNN, which is faster there. Figures in
+bench/RESULTS.md (Design measurements); ``bench/bench_engine.py`` (decode rows).
 """
 
 from __future__ import annotations

@@ -52,7 +52,7 @@ def stdout_to_stderr() -> Iterator[None]:
 def _skip_sklearn() -> None:
     """transformers imports scikit-learn whenever it is installed, only for assisted
     generation's ROC-curve helper, which qwen-tts never uses; the daemon starts on a request,
-    so that import was on the first request's clock (tiny-model cold start 5.2 -> 4.9 s).
+    so that import was on the first request's clock (bench/RESULTS.md (Design measurements)).
     librosa brings scikit-learn into the environment and imports it only where used."""
     from transformers.utils import import_utils
 

@@ -3,17 +3,15 @@
 Why: oneDNN JIT-builds a convolution kernel the first time it sees an input shape, and a
 codec call's shape is (batch size, chunk frames). Each socket activation starts a fresh
 process whose load warm-up built batch 1 only, so the first burst of calls paid for the
-kernels on the way to its first audio: on the 2-core dev box the tiny model's first 1-frame
-decode at batch 8 took 28 ms against 11 ms once built, the 0.6B model's first 4-frame decode
-at batch 8 2.2-3.0 s against 1.2 s.
+kernels on the way to its first audio (2-3x a built call; bench/RESULTS.md (Design measurements)).
 
 The shapes the codec lane uses are few (:func:`.codec_lane.decode_many`: power-of-two
 batches up to ``max_batch``, chunks of 1..``chunk_frames`` frames), so right after a model
 loads a thread decodes silence at each of them, smallest first, whenever no stream is in
-flight, at the lowest CPU priority: tiny model ~1 s, 0.6B ~20 s of idle time on the dev
-box (+1.2 GB peak at batch 16). A stream that arrives meanwhile shares the CPU with at
-most one shape's decode. The thread holds the backend (and so the model) only weakly and stops
-when it is unloaded; afterwards the freed buffers go back to the OS (``malloc_trim``).
+flight, at the lowest CPU priority (its idle time and peak memory: bench/RESULTS.md (Design
+measurements)). A stream that arrives meanwhile shares the CPU with at most one shape's
+decode. The thread holds the backend (and so the model) only weakly and stops when it is
+unloaded; afterwards the freed buffers go back to the OS (``malloc_trim``).
 """
 
 from __future__ import annotations
@@ -96,8 +94,8 @@ def _idle_engine(backend_ref: weakref.ref) -> Any:
     """The backend's engine once it has no stream in flight; None once the model is gone.
 
     Why wait: CPU priority alone does not keep a prewarm off the streams' backs. The talker
-    and predictor are memory-bound, and on the 2-core dev box a 0.6B int8 stream ran 35%
-    slower (first audio 0.55-0.66 s against 0.38 s) while a nice-19 prewarm decoded beside it."""
+    and predictor are memory-bound, and a stream ran markedly slower while a nice-19
+    prewarm decoded beside it (bench/RESULTS.md (Design measurements))."""
     while True:
         backend = backend_ref()
         if backend is None or backend.engine.tts is None:

@@ -36,8 +36,8 @@ class _ConfigReads:
     """A read-only, caching view of a transformers config (nested configs too).
 
     qwen-tts's ``generate`` builds its suppressed-token list with two config reads per
-    vocabulary entry; transformers' ``__getattribute__`` makes that ~2,000 slow reads, 2 ms
-    of every admission (half of building a prompt). The values never change once loaded.
+    vocabulary entry; transformers' ``__getattribute__`` makes that thousands of slow reads,
+    half of building a prompt (bench/RESULTS.md (Design measurements)). The values never change once loaded.
     """
 
     def __init__(self, config: Any) -> None:
