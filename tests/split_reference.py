@@ -17,6 +17,7 @@ ABBREVIATIONS = {
     "mon", "tue", "wed", "thu", "fri", "sat", "sun", "ave", "blvd", "rd", "min", "max",
     "z.b", "bzw", "usw", "ca", "nr", "av", "cf", "al", "viz",
 }
+SENTENCE_FINAL = {"inc", "ltd", "corp", "co", "etc", "usw", "a.m", "p.m"}
 SENTENCE_END = ".!?。！？；;…"
 CJK_END = "。！？；"
 CLAUSE = ",，、:：—"
@@ -69,6 +70,13 @@ def _is_boundary(text: str, i: int, spans: list[tuple[int, int]], final: bool) -
         if m:
             word = m.group(1).lower().rstrip(".")
             if word in ABBREVIATIONS or (len(word) == 1 and word.isalpha()):
+                # behaviour: an abbreviation that ends the sentence keeps the boundary (issue 20)
+                rest = text[i + 1:].lstrip()
+                if word in SENTENCE_FINAL and nxt.isspace():
+                    if not rest:
+                        return len(text) if final else None
+                    if rest[0].isupper():
+                        return i + 1
                 return None  # Dr. / U.S. / initials
     j = i + 1
     while j < len(text) and (text[j] in _CLOSERS or text[j] in "!?"):

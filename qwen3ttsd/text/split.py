@@ -30,6 +30,9 @@ ABBREVIATIONS = {
     "mon", "tue", "wed", "thu", "fri", "sat", "sun", "ave", "blvd", "rd", "min", "max",
     "z.b", "bzw", "usw", "ca", "nr", "av", "cf", "al", "viz",
 }
+# abbreviations that also end sentences: before a capital ("Acme Inc. The office"), the full
+# stop is the sentence's too; titles and "e.g." never end one ("Dr. Smith", "e.g. This")
+SENTENCE_FINAL = {"inc", "ltd", "corp", "co", "etc", "usw", "a.m", "p.m"}
 SENTENCE_END = ".!?。！？；;…"
 CJK_END = "。！？；"
 CLAUSE = ",，、:：—"
@@ -183,8 +186,8 @@ _UNDECIDED = -2
 _CLOSERS_EXCLAIM = _CLOSERS + "!?"
 
 
-def _abbreviation_before(text: str, i: int) -> bool:
-    """Whether the word before the '.' at ``i`` is an abbreviation or an initial ("Dr", "U.S", "J")."""
+def _abbreviation_before(text: str, i: int) -> str | None:
+    """The word before the '.' at ``i`` if it is an abbreviation or an initial ("dr", "u.s", "j")."""
     if i > 0 and text[i - 1] == "\n":
         i -= 1  # as ``re.search("...$")`` did: "$" also matches before a final newline
     k, first = i, -1
@@ -196,9 +199,9 @@ def _abbreviation_before(text: str, i: int) -> bool:
             break
         k -= 1
     if first < 0:
-        return False
+        return None
     word = text[first:i].lower().rstrip(".")
-    return word in ABBREVIATIONS or (len(word) == 1 and word.isalpha())
+    return word if word in ABBREVIATIONS or (len(word) == 1 and word.isalpha()) else None
 
 
 class _Scan:
@@ -241,8 +244,16 @@ class _Scan:
                             b = end
                         elif not (text[j].isupper() or not text[j].isalpha()):
                             b = None
-                    if b == _UNDECIDED and _abbreviation_before(text, i):
-                        b = None  # Dr. / U.S. / initials
+                    word = _abbreviation_before(text, i) if b == _UNDECIDED else None
+                    if word is not None:  # Dr. / U.S. / initials: no boundary...
+                        b = None
+                        if word in SENTENCE_FINAL and text[i + 1].isspace():
+                            # ...unless the abbreviation ends the sentence: "Acme Inc. The office"
+                            j = _SPACE_RUN.match(text, i + 1).end()
+                            if j >= n:
+                                b = None if final else _WAIT
+                            elif text[j].isupper():
+                                b = i + 1
                 if b == _UNDECIDED:
                     j = i + 1
                     if text[j] in _CLOSERS_EXCLAIM:
