@@ -292,6 +292,8 @@ _ADDRESS_RULES = compile_rules([(_URL, _url), (_EMAIL, _email)])
 _ABBREVIATION_RULES = compile_rules([(rf"(?<!\w)(?:{_ABBR_ALT})(?=\s|$)", _abbrev)])
 _NUMBER_RULES = compile_rules([
     (r"(?<![\w+])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{3}\)\s?|\d{3}[\s.-])\d{3}[\s.-]\d{4}\b", _phone),
+    # a local number "555-1234" (exchanges start 2-9) is digits, not the range "555 to 1234"
+    (r"(?<![\w+\-.,/])[2-9]\d{2}-\d{4}(?![\w\-]|[.,]\d)", _phone),
     (r"\b(\d{4})-(\d{2})-(\d{2})\b", _date_iso),
     (r"\b(\d{1,2})/(\d{1,2})/(\d{4})\b", _date_us),
     (rf"\b({_MONTH_RE})\.?\s+(\d{{1,2}})(?:st|nd|rd|th)?\b(?:,?\s+(\d{{4}})\b)?", _date_mdy),

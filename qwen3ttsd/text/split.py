@@ -62,6 +62,13 @@ _WORD_BOUNDARY = re.compile(r"\b")
 _Span = tuple[int, int]
 
 
+def _run_end(pattern: re.Pattern[str], text: str, pos: int, endpos: int | None = None) -> int:
+    """End of ``pattern`` (a run that may be empty, so it always matches) at ``pos``."""
+    m = pattern.match(text, pos) if endpos is None else pattern.match(text, pos, endpos)
+    assert m is not None
+    return m.end()
+
+
 def _next_a(text: str, p: int) -> _Span | None:
     m = _A.search(text, p)
     return m.span() if m else None
@@ -95,7 +102,7 @@ def _email_end(text: str, at: int) -> int | None:
 
 def _next_b(text: str, p: int) -> _Span | None:
     """The first e-mail address starting at or after ``p``."""
-    e = _B_RUN.match(text, p).end()
+    e = _run_end(_B_RUN, text, p)
     lo, at = p, (e if text.startswith("@", e) else -1)
     pos = e
     while True:
@@ -118,18 +125,18 @@ def _domain_end(text: str, dot: int) -> int:
     for _ in range(3):
         if not text.startswith(".", k):
             break
-        e = _LETTERS.match(text, k + 1).end()
+        e = _run_end(_LETTERS, text, k + 1)
         if e - k - 1 < 2:
             break
         k = e
     if text.startswith("/", k):
-        k = _NON_SPACE.match(text, k + 1).end()
+        k = _run_end(_NON_SPACE, text, k + 1)
     return k
 
 
 def _next_c(text: str, p: int) -> _Span | None:
     """The first domain ("qwen.ai", "docs.python.org/3") starting at or after ``p``."""
-    e = _C_RUN.match(text, p).end()
+    e = _run_end(_C_RUN, text, p)
     lo, dot = p, (e if e > p and text.startswith(".", e) and _TWO_LETTERS.match(text, e + 1) else -1)
     pos = e
     while True:
@@ -228,7 +235,7 @@ class _Scan:
             if c in CJK_END:
                 b = i + 1
                 if b < n and text[b] in _CLOSERS:
-                    b = _CJK_CLOSE_RUN.match(text, b).end()
+                    b = _run_end(_CJK_CLOSE_RUN, text, b)
             elif c in SENTENCE_END:
                 b = _UNDECIDED
                 if i + 1 >= n:
@@ -239,7 +246,7 @@ class _Scan:
                         b = None  # inside an ellipsis (decided at its last dot), or 3.14
                     elif prev == ".":
                         # end of an ellipsis: a sentence ends only if a capital follows ("Wait... what?")
-                        j = _SPACE_RUN.match(text, i + 1).end()
+                        j = _run_end(_SPACE_RUN, text, i + 1)
                         if j >= n:
                             b = end
                         elif not (text[j].isupper() or not text[j].isalpha()):
@@ -249,7 +256,7 @@ class _Scan:
                         b = None
                         if word in SENTENCE_FINAL and text[i + 1].isspace():
                             # ...unless the abbreviation ends the sentence: "Acme Inc. The office"
-                            j = _SPACE_RUN.match(text, i + 1).end()
+                            j = _run_end(_SPACE_RUN, text, i + 1)
                             if j >= n:
                                 b = None if final else _WAIT
                             elif text[j].isupper():
@@ -258,7 +265,7 @@ class _Scan:
                     j = i + 1
                     if text[j] in _CLOSERS_EXCLAIM:
                         if not run_lo <= j <= run_hi:
-                            run_lo, run_hi = j, _CLOSE_RUN.match(text, j).end()
+                            run_lo, run_hi = j, _run_end(_CLOSE_RUN, text, j)
                         j = run_hi
                     if j >= n:
                         b = end
@@ -317,7 +324,7 @@ def _hard_wrap(seg: str, max_chars: int, out: list[str]) -> None:
         k = seg.rfind(" ", s, s + max_chars) - s
         k = k if k > max_chars // 2 else max_chars
         out.append(seg[s:s + k].strip())
-        s = _SPACE_RUN.match(seg, s + k, e).end()
+        s = _run_end(_SPACE_RUN, seg, s + k, e)
     if e > s:
         out.append(seg[s:e])
 
