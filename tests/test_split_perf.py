@@ -66,3 +66,11 @@ def test_fed_one_character_at_a_time_is_linear(unit):
     small, big = _cpu(lambda: feed(50_000)), _cpu(lambda: feed(100_000))
     assert big < 3.0
     assert big < 3 * max(small, 0.02)  # 2x the text: well under 4x the time
+
+
+@pytest.mark.parametrize("unit", ["Dr. ", "Baker St. ", "I paid $5. ", "<b>x</b> ", "\x1b[31m"])
+def test_normalising_and_preparing_is_linear(unit):
+    from qwen3ttsd.text import prepare_segments
+
+    small, big = (_cpu(lambda: prepare_segments(_text(unit, size), "english")) for size in (50_000, 200_000))
+    assert big < 8 * max(small, 0.02)  # 4x the text: at most 8x the time (was 10x+ for "Dr. ")

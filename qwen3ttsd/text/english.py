@@ -250,17 +250,20 @@ def _cardinal(m: re.Match) -> str:
     return number(s)
 
 
+_ONLY_SPACE_LEFT = re.compile(r"\s*\Z")
+
+
 def _abbrev(m: re.Match) -> str:
     abbr = m.group(0)
     s, end = m.string, m.end()
     out = ABBREVIATIONS[abbr]
-    if abbr == "St.":
-        before = s[: m.start()].rstrip().split(" ")[-1:] or [""]
-        after = s[end:].lstrip()[:1]
+    if abbr == "St.":  # windows, not the whole text: linear in a text of many "St."
+        before = s[max(0, m.start() - 80): m.start()].rstrip().split(" ")[-1:] or [""]
+        after = s[end: end + 80].lstrip()[:1]
         # "Baker St." is a street; "St. Louis" a saint
         if before[0][:1].isupper() and not (after and after.isupper()):
             out = "Street"
-    if s[end:].strip() == "":
+    if _ONLY_SPACE_LEFT.match(s, end):
         out += "."  # the abbreviation's dot also ended the text
     return out
 
