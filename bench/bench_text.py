@@ -4,7 +4,12 @@ costs per language, for number-dense text and for ordinary prose, side by side f
 Normalisation runs per request before the first segment is spoken, so this is added
 latency for the whole request.
 
-    python bench/bench_text.py [-n 5]
+A second table times splitting on adversarial shapes (the bridge splits streamed text on
+its event loop): 1 MB in one call to ``split_segments``, 1 MB fed to ``IncrementalSplitter``
+in one piece, and 100 KB fed one character at a time (CPU seconds; linear since the
+splitter's rewrite: 100 KB of "Hi. " in one WebSocket message took 47.8 s before).
+
+    python bench/bench_text.py [-n 5] [--no-split]
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from qwen3ttsd.text import split_segments
+from qwen3ttsd.text import IncrementalSplitter, split_segments
 from qwen3ttsd.text.normalize import normalize
 
 DENSE = {
@@ -43,6 +48,37 @@ PROSE = {
 PROSE_LATIN = "Der schnelle braune Fuchs springt über den faulen Hund und ruht am Fluss. "
 
 
+SPLIT_SHAPES = {"sentences": "Hi. ", "letter-dots": "a.", "words": "word ", "dots": ".",
+                "cjk": "你好，世界。", "cjk-punct": "。", "long-word": "a", "hyphens": "a-", "bangs": "!",
+                "e-mail-like": "a.b-c@", "abbreviations": "Dr. ", "ellipses": "Wait... ",
+                "urls": "x.y@a.bc www.q.com Hi! "}
+
+
+def cpu_s(fn) -> float:
+    t = time.process_time()
+    fn()
+    return time.process_time() - t
+
+
+def split_table() -> None:
+    print(f"\n{'shape':14s} {'split 1MB s':>12s} {'feed 1MB s':>11s} {'chars 100KB s':>14s}")
+    for name, unit in SPLIT_SHAPES.items():
+        big = (unit * (1_000_000 // len(unit) + 1))[:1_000_000]
+
+        def feed_once() -> None:
+            sp = IncrementalSplitter()
+            sp.feed(big)
+            sp.flush()
+
+        def feed_chars() -> None:
+            sp = IncrementalSplitter()
+            for ch in big[:100_000]:
+                sp.feed(ch)
+            sp.flush()
+        one_shot = cpu_s(lambda: split_segments(big))
+        print(f"{name:14s} {one_shot:12.2f} {cpu_s(feed_once):11.2f} {cpu_s(feed_chars):14.2f}")
+
+
 def median_ms(fn, n: int) -> float:
     times = []
     for _ in range(n):
@@ -55,6 +91,7 @@ def median_ms(fn, n: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-n", type=int, default=5)
+    ap.add_argument("--no-split", action="store_true", help="skip the adversarial splitting table")
     args = ap.parse_args()
     print(f"{'language':11s} {'dense ms':>9s} {'prose ms':>9s} {'split ms':>9s} {'dense/split':>12s}")
     for lang, dense in DENSE.items():
@@ -66,6 +103,8 @@ def main() -> None:
         prose_ms = median_ms(lambda: normalize(p, lang), args.n)
         split_ms = median_ms(lambda: split_segments(d), args.n)
         print(f"{lang:11s} {dense_ms:9.1f} {prose_ms:9.1f} {split_ms:9.1f} {dense_ms / split_ms:12.2f}")
+    if not args.no_split:
+        split_table()
 
 
 if __name__ == "__main__":

@@ -241,3 +241,30 @@ def test_fuzz_numbers_structured():
         s = f"Value {''.join(parts)} here."
         out = normalize(s, "english")
         assert out.startswith("Value") and out.endswith(".")
+
+
+# --- an abbreviation that ends a sentence (issue 20 item 11) ----------------------------------
+
+
+@pytest.mark.parametrize("text, segments", [
+    ("I work at Acme Inc. The office is big.", ["I work at Acme Inc.", "The office is big."]),
+    ("We sell apples, pears etc. Next week we sell plums.", ["We sell apples, pears etc.", "Next week we sell plums."]),
+    ("The shop opens at 9 a.m. Come early.", ["The shop opens at 9 a.m.", "Come early."]),
+    ("Dr. Smith is here. Mr. Jones too.", ["Dr. Smith is here.", "Mr. Jones too."]),
+    ("fruit, e.g. this and i.e. that.", ["fruit, e.g. this and i.e. that."]),
+    ("Acme Inc. is big.", ["Acme Inc. is big."]),
+    ("J. R. R. Tolkien wrote it.", ["J. R. R. Tolkien wrote it."]),
+])
+def test_abbreviation_ending_a_sentence_keeps_the_boundary(text, segments):
+    assert split_segments(text) == segments
+
+
+def test_abbreviation_ending_a_sentence_keeps_its_full_stop_and_pause():
+    assert prepare_text("I work at Acme Inc. The office is big.", "english") == [
+        "I work at Acme Incorporated.", "The office is big."]
+    sp = IncrementalSplitter()
+    out = []
+    for ch in "I work at Acme Inc. The office is big. Dr. Smith":
+        out += sp.feed(ch)
+    assert out == ["I work at Acme Inc.", "The office is big."]
+    assert sp.flush() == ["Dr. Smith"]

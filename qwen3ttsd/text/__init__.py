@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .language import canonical_language, detect_language
+from .markup import strip_markup
 from .split import IncrementalSplitter, split_segments
 from .ssml import Piece, SSMLError, is_ssml, parse_ssml
 
@@ -33,8 +34,9 @@ def prepare_segments(text: str, language: str = "auto", normalize: bool = True,
                      max_chars: int = 400) -> tuple[list[Segment], float]:
     """Request text (plain or SSML) -> (segments in order, trailing silence in seconds).
 
-    Raises ``SSMLError`` (a ValueError) for unusable SSML."""
-    pieces, trailing = parse_ssml(text) if is_ssml(text) else ([Piece(text)], 0.0)
+    Plain text loses terminal escapes and markup tags (never spoken). Raises ``SSMLError``
+    (a ValueError) for unusable SSML."""
+    pieces, trailing = parse_ssml(text) if is_ssml(text) else ([Piece(strip_markup(text))], 0.0)
     default = canonical_language(language)
     if default == "auto":  # one guess for the whole text, not one per short segment
         guess, confidence = detect_language(" ".join(p.text for p in pieces))

@@ -250,17 +250,20 @@ def _cardinal(m: re.Match) -> str:
     return number(s)
 
 
+_ONLY_SPACE_LEFT = re.compile(r"\s*\Z")
+
+
 def _abbrev(m: re.Match) -> str:
     abbr = m.group(0)
     s, end = m.string, m.end()
     out = ABBREVIATIONS[abbr]
-    if abbr == "St.":
-        before = s[: m.start()].rstrip().split(" ")[-1:] or [""]
-        after = s[end:].lstrip()[:1]
+    if abbr == "St.":  # windows, not the whole text: linear in a text of many "St."
+        before = s[max(0, m.start() - 80): m.start()].rstrip().split(" ")[-1:] or [""]
+        after = s[end: end + 80].lstrip()[:1]
         # "Baker St." is a street; "St. Louis" a saint
         if before[0][:1].isupper() and not (after and after.isupper()):
             out = "Street"
-    if s[end:].strip() == "":
+    if _ONLY_SPACE_LEFT.match(s, end):
         out += "."  # the abbreviation's dot also ended the text
     return out
 
@@ -292,6 +295,8 @@ _ADDRESS_RULES = compile_rules([(_URL, _url), (_EMAIL, _email)])
 _ABBREVIATION_RULES = compile_rules([(rf"(?<!\w)(?:{_ABBR_ALT})(?=\s|$)", _abbrev)])
 _NUMBER_RULES = compile_rules([
     (r"(?<![\w+])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{3}\)\s?|\d{3}[\s.-])\d{3}[\s.-]\d{4}\b", _phone),
+    # a local number "555-1234" (exchanges start 2-9) is digits, not the range "555 to 1234"
+    (r"(?<![\w+\-.,/])[2-9]\d{2}-\d{4}(?![\w\-]|[.,]\d)", _phone),
     (r"\b(\d{4})-(\d{2})-(\d{2})\b", _date_iso),
     (r"\b(\d{1,2})/(\d{1,2})/(\d{4})\b", _date_us),
     (rf"\b({_MONTH_RE})\.?\s+(\d{{1,2}})(?:st|nd|rd|th)?\b(?:,?\s+(\d{{4}})\b)?", _date_mdy),

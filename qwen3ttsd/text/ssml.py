@@ -13,6 +13,7 @@ external entities). Pure Python, torch- and numpy-free.
 
 from __future__ import annotations
 
+import math
 import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -20,6 +21,12 @@ from dataclasses import dataclass, field
 from .language import LANGUAGES, canonical_language
 
 MAX_BREAK_S = 10.0
+# all the silence one document may ask for: the pauses of a long read-aloud text, but not
+# minutes of silence from a kilobyte of <break>s (a request over it is refused, not cut short:
+# quietly dropping pauses would desynchronise what the caller planned)
+MAX_TOTAL_BREAK_S = 60.0
+MAX_DEPTH = 64  # element nesting; real SSML is a few levels deep
+MAX_RATE = 10.0
 BREAK_STRENGTH_S = {"none": 0.0, "x-weak": 0.1, "weak": 0.25, "medium": 0.4, "strong": 0.75, "x-strong": 1.2}
 RATE_WORDS = {"x-slow": 0.6, "slow": 0.8, "medium": 1.0, "default": 1.0, "fast": 1.25, "x-fast": 1.5}
 _DTD = re.compile(r"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
@@ -70,14 +77,24 @@ class _Builder:
             self.pieces.append(Piece(text, self.state.language, self.state.rate, self.pending_pause))
             self.pending_pause = 0.0
 
+    total_pause: float = 0.0
+
     def pause(self, seconds: float) -> None:
         self.close()
+        before = self.pending_pause
         self.pending_pause = min(MAX_BREAK_S, self.pending_pause + seconds)
+        self.total_pause += self.pending_pause - before
+        if self.total_pause > MAX_TOTAL_BREAK_S:
+            raise SSMLError(f"SSML asks for more than {MAX_TOTAL_BREAK_S:g} s of pauses in total")
+
+
+_SSML_START = re.compile(r"\s*(?:<\?xml|<!|<speak(?=[\s/>]|\Z))")
 
 
 def is_ssml(text: str) -> bool:
-    """An input that starts like an XML document is SSML (and must then be valid)."""
-    return text.lstrip().startswith(("<speak", "<?xml", "<!"))
+    """An input that starts like an XML document or with a ``<speak>`` element is SSML (and
+    must then be valid); "<speakers> are loud" is plain text."""
+    return _SSML_START.match(text) is not None
 
 
 def parse_ssml(text: str) -> tuple[list[Piece], float]:
@@ -90,10 +107,21 @@ def parse_ssml(text: str) -> tuple[list[Piece], float]:
         raise SSMLError(f"malformed SSML: {e}") from None
     if _local(root.tag) != "speak":
         raise SSMLError("SSML must have <speak> as its root element")
+    _check_depth(root)
     b = _Builder()
     _walk(root, _State(_language(root, None), 1.0), b)
     b.close()
     return b.pieces, b.pending_pause
+
+
+def _check_depth(root: ET.Element) -> None:
+    """Refuse elements nested deeper than MAX_DEPTH (the walk below recurses), iteratively."""
+    stack = [(root, 1)]
+    while stack:
+        el, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise SSMLError(f"SSML elements are nested more than {MAX_DEPTH} deep")
+        stack.extend((child, depth + 1) for child in el)
 
 
 def _local(tag: object) -> str:
@@ -148,6 +176,8 @@ def _break_seconds(el: ET.Element) -> float:
         if not m:
             raise SSMLError(f"<break time={t!r}>: use e.g. 500ms or 1.5s")
         v = float(m.group(1)) / (1000.0 if m.group(2).lower() == "ms" else 1.0)
+        if not math.isfinite(v):
+            raise SSMLError(f"<break time={t!r}>: not a finite time")
         return min(v, MAX_BREAK_S)
     strength = (el.get("strength") or "medium").lower()
     if strength not in BREAK_STRENGTH_S:
@@ -164,10 +194,14 @@ def _rate(value: str | None, current: float) -> float:
     try:
         if v.endswith("%"):
             n = float(v[:-1])
-            return current * (1 + n / 100 if v[0] in "+-" else n / 100)
-        return current * float(v)
+            factor = 1 + n / 100 if v[0] in "+-" else n / 100
+        else:
+            factor = float(v)
     except ValueError:
         raise SSMLError(f"<prosody rate={value!r}>: use x-slow..x-fast, 80%, +20% or 1.2") from None
+    if not (math.isfinite(factor) and 0 < factor <= MAX_RATE):
+        raise SSMLError(f"<prosody rate={value!r}>: a speed factor above 0 and at most {MAX_RATE:g}")
+    return current * factor
 
 
 def _say_as(kind: str, text: str) -> str:
