@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from qwen3ttsd.install_service import UNITS, closed_dirs
+from qwen3ttsd.cli.install_service import UNITS, closed_dirs
 
 from .helpers import PY
 
@@ -23,7 +23,7 @@ ANALYZE = shutil.which("systemd-analyze")
 
 def install(*args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("QWEN3TTSD_")}
-    return subprocess.run([PY, "-m", "qwen3ttsd.ctl", "install-service", *args], env=env,
+    return subprocess.run([PY, "-m", "qwen3ttsd.cli", "install-service", *args], env=env,
                           capture_output=True, text=True, timeout=60)
 
 

@@ -12,7 +12,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -34,7 +33,7 @@ BIG = "model.safetensors"
 # The real checkpoints' files span many of the client's 10 MB read chunks, so an interrupted
 # download leaves a partial file; the tiny ones fit in one, so the pulls here read 64 KiB chunks.
 PULL = ("import sys, huggingface_hub.constants as c; c.DOWNLOAD_CHUNK_SIZE = 65536; "
-        "from qwen3ttsd.ctl import main; sys.exit(main(sys.argv[1:]))")
+        "from qwen3ttsd.cli.ctl import main; sys.exit(main(sys.argv[1:]))")
 
 
 class FakeHub(ThreadingHTTPServer):
@@ -328,7 +327,7 @@ class HubApi:
     env = {k: v for k, v in os.environ.items() if not k.startswith("QWEN3TTSD_")}
     env.update(PYTHONPATH=f"{tmp_path / 'stub'}:{os.environ.get('PYTHONPATH', '')}", QWEN3TTSD_CONFIG="/nonexistent")
     models = tmp_path / "models"
-    r = subprocess.run([PY, "-m", "qwen3ttsd.ctl", "models", "pull", "1.7b-base", "--source", "modelscope",
+    r = subprocess.run([PY, "-m", "qwen3ttsd.cli", "models", "pull", "1.7b-base", "--source", "modelscope",
                         "--models-dir", str(models)], env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     target = models / "Qwen3-TTS-12Hz-1.7B-Base"
@@ -338,7 +337,7 @@ class HubApi:
 
 def test_modelscope_without_its_client_says_how_to_install_it(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("QWEN3TTSD_")}
-    r = subprocess.run([PY, "-c", "import sys; sys.modules['modelscope'] = None; from qwen3ttsd.ctl import main; "
+    r = subprocess.run([PY, "-c", "import sys; sys.modules['modelscope'] = None; from qwen3ttsd.cli.ctl import main; "
                         "sys.exit(main(sys.argv[1:]))", "models", "pull", "1.7b-base", "--source", "modelscope",
                         "--models-dir", str(tmp_path)], env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and "pip install" in r.stderr and "modelscope" in r.stderr
@@ -360,23 +359,23 @@ def test_list_and_info_are_local(tiny_models, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("QWEN3TTSD_")}
     env.update(QWEN3TTSD_CONFIG="/nonexistent", QWEN3TTSD_MODELS_DIR=str(models),
                QWEN3TTSD_RUNTIME_DIR=str(tmp_path / "rt"))
-    r = subprocess.run([PY, "-m", "qwen3ttsd.ctl", "models", "list"], env=env, capture_output=True, text=True)
+    r = subprocess.run([PY, "-m", "qwen3ttsd.cli", "models", "list"], env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert lines[0].split()[:4] == ["NAME", "TYPE", "SIZE", "DISK"] and len(lines) == 3
     row = next(line for line in lines if line.startswith("tiny-custom_voice")).split()
     assert row[1:3] == ["custom_voice", "0.6B"] and "9" in row and "noise" in row
     assert "partial pull: .pull-Half" in r.stderr
-    rows = json.loads(subprocess.run([PY, "-m", "qwen3ttsd.ctl", "models", "list", "--json"], env=env,
+    rows = json.loads(subprocess.run([PY, "-m", "qwen3ttsd.cli", "models", "list", "--json"], env=env,
                                      capture_output=True, text=True).stdout)
     cv = next(x for x in rows if x["name"] == "tiny-custom_voice")
     assert cv["loaded"] is False and "ryan" in cv["speakers"] and "english" in cv["languages"]
     assert cv["random_weights"] is True and cv["disk_bytes"] > 10_000_000
-    r = subprocess.run([PY, "-m", "qwen3ttsd.ctl", "models", "info", "tiny-base"], env=env,
+    r = subprocess.run([PY, "-m", "qwen3ttsd.cli", "models", "info", "tiny-base"], env=env,
                        capture_output=True, text=True)
     info = json.loads(r.stdout)
     assert info["type"] == "base" and info["speakers"] == [] and info["path"] == str(models / "tiny-base")
-    r = subprocess.run([PY, "-m", "qwen3ttsd.ctl", "models", "info", "nope"], env=env, capture_output=True, text=True)
+    r = subprocess.run([PY, "-m", "qwen3ttsd.cli", "models", "info", "nope"], env=env, capture_output=True, text=True)
     assert r.returncode != 0 and "tiny-base" in r.stderr
 
 
@@ -454,11 +453,3 @@ def test_bridge_with_an_empty_models_dir(hub, tmp_path):
         assert w.startswith(f"{NAME}: random weights: audio is noise")
     finally:
         b.stop()
-
-
-def test_ctl_models_stays_light():
-    code = ("import sys; from qwen3ttsd.ctl import main; main(['models', 'list', '--models-dir', '/nonexistent']); "
-            "bad = [m for m in ('huggingface_hub', 'torch', 'numpy', 'requests') if m in sys.modules]; "
-            "print(bad)")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert r.stdout.strip() == "[]", r.stdout + r.stderr

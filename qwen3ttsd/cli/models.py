@@ -14,10 +14,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import checkpoints, config, probe
-from .client import Client
-from .daemon.models import ModelEntry
-from .errors import TTSError
+from .. import checkpoints, config, probe
+from ..checkpoints import ModelEntry
+from ..client import Client
+from ..errors import TTSError
 
 
 def add_parser(sub) -> None:

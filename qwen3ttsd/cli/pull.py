@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator, TypeVar
 
-from . import checkpoints
+from .. import checkpoints
 
 STAGING_PREFIX = ".pull-"
 ATTEMPTS = 5                 # a dropped connection resumes this many times before giving up

@@ -23,9 +23,10 @@ import struct
 import sys
 import time
 
-from . import config, models_cli, probe
-from .client import Client
-from .errors import TTSError
+from .. import config, probe
+from ..client import Client
+from ..errors import TTSError
+from . import models
 
 
 def _socket(args: argparse.Namespace, admin: bool) -> str:
@@ -184,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-n", type=int, default=5)
     p.add_argument("--text", default="The quick brown fox jumps over the lazy dog.")
     p.add_argument("--voice", default="ryan")
-    models_cli.add_parser(sub)
+    models.add_parser(sub)
     p = sub.add_parser("install-service", help="install and enable the systemd units for this installation")
     p.add_argument("--root", help="write the files under this directory (packaging); run nothing")
     p.add_argument("--dry-run", action="store_true", help="print what would be written and run")
@@ -193,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("make-tiny-model", add_help=False)
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "make-tiny-model":
-        from .testing.tinymodel import main as tiny_main
+        from ..testing.tinymodel import main as tiny_main
 
         return tiny_main(argv[1:])
     a = ap.parse_args(argv)
@@ -223,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         if a.cmd == "bench":
             return cmd_bench(a)
         if a.cmd == "models":
-            return models_cli.run(a, _socket(a, True))
+            return models.run(a, _socket(a, True))
         if a.cmd == "install-service":
             from .install_service import InstallError, install
 
