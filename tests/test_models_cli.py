@@ -11,8 +11,10 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -235,6 +237,26 @@ def test_pull_unknown_names_are_clear_errors(hub, tmp_path):
     assert r.returncode == 1 and "1.7b-customvoice" in r.stderr and "Traceback" not in r.stderr
     r = ctl(_env(hub, tmp_path), "models", "pull", "Qwen/NoSuchRepo", "--models-dir", str(tmp_path / "m"))
     assert r.returncode == 1 and "Traceback" not in r.stderr and "NoSuchRepo" in r.stderr
+
+
+def test_offline_pull_fails_fast_and_clearly(tmp_path):
+    """No network: one clear line at once - no retry loop, no urllib3 repr, no promise to
+    resume what never started."""
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QWEN3TTSD_", "HF_"))}
+    env.update(HF_ENDPOINT=f"http://127.0.0.1:{port}", HF_HOME=str(tmp_path / "hf-home"),
+               HF_HUB_DISABLE_TELEMETRY="1", QWEN3TTSD_CONFIG="/nonexistent")
+    models = tmp_path / "models"
+    t0 = time.monotonic()
+    r = ctl(env, "models", "pull", "0.6b-base", "--models-dir", str(models))
+    assert r.returncode == 1 and time.monotonic() - t0 < 15, r.stderr
+    err = r.stderr.lower()
+    assert "cannot reach" in err and "connection refused" in err and f"127.0.0.1:{port}" in err, r.stderr
+    for raw in ("traceback", "httpconnectionpool", "maxretryerror", "newconnectionerror", "resum", "request id"):
+        assert raw not in err, r.stderr
+    assert not models.exists() or list(models.iterdir()) == []
 
 
 def test_cut_connection_resumes_with_a_range_request(hub, tiny_models, tmp_path):
