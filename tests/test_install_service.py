@@ -178,3 +178,11 @@ def test_config_that_may_hold_the_api_key_is_not_world_readable(root):
     # the service users read it through their group, set by the tmpfiles entry
     tmpfiles = (root / "usr/lib/tmpfiles.d/qwen3ttsd.conf").read_text()
     assert "z /etc/qwen3ttsd/qwen3ttsd.toml 0640 root qwen3tts -" in tmpfiles
+
+
+def test_a_file_as_root_is_a_one_line_error(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    r = install("--root", str(afile))
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip().splitlines()[-1] == f"error: --root {afile} is not a directory"

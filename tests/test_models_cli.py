@@ -440,6 +440,38 @@ def test_remove_is_refused_while_loaded(tiny_models, tmp_path):
         d.wait(60)
 
 
+def _light_env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QWEN3TTSD_")}
+    env.update(QWEN3TTSD_CONFIG="/nonexistent", QWEN3TTSD_RUNTIME_DIR=str(tmp_path / "rt"))
+    return env
+
+
+def test_remove_of_a_symlinked_checkpoint_removes_the_link_only(tmp_path):
+    elsewhere = tmp_path / "disk2" / "big-model"
+    elsewhere.mkdir(parents=True)
+    (elsewhere / "config.json").write_text('{"tts_model_type": "base"}')
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "big-model").symlink_to(elsewhere, target_is_directory=True)
+    r = subprocess.run([PY, "-m", "qwen3ttsd.cli", "models", "remove", "big-model", "--models-dir", str(models)],
+                       env=_light_env(tmp_path), capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert str(elsewhere) in r.stderr and "kept" in r.stderr
+    assert list(models.iterdir()) == []  # the link is gone, nothing half-renamed left behind
+    assert (elsewhere / "config.json").is_file()  # what it pointed at is untouched
+
+
+@pytest.mark.parametrize("cmd", [["list"], ["info", "x"], ["remove", "x"], ["pull", "0.6b-base"]])
+def test_a_file_as_models_dir_is_a_one_line_error(tmp_path, cmd):
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    for models_dir in (afile, afile / "sub"):
+        r = subprocess.run([PY, "-m", "qwen3ttsd.cli", "models", *cmd, "--models-dir", str(models_dir)],
+                           env=_light_env(tmp_path), capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        assert r.stderr.strip().splitlines()[-1] == f"error: models_dir {models_dir} is not a directory"
+
+
 # --- no model installed ---------------------------------------------------------------------
 
 

@@ -22,11 +22,13 @@ import statistics
 import struct
 import sys
 import time
+from pathlib import Path
 
 from .. import config, probe
 from ..client import Client
 from ..errors import TTSError
 from . import models
+from .common import UsageError
 
 
 def _socket(args: argparse.Namespace, admin: bool) -> str:
@@ -85,7 +87,15 @@ def _admin(a, method: str, params: dict) -> int:
     return 0
 
 
+def _check_output_dirs(a) -> None:
+    """Before anything is synthesized: a file that could not be written is a usage error."""
+    for flag, path in (("-o", a.output), ("--subtitles", a.subtitles)):
+        if path and not Path(path).parent.is_dir():
+            raise UsageError(f"{flag}: directory {Path(path).parent} does not exist")
+
+
 def cmd_say(a) -> int:
+    _check_output_dirs(a)
     params = {"text": a.text, "format": a.format}
     for k in ("voice", "language", "instructions", "model", "speed", "seed", "sample_rate", "max_frames"):
         v = getattr(a, k)
@@ -235,6 +245,12 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
     except TTSError as e:
         print(f"error ({e.code}): {e.message}", file=sys.stderr)
+        return 1
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a file or directory the command needed: one line, not a traceback
+        print(f"error: {e}", file=sys.stderr)
         return 1
     return 2
 

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from .common import not_a_directory
+
 UNITS = ("qwen3ttsd.socket", "qwen3ttsd-admin.socket", "qwen3ttsd.service", "qwen3tts-bridge.service")
 ENABLE = ("qwen3ttsd.socket", "qwen3ttsd-admin.socket", "qwen3tts-bridge.service")
 PROGRAMS = ("qwen3ttsd", "qwen3tts-bridge")
@@ -176,6 +178,8 @@ def install(root: str | None = None, dry_run: bool = False, bin_dir: str | None 
             out=sys.stderr) -> int:
     if root:
         root = os.path.abspath(checked_path(root, "--root"))
+        if not_a_directory(root):
+            raise InstallError(f"--root {root} is not a directory")
     exes = programs(bin_dir)
     layout = VENDOR if root else ADMIN
     base = Path(root or "/")

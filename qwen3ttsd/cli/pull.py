@@ -392,7 +392,10 @@ def pull(name: str, models_dir: str | Path, *, source: str = "huggingface", revi
     if if_missing and checkpoints.is_checkpoint(target):
         say(f"{target.name} is installed ({target})")
         return target
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise PullError(f"cannot create models_dir {root}: {e.strerror or e}") from None
     staging = root / f"{STAGING_PREFIX}{target.name}"
     lock = _locked(root / f"{STAGING_PREFIX}{target.name}.lock")
     try:
