@@ -119,7 +119,7 @@ def output_format(output: str | None, fmt: str | None) -> str:
         if asked:
             return asked  # out.bin --format pcm16: the caller said what it is
         raise UsageError(f"-o: cannot tell the audio format from '.{ext}'; name the file "
-                         f".wav/.mp3/.flac/.opus/... or pass --format") from None
+                         ".wav/.mp3/.flac/.opus/... or pass --format") from None
     if asked and asked != named:
         raise UsageError(f"-o: {Path(output or '').name} is {named} but --format asks for {asked}; "
                          "drop --format or rename the file")

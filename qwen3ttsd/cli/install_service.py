@@ -10,6 +10,12 @@ two sockets and the bridge (never ``qwen3ttsd.service``: the sockets start it).
 ``--root DIR`` is for packaging: files go under DIR in the vendor locations
 (``/usr/lib/systemd/system``, ``/usr/lib/sysusers.d``, ``/usr/lib/tmpfiles.d``) and nothing
 is run. ``--dry-run`` prints what would be written and run.
+
+It runs as root and writes where systemd reads, so a path that cannot go into a unit as
+written (a newline would add unit lines; systemd runs no program whose path holds a quote or
+a backslash) is refused, never escaped into something else; each file is written through a
+fresh temp file and renamed into place (a planted symlink is never followed); and the config,
+which may hold the bridge's ``api_key``, is 0640 (group ``qwen3tts`` via the tmpfiles entry).
 """
 
 from __future__ import annotations

@@ -163,6 +163,7 @@ class HuggingFace:
     name = "huggingface"
     default_revision = "main"
     reuses_files = True  # see _seed
+    hint = "; a host that reaches ModelScope instead: --source modelscope"  # when the Hub is unreachable
 
     def __init__(self) -> None:
         # Pulling is an explicit request to go online, even where the daemon's
@@ -186,8 +187,6 @@ class HuggingFace:
     @property
     def where(self) -> str:
         return f"the Hugging Face Hub ({self.hub.constants.ENDPOINT})"
-
-    hint = "; a host that reaches ModelScope instead: --source modelscope"
 
     def unreachable(self, e: Exception) -> bool:
         import requests
