@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 
 from . import config
-from .daemon.activation import bind_unix, socket_in_use  # stdlib-only module: no torch, no numpy
+from .sockets import bind_unix, socket_in_use
 
 log = logging.getLogger("qwen3ttsd.activator")
 

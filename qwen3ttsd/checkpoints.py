@@ -1,5 +1,6 @@
-"""The checkpoints on this host: the official catalogue, what counts as installed, and the
-notes users must see (no model, random weights).
+"""The checkpoints on this host: the official catalogue, what counts as installed, what a
+checkpoint's config.json says (``ModelEntry``), and the notes users must see (no model,
+random weights).
 
 One module that the daemon's registry, ``qwen3tts-ctl models`` and the bridge's ``/health``
 all read, so they agree on what is visible: a checkpoint is a non-hidden directory with a
@@ -12,7 +13,9 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 # Short name -> repository (the same id on the Hugging Face Hub and on ModelScope).
 OFFICIAL: dict[str, str] = {
@@ -83,6 +86,32 @@ def read_json(path: Path) -> dict:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
+
+
+@dataclass
+class ModelEntry:
+    """What a checkpoint's ``config.json`` says: the daemon's registry entry, and what
+    ``qwen3tts-ctl models`` lists (read here so neither needs the other, nor torch)."""
+
+    name: str
+    path: str
+    type: str
+    size: str
+    speakers: list[str]
+    languages: list[str]
+
+    @classmethod
+    def read(cls, path: Path, name: str | None = None) -> "ModelEntry":
+        cfg = json.loads((path / "config.json").read_text())
+        talker = cfg.get("talker_config", {})
+        langs = ["auto"] + sorted(k for k in talker.get("codec_language_id", {}) if "dialect" not in k)
+        return cls(name=name or path.name, path=str(path), type=str(cfg.get("tts_model_type", "")),
+                   size=str(cfg.get("tts_model_size", "")),
+                   speakers=sorted(talker.get("spk_id", {}) or {}), languages=langs)
+
+    def public(self, loaded: bool) -> dict[str, Any]:
+        return {"name": self.name, "type": self.type, "size": self.size, "loaded": loaded,
+                "speakers": self.speakers, "languages": self.languages}
 
 
 def has_random_weights(checkpoint: str | Path) -> bool:

@@ -127,7 +127,7 @@ def test_bad_ssml_is_bad_request(daemon, text):
 def test_ctl_say_writes_subtitles(daemon, tmp_path):
     out, srt, vtt = tmp_path / "a.wav", tmp_path / "a.srt", tmp_path / "a.vtt"
     for sub in (srt, vtt):
-        r = subprocess.run([PY, "-m", "qwen3ttsd.ctl", "--runtime-dir", str(daemon), "say",
+        r = subprocess.run([PY, "-m", "qwen3ttsd.cli", "--runtime-dir", str(daemon), "say",
                             "One sentence. Another one.", "-o", str(out), "--voice", "ryan",
                             "--max-frames", "5", "--speed", "2", "--subtitles", str(sub)],
                            capture_output=True, text=True, timeout=300)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from qwen3ttsd.install_service import UNITS, closed_dirs
+from qwen3ttsd.cli.install_service import UNITS, closed_dirs
 
 from .helpers import PY
 
@@ -23,7 +23,7 @@ ANALYZE = shutil.which("systemd-analyze")
 
 def install(*args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("QWEN3TTSD_")}
-    return subprocess.run([PY, "-m", "qwen3ttsd.ctl", "install-service", *args], env=env,
+    return subprocess.run([PY, "-m", "qwen3ttsd.cli", "install-service", *args], env=env,
                           capture_output=True, text=True, timeout=60)
 
 
@@ -68,6 +68,9 @@ def test_sysusers_and_tmpfiles_entries_apply(root):
     models = root / "var/lib/qwen3ttsd/models"
     assert models.is_dir() and str(models.stat().st_uid) == users["qwen3tts"]
     assert "qwen3tts-admin:" in (root / "etc/group").read_text()
+    groups = {line.split(":")[0]: line.split(":")[2] for line in (root / "etc/group").read_text().splitlines()}
+    cfg = (root / "etc/qwen3ttsd/qwen3ttsd.toml").stat()
+    assert (cfg.st_uid, str(cfg.st_gid), cfg.st_mode & 0o777) == (0, groups["qwen3tts"], 0o640)
 
 
 def test_config_is_kept_and_dry_run_writes_nothing(root, tmp_path_factory):
@@ -110,3 +113,76 @@ def test_directories_the_service_users_cannot_enter_are_reported(tmp_path):
     assert str(home) in closed_dirs([str(home / "venv/bin/qwen3ttsd")])
     home.chmod(0o755)
     assert str(home) not in closed_dirs([str(home / "venv/bin/qwen3ttsd")])
+
+
+# --- hostile or odd paths (issue 21 item 12) ------------------------------------------------
+
+
+@pytest.mark.parametrize("bin_dir, why", [
+    ("/opt/q\nExecStartPre=/bin/sh -c id/bin", "control character"),
+    ("/opt/q\x1b/bin", "control character"),
+    ('/opt/a"b/bin', "systemd cannot run"),
+    ("/opt/a\\b/bin", "systemd cannot run"),
+    ("/opt/a'b/bin", "systemd cannot run"),
+    ("venv/bin", "absolute"),
+    ("/opt/q/../bin", "normalized"),
+])
+def test_unsafe_bin_dir_is_refused_and_nothing_is_written(tmp_path, bin_dir, why):
+    r = install("--root", str(tmp_path), "--bin-dir", bin_dir)
+    assert r.returncode == 1 and why in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unsafe_root_is_refused(tmp_path):
+    r = install("--root", str(tmp_path / "a\nb"))
+    assert r.returncode == 1 and "control character" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(not ANALYZE, reason="systemd-analyze not installed")
+def test_specifier_and_dollar_paths_survive_unit_syntax(tmp_path):
+    bin_dir = tmp_path / "v 100%$HOME;x" / "bin"
+    bin_dir.mkdir(parents=True)
+    for name in ("qwen3ttsd", "qwen3tts-bridge"):
+        (bin_dir / name).write_text("#!/bin/sh\n")
+        (bin_dir / name).chmod(0o755)
+    root = tmp_path / "root"
+    r = install("--root", str(root), "--bin-dir", str(bin_dir))
+    assert r.returncode == 0, r.stderr
+    unit_dir = root / "usr/lib/systemd/system"
+    assert f'ExecStart="{str(bin_dir).replace("%", "%%")}/qwen3ttsd"\n' in (unit_dir / "qwen3ttsd.service").read_text()
+    # verify resolves the executable: a wrongly quoted path would be "not executable"
+    r = subprocess.run([ANALYZE, "verify", "--man=no", *sorted(map(str, unit_dir.iterdir()))],
+                       capture_output=True, text=True, cwd=unit_dir)
+    assert r.returncode == 0 and r.stderr.strip() == "", r.stdout + r.stderr
+
+
+def test_a_planted_symlink_at_the_temp_name_is_never_followed(tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    unit_dir = tmp_path / "root/usr/lib/systemd/system"
+    unit_dir.mkdir(parents=True)
+    for u in UNITS:  # the names a fixed temp file would use
+        (unit_dir / f".{u}.tmp").symlink_to(victim)
+    r = install("--root", str(tmp_path / "root"))
+    assert r.returncode == 0, r.stderr
+    assert victim.read_text() == "precious\n"
+    assert all((unit_dir / u).is_file() and not (unit_dir / u).is_symlink() for u in UNITS)
+    assert not [p for p in unit_dir.iterdir() if p.name.startswith(".") and not p.is_symlink()]
+
+
+def test_config_that_may_hold_the_api_key_is_not_world_readable(root):
+    cfg = root / "etc/qwen3ttsd/qwen3ttsd.toml"
+    assert cfg.stat().st_mode & 0o777 == 0o640
+    assert (root / "usr/lib/systemd/system/qwen3ttsd.service").stat().st_mode & 0o777 == 0o644
+    # the service users read it through their group, set by the tmpfiles entry
+    tmpfiles = (root / "usr/lib/tmpfiles.d/qwen3ttsd.conf").read_text()
+    assert "z /etc/qwen3ttsd/qwen3ttsd.toml 0640 root qwen3tts -" in tmpfiles
+
+
+def test_a_file_as_root_is_a_one_line_error(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    r = install("--root", str(afile))
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip().splitlines()[-1] == f"error: --root {afile} is not a directory"

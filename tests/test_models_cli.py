@@ -11,9 +11,10 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
-import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -34,7 +35,7 @@ BIG = "model.safetensors"
 # The real checkpoints' files span many of the client's 10 MB read chunks, so an interrupted
 # download leaves a partial file; the tiny ones fit in one, so the pulls here read 64 KiB chunks.
 PULL = ("import sys, huggingface_hub.constants as c; c.DOWNLOAD_CHUNK_SIZE = 65536; "
-        "from qwen3ttsd.ctl import main; sys.exit(main(sys.argv[1:]))")
+        "from qwen3ttsd.cli.ctl import main; sys.exit(main(sys.argv[1:]))")
 
 
 class FakeHub(ThreadingHTTPServer):
@@ -238,6 +239,26 @@ def test_pull_unknown_names_are_clear_errors(hub, tmp_path):
     assert r.returncode == 1 and "Traceback" not in r.stderr and "NoSuchRepo" in r.stderr
 
 
+def test_offline_pull_fails_fast_and_clearly(tmp_path):
+    """No network: one clear line at once - no retry loop, no urllib3 repr, no promise to
+    resume what never started."""
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QWEN3TTSD_", "HF_"))}
+    env.update(HF_ENDPOINT=f"http://127.0.0.1:{port}", HF_HOME=str(tmp_path / "hf-home"),
+               HF_HUB_DISABLE_TELEMETRY="1", QWEN3TTSD_CONFIG="/nonexistent")
+    models = tmp_path / "models"
+    t0 = time.monotonic()
+    r = ctl(env, "models", "pull", "0.6b-base", "--models-dir", str(models))
+    assert r.returncode == 1 and time.monotonic() - t0 < 15, r.stderr
+    err = r.stderr.lower()
+    assert "cannot reach" in err and "connection refused" in err and f"127.0.0.1:{port}" in err, r.stderr
+    for raw in ("traceback", "httpconnectionpool", "maxretryerror", "newconnectionerror", "resum", "request id"):
+        assert raw not in err, r.stderr
+    assert not models.exists() or list(models.iterdir()) == []
+
+
 def test_cut_connection_resumes_with_a_range_request(hub, tiny_models, tmp_path):
     cut = len(hub.files[BIG]) // 3
     hub.cut_once[BIG] = cut
@@ -328,7 +349,7 @@ class HubApi:
     env = {k: v for k, v in os.environ.items() if not k.startswith("QWEN3TTSD_")}
     env.update(PYTHONPATH=f"{tmp_path / 'stub'}:{os.environ.get('PYTHONPATH', '')}", QWEN3TTSD_CONFIG="/nonexistent")
     models = tmp_path / "models"
-    r = subprocess.run([PY, "-m", "qwen3ttsd.ctl", "models", "pull", "1.7b-base", "--source", "modelscope",
+    r = subprocess.run([PY, "-m", "qwen3ttsd.cli", "models", "pull", "1.7b-base", "--source", "modelscope",
                         "--models-dir", str(models)], env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     target = models / "Qwen3-TTS-12Hz-1.7B-Base"
@@ -338,7 +359,7 @@ class HubApi:
 
 def test_modelscope_without_its_client_says_how_to_install_it(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("QWEN3TTSD_")}
-    r = subprocess.run([PY, "-c", "import sys; sys.modules['modelscope'] = None; from qwen3ttsd.ctl import main; "
+    r = subprocess.run([PY, "-c", "import sys; sys.modules['modelscope'] = None; from qwen3ttsd.cli.ctl import main; "
                         "sys.exit(main(sys.argv[1:]))", "models", "pull", "1.7b-base", "--source", "modelscope",
                         "--models-dir", str(tmp_path)], env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and "pip install" in r.stderr and "modelscope" in r.stderr
@@ -360,23 +381,23 @@ def test_list_and_info_are_local(tiny_models, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("QWEN3TTSD_")}
     env.update(QWEN3TTSD_CONFIG="/nonexistent", QWEN3TTSD_MODELS_DIR=str(models),
                QWEN3TTSD_RUNTIME_DIR=str(tmp_path / "rt"))
-    r = subprocess.run([PY, "-m", "qwen3ttsd.ctl", "models", "list"], env=env, capture_output=True, text=True)
+    r = subprocess.run([PY, "-m", "qwen3ttsd.cli", "models", "list"], env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert lines[0].split()[:4] == ["NAME", "TYPE", "SIZE", "DISK"] and len(lines) == 3
     row = next(line for line in lines if line.startswith("tiny-custom_voice")).split()
     assert row[1:3] == ["custom_voice", "0.6B"] and "9" in row and "noise" in row
     assert "partial pull: .pull-Half" in r.stderr
-    rows = json.loads(subprocess.run([PY, "-m", "qwen3ttsd.ctl", "models", "list", "--json"], env=env,
+    rows = json.loads(subprocess.run([PY, "-m", "qwen3ttsd.cli", "models", "list", "--json"], env=env,
                                      capture_output=True, text=True).stdout)
     cv = next(x for x in rows if x["name"] == "tiny-custom_voice")
     assert cv["loaded"] is False and "ryan" in cv["speakers"] and "english" in cv["languages"]
     assert cv["random_weights"] is True and cv["disk_bytes"] > 10_000_000
-    r = subprocess.run([PY, "-m", "qwen3ttsd.ctl", "models", "info", "tiny-base"], env=env,
+    r = subprocess.run([PY, "-m", "qwen3ttsd.cli", "models", "info", "tiny-base"], env=env,
                        capture_output=True, text=True)
     info = json.loads(r.stdout)
     assert info["type"] == "base" and info["speakers"] == [] and info["path"] == str(models / "tiny-base")
-    r = subprocess.run([PY, "-m", "qwen3ttsd.ctl", "models", "info", "nope"], env=env, capture_output=True, text=True)
+    r = subprocess.run([PY, "-m", "qwen3ttsd.cli", "models", "info", "nope"], env=env, capture_output=True, text=True)
     assert r.returncode != 0 and "tiny-base" in r.stderr
 
 
@@ -419,6 +440,38 @@ def test_remove_is_refused_while_loaded(tiny_models, tmp_path):
         d.wait(60)
 
 
+def _light_env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QWEN3TTSD_")}
+    env.update(QWEN3TTSD_CONFIG="/nonexistent", QWEN3TTSD_RUNTIME_DIR=str(tmp_path / "rt"))
+    return env
+
+
+def test_remove_of_a_symlinked_checkpoint_removes_the_link_only(tmp_path):
+    elsewhere = tmp_path / "disk2" / "big-model"
+    elsewhere.mkdir(parents=True)
+    (elsewhere / "config.json").write_text('{"tts_model_type": "base"}')
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "big-model").symlink_to(elsewhere, target_is_directory=True)
+    r = subprocess.run([PY, "-m", "qwen3ttsd.cli", "models", "remove", "big-model", "--models-dir", str(models)],
+                       env=_light_env(tmp_path), capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert str(elsewhere) in r.stderr and "kept" in r.stderr
+    assert list(models.iterdir()) == []  # the link is gone, nothing half-renamed left behind
+    assert (elsewhere / "config.json").is_file()  # what it pointed at is untouched
+
+
+@pytest.mark.parametrize("cmd", [["list"], ["info", "x"], ["remove", "x"], ["pull", "0.6b-base"]])
+def test_a_file_as_models_dir_is_a_one_line_error(tmp_path, cmd):
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    for models_dir in (afile, afile / "sub"):
+        r = subprocess.run([PY, "-m", "qwen3ttsd.cli", "models", *cmd, "--models-dir", str(models_dir)],
+                           env=_light_env(tmp_path), capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        assert r.stderr.strip().splitlines()[-1] == f"error: models_dir {models_dir} is not a directory"
+
+
 # --- no model installed ---------------------------------------------------------------------
 
 
@@ -454,11 +507,3 @@ def test_bridge_with_an_empty_models_dir(hub, tmp_path):
         assert w.startswith(f"{NAME}: random weights: audio is noise")
     finally:
         b.stop()
-
-
-def test_ctl_models_stays_light():
-    code = ("import sys; from qwen3ttsd.ctl import main; main(['models', 'list', '--models-dir', '/nonexistent']); "
-            "bad = [m for m in ('huggingface_hub', 'torch', 'numpy', 'requests') if m in sys.modules]; "
-            "print(bad)")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert r.stdout.strip() == "[]", r.stdout + r.stderr

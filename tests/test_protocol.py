@@ -85,16 +85,6 @@ def test_error_objects():
     assert all(400 <= s < 600 for s, _ in CODES.values())
 
 
-def test_protocol_module_is_torch_and_numpy_free():
-    import subprocess
-    import sys
-
-    code = "import sys, qwen3ttsd.protocol, qwen3ttsd.client, qwen3ttsd.activator, qwen3ttsd.config; " \
-           "print(sorted(m for m in ('numpy','torch','soundfile','qwen_tts') if m in sys.modules))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
-
-
 def test_admin_check_root_own_uid_and_group(monkeypatch):
     import grp
     import os

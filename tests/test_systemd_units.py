@@ -45,3 +45,9 @@ def test_daemon_unit_rules():
     for s in ("qwen3ttsd.socket", "qwen3ttsd-admin.socket"):
         text = (UNITS / s).read_text()
         assert "Accept=yes" not in text and "FileDescriptorName=" in text
+
+
+@pytest.mark.parametrize("unit", ["qwen3ttsd.service", "qwen3tts-bridge.service"])
+def test_fd_limit_is_raised_above_the_1024_default(unit):
+    """~1,100 idle connections used up the bridge's 1,024 fds (issue 21 item 3)."""
+    assert "\nLimitNOFILE=65536\n" in (UNITS / unit).read_text()

@@ -1,11 +1,12 @@
-"""Finding our listening sockets: systemd socket activation, or binding our own.
+"""Finding the listening sockets an activator passed us (systemd, or the bridge's activator).
 
 The ``LISTEN_FDS`` protocol (sd_listen_fds(3)): fds 3..3+N-1, valid only when
 ``LISTEN_PID`` is our pid; ``LISTEN_FDNAMES`` names them (absent on systemd < 227, e.g.
 Synology's 219, and when the units set no ``FileDescriptorName=``), so a name falls back to
 the socket path's stem (``tts.sock`` -> ``tts``). The variables are removed from the
 environment so children (ffmpeg) do not inherit them. The same code path serves systemd,
-``systemd-socket-activate`` and the bridge's built-in activator.
+``systemd-socket-activate`` and the bridge's built-in activator. Binding our own sockets
+(no activator) is ``qwen3ttsd.sockets``, shared with the activator.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import stat
 from collections.abc import MutableMapping
 from pathlib import Path
 
@@ -90,37 +90,3 @@ def listen_fds(env: MutableMapping[str, str] | None = None, unset: bool = True,
             info[name] = {"fd": fd, "identified_by": how}
         log.info("activated socket %s: fd %d %s", name, fd, sock.getsockname())
     return found
-
-
-def socket_in_use(path: str | os.PathLike) -> bool:
-    """Whether something accepts connections on the Unix socket at ``path``."""
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(str(path))
-        return True
-    except OSError:
-        return False
-    finally:
-        probe.close()
-
-
-def bind_unix(path: str | os.PathLike, mode: int = 0o660, backlog: int = 512) -> socket.socket:
-    """Bind our own listening socket (not activated). Replaces a stale socket node only."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    if p.exists() or p.is_symlink():
-        if not stat.S_ISSOCK(p.lstat().st_mode):
-            raise RuntimeError(f"{p} exists and is not a socket")
-        if socket_in_use(p):
-            raise RuntimeError(f"{p} is in use by another process")
-        p.unlink()  # stale
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old = os.umask(0o777 & ~mode)
-    try:
-        sock.bind(str(p))
-    finally:
-        os.umask(old)
-    os.chmod(p, mode)
-    sock.listen(backlog)
-    sock.setblocking(False)
-    return sock

@@ -14,9 +14,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..checkpoints import ModelEntry
 from ..engine.backend import Audio, Failed, VoiceSource
 from ..engine.request import SynthesisRequest
-from .models import ModelEntry
 
 PRIORITIES = ("realtime", "normal")
 SEED_STRIDE = 7919   # segment i of a seeded request is seeded with seed + i * SEED_STRIDE

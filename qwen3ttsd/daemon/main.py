@@ -16,7 +16,8 @@ import sys
 
 from .. import __version__, checkpoints, config
 from ..errors import TTSError
-from .activation import bind_unix, listen_fds
+from ..sockets import bind_unix
+from .activation import listen_fds
 from .models import ModelRegistry
 from .notify import Notifier
 from .scheduler import Scheduler

@@ -12,7 +12,6 @@ from __future__ import annotations
 import builtins
 import contextlib
 import gc
-import json
 import logging
 import threading
 import time
@@ -22,33 +21,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from .. import checkpoints, messages as M
+from ..checkpoints import ModelEntry  # read from config.json, torch-free; importable from here too
 from ..engine import factory
 from ..engine.backend import BackendOptions
 from ..errors import TTSError
 
 log = logging.getLogger("qwen3ttsd.models")
-
-@dataclass
-class ModelEntry:
-    name: str
-    path: str
-    type: str
-    size: str
-    speakers: list[str]
-    languages: list[str]
-
-    @classmethod
-    def read(cls, path: Path, name: str | None = None) -> "ModelEntry":
-        cfg = json.loads((path / "config.json").read_text())
-        talker = cfg.get("talker_config", {})
-        langs = ["auto"] + sorted(k for k in talker.get("codec_language_id", {}) if "dialect" not in k)
-        return cls(name=name or path.name, path=str(path), type=str(cfg.get("tts_model_type", "")),
-                   size=str(cfg.get("tts_model_size", "")),
-                   speakers=sorted(talker.get("spk_id", {}) or {}), languages=langs)
-
-    def public(self, loaded: bool) -> dict[str, Any]:
-        return {"name": self.name, "type": self.type, "size": self.size, "loaded": loaded,
-                "speakers": self.speakers, "languages": self.languages}
 
 
 @dataclass(eq=False)

@@ -19,12 +19,12 @@ from typing import Any
 from .. import messages as M, protocol as P
 from ..audio import AudioFormatError, AudioPipeline
 from ..audio.reference import process_reference
+from ..checkpoints import ModelEntry
 from ..engine.backend import VoiceSource
 from ..errors import TTSError
 from ..text import SSMLError, prepare_segments
 from ..text.language import canonical_language, detect_language
 from .job import Audio, Failed, Job, JobDone, Progress, SegmentDone
-from .models import ModelEntry
 from .server import Connection
 from .state import DaemonState
 from .timeline import Timeline, segment_speed

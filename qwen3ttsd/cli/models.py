@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import checkpoints, config, probe
-from .client import Client
-from .daemon.models import ModelEntry
-from .errors import TTSError
+from .. import checkpoints, config, probe
+from ..checkpoints import ModelEntry
+from ..client import Client
+from ..errors import TTSError
+from .common import UsageError, not_a_directory
 
 
 def add_parser(sub) -> None:
@@ -155,6 +157,11 @@ def cmd_remove(a, store: Store) -> int:
     if loaded and path.name in loaded:
         raise SystemExit(f"error: {path.name} is loaded in the running daemon; "
                          f"`qwen3tts-ctl unload {path.name}` first")
+    if path.is_symlink():  # installed by linking: what it points at is not ours to delete
+        target = os.path.realpath(path)
+        path.unlink()
+        print(f"removed the link {path.name} (the checkpoint it pointed to, {target}, is kept)", file=sys.stderr)
+        return 0
     doomed = root / f"{STAGING_PREFIX}{path.name}.removing"
     path.rename(doomed)  # gone from the registry's view at once, then deleted
     shutil.rmtree(doomed)
@@ -184,6 +191,8 @@ def cmd_info(a, store: Store) -> int:
 
 def run(a, admin_socket: str) -> int:
     store = Store.from_args(a, admin_socket)
+    if not_a_directory(store.root):
+        raise UsageError(f"models_dir {store.root} is not a directory")
     if a.models_cmd == "pull":
         from .pull import PullError, pull
 

@@ -12,12 +12,15 @@ The hub clients are imported here, lazily, so ``qwen3tts-ctl`` starts light.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import importlib
 import json
 import os
+import re
 import shutil
+import socket
 import sys
 import threading
 import time
@@ -25,7 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator, TypeVar
 
-from . import checkpoints
+from .. import checkpoints
 
 STAGING_PREFIX = ".pull-"
 ATTEMPTS = 5                 # a dropped connection resumes this many times before giving up
@@ -160,6 +163,7 @@ class HuggingFace:
     name = "huggingface"
     default_revision = "main"
     reuses_files = True  # see _seed
+    hint = "; a host that reaches ModelScope instead: --source modelscope"  # when the Hub is unreachable
 
     def __init__(self) -> None:
         # Pulling is an explicit request to go online, even where the daemon's
@@ -179,6 +183,15 @@ class HuggingFace:
 
     def download(self, repo: str, commit: str, staging: Path) -> None:
         self.hub.snapshot_download(repo, revision=commit, local_dir=staging)
+
+    @property
+    def where(self) -> str:
+        return f"the Hugging Face Hub ({self.hub.constants.ENDPOINT})"
+
+    def unreachable(self, e: Exception) -> bool:
+        import requests
+
+        return isinstance(e, requests.ConnectionError)
 
     def transient(self, e: Exception) -> bool:
         import requests
@@ -215,6 +228,14 @@ class ModelScope:
 
     def download(self, repo: str, commit: str, staging: Path) -> None:
         self.ms.snapshot_download(repo, revision=self.branch, local_dir=str(staging))
+
+    where = "ModelScope (modelscope.cn)"
+    hint = ""
+
+    def unreachable(self, e: Exception) -> bool:
+        import requests
+
+        return isinstance(e, requests.ConnectionError)
 
     def transient(self, e: Exception) -> bool:
         import requests
@@ -263,19 +284,54 @@ def _locked(path: Path):
     return f
 
 
-def _retrying(what: str, src, fn: Callable[[], T], attempts: int) -> T:
-    """``fn()``, again after transient network errors (a download resumes where it stopped)."""
+def _causes(e: BaseException) -> Iterator[BaseException]:
+    """``e`` and what it wraps: causes, contexts, urllib3's ``reason`` and exception args."""
+    seen, todo = set(), [e]
+    while todo:
+        x = todo.pop(0)
+        if id(x) in seen:
+            continue
+        seen.add(id(x))
+        yield x
+        todo += [c for c in (x.__cause__, x.__context__, getattr(x, "reason", None), *x.args)
+                 if isinstance(c, BaseException)]
+
+
+def reason(e: BaseException) -> str:
+    """One short line for a network error, not the client's nested reprs and request ids."""
+    for x in _causes(e):
+        if isinstance(x, socket.gaierror) or "Name or service not known" in str(x) \
+                or "Temporary failure in name resolution" in str(x):
+            return "the host name does not resolve (no DNS: offline?)"
+        if isinstance(x, ConnectionRefusedError) or "Connection refused" in str(x):
+            return "connection refused"
+        if isinstance(x, (TimeoutError, socket.timeout)) or "timed out" in str(x).lower():
+            return "the connection timed out"
+        if "Network is unreachable" in str(x) or isinstance(x, OSError) and x.errno == errno.ENETUNREACH:
+            return "the network is unreachable"
+    text = str(e).strip()
+    first = text.splitlines()[0] if text else type(e).__name__
+    return re.sub(r"\s*\(Request ID: [^)]*\)", "", first)
+
+
+def _retrying(what: str, src, fn: Callable[[], T], attempts: int, *, started: bool) -> T:
+    """``fn()``, again after transient network errors (a download resumes where it stopped).
+
+    Before anything was fetched (``started`` false), a server that cannot be reached at all
+    is the host being offline, or a proxy or firewall: one clear error at once, no retries."""
     for attempt in range(1, attempts + 1):
         try:
             return fn()
         except Exception as e:  # the client's own exception types, classified by the source
+            if not started and src.unreachable(e):
+                raise PullError(f"cannot reach {src.where}: {reason(e)}. Check the network connection "
+                                f"and proxy settings (HTTPS_PROXY){src.hint}") from e
             if not src.transient(e) or attempt == attempts:
-                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                raise PullError(f"{what} failed: {first}" + (
+                raise PullError(f"{what} failed: {reason(e)}" + (
                     "\n(run the same command again: it resumes where it stopped)"
-                    if src.transient(e) else "")) from e
+                    if started and src.transient(e) else "")) from e
             wait = min(30, 2 ** attempt)
-            _say(f"connection lost ({type(e).__name__}); resuming in {wait} s (attempt {attempt + 1}/{attempts})")
+            _say(f"connection lost ({reason(e)}); resuming in {wait} s (attempt {attempt + 1}/{attempts})")
             time.sleep(wait)
     raise AssertionError("unreachable")
 
@@ -335,14 +391,18 @@ def pull(name: str, models_dir: str | Path, *, source: str = "huggingface", revi
     if if_missing and checkpoints.is_checkpoint(target):
         say(f"{target.name} is installed ({target})")
         return target
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise PullError(f"cannot create models_dir {root}: {e.strerror or e}") from None
     staging = root / f"{STAGING_PREFIX}{target.name}"
     lock = _locked(root / f"{STAGING_PREFIX}{target.name}.lock")
     try:
         src = _source(source)
         revision = revision or src.default_revision
         say(f"pulling {repo} from {src.name} ...")
-        commit, files = _retrying(f"{repo}@{revision}", src, lambda: src.listing(repo, revision), attempts)
+        commit, files = _retrying(f"{repo}@{revision}", src, lambda: src.listing(repo, revision), attempts,
+                                  started=False)
         if not files:
             raise PullError(f"{repo}@{revision} has no files")
         have = read_source(target)
@@ -358,7 +418,7 @@ def pull(name: str, models_dir: str | Path, *, source: str = "huggingface", revi
         progress, complete = Progress(staging, total), False
         progress.start()
         try:
-            _retrying("download", src, lambda: src.download(repo, commit, staging), attempts)
+            _retrying("download", src, lambda: src.download(repo, commit, staging), attempts, started=True)
             complete = True
         finally:
             progress.finish(complete)

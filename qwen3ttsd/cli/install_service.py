@@ -10,6 +10,12 @@ two sockets and the bridge (never ``qwen3ttsd.service``: the sockets start it).
 ``--root DIR`` is for packaging: files go under DIR in the vendor locations
 (``/usr/lib/systemd/system``, ``/usr/lib/sysusers.d``, ``/usr/lib/tmpfiles.d``) and nothing
 is run. ``--dry-run`` prints what would be written and run.
+
+It runs as root and writes where systemd reads, so a path that cannot go into a unit as
+written (a newline would add unit lines; systemd runs no program whose path holds a quote or
+a backslash) is refused, never escaped into something else; each file is written through a
+fresh temp file and renamed into place (a planted symlink is never followed); and the config,
+which may hold the bridge's ``api_key``, is 0640 (group ``qwen3tts`` via the tmpfiles entry).
 """
 
 from __future__ import annotations
@@ -20,14 +26,20 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import tempfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+
+from .common import not_a_directory
 
 UNITS = ("qwen3ttsd.socket", "qwen3ttsd-admin.socket", "qwen3ttsd.service", "qwen3tts-bridge.service")
 ENABLE = ("qwen3ttsd.socket", "qwen3ttsd-admin.socket", "qwen3tts-bridge.service")
 PROGRAMS = ("qwen3ttsd", "qwen3tts-bridge")
 HOME_DIRS = ("/home/", "/root/", "/run/user/")  # hidden from the units by ProtectHome=yes
+EXEC_UNSAFE = "\"'\\"  # systemd refuses these in an ExecStart= program name (string_is_safe)
+UNIT_MODE = 0o644
+CONFIG_MODE = 0o640  # may hold [bridge] api_key; the tmpfiles entry gives it to group qwen3tts
 
 
 class InstallError(Exception):
@@ -50,8 +62,30 @@ def template(name: str) -> str:
     return (resources.files("qwen3ttsd") / "systemd" / name).read_text()
 
 
+def checked_path(path: str, what: str, *, executable: bool = False) -> str:
+    """``path`` if it can go into a unit file as written; else an ``InstallError`` saying why.
+
+    A control character (a newline would start a new unit line) is refused everywhere;
+    an executable's path must also be absolute and normalized, and free of ``"``, ``'`` and
+    ``\\``, which systemd refuses in an executable's name whatever the quoting."""
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in path):
+        raise InstallError(f"{what} {path!r} contains a control character")
+    if not executable:
+        return path
+    if not os.path.isabs(path):
+        raise InstallError(f"{what} {path!r} is not an absolute path")
+    if os.path.normpath(path) != path.rstrip("/"):
+        raise InstallError(f"{what} {path!r} is not normalized (write {os.path.normpath(path)!r})")
+    if bad := sorted(set(path) & set(EXEC_UNSAFE)):
+        raise InstallError(f"{what} {path!r} contains {' '.join(bad)}: systemd cannot run a program "
+                           "from such a path; install into a directory without them")
+    return path
+
+
 def programs(bin_dir: str | None = None) -> dict[str, str]:
     """Absolute paths of this installation's entry points (``bin_dir`` overrides, for packaging)."""
+    if bin_dir:
+        checked_path(bin_dir, "--bin-dir", executable=True)
     out = {}
     for name in PROGRAMS:
         if bin_dir:
@@ -62,12 +96,14 @@ def programs(bin_dir: str | None = None) -> dict[str, str]:
         if not found:
             raise InstallError(f"{name} is not installed next to this qwen3tts-ctl "
                                f"({p.parent}) nor on PATH: pip install 'qwen3ttsd[daemon]' first")
-        out[name] = os.path.abspath(found)
+        out[name] = checked_path(os.path.abspath(found), f"this installation's {name}", executable=True)
     return out
 
 
 def _exec_path(path: str) -> str:
-    path = path.replace("%", "%%")  # systemd specifiers
+    """A checked path in ExecStart= syntax: ``%`` doubled (specifiers), quoted if it has spaces.
+    ``$`` needs nothing: systemd expands variables in arguments, never in the program's name."""
+    path = path.replace("%", "%%")
     return f'"{path}"' if re.search(r"\s", path) else path
 
 
@@ -107,12 +143,12 @@ def closed_dirs(paths: list[str]) -> list[str]:
     return closed
 
 
-def plan(layout: Layout, exes: dict[str, str]) -> list[tuple[str, str, bool]]:
-    """(path, content, replace existing) for every file to write."""
-    files = [(f"{layout.unit_dir}/{u}", render_unit(template(u), exes), True) for u in UNITS]
-    files += [(layout.sysusers, template("qwen3ttsd.sysusers.conf"), True),
-              (layout.tmpfiles, template("qwen3ttsd.tmpfiles.conf"), True),
-              (layout.config, template("qwen3ttsd.toml.example"), False)]
+def plan(layout: Layout, exes: dict[str, str]) -> list[tuple[str, str, bool, int]]:
+    """(path, content, replace existing, mode) for every file to write."""
+    files = [(f"{layout.unit_dir}/{u}", render_unit(template(u), exes), True, UNIT_MODE) for u in UNITS]
+    files += [(layout.sysusers, template("qwen3ttsd.sysusers.conf"), True, UNIT_MODE),
+              (layout.tmpfiles, template("qwen3ttsd.tmpfiles.conf"), True, UNIT_MODE),
+              (layout.config, template("qwen3ttsd.toml.example"), False, CONFIG_MODE)]
     return files
 
 
@@ -125,8 +161,31 @@ def _under(root: Path, path: str) -> Path:
     return root / path.lstrip("/")
 
 
+def write_file(dest: Path, content: str, mode: int) -> None:
+    """Write ``dest`` whole or not at all: a fresh temp file next to it (``mkstemp``:
+    O_CREAT|O_EXCL|O_NOFOLLOW, a random name, so a planted file or symlink is never
+    written through), its mode set before any content, then one rename over ``dest``
+    (which replaces a symlink there instead of following it)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            os.fchmod(f.fileno(), mode)
+            f.write(content)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def install(root: str | None = None, dry_run: bool = False, bin_dir: str | None = None,
             out=sys.stderr) -> int:
+    if root:
+        root = os.path.abspath(checked_path(root, "--root"))
+        if not_a_directory(root):
+            raise InstallError(f"--root {root} is not a directory")
     exes = programs(bin_dir)
     layout = VENDOR if root else ADMIN
     base = Path(root or "/")
@@ -139,18 +198,14 @@ def install(root: str | None = None, dry_run: bool = False, bin_dir: str | None 
         raise InstallError("systemd is not running on this host (a container?): use "
                            "`qwen3tts-bridge --activate` instead, or --root DIR to only write the files")
     tag = "[dry-run] " if dry_run else ""
-    for path, content, replace in plan(layout, exes):
+    for path, content, replace, mode in plan(layout, exes):
         dest = _under(base, path)
         if dest.exists() and not replace:
             print(f"{tag}keep {dest} (exists)", file=out)
             continue
         print(f"{tag}write {dest}", file=out)
         if not dry_run:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            tmp = dest.with_name(f".{dest.name}.tmp")
-            tmp.write_text(content)
-            tmp.chmod(0o644)
-            tmp.replace(dest)
+            write_file(dest, content, mode)
     print(f"{tag}ExecStart: {exes['qwen3ttsd']}, {exes['qwen3tts-bridge']}", file=out)
     if not bin_dir and (closed := closed_dirs(_runtime_paths(exes))):
         print(f"warning: the service users cannot enter {', '.join(closed)} (mode o-x): install into a venv "

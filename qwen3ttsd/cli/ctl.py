@@ -1,11 +1,11 @@
 """``qwen3tts-ctl``: admin CLI for the daemon.
 
-    qwen3tts-ctl status [--wake]          daemon state (systemd first; the socket only if running)
+    qwen3tts-ctl status [--wake]          daemon state (never starts an idle daemon without --wake)
     qwen3tts-ctl voices                   built-in speakers and saved clone voices
     qwen3tts-ctl voice-add NAME FILE [--text T] [--consent C]   |   voice-rm NAME
     qwen3tts-ctl load [MODEL] | unload [MODEL] [--exit] | keepalive SECONDS | shutdown
     qwen3tts-ctl cache [--clear prompts]
-    qwen3tts-ctl say TEXT [-o out.wav] [--voice V] [--format wav] [--subtitles out.srt|.vtt]
+    qwen3tts-ctl say TEXT [-o out.mp3] [--voice V] [--format F] [--subtitles out.srt|.vtt]
     qwen3tts-ctl bench [-n 5] [--text T]  time-to-first-audio and real-time factor
     qwen3tts-ctl models pull NAME | list | remove NAME | info NAME   checkpoints in models_dir
     qwen3tts-ctl install-service [--root DIR] [--dry-run]   systemd units for this installation
@@ -22,11 +22,14 @@ import statistics
 import struct
 import sys
 import time
+from pathlib import Path
 
-from . import config, models_cli, probe
-from .client import Client
-from .errors import TTSError
-from .messages import Caption, Chunk, SynthesizeResult
+from .. import config, formats, probe
+from ..client import Client
+from ..errors import TTSError
+from ..messages import Caption, Chunk, SynthesizeResult
+from . import models
+from .common import UsageError
 
 
 def _socket(args: argparse.Namespace, admin: bool) -> str:
@@ -44,13 +47,21 @@ def _print(obj) -> None:
 
 
 def cmd_status(a) -> int:
+    """Answered without connecting unless the daemon runs (or ``--wake``): a connection is what
+    starts a socket-activated daemon. Where the state comes from is ``probe``'s, as for the
+    bridge's ``/health``: systemd for the installed service, else the processes in /proc
+    that hold the admin socket (the bridge as activator holds it too, but is no daemon)."""
+    admin = _socket(a, True)
+    state = probe.service_state(admin)
     sd = probe.systemd_state()
     if sd is not None and sd.get("LoadState") != "loaded":
         sd = None  # the service is not installed here (make run, containers)
-    if sd is not None and sd.get("ActiveState") not in (None, "active", "activating", "reloading") and not a.wake:
-        _print({"daemon": "not running (socket-activated; starts on the next request)", "systemd": sd})
+    if not a.wake and state["running"] is not True:
+        what = ("not running (socket-activated; starts on the next request)" if state["running"] is False
+                else "unknown: this user cannot tell without connecting, which would start it (--wake asks it)")
+        _print({"daemon": what, **state, **({"systemd": sd} if sd else {})})
         return 0
-    with Client(_socket(a, True)) as c:
+    with Client(admin) as c:
         st = c.call("admin.status", {})
     if sd:
         st["systemd"] = sd
@@ -85,8 +96,41 @@ def _admin(a, method: str, params: dict) -> int:
     return 0
 
 
+def _check_output_dirs(a) -> None:
+    """Before anything is synthesized: a file that could not be written is a usage error."""
+    for flag, path in (("-o", a.output), ("--subtitles", a.subtitles)):
+        if path and not Path(path).parent.is_dir():
+            raise UsageError(f"{flag}: directory {Path(path).parent} does not exist")
+
+
+def output_format(output: str | None, fmt: str | None) -> str:
+    """The format ``say`` asks the daemon for: ``--format``, else the output file's
+    extension (``a.mp3`` -> mp3), else wav. A file is never written in a format its name
+    contradicts, and an extension that names no format needs ``--format``."""
+    try:
+        asked = formats.canonical_format(fmt) if fmt else None
+    except formats.AudioFormatError as e:
+        raise UsageError(f"--format: {e}") from None
+    ext = Path(output).suffix[1:] if output else ""
+    if not ext:
+        return asked or "wav"
+    try:
+        named = formats.canonical_format(ext)
+    except formats.AudioFormatError:
+        if asked:
+            return asked  # out.bin --format pcm16: the caller said what it is
+        raise UsageError(f"-o: cannot tell the audio format from '.{ext}'; name the file "
+                         ".wav/.mp3/.flac/.opus/... or pass --format") from None
+    if asked and asked != named:
+        raise UsageError(f"-o: {Path(output or '').name} is {named} but --format asks for {asked}; "
+                         "drop --format or rename the file")
+    return named
+
+
 def cmd_say(a) -> int:
-    params = {"text": a.text, "format": a.format}
+    _check_output_dirs(a)
+    fmt = output_format(a.output, a.format)
+    params = {"text": a.text, "format": fmt}
     for k in ("voice", "language", "instructions", "model", "speed", "seed", "sample_rate", "max_frames"):
         v = getattr(a, k)
         if v is not None:
@@ -113,7 +157,7 @@ def cmd_say(a) -> int:
         from . import subtitles
 
         subtitles.write(a.subtitles, captions)
-    if a.output and a.format == "wav" and total >= 44:
+    if a.output and fmt == "wav" and total >= 44:
         # A file is seekable: replace the streaming header's unknown sizes with real ones.
         with open(a.output, "r+b") as f:
             f.seek(4)
@@ -175,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--language")
     p.add_argument("--instructions")
     p.add_argument("--model")
-    p.add_argument("--format", default="wav")
+    p.add_argument("--format", help="audio format (default: the -o file's extension, else wav)")
     p.add_argument("--speed", type=float)
     p.add_argument("--seed", type=int)
     p.add_argument("--sample-rate", dest="sample_rate", type=int)
@@ -185,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-n", type=int, default=5)
     p.add_argument("--text", default="The quick brown fox jumps over the lazy dog.")
     p.add_argument("--voice", default="ryan")
-    models_cli.add_parser(sub)
+    models.add_parser(sub)
     p = sub.add_parser("install-service", help="install and enable the systemd units for this installation")
     p.add_argument("--root", help="write the files under this directory (packaging); run nothing")
     p.add_argument("--dry-run", action="store_true", help="print what would be written and run")
@@ -194,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("make-tiny-model", add_help=False)
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "make-tiny-model":
-        from .testing.tinymodel import main as tiny_main
+        from ..testing.tinymodel import main as tiny_main
 
         return tiny_main(argv[1:])
     a = ap.parse_args(argv)
@@ -224,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         if a.cmd == "bench":
             return cmd_bench(a)
         if a.cmd == "models":
-            return models_cli.run(a, _socket(a, True))
+            return models.run(a, _socket(a, True))
         if a.cmd == "install-service":
             from .install_service import InstallError, install
 
@@ -235,6 +279,12 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
     except TTSError as e:
         print(f"error ({e.code}): {e.message}", file=sys.stderr)
+        return 1
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a file or directory the command needed: one line, not a traceback
+        print(f"error: {e}", file=sys.stderr)
         return 1
     return 2
 

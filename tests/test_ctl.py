@@ -1,0 +1,110 @@
+"""``qwen3tts-ctl``: argument mistakes are one-line errors found before anything is
+synthesized or woken; ``say`` writes the format its file name says; ``status`` never starts
+an idle daemon unless asked to."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+
+from .helpers import PY, daemon_env, start_daemon
+
+
+def ctl(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QWEN3TTSD_")}
+    env.update(QWEN3TTSD_CONFIG="/nonexistent")
+    return subprocess.run([PY, "-m", "qwen3ttsd.cli", "--runtime-dir", str(tmp_path / "rt"), *args],
+                          env=env, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("flag, name", [("--subtitles", "a.srt"), ("-o", "a.wav")])
+def test_say_into_a_missing_directory_is_refused_before_synthesis(tmp_path, flag, name):
+    path = tmp_path / "no" / "such" / name
+    r = ctl(tmp_path, "say", "Hello.", flag, str(path))
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip() == f"error: {flag}: directory {path.parent} does not exist"
+
+
+# --- say: the file's extension is the format (issue 20 item 8) -----------------------------
+
+
+@pytest.mark.parametrize("output, fmt, want", [
+    (None, None, "wav"), ("a.mp3", None, "mp3"), ("A.MP3", None, "mp3"), ("a.ogg", None, "opus"),
+    ("a.pcm", None, "pcm16"), ("out", None, "wav"), ("a.mp3", "mp3", "mp3"), ("a.xyz", "pcm16", "pcm16"),
+    (None, "flac", "flac"), ("dir.d/out", None, "wav"),
+])
+def test_output_format_follows_the_extension(output, fmt, want):
+    from qwen3ttsd.cli.ctl import output_format
+
+    assert output_format(output, fmt) == want
+
+
+@pytest.mark.parametrize("output, fmt, msg", [
+    ("a.mp3", "wav", "a.mp3 is mp3 but --format asks for wav"),
+    ("a.xyz", None, "cannot tell the audio format from '.xyz'"),
+    ("a.mp3", "nope", "unknown audio format 'nope'"),
+])
+def test_output_format_refuses_a_mismatch(output, fmt, msg):
+    from qwen3ttsd.cli.common import UsageError
+    from qwen3ttsd.cli.ctl import output_format
+
+    with pytest.raises(UsageError, match=re.escape(msg)):
+        output_format(output, fmt)
+
+
+def test_say_mismatch_is_refused_before_synthesis(tmp_path):
+    out = tmp_path / "a.mp3"
+    r = ctl(tmp_path, "say", "Hello.", "-o", str(out), "--format", "wav")
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "--format" in r.stderr, r.stderr
+    assert not out.exists()
+
+
+@pytest.fixture(scope="module")
+def daemon(tiny_models, tmp_path_factory):
+    rt = tmp_path_factory.mktemp("rt")
+    p = start_daemon(rt, daemon_env(tiny_models["custom_voice"], rt / "state", idle_timeout=-1))
+    yield rt
+    p.terminate()
+    p.wait(30)
+
+
+@pytest.mark.slow
+def test_say_encodes_by_the_extension(daemon, tmp_path):
+    for name, fmt in (("a.mp3", "MP3"), ("a.flac", "FLAC"), ("a.wav", "WAV")):
+        out = tmp_path / name
+        r = subprocess.run([PY, "-m", "qwen3ttsd.cli", "--runtime-dir", str(daemon), "say", "Hello there.",
+                            "-o", str(out), "--voice", "ryan", "--max-frames", "4"],
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        info = sf.info(str(out))
+        assert info.format == fmt and info.samplerate == 24000, (name, info)
+        assert abs(info.duration - 4 * 0.08) < 0.1, (name, info.duration)
+
+
+# --- status: never wakes an idle daemon unless --wake ----------------------------------------
+
+
+def test_status_does_not_start_an_idle_daemon_behind_the_bridge(tmp_path):
+    from .test_bridge import Bridge
+
+    models = tmp_path / "models"
+    models.mkdir()
+    b = Bridge(tmp_path, models)
+    try:
+        r = ctl(tmp_path, "status")
+        assert r.returncode == 0, r.stderr
+        st = json.loads(r.stdout)
+        assert st["running"] is False and "not running" in st["daemon"]
+        assert b.health()["daemon"]["spawns"] == 0
+        r = ctl(tmp_path, "status", "--wake")
+        assert r.returncode == 0, r.stderr
+        assert "models" in json.loads(r.stdout)  # the daemon's own admin.status
+        assert b.health()["daemon"]["spawns"] == 1
+    finally:
+        b.stop()
