@@ -311,7 +311,7 @@ def test_reference_playlists_never_fetch_anything(tmp_path):
     local.write_bytes(wav)
     canary = _Canary(wav)
     try:
-        for name, data in hostile_uploads(canary.url, str(local)).items():
+        for _name, data in hostile_uploads(canary.url, str(local)).items():
             with pytest.raises(ReferenceAudioError):
                 process_reference(data)
         assert canary.hits == []

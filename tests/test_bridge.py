@@ -39,7 +39,7 @@ class Bridge:
         env["QWEN3TTSD_DEFAULT_MODEL"] = "custom_voice"
         env["QWEN3TTSD_MAX_LOADED_MODELS"] = "3"
         env.update(extra_env or {})
-        self.log = open(root / "bridge.log", "wb")
+        self.log = open(root / "bridge.log", "wb")  # noqa: SIM115 - the bridge process writes it until stop()
         self.proc = subprocess.Popen([PY, "-m", "qwen3ttsd.bridge.main", "--activate", "--runtime-dir",
                                       str(self.rt), "--port", str(self.port), *(args or [])],
                                      env=env, stdout=self.log, stderr=subprocess.STDOUT)

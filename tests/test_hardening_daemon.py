@@ -13,6 +13,7 @@ import pytest
 
 from qwen3ttsd import protocol as P
 from qwen3ttsd.client import Client
+from qwen3ttsd.errors import TTSError
 
 from .helpers import daemon_env, pid_alive, start_daemon, synth, wait_for
 from .test_daemon import _raw, _read_msg
@@ -50,7 +51,7 @@ def test_nil_body_gets_error_and_the_connection_stays_open(daemon):
 def test_non_finite_and_fractional_numbers_are_bad_request(daemon, field, value):
     rt, proc = daemon
     with Client(str(rt / "tts.sock")) as c:
-        with pytest.raises(Exception) as ei:
+        with pytest.raises(TTSError) as ei:
             for _ in c.synthesize(**{"text": "Numbers.", "voice": "ryan", "max_frames": 2, field: value}):
                 pass
     assert getattr(ei.value, "code", None) == "bad_request", ei.value
@@ -131,7 +132,7 @@ def test_daemon_survives_and_idles_out_after_every_kind_of_ending(tiny_models, t
         with Client(str(sock)) as c:                                              # warm-up
             c.call("tts.warmup", {"voice": "ryan"})
         with Client(str(sock)) as c:                                              # failed
-            with pytest.raises(Exception):
+            with pytest.raises(TTSError):
                 c.call("tts.synthesize", {"text": "x", "voice": "nobody"})
         s = _raw(sock)                                                            # cancelled
         s.sendall(P.request(1, "tts.synthesize", {"text": "Cancel.", "voice": "ryan", "max_frames": 400}))

@@ -55,17 +55,26 @@ def test_malformed_bodies_raise_protocol_error(body):
 
 
 def test_fuzz_only_protocol_errors():
+    """Random bodies: each is refused as a ProtocolError (not msgpack) or a TTSError (not a
+    request), never anything else; the fuzz reaches both layers."""
     rng = random.Random(0)
+    outcomes = {"not_msgpack": 0, "not_a_request": 0, "request": 0}
     for _ in range(3000):
         body = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 40)))
         try:
             msg = P.unpack_body(body, 4096)
         except P.ProtocolError:
+            outcomes["not_msgpack"] += 1
             continue
         try:
             P.parse_request(msg)
-        except TTSError:
-            pass
+        except TTSError as e:
+            assert e.code in CODES
+            outcomes["not_a_request"] += 1
+        else:
+            outcomes["request"] += 1
+    assert outcomes["not_msgpack"] > 0 and outcomes["not_a_request"] > 0
+    assert sum(outcomes.values()) == 3000
 
 
 @pytest.mark.parametrize("msg", [

@@ -221,7 +221,7 @@ def test_fuzz_normalize_only_raises_its_own_error():
     rng = random.Random(1234)
     alphabet = "0123456789.,:;-+$€£¥%°/@#&()[]? abcxyzABCXYZ\n\t\x00\x07你好こんにちは안녕Привет" + "".join(
         chr(c) for c in (0x202E, 0xFFFF, 0x1F600, 0xD7FF))
-    for i in range(1500):
+    for _ in range(1500):
         n = rng.randrange(0, 60)
         s = "".join(rng.choice(alphabet) for _ in range(n))
         for lang in ("auto", "english", "chinese", "german", "klingon"):

@@ -135,7 +135,7 @@ def cmd_say(a) -> int:
         v = getattr(a, k)
         if v is not None:
             params[k] = v
-    out = open(a.output, "wb") if a.output else sys.stdout.buffer
+    out = open(a.output, "wb") if a.output else sys.stdout.buffer  # noqa: SIM115 - closed in finally
     total = 0
     captions: list[dict] = []
     try:

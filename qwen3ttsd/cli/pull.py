@@ -275,7 +275,7 @@ def read_source(checkpoint: Path) -> dict:
 
 
 def _locked(path: Path):
-    f = open(path, "a")
+    f = open(path, "a")  # noqa: SIM115 - the lock lives as long as the file stays open
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

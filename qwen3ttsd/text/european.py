@@ -217,7 +217,7 @@ _MASCULINE_IN_A = {"día", "días", "dia", "dias", "mapa", "mapas", "problema", 
                    "poema", "poemas", "cinema", "diploma", "diplomas", "pigiama", "papa", "grama", "gramas"}
 _FEMININE_OTHER = {"vez", "veces", "vezes", "mujer", "mujeres", "mulher", "mulheres", "noche", "noches", "noite",
                    "noites", "ciudad", "ciudades", "cidade", "cidades", "edad", "unidad", "unidades", "unidade",
-                   "unidades", "volte", "notte", "notti", "parte", "partes", "gente", "legge", "leggi",
+                   "volte", "notte", "notti", "parte", "partes", "gente", "legge", "leggi",
                    "classe", "classi", "chiave", "chiavi", "canzone", "canzoni", "lezione", "lezioni",
                    "estación", "estaciones", "nación", "naciones", "razón", "razones", "flor", "flores",
                    "ração", "nação", "nações", "estação", "estações", "libras"}
