@@ -100,6 +100,46 @@ def test_systemd_socket_activate_names_queue_notify_idle_exit(tiny_models, tmp_p
         notify.close()
 
 
+def _activated(rt: Path, env: dict) -> subprocess.Popen:
+    cmd = [ACTIVATE, "-l", str(rt / "tts.sock"), "-l", str(rt / "admin.sock"), "--fdname=tts:admin",
+           *sum((["-E", k] for k in env if k.startswith("QWEN3TTSD_")), []),
+           "-E", "HF_HUB_OFFLINE", "-E", "OMP_NUM_THREADS", *DAEMON]
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    wait_for(lambda: (rt / "tts.sock").exists() and (rt / "admin.sock").exists(), 20, what="sockets")
+    return p
+
+
+def _loaded(rt: Path) -> list[str]:
+    with Client(str(rt / "admin.sock")) as c:
+        return list(c.call("admin.status", {})["loaded"])
+
+
+@pytest.mark.skipif(ACTIVATE is None, reason="systemd-socket-activate not installed")
+def test_a_caller_on_the_speech_socket_starts_the_model_load_at_once(tiny_models, tmp_path):
+    """Overlap (issue 19): a connection on tts.sock is a caller about to speak, so the model
+    loads while its request is still being written and read; an admin caller loads nothing."""
+    rt = tmp_path / "rt"
+    rt.mkdir()
+    p = _activated(rt, daemon_env(tiny_models["custom_voice"], tmp_path / "state", idle_timeout=30))
+    try:
+        with socket.socket(socket.AF_UNIX) as caller:
+            caller.connect(str(rt / "tts.sock"))  # connected, nothing sent yet
+            wait_for(lambda: _loaded(rt) == ["custom_voice"], 60, what="the model loaded before any request")
+    finally:
+        p.kill()
+        p.wait(30)
+    rt2 = tmp_path / "rt2"
+    rt2.mkdir()
+    p = _activated(rt2, daemon_env(tiny_models["custom_voice"], tmp_path / "state", idle_timeout=30))
+    try:
+        assert _loaded(rt2) == []  # woken by an admin caller
+        time.sleep(1.0)
+        assert _loaded(rt2) == []
+    finally:
+        p.kill()
+        p.wait(30)
+
+
 @pytest.mark.skipif(ACTIVATE is None, reason="systemd-socket-activate not installed")
 def test_activation_without_fdnames_falls_back_to_socket_address(tiny_models, tmp_path):
     rt = tmp_path / "rt"

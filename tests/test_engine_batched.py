@@ -315,21 +315,6 @@ def test_bad_requests_are_reported_not_raised(custom_engine):
     assert runs[1].result[0] == "done" and runs[1].all_codes.shape[0] == 2
 
 
-def test_int8_option_runs_and_leaves_the_fp32_model_alone(custom_engine):
-    """QWEN3TTSD_QUANT=int8 (CPU): int8 copies of the linears; qwen-tts's modules unchanged."""
-    req = SynthesisRequest(text="Quantized.", speaker="ryan", seed=3, max_frames=5)
-    before = sequential_codes(custom_engine, req)
-    b = backend(custom_engine, quant="int8")
-    run = Run(req)
-    b.admit(run.stream)
-    while b.active:
-        b.step()
-    assert run.result[0] == "done" and run.all_codes.shape == (5, 16)
-    assert torch.equal(sequential_codes(custom_engine, req), before)
-    (fp32,) = run_batched(custom_engine, [req])
-    assert torch.equal(fp32.all_codes, before)
-
-
 def test_codec_lane_decodes_on_its_own_thread_and_reports_on_the_stepping_one(custom_engine):
     """Overlap: chunks are decoded off the stepping thread; done/error reach the sink on it."""
     threads: dict[str, set] = {"audio": set(), "end": set()}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import socket
 from collections.abc import MutableMapping
 from pathlib import Path
@@ -90,3 +91,13 @@ def listen_fds(env: MutableMapping[str, str] | None = None, unset: bool = True,
             info[name] = {"fd": fd, "identified_by": how}
         log.info("activated socket %s: fd %d %s", name, fd, sock.getsockname())
     return found
+
+
+def caller_waiting(sock: socket.socket | None) -> bool:
+    """Whether a connection is already queued on this listening socket (what woke us)."""
+    if sock is None:
+        return False
+    try:
+        return bool(select.select([sock], [], [], 0)[0])
+    except (OSError, ValueError):
+        return False

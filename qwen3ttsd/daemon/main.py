@@ -2,8 +2,8 @@
 
 Started by systemd socket activation (or the bridge's activator, or by hand), it serves
 RPC at once, loads models lazily (or before READY=1 with --preload, heart-beating
-EXTEND_TIMEOUT_USEC), and exits 0 after ``idle_timeout`` with nothing to do, which gives
-all of its RAM and VRAM back. Logs go to stderr; stdout carries nothing.
+EXTEND_TIMEOUT_USEC; or at once when a caller on the speech socket woke it), and exits 0
+after ``idle_timeout`` with nothing to do, which gives all of its RAM and VRAM back. Logs go to stderr; stdout carries nothing.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import sys
 from .. import __version__, checkpoints, config
 from ..errors import TTSError
 from ..sockets import bind_unix
-from .activation import listen_fds
+from .activation import caller_waiting, listen_fds
 from .models import ModelRegistry
 from .notify import Notifier
 from .scheduler import Scheduler
@@ -47,6 +47,21 @@ def parse_args(argv: list[str] | None) -> dict:
     return vars(ap.parse_args(argv))
 
 
+def load_for_the_waiting_caller(registry: ModelRegistry, scheduler: Scheduler) -> None:
+    """A caller on the speech socket woke us: it is about to ask for speech, so the default
+    model starts loading now, while its request is still being written and read (issue 19:
+    overlap). Requests run after this load on the engine thread; one for another model
+    loads that one as usual."""
+    entry = registry.pick(None)
+    log.info("a caller is waiting: loading %s", entry.name)
+
+    def report(fut: asyncio.Future) -> None:
+        if not fut.cancelled() and fut.exception() is not None:
+            log.error("loading %s failed: %s", entry.name, fut.exception())
+
+    scheduler.run_call(lambda: registry.load(entry), asyncio.get_running_loop()).add_done_callback(report)
+
+
 def main(argv: list[str] | None = None) -> int:
     overrides = parse_args(argv)
     try:
@@ -59,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     notifier = Notifier()
     sock_info: dict[str, dict] = {}
     sockets = listen_fds(info=sock_info)
+    speaker_waiting = caller_waiting(sockets.get("tts"))
     if not sockets:
         sockets = {"tts": bind_unix(cfg.tts_socket, 0o660), "admin": bind_unix(cfg.admin_socket, 0o660)}
         sock_info = {n: {"fd": s.fileno(), "identified_by": "bound"} for n, s in sockets.items()}
@@ -97,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
                 fut.result()
             except TTSError as e:
                 log.error("preload failed: %s", e.message)
+        elif speaker_waiting and registry.entries:
+            load_for_the_waiting_caller(registry, scheduler)
         notifier.ready(state.status_line())
         return await server.serve()
 

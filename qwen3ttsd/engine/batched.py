@@ -135,6 +135,8 @@ class BatchedBackend:
             self._use_int8()
         elif options.quant:
             raise TTSError("bad_request", f"unknown quantization {options.quant!r} (supported: int8)")
+        elif "_qwen3ttsd_fp32_released" in m.__dict__:
+            raise TTSError("internal", "this model serves int8: its fp32 linears were released")
         self.lane = CodecLane(options.overlap_decode and self.device.type == "cpu" and cpu_threads() > 1,
                               options.batch_decode)
         self.rows: list[Row] = []
@@ -173,16 +175,32 @@ class BatchedBackend:
     def _use_int8(self) -> None:
         """int8 weights for the talker's and predictor's linears (CPU: memory-bound matrix-
         vector products read 4x fewer bytes). Embeddings, norms and the codec stay fp32.
-        Copies built once per loaded model; qwen-tts's own modules are left as they are."""
+        Built once per loaded model, and then the fp32 linears are freed: qwen-tts's own
+        talker modules can no longer run (a loaded model has one backend)."""
         if self.device.type != "cpu":
             log.warning("QWEN3TTSD_QUANT=int8 is a CPU option; running unquantized on %s", self.device)
             return
         from .lean import quantize_int8
 
+        fp32_layers = self.talker_layers + self.predictor_layers
         self.talker_layers, self.predictor_layers, self.codec_head, self.lm_heads = derived(
             self.model, "_qwen3ttsd_int8", lambda: (
                 [layer.int8() for layer in self.talker_layers], [layer.int8() for layer in self.predictor_layers],
                 quantize_int8(self.talker.codec_head), list(quantize_int8(self.predictor.lm_head))))
+        derived(self.model, "_qwen3ttsd_fp32_released", lambda: self._release_fp32(fp32_layers))
+
+    def _release_fp32(self, fp32_layers: list) -> bool:
+        """The int8 copies serve: free the fp32 linears they were made from (issue 19)."""
+        from .serving_size import release_linears, trim_heap
+
+        hf_layers = [*self.talker.model.layers, *self.predictor.model.layers]
+        release_linears(m for layer in hf_layers for m in layer.modules() if type(m) is torch.nn.Linear)
+        release_linears([self.talker.codec_head, *self.predictor.lm_head])
+        for layer in fp32_layers:
+            release_linears([layer.qkv, layer.gate_up])
+            layer._bind()  # drop the fp32 layer's own references to the freed weights
+        trim_heap()
+        return True
 
     # --- admission -------------------------------------------------------------------
 

@@ -127,6 +127,11 @@ def load_model(path: str | os.PathLike, opts: LoadOptions = LoadOptions()) -> An
     except Exception as e:
         raise TTSError("model_load_failed", f"loading {p} failed: {type(e).__name__}: {e}") from e
     tts.model.eval()
+    if device == "cpu":
+        from .serving_size import drop_codec_encoder, keep_stored_precision
+
+        keep_stored_precision(tts.model, p)
+    drop_codec_encoder(tts.model)
     if opts.compile and device.startswith("cuda"):
         import torch
 

@@ -16,8 +16,6 @@ unloaded; afterwards the freed buffers go back to the OS (``malloc_trim``).
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import logging
 import os
 import threading
@@ -27,6 +25,7 @@ from typing import Any
 
 import torch
 
+from .serving_size import trim_heap
 from .streaming_decoder import StreamingDecoder
 
 log = logging.getLogger("qwen3ttsd.engine")
@@ -73,7 +72,7 @@ class Prewarm:
         except Exception:  # an optimisation: never worth a crash
             log.exception("codec prewarm failed")
         finally:
-            _trim_heap()
+            trim_heap()
             self._report(done=True)
             log.info("codec kernels built for %d of %d shapes in %.1f s", built, len(shapes), time.monotonic() - t0)
 
@@ -111,15 +110,6 @@ def _lowest_priority() -> None:
     try:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
     except (AttributeError, OSError):
-        pass
-
-
-def _trim_heap() -> None:
-    """Hand freed heap memory back to the OS (glibc keeps it otherwise)."""
-    name = ctypes.util.find_library("c")
-    try:
-        ctypes.CDLL(name).malloc_trim(0)
-    except (OSError, AttributeError, TypeError):
         pass
 
 

@@ -1,0 +1,103 @@
+"""Weights held at the size they serve at, not beside a wider copy (issue 19).
+
+qwen-tts loads every tensor in the model's dtype, so on CPU (fp32) a checkpoint stored in
+bf16 doubles: the 0.6B/1.7B text embedding alone (151,936 x 2,048) grows from 0.62 to
+1.24 GB, though a prompt reads a few hundred of its rows. And int8 serving used to build its
+int8 copies of the linears beside the fp32 ones, which nothing read any more.
+
+* :func:`keep_stored_precision`: the text embedding stays at the checkpoint's dtype and its
+  rows are widened on lookup - exactly the values a widened table holds (bf16 -> fp32 is
+  exact), so prompts are bit-identical to qwen-tts's.
+* :func:`drop_codec_encoder`: only Base checkpoints encode audio; the others drop the
+  codec's encoder.
+* :func:`release_linears`: once int8 copies serve, the fp32 weights they were made from are
+  freed (the model's own modules then cannot run those layers; nothing runs them: a loaded
+  model has one backend, :mod:`qwen3ttsd.daemon.models`).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+log = logging.getLogger("qwen3ttsd.engine")
+
+TEXT_EMBEDDING = "talker.model.text_embedding.weight"
+
+
+class StoredEmbedding(torch.nn.Module):
+    """An embedding table kept at the checkpoint's dtype; lookups come out in ``out_dtype``."""
+
+    def __init__(self, weight: Tensor, out_dtype: torch.dtype) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(weight, requires_grad=False)
+        self.out_dtype = out_dtype
+
+    def forward(self, ids: Tensor) -> Tensor:
+        return F.embedding(ids, self.weight).to(self.out_dtype)
+
+
+def drop_codec_encoder(model: Any) -> None:
+    """Only a Base checkpoint encodes audio (a clone's reference codes; clones are refused on
+    other models before any encode: ``Engine.add_voice``): elsewhere the codec's encoder,
+    ~56M parameters (225 MB in fp32), is dropped."""
+    codec: Any = getattr(getattr(model, "speech_tokenizer", None), "model", None)
+    if model.tts_model_type != "base" and isinstance(getattr(codec, "encoder", None), torch.nn.Module):
+        codec.encoder = torch.nn.Identity()
+
+
+def stored_dtype(checkpoint: Path, name: str) -> torch.dtype | None:
+    """The dtype ``name`` is stored in (from the safetensors header; nothing is read)."""
+    from safetensors import safe_open
+
+    dtypes = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32}
+    for file in sorted(checkpoint.glob("*.safetensors")):
+        with safe_open(str(file), "pt") as f:
+            if name in f.keys():
+                return dtypes.get(f.get_slice(name).get_dtype())
+    return None
+
+
+def keep_stored_precision(model: Any, checkpoint: Path) -> None:
+    """Narrow the talker's text embedding back to the dtype it is stored in, where that is
+    narrower than the model's (CPU fp32 of a bf16 checkpoint)."""
+    talker = model.talker.model
+    weight = talker.text_embedding.weight
+    stored = stored_dtype(checkpoint, TEXT_EMBEDDING)
+    if stored is None or stored.itemsize >= weight.dtype.itemsize or not weight.dtype.is_floating_point:
+        return
+    narrow = weight.detach().to(stored)
+    talker.text_embedding = StoredEmbedding(narrow, weight.dtype)
+    log.debug("text embedding kept in %s (%.0f MB saved)", stored,
+              narrow.numel() * (weight.element_size() - narrow.element_size()) / 2**20)
+
+
+def trim_heap() -> None:
+    """Hand freed heap memory back to the OS: glibc keeps it otherwise (its mmap threshold
+    grows with every large free, so freed weights land in the heap, not in unmapped pages)."""
+    name = ctypes.util.find_library("c")
+    try:
+        ctypes.CDLL(name).malloc_trim(0)
+    except (OSError, AttributeError, TypeError):
+        pass
+
+
+def release_linears(modules: Iterable[torch.nn.Module]) -> None:
+    """Free the weights of these Linear modules (their int8 copies serve instead)."""
+    for m in modules:
+        for name in ("weight", "bias"):
+            p = getattr(m, name, None)
+            if p is not None:
+                p.data = torch.empty(0, dtype=p.dtype, device=p.device)
+
+
+__all__ = ["StoredEmbedding", "drop_codec_encoder", "keep_stored_precision", "release_linears", "stored_dtype",
+           "trim_heap"]
