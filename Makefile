@@ -10,7 +10,7 @@ HOST    ?= 127.0.0.1
 PORT    ?= 8880
 PYTEST_ARGS ?=
 
-.PHONY: install system-deps run tiny-model test test-fast lint bench bench-engine bench-bridge bench-text bench-wyoming bench-concurrency verify-units clean
+.PHONY: install system-deps run tiny-model test test-fast lint bench bench-engine bench-bridge bench-text bench-wyoming bench-concurrency bench-cold-start verify-units clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -67,7 +67,7 @@ $(BIN)/ruff:
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
-bench: bench-engine bench-bridge bench-concurrency bench-text bench-wyoming
+bench: bench-engine bench-bridge bench-concurrency bench-text bench-wyoming bench-cold-start
 
 bench-engine: install
 	$(BIN)/python bench/bench_engine.py
@@ -84,6 +84,9 @@ bench-wyoming: install
 # The real daemon over its socket, 1..16 concurrent seeded streams, sequential vs batched engine.
 bench-concurrency: install
 	$(BIN)/python bench/bench_concurrency.py
+
+bench-cold-start: install
+	$(BIN)/python bench/bench_cold_start.py --configs tiny,0.6b,0.6b+int8
 
 verify-units:
 	$(BIN)/python -m pytest -q tests/test_systemd_units.py

@@ -56,3 +56,12 @@ def test_only_base_models_keep_the_codec_encoder(custom_engine, design_engine, b
     for engine in (custom_engine, design_engine):
         assert isinstance(engine.tts.model.speech_tokenizer.model.encoder, torch.nn.Identity)
     assert not isinstance(base_engine.tts.model.speech_tokenizer.model.encoder, torch.nn.Identity)
+
+
+def test_status_reports_memory_by_part(custom_engine, base_engine):
+    mem = custom_engine.info["memory_bytes"]
+    assert set(mem) == {"text_embedding", "talker", "code_predictor", "codec"}
+    emb = custom_engine.tts.model.talker.get_text_embeddings().weight
+    assert mem["text_embedding"] == emb.numel() * emb.element_size()
+    assert all(v > 0 for v in mem.values())
+    assert base_engine.info["memory_bytes"]["speaker_encoder"] > 0

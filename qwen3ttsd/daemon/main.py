@@ -3,7 +3,8 @@
 Started by systemd socket activation (or the bridge's activator, or by hand), it serves
 RPC at once, loads models lazily (or before READY=1 with --preload, heart-beating
 EXTEND_TIMEOUT_USEC; or at once when a caller on the speech socket woke it), and exits 0
-after ``idle_timeout`` with nothing to do, which gives all of its RAM and VRAM back. Logs go to stderr; stdout carries nothing.
+after ``idle_timeout`` with nothing to do, which gives all of its RAM and VRAM back. Logs
+go to stderr; stdout carries nothing.
 """
 
 from __future__ import annotations

@@ -153,8 +153,11 @@ class Engine:
 
     @property
     def info(self) -> dict:
+        from .serving_size import memory_by_part
+
         return dict(getattr(self.tts, "load_info", {}), model_type=self.model_type,
-                    size=self.tts.model.tts_model_size if self.tts else None)
+                    size=self.tts.model.tts_model_size if self.tts else None,
+                    memory_bytes=memory_by_part(self.tts.model) if self.tts else None)
 
     @property
     def model_type(self) -> str:

@@ -90,6 +90,54 @@ def trim_heap() -> None:
         pass
 
 
+def _tensor_bytes(tensors: Iterable[Tensor], seen: set[int]) -> int:
+    total = 0
+    for t in tensors:
+        storage = t.untyped_storage()
+        if storage.data_ptr() in seen or t.device.type == "meta":
+            continue
+        seen.add(storage.data_ptr())
+        total += storage.nbytes()
+    return total
+
+
+def _int8_bytes(modules: Iterable[Any]) -> int:
+    """Bytes of dynamically quantized Linear weights (packed: not parameters)."""
+    total = 0
+    for m in modules:
+        weight = getattr(m, "weight", None)
+        if callable(weight) and not isinstance(m, torch.nn.Linear):
+            w = weight()
+            total += w.numel() * w.element_size()
+    return total
+
+
+def memory_by_part(model: Any) -> dict[str, int]:
+    """Resident bytes of a loaded model's tensors, by part (each storage counted once):
+    what ``admin.status`` shows under ``loaded.<model>.memory``."""
+    talker = model.talker
+    parts: dict[str, Any] = {
+        "text_embedding": talker.model.text_embedding, "code_predictor": talker.code_predictor,
+        "talker": talker, "codec": getattr(model, "speech_tokenizer", None),
+        "speaker_encoder": getattr(model, "speaker_encoder", None),
+    }
+    seen: set[int] = set()
+    out: dict[str, int] = {}
+    for name, part in parts.items():  # the talker after its embedding and predictor
+        if part is None:
+            continue
+        module = part.model if name == "codec" and not isinstance(part, torch.nn.Module) else part
+        if isinstance(module, torch.nn.Module):
+            out[name] = _tensor_bytes([*module.parameters(), *module.buffers()], seen)
+    int8 = model.__dict__.get("_qwen3ttsd_int8")
+    if int8 is not None:
+        talker_layers, predictor_layers, head, heads = int8
+        layers = [*talker_layers, *predictor_layers]
+        out["int8"] = _int8_bytes([m for layer in layers for m in (layer.qkv, layer.o_proj, layer.gate_up, layer.down)]
+                                  + [head, *heads])
+    return out
+
+
 def release_linears(modules: Iterable[torch.nn.Module]) -> None:
     """Free the weights of these Linear modules (their int8 copies serve instead)."""
     for m in modules:
@@ -99,5 +147,5 @@ def release_linears(modules: Iterable[torch.nn.Module]) -> None:
                 p.data = torch.empty(0, dtype=p.dtype, device=p.device)
 
 
-__all__ = ["StoredEmbedding", "drop_codec_encoder", "keep_stored_precision", "release_linears", "stored_dtype",
-           "trim_heap"]
+__all__ = ["StoredEmbedding", "drop_codec_encoder", "keep_stored_precision", "memory_by_part", "release_linears",
+           "stored_dtype", "trim_heap"]
