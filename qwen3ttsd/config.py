@@ -85,6 +85,12 @@ class BridgeConfig:
     log_level: str = "info"
     wyoming: str = ""                      # Wyoming TTS server: tcp://HOST:PORT or unix://PATH
     wyoming_zeroconf: str = ""             # announce it over mDNS: "1" or a service name
+    # budgets (bridge/listeners.py): an idle or half-open connection must not cost the
+    # always-on bridge forever, nor can many of them take all its fds
+    max_connections: int = 512             # per listener (HTTP+WebSocket; Wyoming); more are closed at once
+    header_timeout: float = 10.0           # HTTP: a request head must be complete within this
+    wyoming_idle_timeout: float = 60.0     # Wyoming: closed after this long without a whole event
+                                           # (while nothing is being spoken)
 
     def __post_init__(self) -> None:
         if not self.tts_socket:
