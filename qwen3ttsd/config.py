@@ -37,6 +37,7 @@ class DaemonConfig:
     idle_timeout: float = 300.0            # s with no requests/connections before exit; <0 never
     max_keepalive: float = 3600.0          # cap for admin.keepalive
     conn_idle_timeout: float = 15.0        # close a connection idle this long (no pinning)
+    max_connections: int = 1024            # open connections; more get 'busy' at once (fds stay free)
     queue_max: int = 64                    # queued requests beyond this get 'busy'
     queue_timeout: float = 120.0           # max wait before a request starts generating
     stall_timeout: float = 30.0            # client not reading audio -> client_stalled

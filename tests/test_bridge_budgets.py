@@ -367,3 +367,78 @@ def test_describe_polled_every_second_lets_the_daemon_idle_out(tiny_models, tmp_
         assert took < idle + 5
     finally:
         b.stop()
+
+
+# --- the daemon's own sockets -----------------------------------------------------------------
+
+def test_daemon_status_questions_do_not_postpone_its_idle_exit(tiny_models, tmp_path):
+    """models/voices/languages/admin.status, asked every 0.3 s (what describe refreshes, the
+    page's status panel and ``qwen3tts-ctl status`` ask), leave the idle clock alone."""
+    from qwen3ttsd.client import Client
+
+    from .helpers import daemon_env, start_daemon
+
+    rt = tmp_path / "rt"
+    idle = 1.5
+    p = start_daemon(rt, daemon_env(tiny_models["custom_voice"], tmp_path / "state", idle_timeout=idle))
+    try:
+        t0 = time.monotonic()
+        while p.poll() is None and time.monotonic() - t0 < idle + 10:
+            try:
+                with Client(str(rt / "tts.sock"), timeout=5) as c:
+                    c.call("tts.models", {})
+                    c.call("voices.list", {})
+                with Client(str(rt / "admin.sock"), timeout=5) as c:
+                    c.call("admin.status", {})
+            except Exception:  # noqa: BLE001 - it is exiting
+                pass
+            time.sleep(0.3)
+        took = time.monotonic() - t0
+        assert p.poll() == 0, "status questions kept the daemon awake"
+        assert took < idle + 3
+    finally:
+        if p.poll() is None:
+            p.kill()
+        p.wait()
+
+
+def test_daemon_refuses_connections_over_its_cap(tiny_models, tmp_path):
+    from qwen3ttsd import protocol as P
+
+    from .helpers import daemon_env, start_daemon
+
+    rt = tmp_path / "rt"
+    p = start_daemon(rt, daemon_env(tiny_models["custom_voice"], tmp_path / "state", idle_timeout=-1,
+                                    max_connections=5))
+    held = []
+    try:
+        for _ in range(5):
+            s = socket.socket(socket.AF_UNIX)
+            s.connect(str(rt / "tts.sock"))
+            held.append(s)
+        time.sleep(0.3)
+        extra = socket.socket(socket.AF_UNIX)
+        extra.connect(str(rt / "tts.sock"))
+        extra.settimeout(5)
+        data = b""
+        while chunk := extra.recv(4096):
+            data += chunk
+        assert b"busy" in data  # one $/error notification, then closed
+        assert P.N_ERROR.encode() in data
+        extra.close()
+        for s in held:
+            s.close()
+        from qwen3ttsd.client import Client
+
+        wait_for(lambda: _models_ok(Client, rt), 10, what="a connection after the others closed")
+    finally:
+        p.terminate()
+        p.wait(30)
+
+
+def _models_ok(client_cls, rt: Path) -> bool:
+    try:
+        with client_cls(str(rt / "tts.sock"), timeout=5) as c:
+            return bool(c.call("tts.models", {}) is not None)
+    except Exception:  # noqa: BLE001
+        return False

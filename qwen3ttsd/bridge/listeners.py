@@ -14,7 +14,8 @@ logged ``accept() out of system resource`` in a loop. Here:
   keep-alive connections *after* a response). uvicorn's ``limit_concurrency`` answers 503
   only once a request arrived, so it does not bound idle connections.
 * ``AcceptErrorLog``: the loop's exception handler, at most one line per interval for
-  accept errors (with how many were held back); everything else as usual.
+  accept errors (``ratelog.RateLimitedLog``: with how many were held back); everything
+  else as usual.
 
 Wyoming's cap and idle timeout live in ``wyoming.py``; the numbers in ``config.BridgeConfig``.
 """
@@ -24,12 +25,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
-import time
 from typing import Any
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from ..ratelog import INTERVAL, RateLimitedLog
 from .metrics import Metrics
 
 log = logging.getLogger("qwen3tts.bridge.listeners")
@@ -37,7 +38,6 @@ log = logging.getLogger("qwen3tts.bridge.listeners")
 FD_LIMIT_WANTED = 65536      # what the systemd units set (LimitNOFILE); we raise the soft limit to it
 FDS_RESERVED = 64            # logs, sockets to the daemon's activator, model files of the page...
 FDS_PER_CONNECTION = 4       # two listeners, each client connection may hold a daemon connection
-ACCEPT_LOG_INTERVAL = 10.0   # s between two log lines about accept errors
 
 
 def raise_fd_limit(wanted: int = FD_LIMIT_WANTED) -> int:
@@ -62,30 +62,11 @@ def connection_cap(configured: int, fd_limit: int) -> int:
     return max(1, min(configured, fits))
 
 
-class RateLimitedLog:
-    """``hit()`` logs at most once per interval, then says how many were held back."""
-
-    def __init__(self, logger: logging.Logger, interval: float = ACCEPT_LOG_INTERVAL) -> None:
-        self.logger = logger
-        self.interval = interval
-        self.last = -float("inf")
-        self.held = 0
-
-    def hit(self, msg: str, *args: Any) -> None:
-        now = time.monotonic()
-        if now - self.last < self.interval:
-            self.held += 1
-            return
-        more = f" (and {self.held} more in the last {now - self.last:.0f} s)" if self.held else ""
-        self.logger.warning(msg + more, *args)
-        self.last, self.held = now, 0
-
-
 class AcceptErrorLog(RateLimitedLog):
     """An event loop exception handler: accept errors (EMFILE, ENFILE, ENOBUFS...) are
     rate-limited; asyncio already pauses accepting for a second after each."""
 
-    def __init__(self, interval: float = ACCEPT_LOG_INTERVAL) -> None:
+    def __init__(self, interval: float = INTERVAL) -> None:
         super().__init__(log, interval)
 
     def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:

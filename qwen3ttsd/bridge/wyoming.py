@@ -57,11 +57,11 @@ from ..config import BridgeConfig
 from ..errors import TTSError
 from ..formats import CHUNK_PROFILES, FORMATS, MODEL_RATE
 from ..messages import Synthesize as SynthesizeRequest, Warmup
+from ..ratelog import RateLimitedLog
 from ..text.language import LANG_CODES
 from ..text.split import IncrementalSplitter, WholeDocument
 from ..text.ssml import is_ssml
 from .facts import DaemonFacts
-from .listeners import RateLimitedLog
 from .metrics import Metrics
 from .openai_compat import VOICE_MAP, parse_json
 from .segments import OrderedSegments
