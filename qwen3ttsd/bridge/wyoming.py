@@ -253,8 +253,11 @@ class WyomingHandler(AsyncEventHandler):
     async def run(self) -> None:
         service = self.service
         if service.open >= service.cap:
-            service.refused()
-            await self.fail(TTSError("busy", "too many Wyoming connections; try again later"))
+            service.refused()  # logged at most once per interval: not through fail()
+            with contextlib.suppress(Exception):
+                await self.write_event(Error(text="too many Wyoming connections; try again later",
+                                             code="busy").event())
+            self.writer.close()
             return
         service.open += 1
         try:
