@@ -303,6 +303,23 @@ def test_wyoming_text_over_the_limit_is_refused(capped):
     s.close()
 
 
+def test_a_wyoming_stream_of_thousands_of_segments_is_refused(capped):
+    """A 20,000-character chunk of "Hi. " would hold 5,000 segments in the bridge (~5 KB each)."""
+    s = socket.create_connection(("127.0.0.1", capped.wyoming_port))
+    f = s.makefile("rb")
+    data = json.dumps({"text": "Hi. " * 4_999}).encode()
+    s.sendall(b'{"type": "synthesize-start"}\n'
+              + json.dumps({"type": "synthesize-chunk", "data_length": len(data)}).encode() + b"\n" + data)
+    s.settimeout(5)
+    while True:
+        head = json.loads(f.readline())
+        body = json.loads(f.read(head["data_length"])) if head.get("data_length") else head.get("data", {})
+        if head["type"] == "error":
+            break
+    assert body["code"] == "payload_too_large", body
+    s.close()
+
+
 # --- 4. framing and cross-site reads ----------------------------------------------------------
 
 def test_no_response_can_be_framed(capped):

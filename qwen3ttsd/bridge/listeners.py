@@ -38,6 +38,7 @@ log = logging.getLogger("qwen3tts.bridge.listeners")
 FD_LIMIT_WANTED = 65536      # what the systemd units set (LimitNOFILE); we raise the soft limit to it
 FDS_RESERVED = 64            # logs, sockets to the daemon's activator, model files of the page...
 FDS_PER_CONNECTION = 4       # two listeners, each client connection may hold a daemon connection
+MAX_WAITING_SEGMENTS = 1000  # a call's (or Wyoming request's) segments held in the bridge, ~5 KB each
 
 
 def raise_fd_limit(wanted: int = FD_LIMIT_WANTED) -> int:

@@ -62,6 +62,7 @@ from ..formats import CALL_RATE, CHUNK_PROFILES, FORMATS, MODEL_RATE, RAW_FORMAT
 from ..messages import DEFAULT_SPEAKER, Bool, Caption, Chunk, Synthesize, Warmup
 from ..text.language import LANG_CODES
 from ..text.split import IncrementalSplitter, WholeDocument
+from .listeners import MAX_WAITING_SEGMENTS as MAX_BACKLOG
 from .metrics import Metrics
 from .openai_compat import VOICE_MAP, parse_json
 from .segments import Marker, OrderedSegments, Segment
@@ -73,7 +74,6 @@ SESSION_DEFAULTS = {"voice": DEFAULT_SPEAKER, "language": "auto", "format": "pcm
                     "speed": 1.0, "audio_header": True, "text_format": "text"}
 TEXT_FORMATS = ("text", "ssml")   # ssml: the call's text is one SSML document, spoken at flush
 OFF_LOOP_CHARS = 2000             # texts longer than this are split on a worker thread
-MAX_BACKLOG = 1000                # segments a call may have waiting in the bridge (~5 KB each)
 ANNOUNCE_BATCH = 32               # segments queued and announced between two yields to the loop
 SESSION_FIELDS = ("voice", "language", "format", "sample_rate", "instructions", "speed", "seed", "model",
                   "temperature", "top_k", "top_p", "max_frames")

@@ -62,6 +62,7 @@ from ..text.language import LANG_CODES
 from ..text.split import IncrementalSplitter, WholeDocument
 from ..text.ssml import is_ssml
 from .facts import DaemonFacts
+from .listeners import MAX_WAITING_SEGMENTS
 from .metrics import Metrics
 from .openai_compat import VOICE_MAP, parse_json
 from .segments import OrderedSegments
@@ -187,6 +188,11 @@ class Utterance:
                 await c.request(Warmup(voice=self.request.voice, language=self.request.language))
 
     def add(self, text: str) -> None:
+        h = self.handler
+        if h.waiting_segments >= MAX_WAITING_SEGMENTS:  # bounds the bridge's memory per connection
+            raise TTSError("payload_too_large", f"at most {MAX_WAITING_SEGMENTS} segments may wait on one "
+                           "connection; send more after audio-stop")
+        h.waiting_segments += 1
         self.segments.add(dataclasses.replace(self.request, text=text))
 
     async def close(self) -> None:
@@ -248,6 +254,7 @@ class WyomingHandler(AsyncEventHandler):
         self.stream: Utterance | None = None      # the open synthesize-start .. -stop
         self.streamed = False                     # this connection is a streaming client's
         self.task: asyncio.Task[None] | None = None  # the latest utterance being spoken
+        self.waiting_segments = 0                 # of the utterances not yet finished
         self.progress = time.monotonic()          # last whole event read, or speech ended
 
     async def run(self) -> None:
@@ -357,6 +364,7 @@ class WyomingHandler(AsyncEventHandler):
                         await prev
                 await u.speak()
             finally:
+                self.waiting_segments -= u.segments.count
                 self.progress = time.monotonic()  # the idle clock starts when speech ends
                 await u.close()
 
