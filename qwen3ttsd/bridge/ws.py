@@ -27,11 +27,12 @@ Server -> client:
   {"type": "error", "code": "...", "message": "...", "index": n?}
 
 Budgets: a message is strict JSON (no NaN/Infinity, deep nesting or lone surrogates:
-``bad_request``); a ``text`` message carries at most ``max_input_chars`` characters
-(``payload_too_large``; the call stays usable), at most ``MAX_BACKLOG`` segments wait in the
-bridge per call (the same error: it bounds the bridge's memory), and a frame over what that needs closes the
-socket with 1009 (uvicorn's ``ws_max_size``, set by ``bridge/main.py``). Large texts are
-split on a worker thread, so the bridge's loop (``/health``, other calls) never waits on one.
+``bad_request``); a ``text`` message carries at most ``max_input_chars`` characters and a
+call holds at most ``MAX_WAITING_SEGMENTS`` segments waiting in the bridge (else
+``payload_too_large``, and the call stays usable); a frame larger than a ``text`` message
+can need closes the socket with 1009 (uvicorn's ``ws_max_size``, set by ``bridge/main.py``).
+Large texts are split on a worker thread and their segments announced in batches, so the
+bridge's loop (``/health``, other calls) never waits on one.
 
 Each segment is its own daemon request with ``priority: realtime``; ``segments.OrderedSegments``
 keeps up to three of them open so the next ones generate while the current one plays, and
@@ -62,7 +63,7 @@ from ..formats import CALL_RATE, CHUNK_PROFILES, FORMATS, MODEL_RATE, RAW_FORMAT
 from ..messages import DEFAULT_SPEAKER, Bool, Caption, Chunk, Synthesize, Warmup
 from ..text.language import LANG_CODES
 from ..text.split import IncrementalSplitter, WholeDocument
-from .listeners import MAX_WAITING_SEGMENTS as MAX_BACKLOG
+from .listeners import MAX_WAITING_SEGMENTS
 from .metrics import Metrics
 from .openai_compat import VOICE_MAP, parse_json
 from .segments import Marker, OrderedSegments, Segment
@@ -270,9 +271,9 @@ async def split(feed: Callable[[str], list[str]], text: str) -> list[str]:
 
 
 async def announce(s: Session, segments: list[str]) -> None:
-    if s.backlog + len(segments) > MAX_BACKLOG:
+    if s.backlog + len(segments) > MAX_WAITING_SEGMENTS:
         raise TTSError("payload_too_large", f"the call would have {s.backlog + len(segments)} segments waiting "
-                       f"to be spoken (at most {MAX_BACKLOG}); send more after segment.done")
+                       f"to be spoken (at most {MAX_WAITING_SEGMENTS}); send more after segment.done")
     s.backlog += len(segments)
     for n, text in enumerate(segments):
         idx, = s.queue_segments([text])

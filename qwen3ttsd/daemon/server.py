@@ -37,8 +37,6 @@ log = logging.getLogger("qwen3ttsd.server")
 
 # questions about the daemon that are not a use of it: they never reset the idle clock
 PASSIVE = frozenset(m.method for m in (Hello, Models, Languages, VoicesList, AdminStatus, AdminCacheList))
-
-
 ACCEPT_RETRY_S = 1.0        # accept failed (EMFILE...): stop watching the socket this long
 
 
