@@ -462,3 +462,39 @@ def _models_ok(client_cls, rt: Path) -> bool:
             return bool(c.call("tts.models", {}) is not None)
     except Exception:  # noqa: BLE001
         return False
+
+
+def test_daemon_pauses_accepting_when_out_of_fds_instead_of_spinning(tmp_path, caplog):
+    """EMFILE leaves the listening socket readable: the old loop called accept (and logged)
+    as fast as the CPU allowed."""
+    from qwen3ttsd.daemon.server import Server
+
+    calls = 0
+    real = socket.socket(socket.AF_UNIX)
+    real.bind(str(tmp_path / "s.sock"))
+    real.listen()
+    peer = socket.socket(socket.AF_UNIX)
+    peer.connect(str(tmp_path / "s.sock"))  # pending: the socket stays readable
+
+    class OutOfFds:
+        def fileno(self) -> int:
+            return real.fileno()
+
+        def accept(self):
+            nonlocal calls
+            calls += 1
+            raise OSError(24, "Too many open files")
+
+    async def go() -> None:
+        srv = Server({}, None, notifier=None, idle_timeout=-1, conn_idle_timeout=15, admin_group="",
+                     is_busy=lambda: False)
+        asyncio.get_running_loop().add_reader(real.fileno(), srv._on_readable, "tts", OutOfFds())
+        await asyncio.sleep(1.5)
+        asyncio.get_running_loop().remove_reader(real.fileno())
+
+    with caplog.at_level(logging.WARNING):
+        asyncio.run(go())
+    peer.close()
+    real.close()
+    assert calls <= 3  # once, then once a second
+    assert sum("accept on tts failed" in r.getMessage() for r in caplog.records) == 1
