@@ -149,8 +149,11 @@ class AsyncClient:
             raise TTSError("unavailable", "not connected")
         if self._closed_exc is not None:
             raise self._closed_exc
-        self._writer.write(data)
-        await self._writer.drain()
+        try:
+            self._writer.write(data)
+            await self._writer.drain()
+        except ConnectionError as e:  # the daemon went away between connect and send
+            raise ConnectionLost(f"connection lost: {e}") from None
 
     async def _stream(self, method: str, params: dict[str, Any] | None,
                       finish: Callable[[Any], T]) -> AsyncGenerator[Notification | T, None]:

@@ -37,6 +37,7 @@ class DaemonConfig:
     idle_timeout: float = 300.0            # s with no requests/connections before exit; <0 never
     max_keepalive: float = 3600.0          # cap for admin.keepalive
     conn_idle_timeout: float = 15.0        # close a connection idle this long (no pinning)
+    max_connections: int = 1024            # open connections; more get 'busy' at once (fds stay free)
     queue_max: int = 64                    # queued requests beyond this get 'busy'
     queue_timeout: float = 120.0           # max wait before a request starts generating
     stall_timeout: float = 30.0            # client not reading audio -> client_stalled
@@ -85,6 +86,12 @@ class BridgeConfig:
     log_level: str = "info"
     wyoming: str = ""                      # Wyoming TTS server: tcp://HOST:PORT or unix://PATH
     wyoming_zeroconf: str = ""             # announce it over mDNS: "1" or a service name
+    # budgets (bridge/listeners.py): an idle or half-open connection must not cost the
+    # always-on bridge forever, nor can many of them take all its fds
+    max_connections: int = 512             # per listener (HTTP+WebSocket; Wyoming); more are closed at once
+    header_timeout: float = 10.0           # HTTP: a request head must be complete within this
+    wyoming_idle_timeout: float = 60.0     # Wyoming: closed after this long without a whole event
+                                           # (while nothing is being spoken)
 
     def __post_init__(self) -> None:
         if not self.tts_socket:

@@ -17,6 +17,7 @@ from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, Synthesize
 
 from qwen3ttsd.bridge.wyoming import qwen_language, read_event, voice_params
 from qwen3ttsd.engine.engine import frame_budget
+from qwen3ttsd.errors import TTSError
 from qwen3ttsd.testing import free_port
 
 from .helpers import wait_for
@@ -77,8 +78,11 @@ def test_oversized_or_malformed_events_are_refused_before_reading_them():
         return await read_event(r)
 
     huge = b'{"type": "synthesize", "data_length": 1073741824}\n'
-    assert asyncio.run(read(huge)) is None  # refused from the header: nothing buffered
-    assert asyncio.run(read(b"not json\n")) is None
+    with pytest.raises(TTSError, match="at most"):
+        asyncio.run(read(huge))  # refused from the header: nothing buffered
+    with pytest.raises(TTSError, match="not valid JSON"):
+        asyncio.run(read(b"not json\n"))
+    assert asyncio.run(read(b"")) is None
     ok = asyncio.run(read(b'{"type": "synthesize", "data_length": 15}\n{"text": "Hi."}'))
     assert ok.type == "synthesize" and ok.data == {"text": "Hi."}
 

@@ -12,6 +12,14 @@ name resolve to us, so the request even looks same-origin - only ``Host`` gives 
   Clients that are not browsers send no ``Origin`` and are not affected.
 * ``/v1`` needs the API key when one is set: ``Authorization: Bearer KEY`` (scheme in any
   case), or ``?api_key=`` for WebSockets (browsers cannot set their headers) - else 401.
+* A browser's cross-site (or same-site, other-origin) read of ``/v1`` - ``<img src>``,
+  a link, a ``no-cors`` fetch - is refused from ``Sec-Fetch-Site`` unless its ``Origin`` is
+  allowed: such a read would start the daemon (and may leak through side channels). The
+  page itself may still be opened from a link. Clients without ``Sec-Fetch-*`` (curl,
+  SDKs) are not affected.
+* No response may be framed (clickjacking the page's buttons): ``X-Frame-Options: DENY``
+  and ``Content-Security-Policy: frame-ancestors 'none'`` on every response, refusals too.
+* Every refusal is counted in ``/metrics`` by code and status.
 * Bodies are refused from ``Content-Length`` before a byte is read, and a chunked body is
   cut off at the limit, so no request can grow the bridge past its memory budget.
 
@@ -32,10 +40,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..config import BridgeConfig
 from ..errors import TTSError
 from .http_errors import error_body
+from .metrics import Metrics
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 SMALL_BODY = 64 * 1024            # anything that is not a speech request or an upload
 DEFAULT_PORTS = {"http": "80", "https": "443", "ws": "80", "wss": "443"}
+CROSS_SITE = frozenset({"cross-site", "same-site"})   # Sec-Fetch-Site values of another origin
+NO_FRAMING = [(b"x-frame-options", b"DENY"), (b"content-security-policy", b"frame-ancestors 'none'")]
 
 
 class BodyTooLarge(Exception):
@@ -101,9 +112,10 @@ def bearer_ok(authorization: str, key: str) -> bool:
 class Guard:
     """ASGI middleware applying the checks above; refusals are the usual JSON errors."""
 
-    def __init__(self, app: ASGIApp, cfg: BridgeConfig) -> None:
+    def __init__(self, app: ASGIApp, cfg: BridgeConfig, metrics: Metrics | None = None) -> None:
         self.app = app
         self.cfg = cfg
+        self.metrics = metrics
         self.hosts = _csv(cfg.allowed_hosts)
         self.origins = _csv(cfg.allowed_origins)
         self.limits = {
@@ -122,7 +134,7 @@ class Guard:
         try:
             self.check(scope, headers)
         except TTSError as e:
-            return await refuse(scope, receive, send, e)
+            return await self.refuse(scope, receive, send, e)
         if scope["type"] == "websocket":
             return await self.app(scope, receive, send)
         await self.limited(scope, receive, send, headers)
@@ -137,6 +149,10 @@ class Guard:
         if origin is not None and changes_state and not origin_allowed(origin, host, self.origins):
             raise TTSError("forbidden", f"cross-origin request from {origin!r} refused; allow the "
                            "origin with QWEN3TTS_BRIDGE_ALLOWED_ORIGINS")
+        if (headers.get("sec-fetch-site", "").lower() in CROSS_SITE and scope["path"].startswith("/v1")
+                and not (origin is not None and origin_allowed(origin, host, self.origins))):
+            raise TTSError("forbidden", "a cross-site browser request for the API is refused; allow the "
+                           "calling page's origin with QWEN3TTS_BRIDGE_ALLOWED_ORIGINS")
         if self.cfg.api_key and scope["path"].startswith("/v1") and not self.authorized(scope, headers):
             raise TTSError("unauthorized", "missing or wrong API key (Authorization: Bearer KEY)")
 
@@ -153,7 +169,7 @@ class Guard:
         too_large = TTSError("payload_too_large", f"request body larger than {limit} bytes")
         length = headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > limit):
-            return await refuse(scope, receive, send, too_large)
+            return await self.refuse(scope, receive, send, too_large)
         seen = 0
         started = False
 
@@ -174,7 +190,31 @@ class Guard:
             await self.app(scope, counting_receive, tracking_send)
         except BodyTooLarge:
             if not started:
-                await refuse(scope, receive, send, too_large)
+                await self.refuse(scope, receive, send, too_large)
+
+    async def refuse(self, scope: Scope, receive: Receive, send: Send, e: TTSError) -> None:
+        if self.metrics is not None:
+            self.metrics.refused(e.code, 403 if scope["type"] == "websocket" else e.http_status)
+        await refuse(scope, receive, send, e)
+
+
+class NoFraming:
+    """The no-framing headers on every response: the outermost middleware, so that even a
+    500 made by an outer error handler has them."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+
+        async def send_unframeable(message: Message) -> None:
+            if message["type"] in ("http.response.start", "websocket.http.response.start"):
+                message = {**message, "headers": [*message.get("headers", []), *NO_FRAMING]}
+            await send(message)
+
+        await self.app(scope, receive, send_unframeable)
 
 
 async def refuse(scope: Scope, receive: Receive, send: Send, e: TTSError) -> None:

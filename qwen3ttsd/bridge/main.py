@@ -18,6 +18,12 @@ from typing import Any
 from .. import __version__, config
 
 
+def ws_max_size(cfg: config.BridgeConfig) -> int:
+    """The largest WebSocket message: one text message of ``max_input_chars``, each
+    character a JSON ``\\uXXXX`` escape at worst, plus the envelope. Bigger closes with 1009."""
+    return cfg.max_input_chars * 6 + 16 * 1024
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="qwen3tts-bridge", description=__doc__.split("\n\n")[0])
     ap.add_argument("--host")
@@ -50,9 +56,14 @@ def main(argv: list[str] | None = None) -> int:
             [sys.executable, "-m", "qwen3ttsd.daemon.main"]
         activator = Activator(cfg.runtime_dir, cmd, tts_path=cfg.tts_socket, admin_path=cfg.admin_socket)
         activator.open()  # bind before serving HTTP so the first request finds the socket
-    app = create_app(cfg, activator)
-    kw: dict[str, Any] = dict(log_level=cfg.log_level.lower(), loop="asyncio", http="h11", ws="websockets-sansio",
-              timeout_keep_alive=5, access_log=False, lifespan="on")
+    from .listeners import capped_h11, connection_cap, raise_fd_limit
+
+    cap = connection_cap(cfg.max_connections, raise_fd_limit())
+    app = create_app(cfg, activator, connection_cap=cap)
+    metrics = app.state.bridge.metrics
+    kw: dict[str, Any] = dict(log_level=cfg.log_level.lower(), loop="asyncio", ws="websockets-sansio",
+                              http=capped_h11(cap, cfg.header_timeout, metrics), timeout_keep_alive=5,
+                              ws_max_size=ws_max_size(cfg), access_log=False, lifespan="on")
     if cfg.fd >= 0:
         sock = socket.socket(fileno=cfg.fd)
         uvicorn.run(app, fd=sock.fileno(), **kw)

@@ -1,5 +1,9 @@
 """Prometheus text exposition without a client library (a few counters and gauges), and
-the middleware that counts every HTTP request by route and status."""
+the middleware that counts every HTTP request by route and status.
+
+Requests the guard refuses never reach a route: they are counted by the guard, by error
+code (``qwen3tts_guard_refusals_total``), and connections a listener closes at its cap by
+listener (``qwen3tts_connections_refused_total``)."""
 
 from __future__ import annotations
 
@@ -19,10 +23,18 @@ class Metrics:
         self.ttfb_sum = 0.0
         self.ttfb_count = 0
         self.ws_sessions = 0
+        self.refusals: dict[tuple[str, int], int] = defaultdict(int)   # (error code, status)
+        self.refused_connections: dict[str, int] = defaultdict(int)   # listener -> count
         self.started = time.time()
 
     def observe(self, endpoint: str, status: int) -> None:
         self.requests[(endpoint, status)] += 1
+
+    def refused(self, code: str, status: int) -> None:
+        self.refusals[(code, status)] += 1
+
+    def refused_connection(self, listener: str) -> None:
+        self.refused_connections[listener] += 1
 
     def first_byte(self, seconds: float) -> None:
         self.ttfb_sum += seconds
@@ -35,6 +47,14 @@ class Metrics:
         ]
         for (ep, st), n in sorted(self.requests.items()):
             lines.append(f'qwen3tts_requests_total{{endpoint="{ep}",status="{st}"}} {n}')
+        lines += ["# HELP qwen3tts_guard_refusals_total Requests refused before any endpoint (Host, Origin, "
+                  "cross-site, API key, body size).", "# TYPE qwen3tts_guard_refusals_total counter"]
+        lines += [f'qwen3tts_guard_refusals_total{{code="{code}",status="{st}"}} {n}'
+                  for (code, st), n in sorted(self.refusals.items())]
+        lines += ["# HELP qwen3tts_connections_refused_total Connections closed at a listener's cap.",
+                  "# TYPE qwen3tts_connections_refused_total counter"]
+        lines += [f'qwen3tts_connections_refused_total{{listener="{name}"}} {n}'
+                  for name, n in sorted(self.refused_connections.items())]
         lines += [
             "# TYPE qwen3tts_audio_bytes_total counter", f"qwen3tts_audio_bytes_total {self.audio_bytes}",
             "# TYPE qwen3tts_active_streams gauge", f"qwen3tts_active_streams {self.active}",

@@ -26,6 +26,14 @@ Server -> client:
   {"type": "cancelled", "sent_ms": ..., "sent_bytes": ..., "segments_done": n}
   {"type": "error", "code": "...", "message": "...", "index": n?}
 
+Budgets: a message is strict JSON (no NaN/Infinity, deep nesting or lone surrogates:
+``bad_request``); a ``text`` message carries at most ``max_input_chars`` characters and a
+call holds at most ``MAX_WAITING_SEGMENTS`` segments waiting in the bridge (else
+``payload_too_large``, and the call stays usable); a frame larger than a ``text`` message
+can need closes the socket with 1009 (uvicorn's ``ws_max_size``, set by ``bridge/main.py``).
+Large texts are split on a worker thread and their segments announced in batches, so the
+bridge's loop (``/health``, other calls) never waits on one.
+
 Each segment is its own daemon request with ``priority: realtime``; ``segments.OrderedSegments``
 keeps up to three of them open so the next ones generate while the current one plays, and
 holds the rest of a long turn in the bridge.
@@ -43,6 +51,7 @@ import json
 import logging
 import struct
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -54,8 +63,9 @@ from ..formats import CALL_RATE, CHUNK_PROFILES, FORMATS, MODEL_RATE, RAW_FORMAT
 from ..messages import DEFAULT_SPEAKER, Bool, Caption, Chunk, Synthesize, Warmup
 from ..text.language import LANG_CODES
 from ..text.split import IncrementalSplitter, WholeDocument
+from .listeners import MAX_WAITING_SEGMENTS
 from .metrics import Metrics
-from .openai_compat import VOICE_MAP
+from .openai_compat import VOICE_MAP, parse_json
 from .segments import Marker, OrderedSegments, Segment
 
 log = logging.getLogger("qwen3tts.bridge.ws")
@@ -64,6 +74,8 @@ FLUSHED = "flushed"   # the marker a flush leaves in the call's order
 SESSION_DEFAULTS = {"voice": DEFAULT_SPEAKER, "language": "auto", "format": "pcm16", "sample_rate": MODEL_RATE,
                     "speed": 1.0, "audio_header": True, "text_format": "text"}
 TEXT_FORMATS = ("text", "ssml")   # ssml: the call's text is one SSML document, spoken at flush
+OFF_LOOP_CHARS = 2000             # texts longer than this are split on a worker thread
+ANNOUNCE_BATCH = 32               # segments queued and announced between two yields to the loop
 SESSION_FIELDS = ("voice", "language", "format", "sample_rate", "instructions", "speed", "seed", "model",
                   "temperature", "top_k", "top_p", "max_frames")
 
@@ -82,6 +94,7 @@ class Session:
         self.sent_samples = 0
         self.sent_bytes = 0
         self.segments_done = 0
+        self.backlog = 0                 # segments queued here and not yet played (or failed)
         self.player: asyncio.Task[None] | None = None
         self.keeper: asyncio.Task[None] | None = None
         self.session_id = uuid.uuid4().hex  # the daemon continues one codec stream per call
@@ -200,6 +213,12 @@ class Session:
                 await self.play_segment(item)
 
     async def play_segment(self, seg: Segment) -> None:
+        try:
+            await self._play_segment(seg)
+        finally:
+            self.backlog -= 1
+
+    async def _play_segment(self, seg: Segment) -> None:
         start_ms = self.sent_ms  # where this segment's audio begins on the call's timeline
         try:
             async for piece in seg.pieces():
@@ -227,6 +246,7 @@ class Session:
                 await self.player
         await self.segments.cancel()  # closes the daemon connections -> generation stops within a frame
         self.segments = OrderedSegments(self.cfg.tts_socket, first_index=self.seg_index)  # indices go on
+        self.backlog = 0
         self.splitter = self.new_splitter()
         self.session_id = uuid.uuid4().hex  # after a barge-in the next answer starts a fresh stream
         self.player = asyncio.create_task(self.play())
@@ -242,9 +262,24 @@ class Session:
         await self.segments.cancel()
 
 
+async def split(feed: Callable[[str], list[str]], text: str) -> list[str]:
+    """Run the splitter; off the loop for a large text (the call's messages are handled
+    one at a time, so the splitter is never used by two threads at once)."""
+    if len(text) > OFF_LOOP_CHARS:
+        return await asyncio.to_thread(feed, text)
+    return feed(text)
+
+
 async def announce(s: Session, segments: list[str]) -> None:
-    for idx, text in zip(s.queue_segments(segments), segments):
+    if s.backlog + len(segments) > MAX_WAITING_SEGMENTS:
+        raise TTSError("payload_too_large", f"the call would have {s.backlog + len(segments)} segments waiting "
+                       f"to be spoken (at most {MAX_WAITING_SEGMENTS}); send more after segment.done")
+    s.backlog += len(segments)
+    for n, text in enumerate(segments):
+        idx, = s.queue_segments([text])
         await s.send_json({"type": "segment", "index": idx, "text": text})
+        if n % ANNOUNCE_BATCH == ANNOUNCE_BATCH - 1:
+            await asyncio.sleep(0)  # a long text has thousands: let /health and other calls in
 
 
 async def speech_stream_ws(ws: WebSocket, cfg: BridgeConfig, metrics: Metrics, request_id: str = "") -> None:
@@ -263,11 +298,11 @@ async def speech_stream_ws(ws: WebSocket, cfg: BridgeConfig, metrics: Metrics, r
                 await s.send_json({"type": "error", "code": "bad_request", "message": "send JSON text messages"})
                 continue
             try:
-                msg = json.loads(text)
+                msg = parse_json(text.encode("utf-8", "surrogatepass"))
                 if not isinstance(msg, dict):
-                    raise ValueError
-            except ValueError:
-                await s.send_json({"type": "error", "code": "bad_request", "message": "invalid JSON"})
+                    raise TTSError("bad_request", "send JSON objects")
+            except TTSError as e:
+                await s.send_json({"type": "error", "code": e.code, "message": e.message})
                 continue
             kind = msg.get("type")
             try:
@@ -281,9 +316,12 @@ async def speech_stream_ws(ws: WebSocket, cfg: BridgeConfig, metrics: Metrics, r
                     delta = msg.get("text", msg.get("delta", ""))
                     if not isinstance(delta, str):
                         raise TTSError("bad_request", "text must be a string")
-                    await announce(s, s.splitter.feed(delta))
+                    if len(delta) > cfg.max_input_chars:
+                        raise TTSError("payload_too_large", f"a text message carries at most "
+                                       f"{cfg.max_input_chars} characters; send the text in parts")
+                    await announce(s, await split(s.splitter.feed, delta))
                 elif kind in ("flush", "input_text.done"):
-                    await announce(s, s.splitter.flush())
+                    await announce(s, await asyncio.to_thread(s.splitter.flush))  # may hold a long text
                     s.flush()
                 elif kind == "cancel":
                     await s.cancel()

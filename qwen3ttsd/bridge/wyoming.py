@@ -23,6 +23,12 @@ the daemon still starts only when something must be spoken and exits when idle.
   then the connection closes - a client never waits for audio that will not come.
 * A client that disconnects cancels its generation (the daemon connections close).
 
+* Budgets: at most ``max_connections`` connections (more get a ``busy`` error event and
+  are closed); a connection that sends no whole event for ``wyoming_idle_timeout`` while
+  nothing is being spoken is closed (idle or stuck in half an event), as is one that stops
+  reading audio for as long; events are strict JSON of bounded size - anything else is a
+  ``bad_request`` error event, then the connection closes.
+
 Wyoming has no authentication: bind it to the LAN interface Home Assistant uses.
 """
 
@@ -31,8 +37,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
 import logging
+import time
 import uuid
 from typing import Any, AsyncIterator
 from urllib.parse import urlparse
@@ -51,12 +57,14 @@ from ..config import BridgeConfig
 from ..errors import TTSError
 from ..formats import CHUNK_PROFILES, FORMATS, MODEL_RATE
 from ..messages import Synthesize as SynthesizeRequest, Warmup
+from ..ratelog import RateLimitedLog
 from ..text.language import LANG_CODES
 from ..text.split import IncrementalSplitter, WholeDocument
 from ..text.ssml import is_ssml
 from .facts import DaemonFacts
+from .listeners import MAX_WAITING_SEGMENTS
 from .metrics import Metrics
-from .openai_compat import VOICE_MAP
+from .openai_compat import VOICE_MAP, parse_json
 from .segments import OrderedSegments
 
 log = logging.getLogger("qwen3tts.bridge.wyoming")
@@ -114,26 +122,35 @@ def build_info(facts: DaemonFacts) -> Info:
 
 
 async def read_event(reader: asyncio.StreamReader) -> Event | None:
-    """One Wyoming event, or None at EOF / on a malformed or oversized event.
+    """One Wyoming event, or None at EOF; ``bad_request`` for a malformed or oversized one.
 
-    Like ``wyoming.event.async_read_event`` but with a size limit: that one reads whatever
-    ``data_length`` / ``payload_length`` a peer announces into memory."""
+    Like ``wyoming.event.async_read_event`` but with a size limit (that one reads whatever
+    ``data_length`` / ``payload_length`` a peer announces into memory) and strict JSON (no
+    NaN/Infinity, no deep nesting, no lone surrogates: ``openai_compat.parse_json``)."""
     try:
         line = await reader.readline()
         if not line:
             return None
-        head = json.loads(line)
+        head = parse_json(line)
+        if not isinstance(head, dict) or not isinstance(head.get("type"), str):
+            raise TTSError("bad_request", "a Wyoming event is a JSON object with a type")
         data = head.get("data") or {}
-        n, m = int(head.get("data_length") or 0), int(head.get("payload_length") or 0)
-        if not 0 <= n + m <= MAX_EVENT_BYTES or not isinstance(data, dict):
-            log.warning("wyoming: refusing an event of %d bytes", n + m)
-            return None
+        if not isinstance(data, dict):
+            raise TTSError("bad_request", "event data must be a JSON object")
+        n, m = head.get("data_length") or 0, head.get("payload_length") or 0
+        if not (type(n) is int and type(m) is int and 0 <= n and 0 <= m and n + m <= MAX_EVENT_BYTES):
+            raise TTSError("bad_request", f"event data and payload must be at most {MAX_EVENT_BYTES} bytes")
         if n:
-            data.update(json.loads(await reader.readexactly(n)))
+            more = parse_json(await reader.readexactly(n))
+            if not isinstance(more, dict):
+                raise TTSError("bad_request", "event data must be a JSON object")
+            data.update(more)
         payload = await reader.readexactly(m) if m else None
-        return Event(type=str(head["type"]), data=data, payload=payload)
-    except (ValueError, KeyError, TypeError, AttributeError, asyncio.IncompleteReadError, ConnectionError):
+        return Event(type=head["type"], data=data, payload=payload)
+    except (asyncio.IncompleteReadError, ConnectionError):
         return None
+    except ValueError:  # a line over the reader's limit
+        raise TTSError("bad_request", "a Wyoming event line is too long") from None
 
 
 def as_ssml(text: str) -> str:
@@ -171,6 +188,11 @@ class Utterance:
                 await c.request(Warmup(voice=self.request.voice, language=self.request.language))
 
     def add(self, text: str) -> None:
+        h = self.handler
+        if h.waiting_segments >= MAX_WAITING_SEGMENTS:  # bounds the bridge's memory per connection
+            raise TTSError("payload_too_large", f"at most {MAX_WAITING_SEGMENTS} segments may wait on one "
+                           "connection; send more after audio-stop")
+        h.waiting_segments += 1
         self.segments.add(dataclasses.replace(self.request, text=text))
 
     async def close(self) -> None:
@@ -232,15 +254,58 @@ class WyomingHandler(AsyncEventHandler):
         self.stream: Utterance | None = None      # the open synthesize-start .. -stop
         self.streamed = False                     # this connection is a streaming client's
         self.task: asyncio.Task[None] | None = None  # the latest utterance being spoken
+        self.waiting_segments = 0                 # of the utterances not yet finished
+        self.progress = time.monotonic()          # last whole event read, or speech ended
 
     async def run(self) -> None:
+        service = self.service
+        if service.open >= service.cap:
+            service.refused()  # logged at most once per interval: not through fail()
+            with contextlib.suppress(Exception):
+                await self.write_event(Error(text="too many Wyoming connections; try again later",
+                                             code="busy").event())
+            self.writer.close()
+            return
+        service.open += 1
         try:
-            while (event := await read_event(self.reader)) is not None:
+            while (event := await self.next_event()) is not None:
                 if not await self.handle_event(event):
                     break
+        except TTSError as e:
+            await self.fail(e)
         finally:
+            service.open -= 1
             await self.disconnect()
             self.writer.close()
+
+    def idle_for(self) -> float:
+        if self.task is not None and not self.task.done():
+            return 0.0  # speaking: the client waits for audio, it need not send anything
+        return time.monotonic() - self.progress
+
+    async def next_event(self) -> Event | None:
+        """The next event; None at EOF or after ``wyoming_idle_timeout`` without one."""
+        limit = self.service.cfg.wyoming_idle_timeout
+        read = asyncio.ensure_future(read_event(self.reader))
+        try:
+            while not read.done():
+                await asyncio.wait({read}, timeout=min(1.0, limit / 4))
+                if not read.done() and self.idle_for() > limit:
+                    log.info("wyoming: closing a connection idle for %.0f s", limit)
+                    return None
+            event = read.result()
+            self.progress = time.monotonic()
+            return event
+        finally:
+            read.cancel()
+
+    async def write_event(self, event: Event) -> None:
+        """Bounded: a client that stops reading audio is cut off (``client_stalled``)."""
+        try:
+            await asyncio.wait_for(super().write_event(event), self.service.cfg.wyoming_idle_timeout)
+        except TimeoutError:
+            self.writer.transport.abort()  # close() would wait for the reader that stalled
+            raise TTSError("client_stalled", "the Wyoming client stopped reading audio") from None
 
     async def handle_event(self, event: Event) -> bool:
         try:
@@ -299,6 +364,8 @@ class WyomingHandler(AsyncEventHandler):
                         await prev
                 await u.speak()
             finally:
+                self.waiting_segments -= u.segments.count
+                self.progress = time.monotonic()  # the idle clock starts when speech ends
                 await u.close()
 
         self.task = asyncio.create_task(after_previous())
@@ -324,14 +391,23 @@ class WyomingHandler(AsyncEventHandler):
 class WyomingService:
     """The server, its handlers and (optionally) the zeroconf announcement."""
 
-    def __init__(self, cfg: BridgeConfig, facts: DaemonFacts, metrics: Metrics | None = None) -> None:
+    def __init__(self, cfg: BridgeConfig, facts: DaemonFacts, metrics: Metrics | None = None,
+                 cap: int | None = None) -> None:
         self.cfg = cfg
         self.facts = facts
         self.metrics = metrics
+        self.cap = cfg.max_connections if cap is None else cap
+        self.open = 0                           # connections being served
+        self.refusals = RateLimitedLog(log)
         if urlparse(cfg.wyoming).scheme not in ("tcp", "unix"):
             raise ValueError(f"--wyoming must be tcp://HOST:PORT or unix://PATH, not {cfg.wyoming!r}")
         self.server = AsyncServer.from_uri(cfg.wyoming)
         self.zeroconf: Any = None  # wyoming.zeroconf.HomeAssistantZeroconf, imported only when asked
+
+    def refused(self) -> None:
+        if self.metrics is not None:
+            self.metrics.refused_connection("wyoming")
+        self.refusals.hit("Wyoming connection cap (%d) reached: refusing new connections", self.cap)
 
     async def start(self) -> None:
         await self.server.start(lambda r, w: WyomingHandler(r, w, self))
@@ -362,12 +438,13 @@ class WyomingService:
 
 
 @contextlib.asynccontextmanager
-async def wyoming_service(cfg: BridgeConfig, facts: DaemonFacts, metrics: Metrics | None = None) -> AsyncIterator[Any]:
+async def wyoming_service(cfg: BridgeConfig, facts: DaemonFacts, metrics: Metrics | None = None,
+                          cap: int | None = None) -> AsyncIterator[Any]:
     """Run the Wyoming server for the app's lifetime when ``cfg.wyoming`` is set."""
     if not cfg.wyoming:
         yield None
         return
-    service = WyomingService(cfg, facts, metrics)
+    service = WyomingService(cfg, facts, metrics, cap)
     await service.start()
     try:
         yield service

@@ -98,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     service = Service(state)
     server = Server(sockets, service.handle, notifier=notifier, idle_timeout=cfg.idle_timeout,
                     conn_idle_timeout=cfg.conn_idle_timeout, admin_group=cfg.admin_group,
-                    is_busy=lambda: scheduler.busy, drain_timeout=cfg.drain_timeout)
+                    is_busy=lambda: scheduler.busy, drain_timeout=cfg.drain_timeout,
+                    max_connections=cfg.max_connections)
     state.server = server
     state.sockets_info = sock_info
 

@@ -6,6 +6,12 @@ can never see "no connections" while an accepted socket waits for its handler. W
 ``STOPPING=1``, stop watching the listening fds and close our copies (never unlink: the
 activator owns the socket files), finish, exit 0. A client that connects from then on
 waits in the kernel backlog until the activator starts the next daemon.
+
+Activity (what postpones the idle exit) is a request, a job, or a connection that made one -
+except the read-only questions in ``PASSIVE``: the bridge's Wyoming ``describe`` refresh,
+``qwen3tts-ctl status`` and the page's status panel ask them of a running daemon every few
+seconds, and must not keep it up forever. A connection that asked only those (or nothing
+yet) still holds the exit off while it is open, but does not reset the idle clock.
 """
 
 from __future__ import annotations
@@ -24,9 +30,19 @@ from typing import Any, Awaitable, Callable
 
 from .. import protocol as P
 from ..errors import TTSError
-from ..messages import Cancel
+from ..messages import AdminCacheList, AdminStatus, Cancel, Hello, Languages, Models, VoicesList
+from ..ratelog import RateLimitedLog
 
 log = logging.getLogger("qwen3ttsd.server")
+
+# questions about the daemon that are not a use of it: they never reset the idle clock
+PASSIVE = frozenset(m.method for m in (Hello, Models, Languages, VoicesList, AdminStatus, AdminCacheList))
+ACCEPT_RETRY_S = 1.0        # accept failed (EMFILE...): stop watching the socket this long
+
+
+def is_passive(msg: Any) -> bool:
+    """A request frame for one of the ``PASSIVE`` methods."""
+    return isinstance(msg, list) and len(msg) == 4 and msg[0] == P.REQUEST and msg[2] in PASSIVE
 
 
 def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
@@ -51,6 +67,17 @@ def is_admin(uid: int, gid: int, admin_group: str) -> bool:
         return False
 
 
+def refuse(sock: socket.socket, e: TTSError) -> None:
+    """Tell a connection over the cap why (one error notification, if the buffer takes
+    it at once), then close it."""
+    try:
+        sock.setblocking(False)
+        sock.send(P.notification(P.N_ERROR, [e.to_wire()]))
+    except OSError:
+        pass
+    sock.close()
+
+
 @dataclass(eq=False)
 class Connection:
     kind: str                                # "tts" | "admin"
@@ -63,6 +90,7 @@ class Connection:
     tasks: set[asyncio.Task] = field(default_factory=set)
     write_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     closed: bool = False
+    active: bool = False                     # made a request that is not PASSIVE: it is activity
 
     async def send(self, data: bytes, timeout: float | None = None) -> None:
         """Write one frame; ``timeout`` bounds the wait for a slow reader."""
@@ -88,7 +116,8 @@ Handler = Callable[[Connection, int, str, dict], Awaitable[None]]
 class Server:
     def __init__(self, sockets: dict[str, socket.socket], handler: Handler, *, notifier,
                  idle_timeout: float, conn_idle_timeout: float, admin_group: str,
-                 is_busy: Callable[[], bool], drain_timeout: float = 25.0) -> None:
+                 is_busy: Callable[[], bool], drain_timeout: float = 25.0,
+                 max_connections: int = 1024) -> None:
         self.sockets = sockets
         self.handler = handler
         self.notifier = notifier
@@ -97,6 +126,8 @@ class Server:
         self.admin_group = admin_group
         self.is_busy = is_busy
         self.drain_timeout = drain_timeout
+        self.max_connections = max_connections
+        self.refusals = RateLimitedLog(log)
         self.connections: set[Connection] = set()
         self.pending_accepts = 0
         self.last_activity = time.monotonic()
@@ -130,13 +161,21 @@ class Server:
         return max(0.0, until - time.monotonic())
 
     def _active(self) -> bool:
-        return bool(self.connections) or self.pending_accepts > 0 or self.is_busy()
+        """Something is using the daemon: the idle clock restarts."""
+        return any(c.active for c in self.connections) or self.is_busy()
+
+    def _holding(self) -> bool:
+        """Something must be served before an exit (an accepted socket, a passive
+        connection); it does not restart the idle clock."""
+        return bool(self.connections) or self.pending_accepts > 0
 
     async def _idle_ticker(self) -> None:
         while not self.stopping:
             await asyncio.sleep(0.1 if self.idle_timeout < 5 else 0.5)
             if self._active():
                 self.touch()
+                continue
+            if self._holding():
                 continue
             left = self.idle_exit_in()
             if left is not None and left <= 0:
@@ -185,12 +224,26 @@ class Server:
                 conn, _ = lsock.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as e:
-                log.warning("accept on %s failed: %s", kind, e)
+            except OSError as e:  # out of fds or memory: the socket stays readable, so pause
+                self.refusals.hit("accept on %s failed: %s", kind, e)
+                self._pause_accepting(kind, lsock)
                 return
+            if len(self.connections) + self.pending_accepts >= self.max_connections:
+                self.refusals.hit("%d connections open: refusing new ones on %s", self.max_connections, kind)
+                refuse(conn, TTSError("busy", "too many connections to the daemon; try again later"))
+                continue
             self.pending_accepts += 1  # counted before any await: the idle check sees it
-            self.touch()
             asyncio.get_running_loop().create_task(self._handle(kind, conn))
+
+    def _pause_accepting(self, kind: str, lsock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(lsock.fileno())
+
+        def resume() -> None:
+            if not self.stopping:
+                loop.add_reader(lsock.fileno(), self._on_readable, kind, lsock)
+
+        loop.call_later(ACCEPT_RETRY_S, resume)
 
     async def _handle(self, kind: str, sock: socket.socket) -> None:
         try:
@@ -219,7 +272,8 @@ class Server:
                 t.cancel()
             self._close(conn)
             self.connections.discard(conn)
-            self.touch()
+            if conn.active:
+                self.touch()
 
     def _close(self, conn: Connection) -> None:
         if not conn.closed:
@@ -242,7 +296,10 @@ class Server:
                 return
             if msg is None:
                 return
-            self.touch()
+            if not is_passive(msg):
+                conn.active = True
+            if conn.active:
+                self.touch()
             await self._dispatch(conn, msg)
 
     async def _send_error_notification(self, conn: Connection, e: TTSError) -> None:
@@ -284,7 +341,8 @@ class Server:
             log.exception("handler %s failed", method)
             await self._reply_error(conn, msgid, TTSError("internal", f"{type(e).__name__}: {e}"))
         finally:
-            self.touch()
+            if conn.active:
+                self.touch()
 
     @staticmethod
     async def _reply_error(conn: Connection, msgid: int, e: TTSError) -> None:
