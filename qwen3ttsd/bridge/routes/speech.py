@@ -74,9 +74,14 @@ def _sse(event: dict[str, Any]) -> bytes:
     return ("data: " + json.dumps(event) + "\n\n").encode()
 
 
+def realtime_allowed(ctx: BridgeContext) -> bool:
+    """With an API key set, the guard has checked it: the caller holds the key."""
+    return bool(ctx.cfg.api_key)
+
+
 async def speech(request: Request) -> Response:
     ctx = bridge(request)
-    msg, rf, sf = oa.speech_params(await read_json(request), ctx.cfg.max_input_chars)
+    msg, rf, sf = oa.speech_params(await read_json(request), ctx.cfg.max_input_chars, realtime_allowed(ctx))
     return await stream_response(ctx, msg, rf, sf, request_ids.of(request))
 
 
@@ -87,7 +92,7 @@ async def speech_clone(request: Request) -> Response:
     body = oa.form_fields({k: v for k, v in form.items() if isinstance(v, str)})
     ref_text = body.pop("ref_text", "")
     body.setdefault("voice", "clone")
-    msg, rf, sf = oa.speech_params(body, ctx.cfg.max_input_chars)
+    msg, rf, sf = oa.speech_params(body, ctx.cfg.max_input_chars, realtime_allowed(ctx))
     msg = dataclasses.replace(msg, voice=None, ref_audio=audio, ref_text=ref_text or None)
     return await stream_response(ctx, msg, rf, sf, request_ids.of(request))
 
