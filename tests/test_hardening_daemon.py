@@ -110,7 +110,7 @@ def test_saved_voices_are_private_whatever_the_umask(tiny_models, tmp_path):
         buf = io.BytesIO()
         sf.write(buf, (0.3 * np.sin(2 * np.pi * 180 * t)).astype(np.float32), 24000, format="WAV")
         with Client(str(rt / "tts.sock")) as c:
-            c.call("voices.add", {"name": "private", "audio": buf.getvalue(), "ref_text": "x"})
+            c.call("voices.add", {"name": "private", "audio": buf.getvalue(), "ref_text": "x", "consent": "t"})
         for path in [state / "voices", *(state / "voices").rglob("*")]:
             mode = stat.S_IMODE(path.stat().st_mode)
             assert mode & 0o077 == 0, (path, oct(mode))
@@ -156,3 +156,56 @@ def test_daemon_survives_and_idles_out_after_every_kind_of_ending(tiny_models, t
         if p.poll() is None:
             p.kill()
         p.wait(10)
+
+
+# --- the daemon socket: hello, consent, replace (issue 21 item 14) --------------------------
+
+
+def _ref_wav() -> bytes:
+    import io
+
+    import numpy as np
+    import soundfile as sf
+
+    t = np.arange(24000 * 2) / 24000
+    buf = io.BytesIO()
+    sf.write(buf, (0.3 * np.sin(2 * np.pi * 180 * t)).astype(np.float32), 24000, format="WAV")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("params", [{"proto": -1}, {"proto": 2 ** 40}, {"proto": "1"}, {"client": "x" * 5000},
+                                    {"client": 7}])
+def test_hello_is_checked_against_its_declared_bounds(daemon, params):
+    rt, proc = daemon
+    with Client(str(rt / "tts.sock")) as c:
+        with pytest.raises(TTSError) as ei:
+            c.call("rpc.hello", params)
+        assert ei.value.code in ("bad_request", "payload_too_large"), ei.value
+        assert c.call("rpc.hello", {"proto": 1, "client": "test"})["proto"] == 1
+    assert proc.poll() is None
+
+
+@pytest.mark.parametrize("consent", [None, "", "   "])
+def test_voices_add_needs_consent_on_the_socket_too(daemon, consent):
+    rt, _ = daemon
+    params = {"name": "noconsent", "audio": _ref_wav(), "ref_text": "x"}
+    if consent is not None:
+        params["consent"] = consent
+    with Client(str(rt / "tts.sock")) as c:
+        with pytest.raises(TTSError) as ei:
+            c.call("voices.add", params)
+        assert ei.value.code == "bad_request" and (ei.value.data or {}).get("param") == "consent"
+        assert "noconsent" not in [v["name"] for v in c.call("voices.list", {})["clones"]]
+
+
+def test_voices_add_refuses_to_replace_unless_asked(daemon):
+    rt, _ = daemon
+    add = {"name": "twice", "audio": _ref_wav(), "ref_text": "first", "consent": "recorded 2026-12-05"}
+    with Client(str(rt / "tts.sock")) as c:
+        c.call("voices.add", add)
+        with pytest.raises(TTSError) as ei:
+            c.call("voices.add", dict(add, ref_text="second"))
+        assert ei.value.code == "conflict" and ei.value.http_status == 409
+        assert {v["name"]: v["ref_text"] for v in c.call("voices.list", {})["clones"]}["twice"] == "first"
+        c.call("voices.add", dict(add, ref_text="second", replace=True))
+        assert {v["name"]: v["ref_text"] for v in c.call("voices.list", {})["clones"]}["twice"] == "second"
