@@ -209,3 +209,30 @@ def test_voices_add_refuses_to_replace_unless_asked(daemon):
         assert {v["name"]: v["ref_text"] for v in c.call("voices.list", {})["clones"]}["twice"] == "first"
         c.call("voices.add", dict(add, ref_text="second", replace=True))
         assert {v["name"]: v["ref_text"] for v in c.call("voices.list", {})["clones"]}["twice"] == "second"
+
+
+def test_a_model_removed_from_disk_is_not_found_without_its_path(tiny_models, tmp_path):
+    """Not loaded, then deleted (``models remove``): a clear not_found (HTTP 404) naming the
+    model and what to do, not a retryable internal error with an absolute path (item 13)."""
+    import shutil
+
+    models = tmp_path / "models"
+    shutil.copytree(tiny_models["custom_voice"], models / "custom_voice")
+    rt = tmp_path / "rt"
+    env = daemon_env("", tmp_path / "state", idle_timeout=-1, models_dir=models)
+    p = start_daemon(rt, env)
+    try:
+        shutil.rmtree(models / "custom_voice")
+        with Client(str(rt / "tts.sock")) as c:
+            for model in ("custom_voice", None):
+                with pytest.raises(TTSError) as ei:
+                    for _ in c.synthesize(text="Gone.", voice="ryan", max_frames=2,
+                                          **({"model": model} if model else {})):
+                        pass
+                e = ei.value
+                assert e.code == "not_found" and e.http_status == 404 and not e.retryable, e
+                assert str(tmp_path) not in e.message and "custom_voice" in e.message, e.message
+        assert p.poll() is None
+    finally:
+        p.terminate()
+        p.wait(30)
