@@ -235,3 +235,14 @@ def test_with_an_api_key_http_may_ask_for_realtime(daemon, tmp_path):
 def test_websocket_calls_are_realtime(http, daemon):
     ws_turn(http, "Hello there.")
     assert daemon.requests[-1][1]["priority"] == "realtime"
+
+
+def test_an_error_mid_stream_is_an_sse_error_event(http, daemon):
+    """Once audio has gone out, the status is sent: SSE can still say what went wrong (a
+    client the daemon cut off as stalled learns ``client_stalled``, issue 21 item 15)."""
+    daemon.fail_after_audio["Cut off."] = "client_stalled"
+    r = http.post("/v1/audio/speech", json={"input": "Cut off.", "voice": "ryan", "response_format": "pcm",
+                                            "stream_format": "sse"})
+    events = [json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: ")]
+    assert [e["type"] for e in events] == ["speech.audio.delta", "speech.audio.delta", "error"]
+    assert events[-1]["error"]["code"] == "client_stalled" and events[-1]["error"]["message"]

@@ -236,3 +236,36 @@ def test_a_model_removed_from_disk_is_not_found_without_its_path(tiny_models, tm
     finally:
         p.terminate()
         p.wait(30)
+
+
+def test_a_stalled_client_that_reads_again_gets_client_stalled(tiny_models, tmp_path):
+    """The daemon frees a stalled connection, but not silently: the error response is queued
+    behind the unread audio, so a client that reads again gets its audio and then
+    ``client_stalled`` (item 15); the daemon still idles out while the socket stays open."""
+    rt = tmp_path / "rt"
+    env = daemon_env(tiny_models["custom_voice"], tmp_path / "state", idle_timeout=1.5,
+                     stall_timeout=2, conn_idle_timeout=60)
+    p = start_daemon(rt, env)
+    try:
+        synth(rt / "tts.sock", text="Warm up.", voice="ryan", max_frames=2)  # the stall starts at once
+        s = _raw(rt / "tts.sock")
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.sendall(P.request(1, "tts.synthesize", {"text": "Read late. " * 20, "voice": "ryan",
+                                                   "max_frames": 200, "format": "f32",
+                                                   "sample_rate": 48000, "chunk_frames": 8}))
+        time.sleep(3.5)  # the daemon gives up on us after 2 s
+        s.settimeout(5)
+        deadline = time.monotonic() + 30
+        response = None
+        while time.monotonic() < deadline and (msg := _read_msg(s)) is not None:
+            if msg[0] == P.RESPONSE:
+                response = msg
+                break
+        assert response is not None and response[1] == 1 and response[2]["code"] == "client_stalled", response
+        assert _read_msg(s) is None  # then the daemon hangs up
+        s.close()
+        wait_for(lambda: p.poll() is not None, 30, what="idle exit")
+    finally:
+        if p.poll() is None:
+            p.kill()
+        p.wait(10)

@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
+from ...errors import TTSError
 from ...formats import MODEL_RATE, OPENAI_FORMATS, content_type
 from ...messages import Caption, Synthesize
 from .. import openai_compat as oa, request_id as request_ids
@@ -57,6 +58,10 @@ async def stream_response(ctx: BridgeContext, msg: Synthesize, rf: str, sf: str,
                 usage = {"input_tokens": len(msg.text), "output_tokens": frames,
                          "total_tokens": len(msg.text) + frames}
                 yield sse({"type": "speech.audio.done", "usage": usage})
+        except TTSError as e:
+            if sf != "sse":
+                raise  # raw audio cannot carry an error once it has begun: the stream breaks
+            yield sse({"type": "error", "error": e.to_wire()})  # e.g. client_stalled
         finally:
             await ds.close()
             metrics.active -= 1
