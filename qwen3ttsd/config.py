@@ -40,7 +40,7 @@ class DaemonConfig:
     conn_idle_timeout: float = 15.0        # close a connection idle this long (no pinning)
     queue_max: int = 64                    # queued requests beyond this get 'busy' (one
                                            # waiting on its call's previous request is not counted)
-    realtime_reserve: int = 16             # of queue_max: slots only priority realtime (calls) may take
+    realtime_reserve: int = 16             # of queue_max (at most half): slots only priority realtime (calls) may take
     queue_timeout: float = 120.0           # max wait before a request starts generating
     stall_timeout: float = 30.0            # client not reading audio -> client_stalled
     max_text_chars: int = 20_000

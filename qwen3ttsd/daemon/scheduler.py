@@ -11,7 +11,7 @@ request is a list of segments; after each segment it goes to the back of the que
 long narration cannot hold the engine while others wait. Each request has a queue timeout;
 the queue has a bound (beyond it: ``busy``), and calls come first there too: a request
 waiting on its session's previous one (a call's next segment) takes no slot, and the last
-``realtime_reserve`` slots are for ``realtime`` requests only, so a burst of plain HTTP
+``realtime_reserve`` slots (at most half) are for ``realtime`` requests only, so a burst of plain HTTP
 requests cannot refuse a call's segment. Events go back to the event loop through the
 job's asyncio queue; cancellation is a threading.Event the backend checks every step.
 """
@@ -39,10 +39,10 @@ WAITING_FACTOR = 8   # requests waiting on their session: at most this many time
 class Scheduler:
     def __init__(self, registry: ModelRegistry, queue_max: int = 64, realtime_reserve: int = 0) -> None:
         """``queue_max`` ready requests may wait; plain ones only ``queue_max - realtime_reserve``
-        (at least one)."""
+        (the reserve is at most half the queue)."""
         self.registry = registry
         self.queue_max = queue_max
-        self.normal_max = max(1, queue_max - max(0, realtime_reserve))
+        self.normal_max = max(1, queue_max - min(max(0, realtime_reserve), queue_max // 2))
         self._jobs: deque[Job] = deque()
         self._calls: deque[_Call] = deque()
         self._cv = threading.Condition()
