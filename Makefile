@@ -10,7 +10,7 @@ HOST    ?= 127.0.0.1
 PORT    ?= 8880
 PYTEST_ARGS ?=
 
-.PHONY: install system-deps run tiny-model test test-fast lint bench bench-engine bench-bridge bench-text bench-wyoming bench-concurrency bench-cold-start verify-units clean
+.PHONY: install system-deps run tiny-model test test-fast lint bench bench-engine bench-bridge bench-text bench-wyoming bench-concurrency bench-cold-start soak verify-units clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -87,6 +87,11 @@ bench-concurrency: install
 
 bench-cold-start: install
 	$(BIN)/python bench/bench_cold_start.py --configs tiny,0.6b,0.6b+int8
+
+# Mixed, partly hostile load on the bridge + daemon (loopback, tiny model) for 2 minutes;
+# then checks the daemon idles out and no temp files are left (issue 21).
+soak: install
+	nice $(BIN)/python bench/soak.py --minutes 2
 
 verify-units:
 	$(BIN)/python -m pytest -q tests/test_systemd_units.py

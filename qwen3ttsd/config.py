@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from .formats import CHUNK_PROFILES
 
 DEFAULT_CONFIG_FILE = "/etc/qwen3ttsd/qwen3ttsd.toml"
+DEFAULT_STATE_DIR = "/var/lib/qwen3ttsd"  # saved voices (the bridge reads their index there)
 DEFAULT_MODELS_DIR = "/var/lib/qwen3ttsd/models"  # the service's; `qwen3tts-ctl models` uses it when unset
 
 
@@ -25,7 +26,7 @@ class DaemonConfig:
     runtime_dir: str = "/run/qwen3ttsd"
     tts_socket: str = ""                   # default <runtime_dir>/tts.sock
     admin_socket: str = ""                 # default <runtime_dir>/admin.sock
-    state_dir: str = "/var/lib/qwen3ttsd"  # saved voices
+    state_dir: str = DEFAULT_STATE_DIR     # saved voices
     model: str = ""                        # one checkpoint dir
     models_dir: str = ""                   # or a directory of checkpoint dirs
     default_model: str = ""
@@ -38,7 +39,9 @@ class DaemonConfig:
     max_keepalive: float = 3600.0          # cap for admin.keepalive
     conn_idle_timeout: float = 15.0        # close a connection idle this long (no pinning)
     max_connections: int = 1024            # open connections; more get 'busy' at once (fds stay free)
-    queue_max: int = 64                    # queued requests beyond this get 'busy'
+    queue_max: int = 64                    # queued requests beyond this get 'busy' (one
+                                           # waiting on its call's previous request is not counted)
+    realtime_reserve: int = 16             # of queue_max (at most half): slots only priority realtime (calls) may take
     queue_timeout: float = 120.0           # max wait before a request starts generating
     stall_timeout: float = 30.0            # client not reading audio -> client_stalled
     max_text_chars: int = 20_000
@@ -75,6 +78,7 @@ class BridgeConfig:
     runtime_dir: str = "/run/qwen3ttsd"
     tts_socket: str = ""
     admin_socket: str = ""
+    state_dir: str = DEFAULT_STATE_DIR     # the daemon's: its voice index lists saved voices
     activate: bool = False                 # act as the daemon's activator (containers)
     daemon_command: str = ""               # what --activate spawns (default: qwen3ttsd)
     api_key: str = ""                      # optional bearer token for the HTTP API
@@ -108,7 +112,7 @@ def _coerce(value: str, typ: Any) -> Any:
 
 
 C = TypeVar("C", "DaemonConfig", "BridgeConfig")
-_SHARED = ("runtime_dir", "tts_socket", "admin_socket")
+_SHARED = ("runtime_dir", "tts_socket", "admin_socket", "state_dir")
 
 
 def load(cls: type[C], section: str, overrides: Mapping[str, Any] | None = None,

@@ -252,6 +252,7 @@ class VoicesAdd(Message["VoiceInfo"]):
     audio: bytes = wire(Bin("must be the reference file's bytes (no paths or URLs)"), required=True)
     ref_text: str | None = wire(Str(2000))
     consent: str = wire(Str(500), "")
+    replace: bool = wire(Bool(), False)
 
 
 @dataclass

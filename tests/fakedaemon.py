@@ -28,6 +28,7 @@ class FakeDaemon:
     chunk_delay: float = 0.0             # seconds before each chunk
     busy: dict[str, int] = field(default_factory=dict)      # text -> refuse with `busy` this many times
     hang_up: dict[str, int] = field(default_factory=dict)   # text -> close before audio this many times
+    fail_after_audio: dict[str, str] = field(default_factory=dict)  # text -> error code after its audio
     open_now: int = 0
     max_open: int = 0
     texts: list[str] = field(default_factory=list)           # synthesize texts in order of arrival
@@ -112,6 +113,9 @@ class FakeDaemon:
                 await asyncio.sleep(self.chunk_delay)
                 note(M.Chunk(msgid, i, f"{text}|{i};".encode()))
                 await w.drain()
+            if text in self.fail_after_audio:
+                w.write(P.response(msgid, TTSError(self.fail_after_audio[text], "failed mid-stream").to_wire()))
+                return
             note(M.Caption(msgid, 0, text, 0.0, 0.1))
             res = M.SynthesizeResult(chunks=self.chunks, bytes=0, samples=0, duration_s=0.1, frames=3, segments=1,
                                      first_audio_s=0.0, total_s=0.0, rtf=None, model="custom_voice",

@@ -207,3 +207,42 @@ def test_an_unexpected_exception_is_a_json_500_with_the_request_id(http, monkeyp
     r = http.get("/health", headers={"x-request-id": "oops-1"})
     assert r.status_code == 500 and r.headers["x-request-id"] == "oops-1"
     assert r.json()["error"]["code"] == "internal" and "oops-1" in r.json()["error"]["message"]
+
+
+# --- priority realtime is for calls, or for API-key holders (issue 21 item 15) -------------
+
+
+def test_plain_http_cannot_claim_realtime(http, daemon):
+    r = http.post("/v1/audio/speech", json={"input": "Me first.", "voice": "ryan", "response_format": "pcm",
+                                            "priority": "realtime"})
+    assert r.status_code == 403, r.text
+    assert r.json()["error"]["code"] == "forbidden" and r.json()["error"]["param"] == "priority"
+    assert not any(m == "tts.synthesize" for m, _ in daemon.requests)
+    r = http.post("/v1/audio/speech", json={"input": "Normal.", "voice": "ryan", "response_format": "pcm",
+                                            "priority": "normal"})
+    assert r.status_code == 200 and daemon.requests[-1][1]["priority"] == "normal"
+
+
+def test_with_an_api_key_http_may_ask_for_realtime(daemon, tmp_path):
+    app = create_app(BridgeConfig(runtime_dir=str(tmp_path / "rt"), api_key="k3y"))
+    with TestClient(app, base_url="http://127.0.0.1") as c:
+        r = c.post("/v1/audio/speech", headers={"authorization": "Bearer k3y"},
+                   json={"input": "Me first.", "voice": "ryan", "response_format": "pcm", "priority": "realtime"})
+    assert r.status_code == 200, r.text
+    assert daemon.requests[-1][1]["priority"] == "realtime"
+
+
+def test_websocket_calls_are_realtime(http, daemon):
+    ws_turn(http, "Hello there.")
+    assert daemon.requests[-1][1]["priority"] == "realtime"
+
+
+def test_an_error_mid_stream_is_an_sse_error_event(http, daemon):
+    """Once audio has gone out, the status is sent: SSE can still say what went wrong (a
+    client the daemon cut off as stalled learns ``client_stalled``, issue 21 item 15)."""
+    daemon.fail_after_audio["Cut off."] = "client_stalled"
+    r = http.post("/v1/audio/speech", json={"input": "Cut off.", "voice": "ryan", "response_format": "pcm",
+                                            "stream_format": "sse"})
+    events = [json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: ")]
+    assert [e["type"] for e in events] == ["speech.audio.delta", "speech.audio.delta", "error"]
+    assert events[-1]["error"]["code"] == "client_stalled" and events[-1]["error"]["message"]

@@ -108,3 +108,40 @@ def test_status_does_not_start_an_idle_daemon_behind_the_bridge(tmp_path):
         assert b.health()["daemon"]["spawns"] == 1
     finally:
         b.stop()
+
+
+def test_voice_add_without_consent_asks_or_refuses(tmp_path):
+    """No --consent and nobody at a terminal to ask: refused before the daemon is woken."""
+    ref = tmp_path / "ref.wav"
+    ref.write_bytes(b"RIFF")
+    r = ctl(tmp_path, "voice-add", "me", str(ref))
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "--consent" in r.stderr, r.stderr
+
+
+def test_voice_add_reads_consent_from_a_prompt(monkeypatch, tmp_path):
+    from qwen3ttsd.cli import ctl as ctl_mod
+
+    sent = {}
+
+    class FakeClient:
+        def __init__(self, path):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def call(self, method, params):
+            sent.update(params, method=method)
+            return {"name": params["name"]}
+
+    ref = tmp_path / "ref.wav"
+    ref.write_bytes(b"RIFF")
+    monkeypatch.setattr(ctl_mod, "Client", FakeClient)
+    monkeypatch.setattr(ctl_mod.sys.stdin, "isatty", lambda: True, raising=False)
+    monkeypatch.setattr("builtins.input", lambda prompt: "she agreed on 2026-12-05")
+    assert ctl_mod.main(["--runtime-dir", str(tmp_path), "voice-add", "me", str(ref), "--replace"]) == 0
+    assert sent["method"] == "voices.add" and sent["consent"] == "she agreed on 2026-12-05"
+    assert sent["replace"] is True

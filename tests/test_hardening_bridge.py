@@ -168,7 +168,7 @@ def test_fuzz_speech_fields_never_500(bridge, field, value):
     r = httpx.post(bridge.url + SPEECH, json=body, timeout=60)
     assert r.status_code < 500, (field, value, r.text)
     if r.status_code >= 400:
-        assert r.json()["error"]["code"] in ("bad_request", "not_found", "payload_too_large")
+        assert r.json()["error"]["code"] in ("bad_request", "not_found", "payload_too_large", "forbidden")
 
 
 def test_sse_content_type_has_no_rate_parameter(bridge):

@@ -110,7 +110,7 @@ def test_saved_voices_are_private_whatever_the_umask(tiny_models, tmp_path):
         buf = io.BytesIO()
         sf.write(buf, (0.3 * np.sin(2 * np.pi * 180 * t)).astype(np.float32), 24000, format="WAV")
         with Client(str(rt / "tts.sock")) as c:
-            c.call("voices.add", {"name": "private", "audio": buf.getvalue(), "ref_text": "x"})
+            c.call("voices.add", {"name": "private", "audio": buf.getvalue(), "ref_text": "x", "consent": "t"})
         for path in [state / "voices", *(state / "voices").rglob("*")]:
             mode = stat.S_IMODE(path.stat().st_mode)
             assert mode & 0o077 == 0, (path, oct(mode))
@@ -152,6 +152,119 @@ def test_daemon_survives_and_idles_out_after_every_kind_of_ending(tiny_models, t
         # the last stream stops within a frame or so of the hang-up; then idle_timeout + 1 s
         assert time.monotonic() - gone < idle + 1 + 3
         assert p.returncode == 0 and not pid_alive(p.pid)
+    finally:
+        if p.poll() is None:
+            p.kill()
+        p.wait(10)
+
+
+# --- the daemon socket: hello, consent, replace (issue 21 item 14) --------------------------
+
+
+def _ref_wav() -> bytes:
+    import io
+
+    import numpy as np
+    import soundfile as sf
+
+    t = np.arange(24000 * 2) / 24000
+    buf = io.BytesIO()
+    sf.write(buf, (0.3 * np.sin(2 * np.pi * 180 * t)).astype(np.float32), 24000, format="WAV")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("params", [{"proto": -1}, {"proto": 2 ** 40}, {"proto": "1"}, {"client": "x" * 5000},
+                                    {"client": 7}])
+def test_hello_is_checked_against_its_declared_bounds(daemon, params):
+    rt, proc = daemon
+    with Client(str(rt / "tts.sock")) as c:
+        with pytest.raises(TTSError) as ei:
+            c.call("rpc.hello", params)
+        assert ei.value.code in ("bad_request", "payload_too_large"), ei.value
+        assert c.call("rpc.hello", {"proto": 1, "client": "test"})["proto"] == 1
+    assert proc.poll() is None
+
+
+@pytest.mark.parametrize("consent", [None, "", "   "])
+def test_voices_add_needs_consent_on_the_socket_too(daemon, consent):
+    rt, _ = daemon
+    params = {"name": "noconsent", "audio": _ref_wav(), "ref_text": "x"}
+    if consent is not None:
+        params["consent"] = consent
+    with Client(str(rt / "tts.sock")) as c:
+        with pytest.raises(TTSError) as ei:
+            c.call("voices.add", params)
+        assert ei.value.code == "bad_request" and (ei.value.data or {}).get("param") == "consent"
+        assert "noconsent" not in [v["name"] for v in c.call("voices.list", {})["clones"]]
+
+
+def test_voices_add_refuses_to_replace_unless_asked(daemon):
+    rt, _ = daemon
+    add = {"name": "twice", "audio": _ref_wav(), "ref_text": "first", "consent": "recorded 2026-12-05"}
+    with Client(str(rt / "tts.sock")) as c:
+        c.call("voices.add", add)
+        with pytest.raises(TTSError) as ei:
+            c.call("voices.add", dict(add, ref_text="second"))
+        assert ei.value.code == "conflict" and ei.value.http_status == 409
+        assert {v["name"]: v["ref_text"] for v in c.call("voices.list", {})["clones"]}["twice"] == "first"
+        c.call("voices.add", dict(add, ref_text="second", replace=True))
+        assert {v["name"]: v["ref_text"] for v in c.call("voices.list", {})["clones"]}["twice"] == "second"
+
+
+def test_a_model_removed_from_disk_is_not_found_without_its_path(tiny_models, tmp_path):
+    """Not loaded, then deleted (``models remove``): a clear not_found (HTTP 404) naming the
+    model and what to do, not a retryable internal error with an absolute path (item 13)."""
+    import shutil
+
+    models = tmp_path / "models"
+    shutil.copytree(tiny_models["custom_voice"], models / "custom_voice")
+    rt = tmp_path / "rt"
+    env = daemon_env("", tmp_path / "state", idle_timeout=-1, models_dir=models)
+    p = start_daemon(rt, env)
+    try:
+        shutil.rmtree(models / "custom_voice")
+        with Client(str(rt / "tts.sock")) as c:
+            for model in ("custom_voice", None):
+                with pytest.raises(TTSError) as ei:
+                    for _ in c.synthesize(text="Gone.", voice="ryan", max_frames=2,
+                                          **({"model": model} if model else {})):
+                        pass
+                e = ei.value
+                assert e.code == "not_found" and e.http_status == 404 and not e.retryable, e
+                assert str(tmp_path) not in e.message and "custom_voice" in e.message, e.message
+        assert p.poll() is None
+    finally:
+        p.terminate()
+        p.wait(30)
+
+
+def test_a_stalled_client_that_reads_again_gets_client_stalled(tiny_models, tmp_path):
+    """The daemon frees a stalled connection, but not silently: the error response is queued
+    behind the unread audio, so a client that reads again gets its audio and then
+    ``client_stalled`` (item 15); the daemon still idles out while the socket stays open."""
+    rt = tmp_path / "rt"
+    env = daemon_env(tiny_models["custom_voice"], tmp_path / "state", idle_timeout=1.5,
+                     stall_timeout=2, conn_idle_timeout=60)
+    p = start_daemon(rt, env)
+    try:
+        synth(rt / "tts.sock", text="Warm up.", voice="ryan", max_frames=2)  # the stall starts at once
+        s = _raw(rt / "tts.sock")
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.sendall(P.request(1, "tts.synthesize", {"text": "Read late. " * 20, "voice": "ryan",
+                                                   "max_frames": 200, "format": "f32",
+                                                   "sample_rate": 48000, "chunk_frames": 8}))
+        time.sleep(3.5)  # the daemon gives up on us after 2 s
+        s.settimeout(5)
+        deadline = time.monotonic() + 30
+        response = None
+        while time.monotonic() < deadline and (msg := _read_msg(s)) is not None:
+            if msg[0] == P.RESPONSE:
+                response = msg
+                break
+        assert response is not None and response[1] == 1 and response[2]["code"] == "client_stalled", response
+        assert _read_msg(s) is None  # then the daemon hangs up
+        s.close()
+        wait_for(lambda: p.poll() is not None, 30, what="idle exit")
     finally:
         if p.poll() is None:
             p.kill()

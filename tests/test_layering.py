@@ -23,7 +23,7 @@ PKG = ROOT / "qwen3ttsd"
 HEAVY = ("torch", "numpy", "soundfile", "soxr", "qwen_tts", "transformers")
 FORBIDDEN_PACKAGES = ("qwen3ttsd.daemon", "qwen3ttsd.engine")
 # Light at the package root; every module of these packages is light too.
-LIGHT_ROOT = ("protocol", "messages", "client", "errors", "config", "formats", "checkpoints", "sockets",
+LIGHT_ROOT = ("protocol", "messages", "client", "errors", "config", "formats", "checkpoints", "sockets", "voice_index",
               "activator", "probe")
 LIGHT_PACKAGES = ("bridge", "cli", "text")
 

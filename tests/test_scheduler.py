@@ -326,3 +326,85 @@ def test_a_backend_at_capacity_does_not_block_another_models_requests():
         run(go())
     finally:
         s.stop()
+
+
+def test_part_of_the_queue_is_held_for_realtime():
+    """Plain requests fill only queue_max - realtime_reserve slots: a call's segment is still
+    admitted when ordinary requests have filled everything they may (issue 21, calls first)."""
+    h = Sched(capacity=1)
+    s = Scheduler(h.registry, queue_max=8, realtime_reserve=3)
+    try:
+        async def go() -> None:
+            loop = asyncio.get_running_loop()
+            for i in range(5):
+                s.submit(job(loop, f"n{i}."))
+            with pytest.raises(TTSError) as ei:
+                s.submit(job(loop, "one plain too many."))
+            assert ei.value.code == "busy"
+            for i in range(3):  # the reserve: realtime only
+                s.submit(job(loop, f"call {i}.", priority="realtime"))
+            with pytest.raises(TTSError) as ei:
+                s.submit(job(loop, "the queue is full now.", priority="realtime"))
+            assert ei.value.code == "busy"
+
+        run(go())
+    finally:
+        h.backend.gate.set()
+        s.stop()
+        h.scheduler.stop()
+
+
+def test_requests_waiting_on_their_session_do_not_count_against_the_queue():
+    """A call's next segment, queued behind its previous one, takes no queue slot: a full
+    queue of plain requests cannot refuse it (it is still bounded, by a multiple of queue_max)."""
+    h = Sched(capacity=1)
+    s = Scheduler(h.registry, queue_max=4)
+    try:
+        async def go() -> None:
+            loop = asyncio.get_running_loop()
+            head = job(loop, "call head.", priority="realtime")
+            s.submit(head)
+            for i in range(3):
+                s.submit(job(loop, f"n{i}."))
+            prev = head
+            for i in range(6):  # each waits on the one before it
+                nxt = job(loop, f"call {i}.", priority="realtime")
+                nxt.after = prev
+                s.submit(nxt)
+                prev = nxt
+            with pytest.raises(TTSError) as ei:
+                s.submit(job(loop, "plain."))
+            assert ei.value.code == "busy"
+            h.backend.gate.set()
+            assert (await outcome(prev))[0] == "done"
+
+        run(go())
+        assert [t for t in h.backend.log if t.startswith("call")][:2] == ["call head.", "call 0."]
+    finally:
+        h.backend.gate.set()
+        s.stop()
+        h.scheduler.stop()
+
+
+def test_the_session_waiting_queue_is_bounded_too():
+    h = Sched(capacity=1)
+    s = Scheduler(h.registry, queue_max=2)
+    try:
+        async def go() -> None:
+            loop = asyncio.get_running_loop()
+            prev = job(loop, "head.")
+            s.submit(prev)
+            with pytest.raises(TTSError) as ei:
+                for _ in range(1000):
+                    nxt = job(loop, "waits.")
+                    nxt.after = prev
+                    s.submit(nxt)
+                    prev = nxt
+            assert ei.value.code == "busy"
+            assert s.queued <= 2 * 8
+
+        run(go())
+    finally:
+        h.backend.gate.set()
+        s.stop()
+        h.scheduler.stop()

@@ -5,7 +5,9 @@ its idle exit, so the always-on parts of the bridge (Wyoming ``describe``, the p
 status panel) must not ask it anything on their own. Instead they read this cache, which
 is refreshed only when the daemon is running anyway: right after a synthesis, when the
 activator reports a live daemon process, or when a user explicitly asks (the page's
-refresh button).
+refresh button). Which clone voices are saved comes from the voice index the daemon
+keeps in its state directory (:mod:`qwen3ttsd.voice_index`), so a voice added a moment ago
+is listed even though the daemon has since exited.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from ..client import AsyncClient
 from ..config import BridgeConfig
 from ..errors import TTSError
 from ..messages import AdminStatus, AdminStatusResult, Languages, ModelInfo, Models, VoiceInfo, VoicesList, VoicesResult
+from ..voice_index import read_index
 from .metrics import Metrics
 
 if TYPE_CHECKING:
@@ -63,7 +66,13 @@ class DaemonFacts:
         return list(BUILTIN_SPEAKERS)
 
     def clones(self) -> list[VoiceInfo]:
-        return list(self.voices.clones) if self.voices is not None else []
+        """The saved voices: the daemon's index says which (it is rewritten on every change),
+        the last ``voices.list`` adds their details; without an index, that list alone."""
+        known = {c.name: c for c in (self.voices.clones if self.voices is not None else [])}
+        index = read_index(self.cfg.state_dir)
+        if index is None:
+            return list(known.values())
+        return [known.get(e.id) or VoiceInfo(name=e.id, created=e.created) for e in index]
 
     def language_names(self) -> list[str]:
         return list(self.languages or LANGUAGES)

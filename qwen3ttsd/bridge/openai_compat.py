@@ -1,4 +1,10 @@
-"""Mapping OpenAI's speech API onto the daemon's synthesize parameters."""
+"""Mapping OpenAI's speech API onto the daemon's synthesize parameters.
+
+``priority: realtime`` (scheduled first, with queue slots of its own in the daemon) is for
+phone calls: the WebSocket call path sets it itself. Over plain HTTP only a client holding
+the API key may ask for it (with no key set, anyone on the LAN could, and a burst of such
+requests would starve the calls it exists for); others get 403 ``forbidden``.
+"""
 
 from __future__ import annotations
 
@@ -86,10 +92,14 @@ def _choice(body: dict[str, Any], key: str, options: tuple[str, ...], default: s
     return value
 
 
-def speech_params(body: dict[str, Any], max_chars: int) -> tuple[Synthesize, str, str]:
-    """Validate an OpenAI speech body; returns (daemon request, response_format, stream_format)."""
+def speech_params(body: dict[str, Any], max_chars: int, realtime: bool = False) -> tuple[Synthesize, str, str]:
+    """Validate an OpenAI speech body; returns (daemon request, response_format, stream_format).
+    ``realtime``: the caller may ask for ``priority: realtime`` (it holds the API key)."""
     if not isinstance(body, dict):
         raise bad("request body must be a JSON object")
+    if body.get("priority") == "realtime" and not realtime:
+        raise TTSError("forbidden", "priority 'realtime' is reserved for calls (the WebSocket API) and, over "
+                       "HTTP, for clients with the API key (none is set)", data={"param": "priority"})
     unknown = sorted(set(body) - KNOWN_FIELDS)
     if unknown:
         raise bad(f"unknown field {unknown[0]!r}; accepted: {sorted(KNOWN_FIELDS - set(IGNORED_FIELDS))}",

@@ -2,7 +2,7 @@
 
     qwen3tts-ctl status [--wake]          daemon state (never starts an idle daemon without --wake)
     qwen3tts-ctl voices                   built-in speakers and saved clone voices
-    qwen3tts-ctl voice-add NAME FILE [--text T] [--consent C]   |   voice-rm NAME
+    qwen3tts-ctl voice-add NAME FILE [--text T] [--consent C] [--replace]   |   voice-rm NAME
     qwen3tts-ctl load [MODEL] | unload [MODEL] [--exit] | keepalive SECONDS | shutdown
     qwen3tts-ctl cache [--clear prompts]
     qwen3tts-ctl say TEXT [-o out.mp3] [--voice V] [--format F] [--subtitles out.srt|.vtt]
@@ -75,12 +75,24 @@ def cmd_voices(a) -> int:
     return 0
 
 
+def voice_consent(given: str) -> str:
+    """The record of the speaker's consent: ``--consent``, else asked for at a terminal; a
+    clone of someone's voice is never saved without one (the daemon refuses it too)."""
+    consent = (given or "").strip()
+    if not consent and sys.stdin.isatty():
+        consent = input("Record of the speaker's consent to be cloned (who agreed, when): ").strip()
+    if not consent:
+        raise UsageError("--consent is required: a record that the speaker agreed to be cloned")
+    return consent
+
+
 def cmd_voice_add(a) -> int:
+    consent = voice_consent(a.consent)
     with open(a.file, "rb") as f:
         data = f.read()
     with Client(_socket(a, False)) as c:
         _print(c.call("voices.add", {"name": a.name, "audio": data, "ref_text": a.text or "",
-                                     "consent": a.consent or ""}))
+                                     "consent": consent, "replace": a.replace}))
     return 0
 
 
@@ -199,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("name")
     p.add_argument("file")
     p.add_argument("--text", help="transcript of the reference (enables in-context cloning)")
-    p.add_argument("--consent", default="", help="record of the speaker's consent")
+    p.add_argument("--consent", default="", help="record of the speaker's consent (asked for when not given)")
+    p.add_argument("--replace", action="store_true", help="replace a saved voice of the same name")
     p = sub.add_parser("voice-rm")
     p.add_argument("name")
     p = sub.add_parser("load")

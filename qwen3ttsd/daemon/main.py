@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     if not registry.entries:
         log.warning("%s (models_dir %r): synthesis requests will fail", checkpoints.NO_MODEL_MESSAGE,
                     cfg.models_dir)
-    scheduler = Scheduler(registry, cfg.queue_max)
+    scheduler = Scheduler(registry, cfg.queue_max, cfg.realtime_reserve)
     state = DaemonState(cfg, registry, scheduler, VoiceStore(cfg.state_dir), notifier)
     service = Service(state)
     server = Server(sockets, service.handle, notifier=notifier, idle_timeout=cfg.idle_timeout,

@@ -101,15 +101,23 @@ class ModelRegistry:
                 e = matches[0] if len(matches) == 1 else None
             if e is None:
                 raise TTSError("not_found", f"unknown model {name!r}; available: {sorted(self.entries)}")
-            return e
+            return self._on_disk(e)
         d = self.entries.get(self.default)
         if want is None or (d is not None and d.type == want):
-            return d or next(iter(self.entries.values()))
+            return self._on_disk(d or next(iter(self.entries.values())))
         for e in self.entries.values():
             if e.type == want:
-                return e
+                return self._on_disk(e)
         raise TTSError("unsupported", f"no {want} model is installed ({checkpoints.pull_hint(want)}); "
                        f"available: {[(e.name, e.type) for e in self.entries.values()]}")
+
+    def _on_disk(self, entry: ModelEntry) -> ModelEntry:
+        """``entry``, unless it is not loaded and its checkpoint was removed since the daemon
+        started (``models remove``): then ``not_found``, naming the model, not its path."""
+        if entry.name not in self.loaded and not (Path(entry.path) / "config.json").is_file():
+            raise TTSError("not_found", f"model {entry.name!r} is no longer installed (removed from disk); "
+                           f"{checkpoints.pull_hint(entry.type)}, or ask for another model")
+        return entry
 
     # --- engine thread -----------------------------------------------------------------
 

@@ -9,7 +9,10 @@ model's backend has room: ``realtime`` (phone calls) before ``normal``, a sessio
 only after the previous one of the same session is done, in queue order otherwise. A
 request is a list of segments; after each segment it goes to the back of the queue, so a
 long narration cannot hold the engine while others wait. Each request has a queue timeout;
-the queue has a bound (beyond it: ``busy``). Events go back to the event loop through the
+the queue has a bound (beyond it: ``busy``), and calls come first there too: a request
+waiting on its session's previous one (a call's next segment) takes no slot, and the last
+``realtime_reserve`` slots (at most half) are for ``realtime`` requests only, so a burst of plain HTTP
+requests cannot refuse a call's segment. Events go back to the event loop through the
 job's asyncio queue; cancellation is a threading.Event the backend checks every step.
 """
 
@@ -30,11 +33,16 @@ from .models import ModelRegistry
 
 log = logging.getLogger("qwen3ttsd.scheduler")
 
+WAITING_FACTOR = 8   # requests waiting on their session: at most this many times queue_max
+
 
 class Scheduler:
-    def __init__(self, registry: ModelRegistry, queue_max: int = 64) -> None:
+    def __init__(self, registry: ModelRegistry, queue_max: int = 64, realtime_reserve: int = 0) -> None:
+        """``queue_max`` ready requests may wait; plain ones only ``queue_max - realtime_reserve``
+        (the reserve is at most half the queue)."""
         self.registry = registry
         self.queue_max = queue_max
+        self.normal_max = max(1, queue_max - min(max(0, realtime_reserve), queue_max // 2))
         self._jobs: deque[Job] = deque()
         self._calls: deque[_Call] = deque()
         self._cv = threading.Condition()
@@ -47,10 +55,17 @@ class Scheduler:
     # --- event-loop side ---------------------------------------------------------------
 
     def submit(self, job: Job) -> int:
-        """Queue a job; returns its position. Raises TTSError('busy') when full."""
+        """Queue a job; returns its position. Raises TTSError('busy') when full: a ready
+        request is counted against ``queue_max`` (a plain one against ``normal_max``), one
+        waiting on its session only against the bound on everything queued."""
         with self._cv:
-            if len(self._jobs) >= self.queue_max:
-                raise TTSError("busy", f"queue full ({self.queue_max} requests); retry later")
+            if len(self._jobs) >= self.queue_max * WAITING_FACTOR:
+                raise TTSError("busy", f"queue full ({len(self._jobs)} requests); retry later")
+            if job.ready():
+                limit = self.queue_max if job.priority == "realtime" else self.normal_max
+                if sum(1 for j in self._jobs if j.ready()) >= limit:
+                    raise TTSError("busy", f"queue full ({limit} requests of priority {job.priority}); "
+                                   "retry later")
             self._jobs.append(job)
             self._cv.notify()
             return len(self._jobs)

@@ -72,6 +72,7 @@ class Service:
     # --- info --------------------------------------------------------------------------
 
     async def hello(self, conn: Connection, msgid: int, params: dict[str, Any]) -> M.HelloResult:
+        M.Hello.from_wire(params)  # checked against its declared bounds, like every request
         return M.HelloResult(proto=P.PROTOCOL_VERSION, server="qwen3ttsd", version=__version__,
                              capabilities=CAPABILITIES, max_frame=P.MAX_REQUEST_FRAME,
                              admin=conn.admin, socket=conn.kind)
@@ -97,14 +98,20 @@ class Service:
         msg = M.VoicesAdd.from_wire(params)
         if not msg.name:
             raise TTSError("bad_request", "name is required", data={"param": "name"})
+        if not msg.consent.strip():  # the same rule as over HTTP: no clone without a record of consent
+            raise TTSError("bad_request", "consent is required: a record that the speaker agreed to be cloned",
+                           data={"param": "consent"})
         if msg.name.lower() in self.state.all_speakers():
             raise TTSError("bad_request", f"{msg.name!r} is a built-in speaker name")
+        if not msg.replace and self.state.voices.exists(msg.name):  # early; the store checks again
+            raise TTSError("conflict", f"voice {msg.name!r} already exists: remove it first, or add it "
+                           "with replace", data={"param": "name"})
         try:
             wav = await asyncio.to_thread(process_reference, msg.audio)
         except AudioFormatError as e:
             raise TTSError("bad_request", f"reference audio rejected: {e}") from e
         meta = {"consent": msg.consent, "added_by_uid": conn.uid}
-        info = await asyncio.to_thread(self.state.voices.add, msg.name, wav, msg.ref_text, meta)
+        info = await asyncio.to_thread(self.state.voices.add, msg.name, wav, msg.ref_text, meta, msg.replace)
         self._forget_voice(msg.name)
         return M.VoiceInfo.from_wire(info)
 

@@ -9,7 +9,6 @@ queued (:mod:`.scheduler`) and its typed events become ``tts.progress`` / ``tts.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import time
@@ -32,6 +31,7 @@ from .timeline import Timeline, segment_speed
 log = logging.getLogger("qwen3ttsd.service")
 
 MAX_CHUNK_BYTES = 1 << 20   # audio per tts.chunk notification: well under the frame limit
+STALL_GRACE_S = 5.0         # a stalled client's last chance to read what is queued, its error last
 
 
 @dataclass(frozen=True)
@@ -229,9 +229,7 @@ class Synthesis:
             job.cancel.set()
             log.warning("client pid %d stalled for %.0f s; cutting it off", conn.pid, stall)
             err = TTSError("client_stalled", f"client did not read audio for {stall:.0f} s")
-            with contextlib.suppress(Exception):  # queued behind the unread audio: best effort
-                await conn.send(P.response(msgid, err.to_wire()), timeout=1)
-            conn.abort()  # unread audio would otherwise hold the connection (and us) open
+            _cut_off(conn, P.response(msgid, err.to_wire()))
         except (ConnectionError, OSError):
             job.cancel.set()
             raise asyncio.CancelledError() from None
@@ -249,6 +247,18 @@ class Synthesis:
         await svc.scheduler.run_call(lambda: svc.registry.load(entry), asyncio.get_running_loop())
         svc.publish_status()
         return M.WarmupResult(model=entry.name, was_loaded=was_loaded, load_s=round(time.monotonic() - t0, 3))
+
+
+def _cut_off(conn: Connection, last: bytes) -> None:
+    """Hang up on a stalled client, not silently: ``last`` (its error response) is queued
+    behind the unread audio and the connection closes once that is read, so a client that
+    reads again gets its audio, then the error. One that does not is dropped after
+    ``STALL_GRACE_S``: unread data would otherwise hold the connection (and the daemon) open."""
+    conn.closed = True              # nothing else is sent on this connection
+    transport = conn.writer.transport
+    transport.write(last)           # whole frames only are queued: framing stays intact
+    transport.close()               # flushes what is queued, then closes
+    asyncio.get_running_loop().call_later(STALL_GRACE_S, transport.abort)
 
 
 def _notify(n: M.Progress | M.Start | M.Chunk | M.Caption) -> bytes:

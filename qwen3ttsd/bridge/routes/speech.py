@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
+from ...errors import TTSError
 from ...formats import MODEL_RATE, OPENAI_FORMATS, content_type
 from ...messages import Caption, Synthesize
 from .. import openai_compat as oa, request_id as request_ids
@@ -57,6 +58,10 @@ async def stream_response(ctx: BridgeContext, msg: Synthesize, rf: str, sf: str,
                 usage = {"input_tokens": len(msg.text), "output_tokens": frames,
                          "total_tokens": len(msg.text) + frames}
                 yield sse({"type": "speech.audio.done", "usage": usage})
+        except TTSError as e:
+            if sf != "sse":
+                raise  # raw audio cannot carry an error once it has begun: the stream breaks
+            yield sse({"type": "error", "error": e.to_wire()})  # e.g. client_stalled
         finally:
             await ds.close()
             metrics.active -= 1
@@ -74,9 +79,14 @@ def _sse(event: dict[str, Any]) -> bytes:
     return ("data: " + json.dumps(event) + "\n\n").encode()
 
 
+def realtime_allowed(ctx: BridgeContext) -> bool:
+    """With an API key set, the guard has checked it: the caller holds the key."""
+    return bool(ctx.cfg.api_key)
+
+
 async def speech(request: Request) -> Response:
     ctx = bridge(request)
-    msg, rf, sf = oa.speech_params(await read_json(request), ctx.cfg.max_input_chars)
+    msg, rf, sf = oa.speech_params(await read_json(request), ctx.cfg.max_input_chars, realtime_allowed(ctx))
     return await stream_response(ctx, msg, rf, sf, request_ids.of(request))
 
 
@@ -87,7 +97,7 @@ async def speech_clone(request: Request) -> Response:
     body = oa.form_fields({k: v for k, v in form.items() if isinstance(v, str)})
     ref_text = body.pop("ref_text", "")
     body.setdefault("voice", "clone")
-    msg, rf, sf = oa.speech_params(body, ctx.cfg.max_input_chars)
+    msg, rf, sf = oa.speech_params(body, ctx.cfg.max_input_chars, realtime_allowed(ctx))
     msg = dataclasses.replace(msg, voice=None, ref_audio=audio, ref_text=ref_text or None)
     return await stream_response(ctx, msg, rf, sf, request_ids.of(request))
 
