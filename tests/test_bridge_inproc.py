@@ -207,3 +207,16 @@ def test_an_unexpected_exception_is_a_json_500_with_the_request_id(http, monkeyp
     r = http.get("/health", headers={"x-request-id": "oops-1"})
     assert r.status_code == 500 and r.headers["x-request-id"] == "oops-1"
     assert r.json()["error"]["code"] == "internal" and "oops-1" in r.json()["error"]["message"]
+
+
+# --- POST /v1/audio/warmup (issue 20 item 5) -------------------------------------------------
+
+
+def test_warmup_maps_openai_names_like_speech(http, daemon, sdk):
+    r = sdk.post("/audio/warmup", body={"model": "tts-1-hd-es", "voice": "alloy"}, cast_to=object)
+    assert r["object"] == "audio.warmup" and r["ready"] is True and r["model"] == "custom_voice"
+    assert daemon.requests[-1] == ("tts.warmup", {"voice": "vivian", "language": "spanish"})
+    sdk.post("/audio/warmup", body={"voice": {"id": "narrator"}, "model": "base"}, cast_to=object)
+    assert daemon.requests[-1] == ("tts.warmup", {"voice": "narrator", "model": "base", "language": "auto"})
+    bad = http.post("/v1/audio/warmup", json={"input": "Hello."})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "input"

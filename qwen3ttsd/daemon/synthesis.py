@@ -243,7 +243,11 @@ class Synthesis:
         pay the model load. Routing errors (unknown voice...) are reported like synthesize.
         """
         svc = self.svc
-        entry = route(svc, M.Warmup.from_wire(params).as_synthesize()).entry
+        msg = M.Warmup.from_wire(params)
+        if msg.model and not (msg.voice or msg.instruct):  # a model by name: load it, whatever it needs to speak
+            entry = svc.registry.pick(msg.model)
+        else:
+            entry = route(svc, msg.as_synthesize()).entry
         t0 = time.monotonic()
         was_loaded = entry.name in svc.registry.loaded
         await svc.scheduler.run_call(lambda: svc.registry.load(entry), asyncio.get_running_loop())
