@@ -203,6 +203,10 @@ class AsyncClient:
     async def hello(self, client: str = "qwen3ttsd.client") -> HelloResult:
         return await self.request(Hello(proto=P.PROTOCOL_VERSION, client=client))
 
+    async def design_voice(self, name: str, prompt: str, **params: Any) -> M.VoiceInfo:
+        """Save a voice described in words (``voices.design``; script_hint, language, seed)."""
+        return await self.request(M.VoicesDesign.from_wire({**params, "name": name, "prompt": prompt}))
+
 
 def _put_last(q: asyncio.Queue[Item], item: Item) -> None:
     """Deliver a terminal item even to a full queue (the stream ends with it anyway)."""
@@ -271,3 +275,7 @@ class Client:
 
     def hello(self, client: str = "qwen3ttsd.client") -> HelloResult:
         return self.request(Hello(proto=P.PROTOCOL_VERSION, client=client))
+
+    def design_voice(self, name: str, prompt: str, **params: Any) -> M.VoiceInfo:
+        """Save a voice described in words (``voices.design``; script_hint, language, seed)."""
+        return self.request(M.VoicesDesign.from_wire({**params, "name": name, "prompt": prompt}))

@@ -29,6 +29,7 @@ DEFAULT_SPEAKER = "vivian"            # CustomVoice speaker when a request names
 MAX_TEXT_CHARS = 20_000               # the daemon's default max_text_chars
 MIN_TEMPERATURE = 0.05                # lower divides the logits into inf/NaN mid-generation
 MAX_SEED = 2 ** 31 - 1
+MIN_SCRIPT_CHARS, MAX_SCRIPT_CHARS = 10, 400   # a designed voice's script: a few seconds of speech
 
 M = TypeVar("M", bound="Message[Any]")
 R = TypeVar("R", bound="Result")
@@ -252,6 +253,24 @@ class VoicesAdd(Message["VoiceInfo"]):
     audio: bytes = wire(Bin("must be the reference file's bytes (no paths or URLs)"), required=True)
     ref_text: str | None = wire(Str(2000))
     consent: str = wire(Str(500), "")
+
+
+@dataclass
+class VoicesDesign(Message["VoiceInfo"]):
+    """``voices.design``: a voice described in words, saved as a clone voice (``design.py``)."""
+
+    method: ClassVar[str] = "voices.design"
+    name: str = wire(Str(64), required=True)
+    prompt: str = wire(Str(2000), required=True, aliases=("instructions",))
+    script_hint: str | None = wire(Str(MAX_SCRIPT_CHARS))
+    language: str = wire(Str(), "auto")
+    seed: int | None = wire(Num(0, MAX_SEED, whole=True))
+
+    def validate(self) -> None:
+        if not self.prompt.strip():
+            raise bad("prompt must describe the voice", "prompt")
+        if self.script_hint is not None and len(self.script_hint.strip()) < MIN_SCRIPT_CHARS:
+            raise bad(f"script_hint must have at least {MIN_SCRIPT_CHARS} characters", "script_hint")
 
 
 @dataclass
@@ -569,6 +588,8 @@ class VoiceInfo(Result):
     duration_s: float | None = None
     consent: str = ""
     added_by_uid: int | None = optional()
+    type: str | None = optional()        # how it was made: "prompt" (voices.design); else an audio sample
+    prompt: str | None = optional()      # a designed voice's description
 
 
 @dataclass
@@ -688,7 +709,8 @@ class AdminCacheClearResult(Result):
 RESULTS: dict[str, type[Result]] = {
     "rpc.hello": HelloResult, "tts.synthesize": SynthesizeResult,
     "tts.models": ModelsResult, "tts.languages": LanguagesResult, "tts.warmup": WarmupResult,
-    "voices.list": VoicesResult, "voices.add": VoiceInfo, "voices.remove": VoicesRemoveResult,
+    "voices.list": VoicesResult, "voices.add": VoiceInfo, "voices.design": VoiceInfo,
+    "voices.remove": VoicesRemoveResult,
     "admin.status": AdminStatusResult, "admin.load": AdminLoadResult, "admin.unload": AdminUnloadResult,
     "admin.keepalive": AdminKeepaliveResult, "admin.set": AdminSetResult, "admin.shutdown": AdminShutdownResult,
     "admin.cache.list": AdminCacheListResult, "admin.cache.clear": AdminCacheClearResult,
@@ -696,5 +718,5 @@ RESULTS: dict[str, type[Result]] = {
 
 
 REQUESTS: dict[str, type[Message[Any]]] = {m.method: m for m in (
-    Hello, Synthesize, Warmup, VoicesAdd, VoicesRemove, AdminLoad, AdminUnload, AdminKeepalive,
+    Hello, Synthesize, Warmup, VoicesAdd, VoicesDesign, VoicesRemove, AdminLoad, AdminUnload, AdminKeepalive,
     AdminSet, AdminShutdown, AdminCacheClear, Models, Languages, VoicesList, AdminStatus, AdminCacheList)}

@@ -5,10 +5,17 @@ prompt (OpenAI's ``POST /v1/audio/voices`` with ``type: "prompt"``). The real br
 
 from __future__ import annotations
 
+import json
+import subprocess
+import time
+
 import httpx
 import openai
 import pytest
 
+from qwen3ttsd.client import Client
+
+from .helpers import PY
 from .test_bridge import Bridge
 
 pytestmark = pytest.mark.slow
@@ -57,3 +64,78 @@ def test_warmup_errors_are_json_4xx(bridge):
         assert r.json()["error"]["param"] == param, r.json()
     r = httpx.post(bridge.url + "/v1/audio/warmup", content=b"{not json", timeout=60)
     assert r.status_code == 400
+
+
+# --- voices designed from a prompt (item 6) --------------------------------------------------
+
+PROMPT = "A gravelly old sea captain, slow and warm, with a hint of a laugh."
+
+
+def test_sdk_designs_a_voice_that_speaks_everywhere(bridge):
+    sdk = bridge.openai()
+    v = sdk.audio.voices.create(name="captain", prompt=PROMPT, type="prompt",
+                                script_hint="Ahoy there, and welcome aboard my ship.")
+    assert (v.id, v.name, v.object, v.type, v.prompt) == ("captain", "captain", "audio.voice", "prompt", PROMPT)
+    assert abs(v.created_at - time.time()) < 300
+    got = httpx.get(bridge.url + "/v1/audio/voices/captain", timeout=30).json()
+    assert got["type"] == "prompt" and got["ref_text"] == "Ahoy there, and welcome aboard my ship."
+    assert 0 < got["duration_s"] <= 10.0  # the script's frames are bounded (random weights never stop)
+    listed = {x["id"]: x for x in httpx.get(bridge.url + "/v1/audio/voices", timeout=30).json()["data"]}
+    assert listed["captain"]["type"] == "prompt"
+    # a saved clone voice on the Base checkpoint, by OpenAI's {"id": ...} and by name
+    for voice in ({"id": "captain"}, "captain"):
+        r = httpx.post(bridge.url + "/v1/audio/speech", timeout=120, json={
+            "model": "tts-1", "input": "Hello.", "voice": voice, "response_format": "wav", "max_frames": 3})
+        assert r.status_code == 200 and r.content[:4] == b"RIFF", r.text
+    with Client(str(bridge.rt / "tts.sock")) as c:
+        result = [ev for ev in c.synthesize(text="Hi.", voice="captain", max_frames=2)][-1]
+    assert result.model == "base"
+    # plain JSON (no SDK), with a seed, a language and no script: the language's own script
+    r = httpx.post(bridge.url + "/v1/audio/voices", timeout=120, json={
+        "type": "prompt", "name": "abuela", "prompt": "Una abuela cariñosa.", "language": "spanish", "seed": 4})
+    assert r.status_code == 201 and r.json()["type"] == "prompt", r.text
+    assert r.json()["ref_text"].startswith("¡Hola!")
+
+
+@pytest.mark.parametrize(("body", "param"), [
+    ({"type": "prompt", "name": "x1", "prompt": "   "}, "prompt"),
+    ({"type": "prompt", "prompt": "calm"}, "name"),
+    ({"type": "prompt", "name": "ryan", "prompt": "calm"}, "name"),
+    ({"type": "prompt", "name": "no/slash", "prompt": "calm"}, "name"),
+    ({"type": "prompt", "name": "x2", "prompt": "calm", "script_hint": "Hi."}, "script_hint"),
+    ({"type": "prompt", "name": "x3", "prompt": "calm", "voice": "ryan"}, "voice"),
+    ({"type": "audio_sample", "name": "x4"}, "type"),
+])
+def test_design_refusals_are_json_400(bridge, body, param):
+    r = httpx.post(bridge.url + "/v1/audio/voices", json=body, timeout=60)
+    assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
+
+
+def test_design_without_both_checkpoints_names_the_pull(tiny_models, tmp_path):
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "custom_voice").symlink_to(tiny_models["custom_voice"])
+    b = Bridge(tmp_path, models)
+    try:
+        with pytest.raises(openai.ConflictError) as e:
+            b.openai().audio.voices.create(name="captain", prompt=PROMPT, type="prompt")
+        assert "qwen3tts-ctl models pull" in str(e.value) and e.value.status_code == 409
+        assert e.value.body["code"] == "model_missing"
+    finally:
+        b.stop()
+
+
+def test_ctl_designs_a_voice(bridge):
+    def ctl(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([PY, "-m", "qwen3ttsd.cli", "--runtime-dir", str(bridge.rt), *args],
+                              capture_output=True, text=True, timeout=300)
+
+    r = ctl("voices", "design", "skipper", "A cheerful young skipper.", "--script",
+            "Good morning, everyone, the sea is calm today.", "--seed", "1")
+    assert r.returncode == 0, r.stderr
+    made = json.loads(r.stdout)
+    assert made["name"] == "skipper" and made["type"] == "prompt" and made["prompt"] == "A cheerful young skipper."
+    assert "skipper" in {c["name"] for c in json.loads(ctl("voices").stdout)["clones"]}
+    r = ctl("voices", "design", "bad name", "calm")
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.splitlines()[-1].startswith("error (bad_request): voice name"), r.stderr

@@ -19,6 +19,7 @@ from ..audio import AudioFormatError
 from ..audio.reference import process_reference
 from ..errors import TTSError
 from .admin import Admin
+from .design import Design
 from .server import Connection
 from .state import DaemonState
 from .synthesis import Synthesis
@@ -46,6 +47,7 @@ class Service:
             "voices.list": self.list_voices,
             "voices.add": self.add_voice,
             "voices.remove": self.remove_voice,
+            "voices.design": Design(state).design,
             "admin.status": admin.status,
             "admin.load": admin.load,
             "admin.unload": admin.unload,
