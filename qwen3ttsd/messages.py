@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from .errors import TTSError
 from .formats import CHUNK_PROFILES, MODEL_RATE, RATE_RANGE, SPEED_RANGE, AudioFormatError, canonical_format, check_rate
-from .protocol import N_CANCEL, N_CHUNK, N_PROGRESS, N_SEGMENT, N_START
+from .protocol import MAX_REQUEST_FRAME, N_CANCEL, N_CHUNK, N_PROGRESS, N_SEGMENT, N_START
 
 PRIORITIES = ("realtime", "normal")   # realtime (phone calls) is scheduled first
 DEFAULT_SPEAKER = "vivian"            # CustomVoice speaker when a request names none
@@ -30,6 +30,7 @@ MAX_TEXT_CHARS = 20_000               # the daemon's default max_text_chars
 MIN_TEMPERATURE = 0.05                # lower divides the logits into inf/NaN mid-generation
 MAX_SEED = 2 ** 31 - 1
 MIN_SCRIPT_CHARS, MAX_SCRIPT_CHARS = 10, 400   # a designed voice's script: a few seconds of speech
+MAX_ENCODE_BYTES = MAX_REQUEST_FRAME - 64 * 1024   # audio.encode's PCM: 5.8 min at 24 kHz in one frame
 
 M = TypeVar("M", bound="Message[Any]")
 R = TypeVar("R", bound="Result")
@@ -271,6 +272,26 @@ class VoicesDesign(Message["VoiceInfo"]):
             raise bad("prompt must describe the voice", "prompt")
         if self.script_hint is not None and len(self.script_hint.strip()) < MIN_SCRIPT_CHARS:
             raise bad(f"script_hint must have at least {MIN_SCRIPT_CHARS} characters", "script_hint")
+
+
+@dataclass
+class AudioEncode(Message["EncodeResult"]):
+    """``audio.encode``: finished pcm16 audio (24 kHz mono, what the page played) as a whole
+    file of ``format``; streamed back as ``tts.chunk`` notifications, then the result."""
+
+    method: ClassVar[str] = "audio.encode"
+    audio: bytes = wire(Bin("must be pcm16 bytes"), required=True)
+    format: str = wire(Str(), "mp3")
+    sample_rate: int = wire(Num(*RATE_RANGE, whole=True), MODEL_RATE)
+
+    def validate(self) -> None:
+        if len(self.audio) > MAX_ENCODE_BYTES:
+            raise TTSError("payload_too_large", f"audio is larger than {MAX_ENCODE_BYTES} bytes",
+                           data={"param": "audio"})
+        try:
+            check_rate(canonical_format(self.format), self.sample_rate)
+        except AudioFormatError as e:
+            raise bad(str(e), "format") from None
 
 
 @dataclass
@@ -561,6 +582,19 @@ class SynthesizeResult(Result):
 
 
 @dataclass
+class EncodeResult(Result):
+    """The response that ends an ``audio.encode`` stream."""
+
+    kind: ClassVar[str] = "result"
+
+    format: str
+    mime: str
+    sample_rate: int
+    bytes: int
+    duration_s: float
+
+
+@dataclass
 class HelloResult(Result):
     proto: int
     server: str
@@ -710,7 +744,7 @@ RESULTS: dict[str, type[Result]] = {
     "rpc.hello": HelloResult, "tts.synthesize": SynthesizeResult,
     "tts.models": ModelsResult, "tts.languages": LanguagesResult, "tts.warmup": WarmupResult,
     "voices.list": VoicesResult, "voices.add": VoiceInfo, "voices.design": VoiceInfo,
-    "voices.remove": VoicesRemoveResult,
+    "voices.remove": VoicesRemoveResult, "audio.encode": EncodeResult,
     "admin.status": AdminStatusResult, "admin.load": AdminLoadResult, "admin.unload": AdminUnloadResult,
     "admin.keepalive": AdminKeepaliveResult, "admin.set": AdminSetResult, "admin.shutdown": AdminShutdownResult,
     "admin.cache.list": AdminCacheListResult, "admin.cache.clear": AdminCacheClearResult,
@@ -718,5 +752,6 @@ RESULTS: dict[str, type[Result]] = {
 
 
 REQUESTS: dict[str, type[Message[Any]]] = {m.method: m for m in (
-    Hello, Synthesize, Warmup, VoicesAdd, VoicesDesign, VoicesRemove, AdminLoad, AdminUnload, AdminKeepalive,
-    AdminSet, AdminShutdown, AdminCacheClear, Models, Languages, VoicesList, AdminStatus, AdminCacheList)}
+    Hello, Synthesize, Warmup, AudioEncode, VoicesAdd, VoicesDesign, VoicesRemove, AdminLoad, AdminUnload,
+    AdminKeepalive, AdminSet, AdminShutdown, AdminCacheClear, Models, Languages, VoicesList, AdminStatus,
+    AdminCacheList)}

@@ -5,6 +5,7 @@ prompt (OpenAI's ``POST /v1/audio/voices`` with ``type: "prompt"``). The real br
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import time
@@ -12,6 +13,7 @@ import time
 import httpx
 import openai
 import pytest
+import soundfile as sf
 
 from qwen3ttsd.client import Client
 
@@ -139,3 +141,38 @@ def test_ctl_designs_a_voice(bridge):
     r = ctl("voices", "design", "bad name", "calm")
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
     assert r.stderr.splitlines()[-1].startswith("error (bad_request): voice name"), r.stderr
+
+
+# --- POST /v1/audio/encode: the page's download is the audio that was heard (item 9) --------
+
+
+def test_encode_gives_the_same_audio_as_a_whole_file(bridge, tmp_path):
+    pcm = httpx.post(bridge.url + "/v1/audio/speech", timeout=120, json={
+        "model": "tts-1", "input": "Encode me.", "voice": "ash", "response_format": "pcm", "max_frames": 20}).content
+    assert len(pcm) == 20 * 1920 * 2
+    flac = httpx.post(bridge.url + "/v1/audio/encode?format=flac", content=pcm, timeout=60)
+    assert flac.status_code == 200 and flac.headers["content-type"] == "audio/flac"
+    y, sr = sf.read(io.BytesIO(flac.content), dtype="int16")
+    assert sr == 24000 and y.tobytes() == pcm  # lossless: sample for sample what was sent
+    mp3 = httpx.post(bridge.url + "/v1/audio/encode?format=mp3", content=pcm, timeout=60)
+    assert mp3.status_code == 200 and mp3.headers["content-type"] == "audio/mpeg"
+    path = tmp_path / "heard.mp3"
+    path.write_bytes(mp3.content)
+    decoded = len(sf.read(str(path))[0]) / 24000
+    for seconds in (decoded, ffmpeg_seconds(path)):  # a whole file: every decoder gets its exact length
+        assert seconds == pytest.approx(len(pcm) / 2 / 24000, abs=0.001)
+    for fmt in ("opus", "aac", "wav", "pcm"):
+        r = httpx.post(bridge.url + f"/v1/audio/encode?format={fmt}", content=pcm, timeout=60)
+        assert r.status_code == 200 and len(r.content) > 100, (fmt, r.text)
+    for query, body, status in (("format=wma", pcm, 400), ("format=mp3&sample_rate=x", pcm, 400),
+                                ("format=mp3", b"", 400), ("format=mp3&sample_rate=7", pcm, 400),
+                                ("format=mp3", bytes(17 * 1024 * 1024), 413)):
+        r = httpx.post(bridge.url + f"/v1/audio/encode?{query}", content=body, timeout=60)
+        assert r.status_code == status and r.json()["error"], (query, r.text)
+
+
+def ffmpeg_seconds(path) -> float:
+    """What ffmpeg decodes (ffprobe's container duration leaves the encoder delay in)."""
+    r = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-f", "s16le", "-ac", "1", "-ar", "24000", "pipe:1"],
+                       capture_output=True, check=True)
+    return len(r.stdout) / 2 / 24000

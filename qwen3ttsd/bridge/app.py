@@ -28,7 +28,7 @@ from .http_errors import error_response
 from .metrics import MetricsMiddleware
 from .page import page_routes
 from .request_id import RequestId
-from .routes import calls, health, models, speech, voices, warmup
+from .routes import calls, encode, health, models, speech, voices, warmup
 from .wyoming import wyoming_service
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ def create_app(cfg: BridgeConfig, activator: Activator | None = None) -> Starlet
     ctx = BridgeContext(cfg, activator)
     # a new endpoint module: one more `*module.routes` here
     routes: list[BaseRoute] = [*speech.routes, *voices.routes, *models.routes, *health.routes, *calls.routes,
-                               *warmup.routes,
+                               *warmup.routes, *encode.routes,
                                *page_routes(cfg, ctx.facts)]
     # a service that lives as long as the app (e.g. another listener): one more hook here;
     # hooks start in order and stop in reverse, each gets the BridgeContext
