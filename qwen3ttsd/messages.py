@@ -15,6 +15,7 @@ front end refuses them itself. Torch- and numpy-free.
 
 from __future__ import annotations
 
+import builtins
 import math
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields
@@ -579,6 +580,9 @@ class SynthesizeResult(Result):
     format: str
     sample_rate: int
     language: str | None = None
+    # mp3: LAME's final Info frame (frame count, end padding). A client that keeps the audio
+    # as a file writes it over the file's start, so every decoder gets the exact duration.
+    final_header: builtins.bytes | None = optional()  # (bytes: the field above)
 
 
 @dataclass

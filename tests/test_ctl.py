@@ -108,3 +108,19 @@ def test_status_does_not_start_an_idle_daemon_behind_the_bridge(tmp_path):
         assert b.health()["daemon"]["spawns"] == 1
     finally:
         b.stop()
+
+
+@pytest.mark.slow
+def test_say_writes_an_mp3_file_with_its_exact_length(daemon, tmp_path):
+    """A file is complete: the stream's start is replaced with LAME's final Info frame (the
+    daemon's ``final_header``), so decoders trim the encoder delay and the end padding."""
+    out = tmp_path / "a.mp3"
+    r = subprocess.run([PY, "-m", "qwen3ttsd.cli", "--runtime-dir", str(daemon), "say", "Hello there.",
+                        "-o", str(out), "--voice", "ryan", "--max-frames", "7", "--subtitles", str(tmp_path / "a.srt")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    y, sr = sf.read(str(out), dtype="float32")
+    assert sr == 24000 and len(y) == 7 * 1920  # libsndfile: exact (was 7 * 1920 + 1105 + padding)
+    ff = subprocess.run(["ffmpeg", "-v", "error", "-i", str(out), "-f", "s16le", "pipe:1"],
+                        capture_output=True, check=True)
+    assert len(ff.stdout) == 2 * 7 * 1920

@@ -145,6 +145,7 @@ def cmd_say(a) -> int:
     out = open(a.output, "wb") if a.output else sys.stdout.buffer  # noqa: SIM115 - closed in finally
     total = 0
     captions: list[dict] = []
+    final_header = b""
     try:
         with Client(_socket(a, False)) as c:
             for ev in c.synthesize(**params):
@@ -155,6 +156,7 @@ def cmd_say(a) -> int:
                 elif isinstance(ev, Caption):
                     captions.append(ev.span)
                 elif isinstance(ev, SynthesizeResult):
+                    final_header = ev.final_header or b""
                     print(f"{ev.duration_s:.2f} s of audio, first audio after "
                           f"{ev.first_audio_s * 1000:.0f} ms, rtf {ev.rtf}", file=sys.stderr)
     finally:
@@ -164,6 +166,10 @@ def cmd_say(a) -> int:
         from . import subtitles
 
         subtitles.write(a.subtitles, captions)
+    if a.output and final_header and total >= len(final_header):
+        # mp3: the stream's start replaced with the complete Info frame (exact duration)
+        with open(a.output, "r+b") as f:
+            f.write(final_header)
     if a.output and fmt == "wav" and total >= 44:
         # A file is seekable: replace the streaming header's unknown sizes with real ones.
         with open(a.output, "r+b") as f:

@@ -223,7 +223,8 @@ class Synthesis:
                         frames=event.frames, segments=len(job.segments),
                         first_audio_s=round(first_audio or total, 4), total_s=round(total, 4),
                         rtf=round(total / dur, 4) if dur else None, model=entry.name, format=pipeline.format,
-                        sample_rate=pipeline.sample_rate, language=job.request.get("language")).to_wire()), stall)
+                        sample_rate=pipeline.sample_rate, language=job.request.get("language"),
+                        final_header=pipeline.final_header() or None).to_wire()), stall)
                     return
         except asyncio.TimeoutError:
             job.cancel.set()
