@@ -4,6 +4,7 @@ model names, ``models.retrieve``, request ids. Fast: no model, no uvicorn."""
 from __future__ import annotations
 
 import json
+import re
 
 import openai
 import pytest
@@ -220,3 +221,16 @@ def test_warmup_maps_openai_names_like_speech(http, daemon, sdk):
     assert daemon.requests[-1] == ("tts.warmup", {"voice": "narrator", "model": "base", "language": "auto"})
     bad = http.post("/v1/audio/warmup", json={"input": "Hello."})
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "input"
+
+
+def test_readme_maps_every_openai_voice_as_the_bridge_does():
+    """The "Moving off OpenAI's TTS" table says what each of OpenAI's 13 voices becomes."""
+    from pathlib import Path
+
+    from qwen3ttsd.bridge.openai_compat import VOICE_MAP
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    row = next(line for line in readme.splitlines() if line.startswith("| `voice`: alloy"))
+    mapped = dict(re.findall(r"([a-z/]+) -> ([a-z_]+)", row))
+    assert {name: speaker for names, speaker in mapped.items() for name in names.split("/")} == VOICE_MAP
+    assert len(VOICE_MAP) == 13
