@@ -234,3 +234,17 @@ def test_readme_maps_every_openai_voice_as_the_bridge_does():
     mapped = dict(re.findall(r"([a-z/]+) -> ([a-z_]+)", row))
     assert {name: speaker for names, speaker in mapped.items() for name in names.split("/")} == VOICE_MAP
     assert len(VOICE_MAP) == 13
+
+
+def test_websocket_takes_openais_voice_id_object(http, daemon):
+    """``voice: {"id": ...}`` (a saved or designed voice, as OpenAI names custom voices) works
+    on the call WebSocket as on /v1/audio/speech."""
+    with http.websocket_connect("ws://127.0.0.1/v1/audio/speech/stream") as ws:
+        ws.receive_json()  # session
+        ws.send_json({"type": "session.update", "voice": {"id": "captain"}, "audio_header": False})
+        ws.send_json({"type": "text", "text": "Ahoy."})
+        ws.send_json({"type": "flush"})
+        while (ev := ws.receive()).get("text") is None or json.loads(ev["text"])["type"] not in ("flushed", "error"):
+            pass
+        assert json.loads(ev["text"])["type"] == "flushed", ev
+    assert [p for m, p in daemon.requests if m == "tts.synthesize"][-1]["voice"] == "captain"
