@@ -134,7 +134,8 @@ def test_design_without_both_checkpoints_names_the_pull(tiny_models, tmp_path):
     try:
         with pytest.raises(openai.ConflictError) as e:
             b.openai().audio.voices.create(name="captain", prompt=PROMPT, type="prompt")
-        assert "qwen3tts-ctl models pull" in str(e.value) and e.value.status_code == 409
+        assert "qwen3tts-ctl models pull 1.7b-voicedesign" in str(e.value) and e.value.status_code == 409
+        assert "1.7b-base" in str(e.value)
         assert e.value.body["code"] == "model_missing"
     finally:
         b.stop()
