@@ -206,6 +206,19 @@ class AsyncClient:
     async def hello(self, client: str = "qwen3ttsd.client") -> HelloResult:
         return await self.request(Hello(proto=P.PROTOCOL_VERSION, client=client))
 
+    async def encode(self, msg: M.AudioEncode) -> bytes:
+        """pcm16 the client has (24 kHz mono) as a whole file of ``msg.format`` (``audio.encode``)."""
+        out = bytearray()
+        async with contextlib.aclosing(self._stream(msg.method, msg.to_wire(), M.EncodeResult.from_wire)) as items:
+            async for item in items:
+                if isinstance(item, M.Chunk):
+                    out += item.audio
+        return bytes(out)
+
+    async def design_voice(self, name: str, prompt: str, **params: Any) -> M.VoiceInfo:
+        """Save a voice described in words (``voices.design``; script_hint, language, seed)."""
+        return await self.request(M.VoicesDesign.from_wire({**params, "name": name, "prompt": prompt}))
+
 
 def _put_last(q: asyncio.Queue[Item], item: Item) -> None:
     """Deliver a terminal item even to a full queue (the stream ends with it anyway)."""
@@ -274,3 +287,12 @@ class Client:
 
     def hello(self, client: str = "qwen3ttsd.client") -> HelloResult:
         return self.request(Hello(proto=P.PROTOCOL_VERSION, client=client))
+
+    def encode(self, msg: M.AudioEncode) -> bytes:
+        """pcm16 the client has (24 kHz mono) as a whole file of ``msg.format`` (``audio.encode``)."""
+        return b"".join(item.audio for item in self._stream(msg.method, msg.to_wire(), M.EncodeResult.from_wire)
+                        if isinstance(item, M.Chunk))
+
+    def design_voice(self, name: str, prompt: str, **params: Any) -> M.VoiceInfo:
+        """Save a voice described in words (``voices.design``; script_hint, language, seed)."""
+        return self.request(M.VoicesDesign.from_wire({**params, "name": name, "prompt": prompt}))

@@ -19,6 +19,7 @@ CODES: dict[str, tuple[int, bool]] = {
     "no_such_method": (404, False),
     "unauthorized": (401, False),
     "forbidden": (403, False),
+    "model_missing": (409, False),
     "busy": (503, True),
     "timeout": (504, True),
     "unavailable": (503, True),

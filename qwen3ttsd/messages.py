@@ -15,6 +15,7 @@ front end refuses them itself. Torch- and numpy-free.
 
 from __future__ import annotations
 
+import builtins
 import math
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields
@@ -22,13 +23,15 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from .errors import TTSError
 from .formats import CHUNK_PROFILES, MODEL_RATE, RATE_RANGE, SPEED_RANGE, AudioFormatError, canonical_format, check_rate
-from .protocol import N_CANCEL, N_CHUNK, N_PROGRESS, N_SEGMENT, N_START
+from .protocol import MAX_REQUEST_FRAME, N_CANCEL, N_CHUNK, N_PROGRESS, N_SEGMENT, N_START
 
 PRIORITIES = ("realtime", "normal")   # realtime (phone calls) is scheduled first
 DEFAULT_SPEAKER = "vivian"            # CustomVoice speaker when a request names none
 MAX_TEXT_CHARS = 20_000               # the daemon's default max_text_chars
 MIN_TEMPERATURE = 0.05                # lower divides the logits into inf/NaN mid-generation
 MAX_SEED = 2 ** 31 - 1
+MIN_SCRIPT_CHARS, MAX_SCRIPT_CHARS = 10, 400   # a designed voice's script: a few seconds of speech
+MAX_ENCODE_BYTES = MAX_REQUEST_FRAME - 64 * 1024   # audio.encode's PCM: 5.8 min at 24 kHz in one frame
 
 M = TypeVar("M", bound="Message[Any]")
 R = TypeVar("R", bound="Result")
@@ -253,6 +256,44 @@ class VoicesAdd(Message["VoiceInfo"]):
     ref_text: str | None = wire(Str(2000))
     consent: str = wire(Str(500), "")
     replace: bool = wire(Bool(), False)
+
+
+@dataclass
+class VoicesDesign(Message["VoiceInfo"]):
+    """``voices.design``: a voice described in words, saved as a clone voice (``design.py``)."""
+
+    method: ClassVar[str] = "voices.design"
+    name: str = wire(Str(64), required=True)
+    prompt: str = wire(Str(2000), required=True, aliases=("instructions",))
+    script_hint: str | None = wire(Str(MAX_SCRIPT_CHARS))
+    language: str = wire(Str(), "auto")
+    seed: int | None = wire(Num(0, MAX_SEED, whole=True))
+
+    def validate(self) -> None:
+        if not self.prompt.strip():
+            raise bad("prompt must describe the voice", "prompt")
+        if self.script_hint is not None and len(self.script_hint.strip()) < MIN_SCRIPT_CHARS:
+            raise bad(f"script_hint must have at least {MIN_SCRIPT_CHARS} characters", "script_hint")
+
+
+@dataclass
+class AudioEncode(Message["EncodeResult"]):
+    """``audio.encode``: finished pcm16 audio (24 kHz mono, what the page played) as a whole
+    file of ``format``; streamed back as ``tts.chunk`` notifications, then the result."""
+
+    method: ClassVar[str] = "audio.encode"
+    audio: bytes = wire(Bin("must be pcm16 bytes"), required=True)
+    format: str = wire(Str(), "mp3")
+    sample_rate: int = wire(Num(*RATE_RANGE, whole=True), MODEL_RATE)
+
+    def validate(self) -> None:
+        if len(self.audio) > MAX_ENCODE_BYTES:
+            raise TTSError("payload_too_large", f"audio is larger than {MAX_ENCODE_BYTES} bytes",
+                           data={"param": "audio"})
+        try:
+            check_rate(canonical_format(self.format), self.sample_rate)
+        except AudioFormatError as e:
+            raise bad(str(e), "format") from None
 
 
 @dataclass
@@ -540,6 +581,22 @@ class SynthesizeResult(Result):
     format: str
     sample_rate: int
     language: str | None = None
+    # mp3: LAME's final Info frame (frame count, end padding). A client that keeps the audio
+    # as a file writes it over the file's start, so every decoder gets the exact duration.
+    final_header: builtins.bytes | None = optional()  # (bytes: the field above)
+
+
+@dataclass
+class EncodeResult(Result):
+    """The response that ends an ``audio.encode`` stream."""
+
+    kind: ClassVar[str] = "result"
+
+    format: str
+    mime: str
+    sample_rate: int
+    bytes: int
+    duration_s: float
 
 
 @dataclass
@@ -570,6 +627,8 @@ class VoiceInfo(Result):
     duration_s: float | None = None
     consent: str = ""
     added_by_uid: int | None = optional()
+    type: str | None = optional()        # how it was made: "prompt" (voices.design); else an audio sample
+    prompt: str | None = optional()      # a designed voice's description
 
 
 @dataclass
@@ -689,7 +748,8 @@ class AdminCacheClearResult(Result):
 RESULTS: dict[str, type[Result]] = {
     "rpc.hello": HelloResult, "tts.synthesize": SynthesizeResult,
     "tts.models": ModelsResult, "tts.languages": LanguagesResult, "tts.warmup": WarmupResult,
-    "voices.list": VoicesResult, "voices.add": VoiceInfo, "voices.remove": VoicesRemoveResult,
+    "voices.list": VoicesResult, "voices.add": VoiceInfo, "voices.design": VoiceInfo,
+    "voices.remove": VoicesRemoveResult, "audio.encode": EncodeResult,
     "admin.status": AdminStatusResult, "admin.load": AdminLoadResult, "admin.unload": AdminUnloadResult,
     "admin.keepalive": AdminKeepaliveResult, "admin.set": AdminSetResult, "admin.shutdown": AdminShutdownResult,
     "admin.cache.list": AdminCacheListResult, "admin.cache.clear": AdminCacheClearResult,
@@ -697,5 +757,6 @@ RESULTS: dict[str, type[Result]] = {
 
 
 REQUESTS: dict[str, type[Message[Any]]] = {m.method: m for m in (
-    Hello, Synthesize, Warmup, VoicesAdd, VoicesRemove, AdminLoad, AdminUnload, AdminKeepalive,
-    AdminSet, AdminShutdown, AdminCacheClear, Models, Languages, VoicesList, AdminStatus, AdminCacheList)}
+    Hello, Synthesize, Warmup, AudioEncode, VoicesAdd, VoicesDesign, VoicesRemove, AdminLoad, AdminUnload,
+    AdminKeepalive, AdminSet, AdminShutdown, AdminCacheClear, Models, Languages, VoicesList, AdminStatus,
+    AdminCacheList)}

@@ -236,7 +236,7 @@ def test_voice_upload_clone_and_delete(bridge):
     assert r.status_code == 201, r.text
     assert r.json()["id"] == "narrator" and 1.0 < r.json()["duration_s"] <= 15
     listed = httpx.get(bridge.url + "/v1/audio/voices").json()["data"]
-    assert any(v["id"] == "narrator" and v["type"] == "clone" for v in listed)
+    assert any(v["id"] == "narrator" and v["type"] == "audio_sample" for v in listed)
     r = bridge.openai().audio.speech.create(model="tts-1", voice="narrator", input="Cloned speech.",
                                             response_format="pcm", extra_body={"max_frames": 4})
     assert len(r.content) == 4 * 1920 * 2

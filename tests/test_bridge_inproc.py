@@ -4,6 +4,7 @@ model names, ``models.retrieve``, request ids. Fast: no model, no uvicorn."""
 from __future__ import annotations
 
 import json
+import re
 
 import openai
 import pytest
@@ -246,3 +247,43 @@ def test_an_error_mid_stream_is_an_sse_error_event(http, daemon):
     events = [json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: ")]
     assert [e["type"] for e in events] == ["speech.audio.delta", "speech.audio.delta", "error"]
     assert events[-1]["error"]["code"] == "client_stalled" and events[-1]["error"]["message"]
+
+
+# --- POST /v1/audio/warmup (issue 20 item 5) -------------------------------------------------
+
+
+def test_warmup_maps_openai_names_like_speech(http, daemon, sdk):
+    r = sdk.post("/audio/warmup", body={"model": "tts-1-hd-es", "voice": "alloy"}, cast_to=object)
+    assert r["object"] == "audio.warmup" and r["ready"] is True and r["model"] == "custom_voice"
+    assert daemon.requests[-1] == ("tts.warmup", {"voice": "vivian", "language": "spanish"})
+    sdk.post("/audio/warmup", body={"voice": {"id": "narrator"}, "model": "base"}, cast_to=object)
+    assert daemon.requests[-1] == ("tts.warmup", {"voice": "narrator", "model": "base", "language": "auto"})
+    bad = http.post("/v1/audio/warmup", json={"input": "Hello."})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "input"
+
+
+def test_readme_maps_every_openai_voice_as_the_bridge_does():
+    """The "Moving off OpenAI's TTS" table says what each of OpenAI's 13 voices becomes."""
+    from pathlib import Path
+
+    from qwen3ttsd.bridge.openai_compat import VOICE_MAP
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    row = next(line for line in readme.splitlines() if line.startswith("| `voice`: alloy"))
+    mapped = dict(re.findall(r"([a-z/]+) -> ([a-z_]+)", row))
+    assert {name: speaker for names, speaker in mapped.items() for name in names.split("/")} == VOICE_MAP
+    assert len(VOICE_MAP) == 13
+
+
+def test_websocket_takes_openais_voice_id_object(http, daemon):
+    """``voice: {"id": ...}`` (a saved or designed voice, as OpenAI names custom voices) works
+    on the call WebSocket as on /v1/audio/speech."""
+    with http.websocket_connect("ws://127.0.0.1/v1/audio/speech/stream") as ws:
+        ws.receive_json()  # session
+        ws.send_json({"type": "session.update", "voice": {"id": "captain"}, "audio_header": False})
+        ws.send_json({"type": "text", "text": "Ahoy."})
+        ws.send_json({"type": "flush"})
+        while (ev := ws.receive()).get("text") is None or json.loads(ev["text"])["type"] not in ("flushed", "error"):
+            pass
+        assert json.loads(ev["text"])["type"] == "flushed", ev
+    assert [p for m, p in daemon.requests if m == "tts.synthesize"][-1]["voice"] == "captain"

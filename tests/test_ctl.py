@@ -145,3 +145,19 @@ def test_voice_add_reads_consent_from_a_prompt(monkeypatch, tmp_path):
     assert ctl_mod.main(["--runtime-dir", str(tmp_path), "voice-add", "me", str(ref), "--replace"]) == 0
     assert sent["method"] == "voices.add" and sent["consent"] == "she agreed on 2026-12-05"
     assert sent["replace"] is True
+
+
+@pytest.mark.slow
+def test_say_writes_an_mp3_file_with_its_exact_length(daemon, tmp_path):
+    """A file is complete: the stream's start is replaced with LAME's final Info frame (the
+    daemon's ``final_header``), so decoders trim the encoder delay and the end padding."""
+    out = tmp_path / "a.mp3"
+    r = subprocess.run([PY, "-m", "qwen3ttsd.cli", "--runtime-dir", str(daemon), "say", "Hello there.",
+                        "-o", str(out), "--voice", "ryan", "--max-frames", "7", "--subtitles", str(tmp_path / "a.srt")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    y, sr = sf.read(str(out), dtype="float32")
+    assert sr == 24000 and len(y) == 7 * 1920  # libsndfile: exact (was 7 * 1920 + 1105 + padding)
+    ff = subprocess.run(["ffmpeg", "-v", "error", "-i", str(out), "-f", "s16le", "pipe:1"],
+                        capture_output=True, check=True)
+    assert len(ff.stdout) == 2 * 7 * 1920

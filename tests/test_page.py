@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import soundfile as sf
 from playwright import sync_api as playwright_api
 
 from qwen3ttsd.engine.engine import frame_budget
@@ -156,3 +157,93 @@ def test_page_with_an_api_key(tiny_models, tmp_path, browser):
     finally:
         b.stop()
 
+
+
+# --- issue 20: 390 px, warm-up on focus, downloads of what was heard, designed voices ---------
+
+BROKEN_WORDS = """() => {
+  const bad = [];
+  for (const el of document.querySelectorAll("dl dt, dl dd")) {
+    const node = el.firstChild;
+    if (!node || node.nodeType !== Node.TEXT_NODE) continue;
+    let at = 0;
+    for (const word of node.textContent.split(/(\\s+)/)) {
+      if (word.trim()) {
+        const r = document.createRange();
+        r.setStart(node, at);
+        r.setEnd(node, at + word.length);
+        if (new Set([...r.getClientRects()].map((x) => Math.round(x.top))).size > 1) bad.push(word);
+      }
+      at += word.length;
+    }
+  }
+  return bad;
+}"""
+
+
+def test_page_at_390px_breaks_no_word_and_never_scrolls_sideways(bridge, browser):
+    page, problems = open_page(browser, bridge.url)
+    page.set_viewport_size({"width": 390, "height": 844})
+    for state in ("idle", "waiting for the first audio (the daemon may be starting)"):
+        page.evaluate("s => { document.getElementById('stat-state').textContent = s; }", state)
+        page.evaluate("() => { document.getElementById('st-models').textContent = 'custom_voice, voice_design'; }")
+        assert page.evaluate(BROKEN_WORDS) == [], state
+        width = page.evaluate("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+        assert width[0] <= width[1] == 390, width
+    assert problems == []
+
+
+def test_page_warms_on_focus_downloads_what_was_heard_and_designs_voices(tiny_models, tmp_path, browser):
+    b = Bridge(tmp_path, tiny_models["custom_voice"].parent)
+    try:
+        page, problems = open_page(browser, b.url)
+        posts: list[str] = []
+        page.on("request", lambda r: posts.append(r.url.split("?")[0]) if r.method == "POST" else None)
+        page.wait_for_timeout(1500)
+        assert b.health()["daemon"]["spawns"] == 0 and posts == []  # never warmed on page load
+        page.focus("#text")
+        page.wait_for_function("window.qwen3tts.warm.state === 'ready'", timeout=120_000)
+        warm = page.evaluate("window.qwen3tts.warm.result")
+        assert warm["model"] == "custom_voice" and warm["already_loaded"] is False
+        assert b.health()["daemon"]["spawns"] == 1
+        page.focus("#voice")
+        page.focus("#text")  # focused again soon after: no second warm-up
+        assert posts == [b.url + "/v1/audio/warmup"]
+
+        # Download in another format: the heard audio, encoded (no second synthesis)
+        text = "Download what you heard."
+        page.fill("#text", text)
+        page.click("#speak-btn")
+        spoken(page)
+        heard = frame_budget(text) * 1920
+        assert page.evaluate("window.qwen3tts.audio.played") == heard
+        for fmt in ("mp3", "flac"):
+            page.select_option("#format", fmt)
+            with page.expect_download() as dl:
+                page.click("#download-btn")
+            y, sr = sf.read(dl.value.path(), dtype="float32")
+            assert sr == 24000 and len(y) == heard, (fmt, len(y), heard)  # mp3 too: its exact length
+        assert b.url + "/v1/audio/speech" not in posts
+        assert posts.count(b.url + "/v1/audio/encode") == 2
+
+        # Design a voice from a description, then speak with it
+        page.fill("#design-name", "captain")
+        page.fill("#design-prompt", "A gravelly old sea captain.")
+        page.fill("#design-script", "Ahoy there, and welcome aboard my ship.")
+        page.click("#design-btn")
+        page.wait_for_selector("li[data-voice=captain]", timeout=180_000)
+        assert "captain" in page.locator("#voice").inner_text()
+        page.select_option("#voice", "captain")
+        page.fill("#text", "Aye.")
+        page.click("#speak-btn")
+        spoken(page)
+        assert page.evaluate("window.qwen3tts.audio.played") == frame_budget("Aye.") * 1920
+        # a refusal shows the server's message
+        page.fill("#design-name", "ryan")
+        page.fill("#design-prompt", "calm")
+        page.click("#design-btn")
+        page.wait_for_selector("#design-error:not([hidden])", timeout=60_000)
+        assert "built-in" in page.locator("#design-error").inner_text()
+        assert all("400" in p for p in problems), problems
+    finally:
+        b.stop()

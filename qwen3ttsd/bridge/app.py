@@ -30,7 +30,7 @@ from .listeners import AcceptErrorLog
 from .metrics import MetricsMiddleware
 from .page import page_routes
 from .request_id import RequestId
-from .routes import calls, health, models, speech, voices
+from .routes import calls, encode, health, models, speech, voices, warmup
 from .wyoming import wyoming_service
 
 if TYPE_CHECKING:
@@ -81,6 +81,7 @@ def create_app(cfg: BridgeConfig, activator: Activator | None = None, connection
 
     # a new endpoint module: one more `*module.routes` here
     routes: list[BaseRoute] = [*speech.routes, *voices.routes, *models.routes, *health.routes, *calls.routes,
+                               *warmup.routes, *encode.routes,
                                *page_routes(cfg, ctx.facts)]
     # a service that lives as long as the app (e.g. another listener): one more hook here;
     # hooks start in order and stop in reverse, each gets the BridgeContext

@@ -39,6 +39,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..config import BridgeConfig
 from ..errors import TTSError
+from ..messages import MAX_ENCODE_BYTES
 from .http_errors import error_body
 from .metrics import Metrics
 
@@ -122,6 +123,7 @@ class Guard:
             "/v1/audio/speech": cfg.max_input_chars * 4 + SMALL_BODY,  # JSON, UTF-8 worst case
             "/v1/audio/speech/clone": cfg.max_upload_bytes + SMALL_BODY,
             "/v1/audio/voices": cfg.max_upload_bytes + SMALL_BODY,
+            "/v1/audio/encode": MAX_ENCODE_BYTES,
         }
 
     def body_limit(self, path: str) -> int:

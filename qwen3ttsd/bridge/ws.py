@@ -104,6 +104,8 @@ class Session:
     # --- config ------------------------------------------------------------------------
 
     def update(self, msg: dict[str, Any]) -> None:
+        if isinstance(msg.get("voice"), dict):  # OpenAI's {"id": ...} for a saved or designed voice
+            msg = {**msg, "voice": msg["voice"].get("id")}
         c = dict(self.conf)
         c.update({k: SESSION_DEFAULTS.get(k) if msg[k] is None else msg[k]  # null: back to the default
                   for k in (*SESSION_FIELDS, "audio_header", "text_format") if k in msg})

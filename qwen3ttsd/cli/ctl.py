@@ -2,6 +2,7 @@
 
     qwen3tts-ctl status [--wake]          daemon state (never starts an idle daemon without --wake)
     qwen3tts-ctl voices                   built-in speakers and saved clone voices
+    qwen3tts-ctl voices design NAME PROMPT [--script T] [--language L] [--seed N]   a voice from words
     qwen3tts-ctl voice-add NAME FILE [--text T] [--consent C] [--replace]   |   voice-rm NAME
     qwen3tts-ctl load [MODEL] | unload [MODEL] [--exit] | keepalive SECONDS | shutdown
     qwen3tts-ctl cache [--clear prompts]
@@ -71,7 +72,13 @@ def cmd_status(a) -> int:
 
 def cmd_voices(a) -> int:
     with Client(_socket(a, False)) as c:
-        _print(c.call("voices.list", {}))
+        if a.action == "design":
+            params = {k: getattr(a, k) for k in ("script_hint", "language", "seed") if getattr(a, k) is not None}
+            print(f"designing {a.name!r} (loads the VoiceDesign and Base models; may take a while)...",
+                  file=sys.stderr)
+            _print(c.design_voice(a.name, a.prompt, **params).to_wire())
+        else:
+            _print(c.call("voices.list", {}))
     return 0
 
 
@@ -150,6 +157,7 @@ def cmd_say(a) -> int:
     out = open(a.output, "wb") if a.output else sys.stdout.buffer  # noqa: SIM115 - closed in finally
     total = 0
     captions: list[dict] = []
+    final_header = b""
     try:
         with Client(_socket(a, False)) as c:
             for ev in c.synthesize(**params):
@@ -160,6 +168,7 @@ def cmd_say(a) -> int:
                 elif isinstance(ev, Caption):
                     captions.append(ev.span)
                 elif isinstance(ev, SynthesizeResult):
+                    final_header = ev.final_header or b""
                     print(f"{ev.duration_s:.2f} s of audio, first audio after "
                           f"{ev.first_audio_s * 1000:.0f} ms, rtf {ev.rtf}", file=sys.stderr)
     finally:
@@ -169,6 +178,10 @@ def cmd_say(a) -> int:
         from . import subtitles
 
         subtitles.write(a.subtitles, captions)
+    if a.output and final_header and total >= len(final_header):
+        # mp3: the stream's start replaced with the complete Info frame (exact duration)
+        with open(a.output, "r+b") as f:
+            f.write(final_header)
     if a.output and fmt == "wav" and total >= 44:
         # A file is seekable: replace the streaming header's unknown sizes with real ones.
         with open(a.output, "r+b") as f:
@@ -206,7 +219,15 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("status")
     p.add_argument("--wake", action="store_true", help="start the daemon if it is not running")
-    sub.add_parser("voices")
+    p = sub.add_parser("voices", help="list voices, or `voices design NAME PROMPT` to design one")
+    vsub = p.add_subparsers(dest="action")
+    p = vsub.add_parser("design", help="a voice described in words, saved as a clone voice "
+                        "(needs a VoiceDesign and a Base checkpoint)")
+    p.add_argument("name")
+    p.add_argument("prompt", help="the voice, described: 'a warm, low voice, speaking slowly'")
+    p.add_argument("--script", dest="script_hint", help="what the voice says for its reference clip")
+    p.add_argument("--language", help="the script's language (default: the script's or prompt's, else English)")
+    p.add_argument("--seed", type=int)
     p = sub.add_parser("voice-add")
     p.add_argument("name")
     p.add_argument("file")

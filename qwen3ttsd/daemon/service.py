@@ -19,6 +19,8 @@ from ..audio import AudioFormatError
 from ..audio.reference import process_reference
 from ..errors import TTSError
 from .admin import Admin
+from .design import Design
+from .encode import Encoding
 from .server import Connection
 from .state import DaemonState
 from .synthesis import Synthesis
@@ -46,6 +48,8 @@ class Service:
             "voices.list": self.list_voices,
             "voices.add": self.add_voice,
             "voices.remove": self.remove_voice,
+            "voices.design": Design(state).design,
+            "audio.encode": Encoding(state).encode,
             "admin.status": admin.status,
             "admin.load": admin.load,
             "admin.unload": admin.unload,

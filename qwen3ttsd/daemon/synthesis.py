@@ -223,7 +223,8 @@ class Synthesis:
                         frames=event.frames, segments=len(job.segments),
                         first_audio_s=round(first_audio or total, 4), total_s=round(total, 4),
                         rtf=round(total / dur, 4) if dur else None, model=entry.name, format=pipeline.format,
-                        sample_rate=pipeline.sample_rate, language=job.request.get("language")).to_wire()), stall)
+                        sample_rate=pipeline.sample_rate, language=job.request.get("language"),
+                        final_header=pipeline.final_header() or None).to_wire()), stall)
                     return
         except asyncio.TimeoutError:
             job.cancel.set()
@@ -241,7 +242,11 @@ class Synthesis:
         pay the model load. Routing errors (unknown voice...) are reported like synthesize.
         """
         svc = self.svc
-        entry = route(svc, M.Warmup.from_wire(params).as_synthesize()).entry
+        msg = M.Warmup.from_wire(params)
+        if msg.model and not (msg.voice or msg.instruct):  # a model by name: load it, whatever it needs to speak
+            entry = svc.registry.pick(msg.model)
+        else:
+            entry = route(svc, msg.as_synthesize()).entry
         t0 = time.monotonic()
         was_loaded = entry.name in svc.registry.loaded
         await svc.scheduler.run_call(lambda: svc.registry.load(entry), asyncio.get_running_loop())

@@ -1,7 +1,9 @@
-"""``/v1/audio/voices``: list built-in and saved voices, upload a clone voice, get/delete one."""
+"""``/v1/audio/voices``: list built-in and saved voices, upload a clone voice or design one from
+a description (OpenAI's ``type: "prompt"``), get/delete one."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from starlette.requests import Request
@@ -9,30 +11,59 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from ...errors import TTSError
-from ...messages import VoiceInfo, VoicesAdd, VoicesList, VoicesRemove, bad
-from ..context import bridge
-from ..forms import read_form, upload_bytes
+from ...messages import VoiceInfo, VoicesAdd, VoicesDesign, VoicesList, VoicesRemove, bad
+from ..context import BridgeContext, bridge
+from ..forms import read_form, read_json, upload_bytes
 from ..openai_compat import VOICE_MAP
+
+# type "prompt": OpenAI's fields (``model`` names OpenAI's designer: ignored) and ours
+DESIGN_FIELDS = frozenset({"type", "name", "prompt", "script_hint", "model", "language", "seed"})
 
 
 def clone_object(c: VoiceInfo) -> dict[str, Any]:
-    """A saved voice as the API shows it (OpenAI's Voice plus our fields)."""
-    return {**c.to_wire(), "id": c.name, "object": "audio.voice"}
+    """A saved voice as OpenAI's Voice ``{id, created_at, name, object, type[, prompt]}`` plus
+    our fields; ``type`` is ``prompt`` for a designed voice, ``audio_sample`` for an upload."""
+    return {**c.to_wire(), "id": c.name, "name": c.name, "object": "audio.voice",
+            "created_at": int(c.created), "type": c.type or "audio_sample"}
 
 
 async def list_voices(request: Request) -> Response:
     v = await bridge(request).request(VoicesList())
-    data = [{"id": c.name, "name": c.name, "object": "audio.voice", "type": "clone",
-             "created_at": int(c.created), "ref_text": c.ref_text, "duration_s": c.duration_s} for c in v.clones]
+    data = [clone_object(c) for c in v.clones]
     data += [{"id": s, "name": s, "object": "audio.voice", "type": "builtin"} for s in v.speakers]
     data += [{"id": k, "name": k, "object": "audio.voice", "type": "alias", "speaker": s}
              for k, s in VOICE_MAP.items()]
     return JSONResponse({"object": "list", "data": data})
 
 
+async def design_voice(ctx: BridgeContext, fields: Mapping[str, Any]) -> Response:
+    """``type: "prompt"``: the daemon's ``voices.design`` (JSON or multipart fields)."""
+    unknown = sorted(set(fields) - DESIGN_FIELDS)
+    if unknown:
+        raise bad(f"unknown field {unknown[0]!r}; accepted: {sorted(DESIGN_FIELDS)}", unknown[0])
+    wire = {k: v for k, v in fields.items() if k in VoicesDesign.wire_names() and v not in (None, "")}
+    if isinstance(wire.get("seed"), str):  # multipart carries numbers as text
+        try:
+            wire["seed"] = int(wire["seed"])
+        except ValueError:
+            raise bad("seed must be an integer", "seed") from None
+    info = await ctx.request(VoicesDesign.from_wire(wire, strict=True))
+    return JSONResponse(clone_object(info), status_code=201)
+
+
 async def add_voice(request: Request) -> Response:
     ctx = bridge(request)
+    if request.headers.get("content-type", "").startswith("application/json"):
+        body = await read_json(request)
+        if not isinstance(body, dict):
+            raise bad("request body must be a JSON object")
+        if body.get("type") != "prompt":
+            raise bad("a voice from an audio sample is uploaded as multipart/form-data; "
+                      "JSON takes type \"prompt\" (a voice described in words)", "type")
+        return await design_voice(ctx, body)
     form = await read_form(request, ctx.cfg.max_upload_bytes)
+    if form.get("type") == "prompt":
+        return await design_voice(ctx, {k: v for k, v in form.items() if isinstance(v, str)})
     name = form.get("name")
     consent = form.get("consent")
     if not isinstance(name, str) or not name:

@@ -4,6 +4,8 @@
 
 const RATE = 24000;                       // the WebSocket sends pcm16 mono at this rate
 const MAX_UPLOAD = 10 * 1024 * 1024;      // the bridge's default max_upload_bytes
+const MAX_ENCODE = 16 * 1024 * 1024 - 64 * 1024;  // messages.MAX_ENCODE_BYTES: ~5.8 min of pcm16
+const WARM_AGAIN_S = 60;                  // a focus within this long of the last warm-up sends none
 const $ = (id) => document.getElementById(id);
 
 // Everything the page knows; window.qwen3tts.audio is read by the browser tests.
@@ -13,6 +15,7 @@ const S = {
   ctx: null, node: null, ws: null,
   pcm: [], t0: 0, first: null, speaking: false,
   recorder: null, recorded: null,
+  warm: {state: "cold", at: 0, result: null},  // POST /v1/audio/warmup, sent when the text box gets focus
 };
 window.qwen3tts = S;
 
@@ -363,14 +366,12 @@ async function download() {
   try {
     if (fmt === "wav") {
       blob = wavBlob(S.pcm);
-    } else {  // other containers: the server encodes (it synthesizes the text again)
+    } else {  // the audio that was heard, encoded by the server (never synthesized again)
+      const pcm = new Blob(S.pcm);
+      if (pcm.size > MAX_ENCODE) throw new Error("too long to encode on the server: download it as wav");
       $("download-btn").textContent = "Encoding…";
-      const body = {model: "tts-1", input: $("text").value, voice: $("voice").value, response_format: fmt,
-                    speed: parseFloat($("speed").value)};
-      if ($("language").value !== "auto") body.language = $("language").value;
-      if ($("instructions").value.trim()) body.instructions = $("instructions").value.trim();
-      const r = await api("/v1/audio/speech", {method: "POST", body: JSON.stringify(body),
-                                               headers: {"Content-Type": "application/json"}});
+      const r = await api("/v1/audio/encode?format=" + encodeURIComponent(fmt), {
+        method: "POST", body: pcm, headers: {"Content-Type": "application/octet-stream"}});
       blob = await r.blob();
     }
   } catch (e) {
@@ -388,6 +389,52 @@ async function download() {
   setTimeout(() => URL.revokeObjectURL(a.href), 10000);
 }
 
+// --- warm-up: the text box got focus, so speech is likely soon ------------------------------
+
+async function warmUp() {
+  const w = S.warm;
+  if (w.state === "warming" || (w.state === "ready" && Date.now() / 1000 - w.at < WARM_AGAIN_S)) return;
+  w.state = "warming";
+  $("warm-state").textContent = "warming up…";
+  const body = {voice: $("voice").value || undefined, language: $("language").value};
+  if ($("instructions").value.trim()) body.instructions = $("instructions").value.trim();
+  try {
+    const r = await api("/v1/audio/warmup", {method: "POST", body: JSON.stringify(body),
+                                             headers: {"Content-Type": "application/json"}});
+    w.result = await r.json();
+    w.state = "ready";
+    w.at = Date.now() / 1000;
+    $("warm-state").textContent = w.result.already_loaded ? "ready" : "ready (loaded in " + w.result.load_s.toFixed(1) + " s)";
+  } catch (e) {
+    w.state = "cold";  // speaking still works: it starts the daemon itself
+    $("warm-state").textContent = "";
+  }
+}
+
+// --- designing a voice from a description -------------------------------------------------
+
+async function designVoice(ev) {
+  ev.preventDefault();
+  const body = {type: "prompt", name: $("design-name").value.trim(), prompt: $("design-prompt").value.trim()};
+  const script = $("design-script").value.trim();
+  if (script) body.script_hint = script;
+  if ($("language").value !== "auto") body.language = $("language").value;
+  $("design-btn").disabled = true;
+  $("design-btn").textContent = "Designing… (loads two models)";
+  try {
+    await api("/v1/audio/voices", {method: "POST", body: JSON.stringify(body),
+                                   headers: {"Content-Type": "application/json"}});
+    showError("design-error", null);
+    $("design-form").reset();
+  } catch (e) {
+    showError("design-error", e);
+  } finally {
+    $("design-btn").disabled = false;
+    $("design-btn").textContent = "Design voice";
+  }
+  await loadStatus(true);
+}
+
 // --- wiring -------------------------------------------------------------------------------
 
 function init() {
@@ -403,6 +450,8 @@ function init() {
   $("refresh-btn").addEventListener("click", () => loadStatus(true));
   $("record-btn").addEventListener("click", toggleRecord);
   $("voice-form").addEventListener("submit", addVoice);
+  $("design-form").addEventListener("submit", designVoice);
+  $("text").addEventListener("focus", warmUp);   // never on page load: only when someone is about to type
   $("voice-file").addEventListener("change", () => { S.recorded = null; $("record-state").textContent = ""; });
   loadStatus(false);
   setInterval(() => loadStatus(false), 5000);   // bridge only: never wakes the daemon
