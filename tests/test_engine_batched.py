@@ -20,12 +20,12 @@ import numpy as np
 import pytest
 import torch
 
-from qwen3ttsd.engine import SynthesisRequest, batched, prewarm, sequential
+from qwen3ttsd.engine import SynthesisRequest, prewarm, sequential
 from qwen3ttsd.engine.backend import Audio, BackendOptions, Done, Stream
 from qwen3ttsd.engine.batched import BatchedBackend
 from qwen3ttsd.engine.codec_lane import decode_many
 from qwen3ttsd.engine.prewarm import codec_shapes
-from qwen3ttsd.engine.prompt import build_prompt
+from qwen3ttsd.engine.prompt import build_prompt, own_prompt
 from qwen3ttsd.engine.streaming_decoder import StreamingDecoder
 
 
@@ -182,20 +182,20 @@ def test_teacher_forced_logits_match_qwen_tts(variants, variant):
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_greedy_solo_equals_qwen_tts_greedy(variants, variant, monkeypatch):
+def test_greedy_solo_equals_qwen_tts_greedy(variants, variant):
     engine, req = variants[variant]
     req = SynthesisRequest(**{**vars(req), "max_frames": 12})
     kwargs, _ = engine.prepare(req)
     kwargs.update(do_sample=False, subtalker_dosample=False)
     with torch.inference_mode():
         ref = engine.tts.model.generate(**kwargs)[0][0]
-        prompt = build_prompt(engine, req)
+        prompt = own_prompt(engine, req)  # the project's prompt, as the backend builds it by default
     prompt.settings.update(do_sample=False, subtalker_dosample=False)
     run = Run(req)
     b = backend(engine)
-    with monkeypatch.context() as m:  # this request's prompt, with qwen-tts's greedy settings
-        m.setattr(batched, "build_prompt", lambda engine, req: prompt)
-        b.admit(run.stream)
+    assert b.prompts == "own"
+    b._prompt = lambda stream: prompt  # this request's prompt, with qwen-tts's greedy settings
+    b.admit(run.stream)
     while b.active:
         b.step()
     assert run.result[0] == "done"
