@@ -308,6 +308,52 @@ def test_icl_clone_row_streams_exactly_inside_a_batch(base_engine, variants):
     assert np.abs(np.concatenate(runs[1].audio) - np.concatenate(solo_audio)).max() <= 1e-4
 
 
+def test_prompts_are_built_off_the_engine_thread_and_never_stall_the_batch(custom_engine):
+    """A newcomer's prompt is built on the builder pool: the batch steps on meanwhile, the
+    stream joins once built, and its codes are its solo codes."""
+    joining = SynthesisRequest(text="Joining late.", speaker="vivian", seed=2, max_frames=5)
+    (solo,) = run_batched(custom_engine, [joining])
+    b = backend(custom_engine)
+    first = Run(SynthesisRequest(text="Running along.", speaker="ryan", seed=1, max_frames=40))
+    b.admit(first.stream)
+    b.step()
+    release, built_on = threading.Event(), []
+    build = b._prompt
+
+    def slow(stream):
+        built_on.append(threading.current_thread())
+        assert release.wait(30)
+        return build(stream)
+
+    b._prompt = slow
+    second = Run(joining)
+    b.admit(second.stream)
+    frames = b.rows[0].frames
+    for _ in range(3):
+        b.step()
+    assert b.rows[0].frames == frames + 3 and len(b.rows) == 1 and b.active == 2
+    assert built_on and built_on[0] is not threading.current_thread()
+    release.set()
+    while b.active:
+        b.step()
+    assert second.result[0] == "done" and torch.equal(second.all_codes, solo.all_codes)
+
+
+def test_qwen_tts_prompt_source_gives_the_same_codes(variants):
+    """prompts="qwen-tts": qwen-tts's generate captured inline, as before the own builder."""
+    engine, req = variants["base_icl"]
+    req = SynthesisRequest(**{**vars(req), "max_frames": 6, "seed": 9})
+    (own,) = run_batched(engine, [req])
+    b = backend(engine)
+    b.prompts = "qwen-tts"
+    run = Run(req)
+    b.admit(run.stream)
+    assert not b._building
+    while b.active:
+        b.step()
+    assert torch.equal(run.all_codes, own.all_codes)
+
+
 def test_bad_requests_are_reported_not_raised(custom_engine):
     runs = run_batched(custom_engine, [SynthesisRequest(text="x", speaker="nobody"),
                                        SynthesisRequest(text="Fine.", speaker="ryan", max_frames=2)])
