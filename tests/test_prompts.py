@@ -154,3 +154,24 @@ def test_weights_read_from_safetensors_by_checkpoint_name(tiny_models, custom_en
     loaded = PromptWeights.of_model(custom_engine.tts.model, spec.num_code_groups)
     for a, b in zip(torch.utils._pytree.tree_leaves(vars(stored)), torch.utils._pytree.tree_leaves(vars(loaded))):
         assert torch.equal(a, b)
+
+
+def test_concurrent_builds_equal_serial_ones(engines):
+    """The builder is shared by the builder pool's threads: no state between builds."""
+    import threading
+
+    jobs = [(engines[name], SynthesisRequest(**fields)) for name, fields in CASES.values()] * 3
+    with torch.inference_mode():
+        want = [own_prompt(e, r).embeds for e, r in jobs]
+    got: list = [None] * len(jobs)
+
+    def work(k: int) -> None:
+        for i in range(k, len(jobs), 4):
+            got[i] = own_prompt(*jobs[i]).embeds
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(g is not None and torch.equal(g, w) for g, w in zip(got, want))

@@ -92,7 +92,16 @@ def forms(tiny_models, tmp_path_factory) -> dict[str, Path]:
         "no_mistral_patch": _copy(src, root / "old", config={"transformers_version": "4.57.1"}),
         "vocab_merges_no_patch": _copy(src, root / "both", drop=("tokenizer.json",),
                                        config={"transformers_version": "4.51.0"}),
+        "split_special_tokens": _split_specials(src, root / "split"),
     }
+
+
+def _split_specials(src: Path, dst: Path) -> Path:
+    """A tokenizer_config.json asking for special tokens in text to be split like text."""
+    _copy(src, dst, drop=("tokenizer_config.json",))
+    config = json.loads((src / "tokenizer_config.json").read_text())
+    (dst / "tokenizer_config.json").write_text(json.dumps(dict(config, split_special_tokens=True)))
+    return dst
 
 
 def _processor(path: Path):
@@ -115,7 +124,8 @@ def _random_texts(n: int, seed: int) -> list[str]:
     return ["".join(rng.choice(pool) for _ in range(rng.randint(1, 40))) for _ in range(n)]
 
 
-@pytest.mark.parametrize("form", ["tokenizer_json", "vocab_merges", "no_mistral_patch", "vocab_merges_no_patch"])
+@pytest.mark.parametrize("form", ["tokenizer_json", "vocab_merges", "no_mistral_patch", "vocab_merges_no_patch",
+                                  "split_special_tokens"])
 def test_ids_equal_qwen_tts_processor(forms, form):
     proc = _processor(forms[form])
     tok = TextTokenizer.load(forms[form])
@@ -205,3 +215,8 @@ print("HEAVY", heavy)
                        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
     assert r.returncode == 0, r.stderr[-2000:]
     assert "HEAVY []" in r.stdout
+
+
+def test_split_special_tokens_is_honoured(forms):
+    assert TextTokenizer.load(forms["tokenizer_json"]).encode("<|im_start|>") == [151644]
+    assert len(TextTokenizer.load(forms["split_special_tokens"]).encode("<|im_start|>")) > 1

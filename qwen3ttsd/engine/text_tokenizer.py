@@ -106,6 +106,7 @@ def _backend(d: Path) -> Tokenizer:
     else:
         raise TTSError("model_load_failed", f"no text tokenizer in {d} (tokenizer.json or vocab.json + merges.txt)")
     tok.no_truncation()
+    tok.encode_special_tokens = bool(tok_config.get("split_special_tokens", False))
     _add_config_tokens(tok, tok_config)
     if tok.get_vocab_size(with_added_tokens=False) > 100_000 and _mistral_patch_applies(d / "config.json"):
         pre = tok.pre_tokenizer
