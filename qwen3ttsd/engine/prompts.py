@@ -43,6 +43,9 @@ SAMPLING = ("temperature", "top_k", "top_p", "repetition_penalty")
 
 @dataclass
 class Prompt:
+    """A stream's talker prompt. Its tensors may share storage with the builder's constants
+    (``pad`` always does): read them, never modify them in place."""
+
     embeds: Tensor            # (1, L, D) talker prefill input
     trailing: Tensor          # (T, D) text fed one vector per frame, then ``pad``
     pad: Tensor               # (D,) tts_pad embedding
