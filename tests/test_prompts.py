@@ -175,3 +175,20 @@ def test_concurrent_builds_equal_serial_ones(engines):
     for t in threads:
         t.join()
     assert all(g is not None and torch.equal(g, w) for g, w in zip(got, want))
+
+
+def test_a_text_embedding_kept_in_bf16_gives_the_same_prompts(engines):
+    """The text embedding may stay at the checkpoint's bf16 beside an fp32 model (serving
+    size, issue 19): rows widened on lookup give bitwise the same prompts."""
+    from qwen3ttsd.engine.prompts import PromptBuilder
+
+    for name, fields in CASES.values():
+        engine = engines[name]
+        own = prompt_builder(engine)
+        w = own.w
+        narrow = PromptWeights(w.text_embedding.to(torch.bfloat16), w.fc1, w.fc2, w.codec_embedding,
+                               w.code_embeddings)
+        req = SynthesisRequest(**fields)
+        voice = engine._voices.get(req.voice) if req.voice else None
+        a, b = own.build(req, voice), PromptBuilder(own.spec, own.tokenizer, narrow).build(req, voice)
+        assert torch.equal(a.embeds, b.embeds) and torch.equal(a.trailing, b.trailing) and torch.equal(a.pad, b.pad)

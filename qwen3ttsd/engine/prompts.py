@@ -57,7 +57,7 @@ class Prompt:
 class PromptWeights:
     """The weights a prompt is made of, as plain tensors (the model's dtype and device)."""
 
-    text_embedding: Tensor              # (text vocab, text hidden)
+    text_embedding: Tensor              # (text vocab, text hidden); may be narrower (stored bf16)
     fc1: tuple[Tensor, Tensor]          # text projection: weight, bias (text hidden -> text hidden)
     fc2: tuple[Tensor, Tensor]          # weight, bias (text hidden -> talker hidden)
     codec_embedding: Tensor             # (talker vocab, hidden): codebook 0 and the control ids
@@ -214,9 +214,12 @@ class PromptBuilder:
         return self._project(self._tensor(ids))
 
     def _project(self, ids: Tensor) -> Tensor:
-        """The talker's text projection of the text embeddings of ``ids`` (1, n)."""
+        """The talker's text projection of the text embeddings of ``ids`` (1, n). A table kept
+        at a narrower stored dtype (bf16 beside an fp32 model) is widened row by row: exactly
+        the values of a widened table."""
         (w1, b1), (w2, b2) = self.w.fc1, self.w.fc2
-        return F.linear(self._act(F.linear(F.embedding(ids, self.w.text_embedding), w1, b1)), w2, b2)
+        rows = F.embedding(ids, self.w.text_embedding).to(w1.dtype)
+        return F.linear(self._act(F.linear(rows, w1, b1)), w2, b2)
 
 
 __all__ = ["Prompt", "PromptBuilder", "PromptWeights"]
