@@ -20,12 +20,12 @@ import numpy as np
 import pytest
 import torch
 
-from qwen3ttsd.engine import SynthesisRequest, batched, prewarm, sequential
+from qwen3ttsd.engine import SynthesisRequest, prewarm, sequential
 from qwen3ttsd.engine.backend import Audio, BackendOptions, Done, Stream
 from qwen3ttsd.engine.batched import BatchedBackend
 from qwen3ttsd.engine.codec_lane import decode_many
 from qwen3ttsd.engine.prewarm import codec_shapes
-from qwen3ttsd.engine.prompt import build_prompt
+from qwen3ttsd.engine.prompt import build_prompt, own_prompt
 from qwen3ttsd.engine.streaming_decoder import StreamingDecoder
 
 
@@ -182,20 +182,20 @@ def test_teacher_forced_logits_match_qwen_tts(variants, variant):
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_greedy_solo_equals_qwen_tts_greedy(variants, variant, monkeypatch):
+def test_greedy_solo_equals_qwen_tts_greedy(variants, variant):
     engine, req = variants[variant]
     req = SynthesisRequest(**{**vars(req), "max_frames": 12})
     kwargs, _ = engine.prepare(req)
     kwargs.update(do_sample=False, subtalker_dosample=False)
     with torch.inference_mode():
         ref = engine.tts.model.generate(**kwargs)[0][0]
-        prompt = build_prompt(engine, req)
+        prompt = own_prompt(engine, req)  # the project's prompt, as the backend builds it by default
     prompt.settings.update(do_sample=False, subtalker_dosample=False)
     run = Run(req)
     b = backend(engine)
-    with monkeypatch.context() as m:  # this request's prompt, with qwen-tts's greedy settings
-        m.setattr(batched, "build_prompt", lambda engine, req: prompt)
-        b.admit(run.stream)
+    assert b.prompts == "own"
+    b._prompt = lambda stream: prompt  # this request's prompt, with qwen-tts's greedy settings
+    b.admit(run.stream)
     while b.active:
         b.step()
     assert run.result[0] == "done"
@@ -306,6 +306,52 @@ def test_icl_clone_row_streams_exactly_inside_a_batch(base_engine, variants):
     sequential.generate(base_engine, req, solo_audio.append)
     runs = run_batched(base_engine, [other, req], admit_at=[0, 2])
     assert np.abs(np.concatenate(runs[1].audio) - np.concatenate(solo_audio)).max() <= 1e-4
+
+
+def test_prompts_are_built_off_the_engine_thread_and_never_stall_the_batch(custom_engine):
+    """A newcomer's prompt is built on the builder pool: the batch steps on meanwhile, the
+    stream joins once built, and its codes are its solo codes."""
+    joining = SynthesisRequest(text="Joining late.", speaker="vivian", seed=2, max_frames=5)
+    (solo,) = run_batched(custom_engine, [joining])
+    b = backend(custom_engine)
+    first = Run(SynthesisRequest(text="Running along.", speaker="ryan", seed=1, max_frames=40))
+    b.admit(first.stream)
+    b.step()
+    release, built_on = threading.Event(), []
+    build = b._prompt
+
+    def slow(stream):
+        built_on.append(threading.current_thread())
+        assert release.wait(30)
+        return build(stream)
+
+    b._prompt = slow
+    second = Run(joining)
+    b.admit(second.stream)
+    frames = b.rows[0].frames
+    for _ in range(3):
+        b.step()
+    assert b.rows[0].frames == frames + 3 and len(b.rows) == 1 and b.active == 2
+    assert built_on and built_on[0] is not threading.current_thread()
+    release.set()
+    while b.active:
+        b.step()
+    assert second.result[0] == "done" and torch.equal(second.all_codes, solo.all_codes)
+
+
+def test_qwen_tts_prompt_source_gives_the_same_codes(variants):
+    """prompts="qwen-tts": qwen-tts's generate captured inline, as before the own builder."""
+    engine, req = variants["base_icl"]
+    req = SynthesisRequest(**{**vars(req), "max_frames": 6, "seed": 9})
+    (own,) = run_batched(engine, [req])
+    b = backend(engine)
+    b.prompts = "qwen-tts"
+    run = Run(req)
+    b.admit(run.stream)
+    assert not b._building
+    while b.active:
+        b.step()
+    assert torch.equal(run.all_codes, own.all_codes)
 
 
 def test_bad_requests_are_reported_not_raised(custom_engine):

@@ -18,7 +18,12 @@ How one ``step()`` goes (all active rows together):
 
 Newcomers are prefilled together at the start of the next step (one right-padded talker
 forward for a burst of calls) and step with the rest from then on. Prompts are qwen-tts's
-own (:mod:`.prompt`). The logits rules are HF ``generate``'s, per row: repetition penalty
+(:mod:`.prompt`): by default the project's builder, run off the engine thread on a small
+pool (an admission costs the engine thread a job submission and, when the prompt is ready,
+a row's setup; a prompt submitted just before a step is taken at its end, so it starts as
+early as an inline one would), or with ``prompts="qwen-tts"`` qwen-tts's own ``generate``
+captured inline (the old path; it patches the shared model, so never off the thread). The
+logits rules are HF ``generate``'s, per row: repetition penalty
 on the row's generated codebook-0 ids, ``min_new_tokens`` (EOS masked), suppressed ids,
 then :mod:`.sampling` with the row's own ``torch.Generator`` (seeded from the request's
 seed), so a seeded request gives qwen-tts's own codes on the same kernels (CPU fp32:
@@ -35,6 +40,8 @@ attention kernel the checkpoint was loaded with.
 from __future__ import annotations
 
 import logging
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import torch
@@ -49,10 +56,15 @@ from .kv_cache import RowKV, StepKV
 from .lean import Norm, dense, lean_layers, rope_tables
 from .loader import derived
 from .prewarm import Prewarm, codec_shapes
-from .prompt import Prompt, build_prompt
+from .prompt import Prompt, build_prompt, own_prompt, prompt_builder
 from .sampling import NEG_INF, Sampler, Sampling
 
 log = logging.getLogger("qwen3ttsd.engine")
+
+# Where prompts come from: the project's builder (default: no qwen-tts code per request,
+# off the engine thread, bitwise the same prompts) or qwen-tts's own generate, captured.
+PROMPT_SOURCES = ("own", "qwen-tts")
+PROMPT_THREADS = 2  # builds are ~0.1-1 ms; two, so a clone voice's first registration blocks no other
 
 
 def _lean(model: Any) -> list:
@@ -144,6 +156,16 @@ class BatchedBackend:
         self._newcomers: list[Row] = []   # admitted, prefilled at the next step
         self._suppress_cache: dict[tuple, Tensor] = {}
         self.quant = options.quant if self.device.type == "cpu" else ""
+        self.prompts = str(getattr(options, "prompts", "own"))  # a BackendOptions field to come
+        if self.prompts not in PROMPT_SOURCES:
+            raise TTSError("bad_request", f"unknown prompt source {self.prompts!r} (supported: {PROMPT_SOURCES})")
+        self._building: deque[tuple[Stream, Future]] = deque()
+        self._pool: ThreadPoolExecutor | None = None
+        if self.prompts == "own":
+            with torch.inference_mode():
+                prompt_builder(engine)  # at load, not on a request
+                self.engine.new_decoder().push(torch.zeros(1, self.groups, dtype=torch.long, device=self.device))
+                # ^ the codec's derived state exists before a builder thread primes a clone's decoder
         self.prewarm: Prewarm | None = None
         if options.prewarm_frames > 0 and options.batch_decode and self.device.type == "cpu":
             self.prewarm = Prewarm(self, codec_shapes(self.capacity, options.prewarm_frames), self.lane.threads)
@@ -151,7 +173,8 @@ class BatchedBackend:
     @property
     def active(self) -> int:
         """Rows generating, plus any whose audio work or final report is still pending."""
-        return len(self.rows) + len(self._newcomers) + len(self._leaving) + int(self.lane.busy)
+        return (len(self.rows) + len(self._newcomers) + len(self._building) + len(self._leaving)
+                + int(self.lane.busy))
 
     @property
     def status(self) -> dict[str, Any]:
@@ -206,22 +229,54 @@ class BatchedBackend:
 
     def admit(self, stream: Stream) -> None:
         """Register the stream's voice, build its prompt and pick its codec stream; it is
-        prefilled at the next step, together with the other newcomers."""
+        prefilled at the next step, together with the other newcomers. With the project's
+        prompts, the voice and prompt are done on the builder pool (:meth:`_take_built`)."""
         try:
             if stream.cancel.is_set():
                 raise Cancelled()
-            self.lane.join()  # the stream may continue a decoder the lane is still using
+            if self.engine.tts is None:
+                raise TTSError("unavailable", "model not loaded")
+            if self.prompts == "own":
+                self._building.append((stream, self._builder_pool().submit(self._prompt, stream)))
+                return
             with torch.inference_mode():
-                self._admit(stream)
+                self._join(stream, self._prompt(stream))
         except BaseException as e:  # noqa: BLE001 - reported to the stream
             stream.sink(Failed(internal_error(e)))
 
-    def _admit(self, stream: Stream) -> None:
-        if self.engine.tts is None:
-            raise TTSError("unavailable", "model not loaded")
+    def _builder_pool(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(PROMPT_THREADS, thread_name_prefix="qwen3ttsd-prompt")
+        return self._pool
+
+    def _prompt(self, stream: Stream) -> Prompt:
+        """The stream's voice registered and its prompt (a builder thread for own prompts)."""
         self.engine.use_voice(stream.voice)
+        make = own_prompt if self.prompts == "own" else build_prompt
+        return make(self.engine, stream.request)
+
+    def _take_built(self, wait: bool) -> None:
+        """Streams whose prompts are built join the newcomers (all of them, once built, when
+        ``wait``); a failed build fails its stream."""
+        pending: deque[tuple[Stream, Future]] = deque()
+        while self._building:
+            stream, job = self._building.popleft()
+            if not wait and not job.done():
+                pending.append((stream, job))
+                continue
+            try:
+                prompt = job.result()
+                with torch.inference_mode():
+                    self._join(stream, prompt)
+            except BaseException as e:  # noqa: BLE001 - reported to the stream
+                stream.sink(Failed(internal_error(e)))
+        self._building = pending
+
+    def _join(self, stream: Stream, prompt: Prompt) -> None:
+        """A stream with its prompt becomes a newcomer: its codec stream, generator, row."""
+        if stream.continues is not None:
+            self.lane.join()  # it may continue a decoder the lane is still using
         req = stream.request
-        prompt = build_prompt(self.engine, req)
         codec = self.engine.start_decoder(self.engine.continuable(stream.continues), prompt.voice)
         out = AudioOut(codec, req, lambda pcm: stream.sink(Audio(pcm)), stream.on_codes)
         gen = torch.Generator(device=self.device)
@@ -279,6 +334,7 @@ class BatchedBackend:
             self.abort_all(internal_error(e))
 
     def _step(self) -> None:
+        self._take_built(wait=not self.rows)  # idle: nothing to overlap a build with
         if self._newcomers:
             self._prefill_newcomers()
         self._drop_cancelled()
@@ -312,6 +368,7 @@ class BatchedBackend:
         for r in rows:
             r.length += 1
         self._take_c0(rows, logits, hidden)
+        self._take_built(wait=False)  # built during this step: prefilled at the next
 
     def predict(self, past_hidden: Tensor, c0: Tensor, pick) -> Tensor:
         """Codebooks 1..15 for each row (B, 15): ``pick(j, logits (B, V)) -> ids (B,)``."""
@@ -428,6 +485,7 @@ class BatchedBackend:
         return [(r.stream, r.out, err) for r, err in leaving]
 
     def abort_all(self, err: TTSError) -> None:
+        self._take_built(wait=True)
         rows, self.rows = self.rows + self._newcomers, []
         self._newcomers = []
         self.kv.clear()

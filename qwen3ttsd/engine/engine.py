@@ -13,7 +13,6 @@ import hashlib
 import logging
 import threading
 import time
-import unicodedata
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -24,13 +23,10 @@ from ..errors import TTSError
 from ..formats import MODEL_RATE as SAMPLE_RATE
 from .backend import VoiceSource
 from .loader import LoadOptions, load_model
-from .request import SynthesisRequest, SynthesisStats
+from .request import SynthesisRequest, SynthesisStats, frame_budget
 from .streaming_decoder import StreamingDecoder
 
 log = logging.getLogger("qwen3ttsd.engine")
-
-FRAME_RATE = 12.5
-
 
 @dataclass
 class VoicePrompt:
@@ -93,19 +89,6 @@ class AudioOut:
     def finish(self) -> SynthesisStats:
         self.stats.total_s = time.perf_counter() - self.t0
         return self.stats
-
-
-def frame_budget(text: str, language: str = "auto") -> int:
-    """Upper bound on frames for ``text``: generous for real speech, fatal to runaways.
-
-    Random or confused models (and real ones on odd input) can babble until
-    max_new_tokens; scale the cap with how long the text could take to say.
-    CJK characters get ~0.45 s each, other letters/digits ~0.12 s, plus 3 s slack.
-    """
-    wide = sum(1 for c in text if unicodedata.east_asian_width(c) in ("W", "F"))
-    narrow = sum(1 for c in text if c.isalnum()) - wide
-    seconds = 3.0 + 0.45 * wide + 0.12 * max(narrow, 0)
-    return max(8, min(int(seconds * FRAME_RATE), 8000))
 
 
 def warmup_request(engine: "Engine") -> SynthesisRequest | None:

@@ -1,35 +1,32 @@
-"""A stream's talker prompt, exactly as qwen-tts builds it.
+"""A stream's talker prompt for a loaded :class:`.Engine`, two ways.
 
-Prompts are built by qwen-tts's own ``Qwen3TTSForConditionalGeneration.generate`` (its
-talker call is intercepted before any decoding), so every variant (CustomVoice speakers
-and instruct, VoiceDesign, Base x-vector / ICL with streaming text input) gets exactly
-qwen-tts's prompt: the prefill embeddings, the trailing text fed one vector per frame, and
-the talker's generation settings.
+* :func:`own_prompt`: the project's :class:`.prompts.PromptBuilder` (no transformers, no
+  qwen-tts code at build time, thread-safe), fed the loaded model's weights; what the
+  batched backend uses by default.
+* :func:`build_prompt`: qwen-tts's own ``Qwen3TTSForConditionalGeneration.generate``, its
+  talker call intercepted before any decoding: the oracle the tests compare the builder
+  with, and the ``qwen-tts`` prompt source. It patches the shared model for the call, so
+  it runs on the engine thread only.
+
+Both give every variant (CustomVoice speakers and instruct, VoiceDesign, Base x-vector /
+ICL with streaming text input) qwen-tts's prompt: the prefill embeddings, the trailing text
+fed one vector per frame, and the talker's generation settings.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
-
-from torch import Tensor
 
 from ..errors import TTSError
 from .engine import Engine, SynthesisRequest
 from .loader import derived
+from .model_spec import ModelSpec
+from .prompts import Prompt, PromptBuilder, PromptWeights
+from .text_tokenizer import TextTokenizer
 
 
 class _Captured(Exception):
     pass
-
-
-@dataclass
-class Prompt:
-    embeds: Tensor            # (1, L, D) talker prefill input
-    trailing: Tensor          # (T, D) text fed one vector per frame, then ``pad``
-    pad: Tensor               # (D,) tts_pad embedding
-    settings: dict            # qwen-tts's talker generation kwargs (sampling, eos, ...)
-    voice: Any                # VoicePrompt of a clone, else None
 
 
 class _ConfigReads:
@@ -82,4 +79,25 @@ def build_prompt(engine: Engine, req: SynthesisRequest) -> Prompt:
                   pad=seen.pop("tts_pad_embed").reshape(-1), settings=seen, voice=voice)
 
 
-__all__ = ["Prompt", "build_prompt"]
+def prompt_builder(engine: Engine) -> PromptBuilder:
+    """The project's prompt builder for the engine's loaded model (built once per model,
+    sharing its weights)."""
+    model = engine.tts.model
+
+    def build() -> PromptBuilder:
+        spec = ModelSpec.load(engine.model_dir)
+        return PromptBuilder(spec, TextTokenizer.load(engine.model_dir),
+                             PromptWeights.of_model(model, spec.num_code_groups))
+
+    return derived(model, "_qwen3ttsd_prompts", build)
+
+
+def own_prompt(engine: Engine, req: SynthesisRequest) -> Prompt:
+    """The project's prompt for ``req`` (any thread; :func:`prompt_builder` first built on
+    one). A Base request's clone voice must be registered (``Engine.use_voice``)."""
+    builder = prompt_builder(engine)
+    voice = engine._voices.get(req.voice) if req.voice and builder.spec.model_type == "base" else None
+    return builder.build(req, voice)
+
+
+__all__ = ["Prompt", "build_prompt", "own_prompt", "prompt_builder"]

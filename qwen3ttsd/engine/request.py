@@ -1,9 +1,13 @@
 """What the scheduler hands an engine backend, and what it gets back: plain dataclasses,
-torch-free, so scheduling code and its tests never import the model stack."""
+torch-free, so scheduling code and its tests never import the model stack; and the
+default frame cap of a request (shared by every prompt builder)."""
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
+
+FRAME_RATE = 12.5
 
 
 @dataclass
@@ -34,3 +38,16 @@ class SynthesisStats:
     first_audio_s: float | None = None
     total_s: float = 0.0
     hit_frame_cap: bool = False
+
+
+def frame_budget(text: str, language: str = "auto") -> int:
+    """Upper bound on frames for ``text``: generous for real speech, fatal to runaways.
+
+    Random or confused models (and real ones on odd input) can babble until
+    max_new_tokens; scale the cap with how long the text could take to say.
+    CJK characters get ~0.45 s each, other letters/digits ~0.12 s, plus 3 s slack.
+    """
+    wide = sum(1 for c in text if unicodedata.east_asian_width(c) in ("W", "F"))
+    narrow = sum(1 for c in text if c.isalnum()) - wide
+    seconds = 3.0 + 0.45 * wide + 0.12 * max(narrow, 0)
+    return max(8, min(int(seconds * FRAME_RATE), 8000))
