@@ -224,28 +224,28 @@ def load_weights(module: torch.nn.Module, path: str | os.PathLike, prefix: str, 
     others are converted/moved once. ``mapped`` keys stay in the stored dtype, mmap'd on
     the CPU, whatever ``dtype``/``device`` are (large tables read a few rows at a time).
     Tensors outside ``prefix`` are not read."""
-    from safetensors import safe_open
-
     keep = set(mapped)
     wanted = module.state_dict(keep_vars=True)
     state: dict[str, torch.Tensor] = {}
+    in_place: list[str] = []
     try:
-        with safe_open(str(path), framework="pt") as f:
-            present = set(f.keys())
-            missing = [prefix + k for k in wanted if prefix + k not in present]
-            if missing:
-                raise TTSError("model_load_failed", f"{path}: missing {len(missing)} tensors, e.g. {missing[:3]}")
-            unknown = sorted(k for k in present if k.startswith(prefix) and k[len(prefix):] not in wanted)
-            if unknown:
-                raise TTSError("model_load_failed", f"{path}: unexpected tensors, e.g. {unknown[:3]}")
+        # Two passes, because one file is one mapping, alive while any tensor from it is:
+        # the converted tensors' source pages would stay resident beside their copies.
+        with _open(path) as f:
+            _check_names(f, path, prefix, wanted)
             for name, like in wanted.items():
                 t = f.get_tensor(prefix + name)
                 if t.shape != like.shape:
                     raise TTSError("model_load_failed",
                                    f"{path}: {prefix + name} has shape {tuple(t.shape)}, expected {tuple(like.shape)}")
-                if name not in keep and t.is_floating_point():
-                    t = t.to(device=device, dtype=dtype)   # no copy when already so
-                state[name] = t
+                converted = t.to(device=device, dtype=dtype) if t.is_floating_point() and name not in keep else t
+                if converted is t:
+                    in_place.append(name)
+                else:
+                    state[name] = converted
+        if in_place:
+            with _open(path) as f:
+                state.update((name, f.get_tensor(prefix + name)) for name in in_place)
     except TTSError:
         raise
     except Exception as e:  # noqa: BLE001 - a corrupt or unreadable file
@@ -253,6 +253,23 @@ def load_weights(module: torch.nn.Module, path: str | os.PathLike, prefix: str, 
     module.load_state_dict(state, strict=True, assign=True)
     module.requires_grad_(False)
     module.eval()
+
+
+def _open(path: str | os.PathLike) -> Any:
+    from safetensors import safe_open
+
+    return safe_open(str(path), framework="pt")
+
+
+def _check_names(f: Any, path: str | os.PathLike, prefix: str, wanted: dict[str, Any]) -> None:
+    """Every tensor the module has, and nothing else under ``prefix``."""
+    present = set(f.keys())
+    missing = [prefix + k for k in wanted if prefix + k not in present]
+    if missing:
+        raise TTSError("model_load_failed", f"{path}: missing {len(missing)} tensors, e.g. {missing[:3]}")
+    unknown = sorted(k for k in present if k.startswith(prefix) and k[len(prefix):] not in wanted)
+    if unknown:
+        raise TTSError("model_load_failed", f"{path}: unexpected tensors, e.g. {unknown[:3]}")
 
 
 __all__ = ["CODEC_DIR", "WEIGHTS_FILE", "CodecDecoderConfig", "ModelConfig", "PredictorConfig", "RopeConfig",
