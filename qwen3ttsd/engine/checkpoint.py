@@ -248,7 +248,7 @@ def load_weights(module: torch.nn.Module, path: str | os.PathLike, prefix: str, 
                 state.update((name, f.get_tensor(prefix + name)) for name in in_place)
     except TTSError:
         raise
-    except Exception as e:  # noqa: BLE001 - a corrupt or unreadable file
+    except Exception as e:
         raise TTSError("model_load_failed", f"reading {path} failed: {type(e).__name__}: {e}") from e
     module.load_state_dict(state, strict=True, assign=True)
     module.requires_grad_(False)

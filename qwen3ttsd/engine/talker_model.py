@@ -24,8 +24,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import TTSError
-from .checkpoint import (WEIGHTS_FILE, DecoderStackConfig, ModelConfig, RopeConfig, TalkerConfig,
-                         load_weights, read_config)
+from .checkpoint import (
+    WEIGHTS_FILE,
+    DecoderStackConfig,
+    ModelConfig,
+    RopeConfig,
+    TalkerConfig,
+    load_weights,
+    read_config,
+)
 
 
 class RMSNorm(nn.Module):
@@ -151,7 +158,7 @@ class _Stack(nn.Module):
     def __init__(self, c: DecoderStackConfig) -> None:
         super().__init__()
         if c.use_sliding_window:
-            raise TTSError("model_load_failed", "sliding-window attention in the talker / code predictor is not supported")
+            raise TTSError("model_load_failed", "sliding-window attention in the talker / predictor is not supported")
         self.vocab_size = c.vocab_size
         self.layers = nn.ModuleList(DecoderLayer(c, i) for i in range(c.num_hidden_layers))
         self.norm = RMSNorm(c.hidden_size, c.rms_norm_eps)
