@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
@@ -190,7 +191,7 @@ def _mapped_from(t: torch.Tensor, path: Path) -> bool:
 
 def own_backend_engine(weights):
     """What BatchedBackend reads of an engine to run prefill / predict / talker_step."""
-    return SimpleNamespace(tts=SimpleNamespace(model=weights))
+    return SimpleNamespace(serving_model=weights)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -239,7 +240,7 @@ from qwen3ttsd.engine.batched import BatchedBackend
 from qwen3ttsd.engine.backend import BackendOptions
 w = load_talker({str(tiny_models["custom_voice"])!r})
 codec = load_codec_decoder({str(tiny_models["custom_voice"])!r})
-b = BatchedBackend(SimpleNamespace(tts=SimpleNamespace(model=w)), BackendOptions(batch_decode=False))
+b = BatchedBackend(SimpleNamespace(serving_model=w), BackendOptions(batch_decode=False))
 with torch.inference_mode():
     text = w.talker.text_projection(w.talker.get_text_embeddings()(torch.tensor([[151644, 356, 198]])))
     b.kv.reserve(1, 8)
@@ -252,3 +253,53 @@ print(sorted(k for k in sys.modules if k.split('.')[0] in ('transformers', 'qwen
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]"
+
+
+# --- the Engine switch -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def own_engine(tiny_models):
+    from qwen3ttsd.engine import Engine, LoadOptions
+
+    e = Engine(str(tiny_models["custom_voice"]), LoadOptions(weights="own"))
+    e.load()
+    return e
+
+
+def test_engine_switch_serves_greedy_codes_and_audio_equal_to_qwen_tts(own_engine, custom_engine, monkeypatch):
+    """``LoadOptions(weights="own")``: the batched engine and the codec run on the own
+    modules; greedy codes equal qwen-tts's ``generate``, the audio its one-shot decode."""
+    from qwen3ttsd.engine import SynthesisRequest, batched
+    from tests.test_engine_batched import Run, backend
+
+    assert own_engine.serving_model is own_engine.own[0] and own_engine.new_decoder().decoder is own_engine.own[1]
+    req = SynthesisRequest(text="Hello world.", speaker="vivian", language="english", max_frames=12)
+    kwargs, _ = custom_engine.prepare(req)
+    kwargs.update(do_sample=False, subtalker_dosample=False)
+    with torch.inference_mode():
+        ref = custom_engine.tts.model.generate(**kwargs)[0][0]
+        prompt = build_prompt(own_engine, req)
+    prompt.settings.update(do_sample=False, subtalker_dosample=False)
+    run = Run(req)
+    b = backend(own_engine)
+    assert b.talker is own_engine.own[0].talker
+    with monkeypatch.context() as m:
+        m.setattr(batched, "build_prompt", lambda engine, req: prompt)
+        b.admit(run.stream)
+    while b.active:
+        b.step()
+    assert run.result[0] == "done"
+    assert torch.equal(run.all_codes, ref[:12]) and run.all_codes.shape[0] == 12
+    with torch.inference_mode():
+        want = custom_engine.tts.model.speech_tokenizer.model.decoder(run.all_codes.T.unsqueeze(0))[0, 0].numpy()
+    got = np.concatenate(run.audio)
+    assert got.shape == want.shape and np.abs(got - want).max() <= 1e-4
+
+
+def test_an_unknown_weights_loader_is_refused(tiny_models):
+    from qwen3ttsd.engine import Engine, LoadOptions
+
+    with pytest.raises(TTSError) as e:
+        Engine(str(tiny_models["custom_voice"]), LoadOptions(weights="nope")).load()
+    assert e.value.code == "bad_request"
