@@ -229,7 +229,8 @@ def test_streaming_decode_on_own_codec_equals_qwen_tts_decode(own, custom_engine
 
 def test_loading_and_running_imports_no_transformers(tiny_models):
     """The own weights through the batched engine's hot path and the streaming decoder, in a
-    fresh interpreter: transformers, qwen_tts and librosa stay out of sys.modules."""
+    fresh interpreter: transformers, qwen_tts, librosa and torch._dynamo (3 s of imports) stay
+    out of sys.modules."""
     code = f"""
 import sys, torch
 from types import SimpleNamespace
@@ -248,7 +249,8 @@ with torch.inference_mode():
     codes = b.predict(hidden, logits.argmax(-1), lambda j, lg: lg.argmax(-1))
     audio = StreamingDecoder(codec).push(codes.new_zeros(2, 16))
 assert codes.shape == (1, 15) and audio.shape == (1, 3840)
-print(sorted(k for k in sys.modules if k.split('.')[0] in ('transformers', 'qwen_tts', 'librosa')))
+print(sorted(k for k in sys.modules if k.split('.')[0] in ('transformers', 'qwen_tts', 'librosa')
+             or k.startswith('torch._dynamo')))
 """
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert r.returncode == 0, r.stderr

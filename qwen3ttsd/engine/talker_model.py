@@ -123,6 +123,12 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(c.hidden_size, c.rms_norm_eps)
 
 
+def _embedding(rows: int, dim: int) -> nn.Embedding:
+    """An uninitialised table (the loader fills it): ``nn.Embedding``'s own init runs
+    ``normal_``, which on the meta device imports torch._dynamo (3 s of a cold start)."""
+    return nn.Embedding(rows, dim, _weight=torch.empty(rows, dim))
+
+
 class MappedEmbedding(nn.Module):
     """An embedding table used where it lies: ``weight`` stays in its stored dtype (mmap'd
     by the loader); looked-up rows come out in ``dtype`` on ``device``. Converting the rows
@@ -168,7 +174,7 @@ class PredictorModel(_Stack):
     def __init__(self, c: DecoderStackConfig, embedding_dim: int) -> None:
         super().__init__(c)
         self.rotary_emb = RotaryEmbedding(c.heads_dim, c.rope)
-        self.codec_embedding = nn.ModuleList(nn.Embedding(c.vocab_size, embedding_dim)
+        self.codec_embedding = nn.ModuleList(_embedding(c.vocab_size, embedding_dim)
                                              for _ in range(c.num_code_groups - 1))
 
     def get_input_embeddings(self) -> nn.ModuleList:
@@ -195,7 +201,7 @@ class TalkerModel(_Stack):
     def __init__(self, c: TalkerConfig, dtype: torch.dtype, device: torch.device | str) -> None:
         super().__init__(c)
         self.rotary_emb = MultimodalRotaryEmbedding(c.heads_dim, c.rope)
-        self.codec_embedding = nn.Embedding(c.vocab_size, c.hidden_size)
+        self.codec_embedding = _embedding(c.vocab_size, c.hidden_size)
         self.text_embedding = MappedEmbedding(c.text_vocab_size, c.text_hidden_size, dtype, device)
 
     def get_input_embeddings(self) -> nn.Embedding:
