@@ -163,8 +163,9 @@ def test_weights_in_the_serving_dtype_are_used_in_place(tmp_path, tiny_models):
     (tmp_path / "config.json").write_text((src / "config.json").read_text())
     path = tmp_path / "model.safetensors"
     save_file({k: v.float() for k, v in load_file(src / "model.safetensors").items()}, path)
-    q = load_talker(tmp_path, dtype=torch.float32).talker.model.layers[0].self_attn.q_proj.weight
-    assert q.dtype == torch.float32 and _mapped_from(q, path)
+    attn = load_talker(tmp_path, dtype=torch.float32).talker.model.layers[0].self_attn
+    assert attn.o_proj.weight.dtype == torch.float32 and _mapped_from(attn.o_proj.weight, path)
+    assert not _mapped_from(attn.q_proj.weight, path)   # q/k/v: one fused buffer (lean.py runs them fused)
     before = len(_mappings_of(src / "model.safetensors"))
     w = load_talker(src, dtype=torch.float32).talker   # bf16 file: converted to fp32
     assert not _mapped_from(w.codec_head.weight, src / "model.safetensors")
@@ -206,6 +207,21 @@ def test_teacher_forced_logits_on_own_weights_match_qwen_tts(variants, own, vari
     assert got_t.shape == ref_t.shape == (13, 3072) and got_p.shape == ref_p.shape == (12, 15, 2048)
     assert float((got_t - ref_t).abs().max()) <= 1e-4
     assert float((got_p - ref_p).abs().max()) <= 1e-4
+
+
+def test_lean_layers_use_the_loaded_fused_buffers(own):
+    """The loader writes q/k/v and gate/up into one buffer each, so the batched engine's
+    fused projections are the loaded weights themselves, not another copy."""
+    from qwen3ttsd.engine.backend import BackendOptions
+    from qwen3ttsd.engine.batched import BatchedBackend
+
+    weights, codec = own["voice_design"]
+    b = BatchedBackend(own_backend_engine(weights), BackendOptions(batch_decode=False))
+    for lean, layer in zip(b.talker_layers + b.predictor_layers,
+                           list(weights.talker.model.layers) + list(weights.talker.code_predictor.model.layers)):
+        assert lean.qkv.weight.data_ptr() == layer.self_attn.q_proj.weight.data_ptr()
+        assert lean.gate_up.weight.data_ptr() == layer.mlp.gate_proj.weight.data_ptr()
+        assert torch.equal(lean.qkv.weight[-layer.self_attn.v_proj.weight.shape[0]:], layer.self_attn.v_proj.weight)
 
 
 @pytest.mark.parametrize("chunk", [1, 7])

@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -216,14 +216,16 @@ def read_codec_config(model_dir: str | os.PathLike) -> CodecDecoderConfig:
 
 def load_weights(module: torch.nn.Module, path: str | os.PathLike, prefix: str, *,
                  dtype: torch.dtype, device: str | torch.device = "cpu",
-                 mapped: Iterable[str] = ()) -> None:
+                 mapped: Iterable[str] = (), fused: Iterable[Sequence[str]] = ()) -> None:
     """Fill ``module`` (built on the meta device) from the safetensors file at ``path``:
     the tensors named ``prefix + <the module's state_dict key>``, every one required.
 
     A tensor already in ``dtype`` on the CPU is used in place (mmap'd, read on first touch);
     others are converted/moved once. ``mapped`` keys stay in the stored dtype, mmap'd on
     the CPU, whatever ``dtype``/``device`` are (large tables read a few rows at a time).
-    Tensors outside ``prefix`` are not read."""
+    Each group in ``fused`` (keys of tensors with the same trailing shape) is written into
+    one new buffer, each key a block of its rows: the fused q/k/v and gate/up projections
+    of :mod:`.lean` are then views, not another copy. Tensors outside ``prefix`` are not read."""
     keep = set(mapped)
     wanted = module.state_dict(keep_vars=True)
     state: dict[str, torch.Tensor] = {}
@@ -233,11 +235,18 @@ def load_weights(module: torch.nn.Module, path: str | os.PathLike, prefix: str, 
         # the converted tensors' source pages would stay resident beside their copies.
         with _open(path) as f:
             _check_names(f, path, prefix, wanted)
+            for group in fused:
+                parts = [_checked(f, path, prefix, name, wanted[name]) for name in group]
+                buf = torch.empty((sum(p.shape[0] for p in parts), *parts[0].shape[1:]), dtype=dtype, device=device)
+                row = 0
+                for name, part in zip(group, parts):
+                    state[name] = buf[row:row + part.shape[0]]
+                    state[name].copy_(part)
+                    row += part.shape[0]
             for name, like in wanted.items():
-                t = f.get_tensor(prefix + name)
-                if t.shape != like.shape:
-                    raise TTSError("model_load_failed",
-                                   f"{path}: {prefix + name} has shape {tuple(t.shape)}, expected {tuple(like.shape)}")
+                if name in state:
+                    continue
+                t = _checked(f, path, prefix, name, like)
                 converted = t.to(device=device, dtype=dtype) if t.is_floating_point() and name not in keep else t
                 if converted is t:
                     in_place.append(name)
@@ -259,6 +268,14 @@ def _open(path: str | os.PathLike) -> Any:
     from safetensors import safe_open
 
     return safe_open(str(path), framework="pt")
+
+
+def _checked(f: Any, path: str | os.PathLike, prefix: str, name: str, like: torch.Tensor) -> torch.Tensor:
+    t = f.get_tensor(prefix + name)
+    if t.shape != like.shape:
+        raise TTSError("model_load_failed",
+                       f"{path}: {prefix + name} has shape {tuple(t.shape)}, expected {tuple(like.shape)}")
+    return t
 
 
 def _check_names(f: Any, path: str | os.PathLike, prefix: str, wanted: dict[str, Any]) -> None:

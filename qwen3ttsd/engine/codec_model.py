@@ -21,7 +21,7 @@ from torch import nn
 
 from ..errors import TTSError
 from .checkpoint import CODEC_DIR, WEIGHTS_FILE, CodecDecoderConfig, load_weights, read_codec_config
-from .talker_model import MLP, Attention, RMSNorm, RotaryEmbedding
+from .talker_model import MLP, Attention, RMSNorm, RotaryEmbedding, fused_groups
 
 
 class CausalConv(nn.Module):
@@ -205,7 +205,8 @@ def load_codec_decoder(model_dir: str | os.PathLike, dtype: torch.dtype = torch.
         raise TTSError("model_load_failed", "the codec needs at least 2 quantizers")
     with torch.device("meta"):
         decoder = CodecDecoder(config)
-    load_weights(decoder, Path(model_dir) / CODEC_DIR / WEIGHTS_FILE, "decoder.", dtype=dtype, device=device)
+    load_weights(decoder, Path(model_dir) / CODEC_DIR / WEIGHTS_FILE, "decoder.", dtype=dtype, device=device,
+                 fused=fused_groups(decoder))
     rope = decoder.pre_transformer.rotary_emb
     rope.inv_freq = rope.inv_freq.to(device)
     return decoder

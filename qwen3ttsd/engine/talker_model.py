@@ -255,6 +255,19 @@ class TalkerWeights:
         return self.config.languages
 
 
+def fused_groups(module: nn.Module) -> list[tuple[str, ...]]:
+    """The state-dict keys :mod:`.lean` fuses, per decoder layer: q/k/v, gate/up (weights,
+    and biases where the layers have them)."""
+    groups = []
+    for name, layer in module.named_modules():
+        if isinstance(layer, (Attention, MLP)):
+            projs = ("q_proj", "k_proj", "v_proj") if isinstance(layer, Attention) else ("gate_proj", "up_proj")
+            groups.append(tuple(f"{name}.{p}.weight" for p in projs))
+            if getattr(layer, projs[0]).bias is not None:
+                groups.append(tuple(f"{name}.{p}.bias" for p in projs))
+    return groups
+
+
 TEXT_TABLE = "model.text_embedding.weight"   # kept mmap'd in its stored dtype
 
 
@@ -266,10 +279,10 @@ def load_talker(model_dir: str | os.PathLike, dtype: torch.dtype = torch.float32
     with torch.device("meta"):
         talker = Talker(config.talker_config, dtype, device)
     load_weights(talker, Path(model_dir) / WEIGHTS_FILE, "talker.", dtype=dtype, device=device,
-                 mapped=[TEXT_TABLE])
+                 mapped=[TEXT_TABLE], fused=fused_groups(talker))
     for rope in (talker.model.rotary_emb, talker.code_predictor.model.rotary_emb):
         rope.inv_freq = rope.inv_freq.to(device)
     return TalkerWeights(config, talker)
 
 
-__all__ = ["CodePredictor", "RMSNorm", "RotaryEmbedding", "Talker", "TalkerWeights", "load_talker"]
+__all__ = ["CodePredictor", "RMSNorm", "RotaryEmbedding", "Talker", "TalkerWeights", "fused_groups", "load_talker"]
