@@ -120,7 +120,7 @@ class BatchedBackend:
         self.engine = engine
         self.capacity = max(1, int(options.max_batch))
         self._cp_rope: list[tuple[Tensor, Tensor]] | None = None
-        m = engine.tts.model
+        m = engine.serving_model
         self.model = m
         self.talker = m.talker
         self.predictor = m.talker.code_predictor

@@ -112,6 +112,7 @@ class Engine:
         self.model_dir = model_dir
         self.options = options
         self.tts: Any = None
+        self.own: tuple[Any, Any] | None = None   # (TalkerWeights, CodecDecoder) with weights="own"
         self.lock = threading.Lock()
         self._voices: OrderedDict[str, VoicePrompt] = OrderedDict()
         self._voice_cache_size = voice_cache_size
@@ -122,8 +123,26 @@ class Engine:
 
     def load(self) -> None:
         self.tts = load_model(self.model_dir, self.options)
+        if self.options.weights == "own":
+            self.own = self._load_own()
+        elif self.options.weights != "qwen_tts":
+            raise TTSError("bad_request", f"unknown weights loader {self.options.weights!r} (qwen_tts | own)")
         if self.model_type == "base":
             self._warm_speaker_encoder()
+
+    def _load_own(self) -> tuple[Any, Any]:
+        """The project's own talker and codec decoder, on qwen-tts's device and dtype."""
+        from .codec_model import load_codec_decoder
+        from .talker_model import load_talker
+
+        device, dtype = self.tts.model.talker.device, self.tts.model.talker.dtype
+        return load_talker(self.model_dir, dtype, device), load_codec_decoder(self.model_dir, dtype, device)
+
+    @property
+    def serving_model(self) -> Any:
+        """What the batched engine runs: the own weights where loaded, else qwen-tts's model
+        (both have ``talker`` with its code predictor, and ``config.talker_config``)."""
+        return self.own[0] if self.own is not None else self.tts.model
 
     def _warm_speaker_encoder(self) -> None:
         """A clone prompt's first build compiles numba/kernels for the speaker encoder:
@@ -230,7 +249,7 @@ class Engine:
 
     @property
     def _codec_decoder(self):
-        return self.tts.model.speech_tokenizer.model.decoder
+        return self.own[1] if self.own is not None else self.tts.model.speech_tokenizer.model.decoder
 
     def start_decoder(self, decoder: StreamingDecoder | None, prompt: VoicePrompt | None) -> StreamingDecoder:
         """The codec stream a generation continues: the caller's (a session's previous

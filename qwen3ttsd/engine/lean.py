@@ -33,13 +33,14 @@ from torch import Tensor
 
 def _fuse(linears: list[torch.nn.Linear]) -> torch.nn.Linear:
     """One Linear for several over the same input; the modules' own parameters become
-    views of its weight (and bias), so no memory is duplicated."""
+    views of its weight (and bias), so no memory is duplicated. Weights that already are
+    consecutive rows of one tensor (as :mod:`.checkpoint` loads them) are used as they are."""
     w0 = linears[0].weight
     fused = torch.nn.Linear(w0.shape[1], sum(m.weight.shape[0] for m in linears),
                             bias=linears[0].bias is not None, device="meta")
-    fused.weight = torch.nn.Parameter(torch.cat([m.weight.data for m in linears]), requires_grad=False)
+    fused.weight = torch.nn.Parameter(_rows([m.weight.data for m in linears]), requires_grad=False)
     if fused.bias is not None:
-        fused.bias = torch.nn.Parameter(torch.cat([m.bias.data for m in linears]), requires_grad=False)
+        fused.bias = torch.nn.Parameter(_rows([m.bias.data for m in linears]), requires_grad=False)
     row = 0
     for m in linears:
         n = m.weight.shape[0]
@@ -48,6 +49,21 @@ def _fuse(linears: list[torch.nn.Linear]) -> torch.nn.Linear:
             m.bias.data = fused.bias.data[row:row + n]
         row += n
     return fused
+
+
+def _rows(parts: list[Tensor]) -> Tensor:
+    """``torch.cat(parts)``, without a copy where the parts are adjacent blocks of one
+    contiguous buffer."""
+    first = parts[0]
+    storage = first.untyped_storage()
+    end = first.data_ptr()
+    for p in parts:
+        if (not p.is_contiguous() or p.dtype != first.dtype or p.data_ptr() != end
+                or p.untyped_storage().data_ptr() != storage.data_ptr() or p.shape[1:] != first.shape[1:]):
+            return torch.cat(parts)
+        end += p.numel() * p.element_size()
+    shape = (sum(p.shape[0] for p in parts), *first.shape[1:])
+    return first.new_empty(0).set_(storage, first.storage_offset(), shape)
 
 
 def quantize_int8(module: torch.nn.Module) -> torch.nn.Module:

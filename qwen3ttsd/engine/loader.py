@@ -81,6 +81,9 @@ class LoadOptions:
                                 # sequential engine (the batched engine always uses SDPA)
     compile: bool = False       # torch.compile the talker's decoder stack (CUDA, sequential engine)
     threads: int = 0            # torch CPU threads (0: torch's default, one per core)
+    weights: str = "qwen_tts"   # qwen_tts | own: the batched engine's talker / predictor and the codec
+                                # decoder from the project's own loader (engine/talker_model.py,
+                                # codec_model.py); qwen-tts still builds prompts and clone voices
 
 
 def resolve(opts: LoadOptions) -> tuple[str, Any, str]:

@@ -14,7 +14,9 @@ state carried between calls:
 
 Streamed output therefore equals ``decoder(all_codes)`` up to float rounding, whatever the
 chunk sizes, and each chunk costs the same at frame 10 as at frame 10,000. The weights are
-the loaded model's own modules; nothing is copied.
+the loaded model's own modules; nothing is copied. The modules are qwen-tts's or the
+project's own (:mod:`.codec_model`, loaded without transformers): :func:`stream_kind` tells
+them apart without importing qwen-tts.
 
 Several streams decode in one call with :meth:`StreamingDecoder.push_many`: their states
 are stacked on the batch axis (each row keeps its own position; attention caches of rows
@@ -29,18 +31,30 @@ from torch import Tensor
 
 from .cpu_conv import conv1d, conv_transpose1d
 from .lean import LeanLayer, Norm, dense, lean_layers, rope_tables
-from .loader import derived, import_qwen_tts
+from .loader import derived
 
-import_qwen_tts()  # first qwen_tts import under the stdout guard
+# What each codec module is, for qwen-tts's classes (by name: importing them would import
+# transformers); the project's own (:mod:`.codec_model`) say it with ``stream_kind``.
+_QWEN_TTS_KINDS = {
+    "Qwen3TTSTokenizerV2CausalConvNet": "conv",
+    "Qwen3TTSTokenizerV2CausalTransConvNet": "trans_conv",
+    "Qwen3TTSTokenizerV2ConvNeXtBlock": "convnext",
+    "Qwen3TTSTokenizerV2DecoderDecoderBlock": "block",
+    "Qwen3TTSTokenizerV2DecoderDecoderResidualUnit": "residual",
+    "SnakeBeta": "snake",
+}
+_kinds: dict[type, str | None] = {}
 
-from qwen_tts.core.tokenizer_12hz.modeling_qwen3_tts_tokenizer_v2 import (
-    Qwen3TTSTokenizerV2CausalConvNet as CausalConv,
-    Qwen3TTSTokenizerV2CausalTransConvNet as CausalTransConv,
-    Qwen3TTSTokenizerV2ConvNeXtBlock as ConvNeXtBlock,
-    Qwen3TTSTokenizerV2DecoderDecoderBlock as DecoderBlock,
-    Qwen3TTSTokenizerV2DecoderDecoderResidualUnit as ResidualUnit,
-    SnakeBeta,
-)
+
+def stream_kind(m: torch.nn.Module) -> str | None:
+    """How :class:`StreamingDecoder` runs ``m`` (None: as it is, point-wise in time)."""
+    cls = type(m)
+    if cls not in _kinds:
+        kind = getattr(cls, "stream_kind", None)
+        if kind is None and cls.__module__.startswith("qwen_tts."):
+            kind = _QWEN_TTS_KINDS.get(cls.__name__)
+        _kinds[cls] = kind
+    return _kinds[cls]
 
 
 class StreamingDecoder:
@@ -143,24 +157,25 @@ class StreamingDecoder:
     # --- building blocks -------------------------------------------------------------
 
     def _module(self, m: torch.nn.Module, x: Tensor) -> Tensor:
-        if isinstance(m, CausalConv):
+        kind = stream_kind(m)
+        if kind == "conv":
             return self._conv(m, x)
-        if isinstance(m, CausalTransConv):
+        if kind == "trans_conv":
             return self._trans_conv(m, x)
-        if isinstance(m, ConvNeXtBlock):
+        if kind == "convnext":
             return self._convnext(m, x)
-        if isinstance(m, DecoderBlock):
+        if kind == "block":
             for sub in m.block:
                 x = self._module(sub, x)
             return x
-        if isinstance(m, ResidualUnit):
+        if kind == "residual":
             y = self._conv(m.conv1, self._module(m.act1, x))
             return self._conv(m.conv2, self._module(m.act2, y)) + x
-        if isinstance(m, SnakeBeta):
+        if kind == "snake":
             return _snake(m, x)
         return m(x)  # point-wise in time: no state
 
-    def _conv(self, m: CausalConv, x: Tensor) -> Tensor:
+    def _conv(self, m: torch.nn.Module, x: Tensor) -> Tensor:
         if m.stride != 1:
             raise NotImplementedError("streaming decode assumes stride-1 causal convs")
         keep = m.kernel_size - 1  # effective kernel incl. dilation
@@ -173,7 +188,7 @@ class StreamingDecoder:
         self._conv_tail[id(m)] = xe[..., -keep:]
         return conv1d(m.conv, xe)
 
-    def _trans_conv(self, m: CausalTransConv, x: Tensor) -> Tensor:
+    def _trans_conv(self, m: torch.nn.Module, x: Tensor) -> Tensor:
         conv = m.conv
         stride = conv.stride[0]
         y = conv_transpose1d(conv, x)
@@ -187,7 +202,7 @@ class StreamingDecoder:
             self._trans_carry[id(m)] = tail - bias
         return y[..., :n]
 
-    def _convnext(self, m: ConvNeXtBlock, x: Tensor) -> Tensor:
+    def _convnext(self, m: torch.nn.Module, x: Tensor) -> Tensor:
         h = self._conv(m.dwconv, x).permute(0, 2, 1)
         h = m.pwconv2(m.act(m.pwconv1(m.norm(h))))
         return x + (m.gamma * h).permute(0, 2, 1)
@@ -265,7 +280,7 @@ def _dequantize_rvq(rvq: torch.nn.Module, codes: Tensor) -> Tensor:
     return rvq.output_proj(summed)
 
 
-def _snake(m: SnakeBeta, x: Tensor) -> Tensor:
+def _snake(m: torch.nn.Module, x: Tensor) -> Tensor:
     """qwen-tts's SnakeBeta ``x + 1 / (exp(beta) + 1e-9) * sin(x * exp(alpha)) ** 2`` with
     its per-channel factors computed once per loaded model (its forward recomputes them
     in ~8 small ops on every call; the decoder has 29 of them). Same ops on the same values."""
