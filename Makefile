@@ -86,7 +86,7 @@ bench-concurrency: install
 	$(BIN)/python bench/bench_concurrency.py
 
 bench-cold-start: install
-	$(BIN)/python bench/bench_cold_start.py --configs tiny,0.6b,0.6b+int8
+	$(BIN)/python bench/bench_cold_start.py --configs tiny@qwen_tts,tiny,0.6b+int8@qwen_tts,0.6b+int8
 
 # Mixed, partly hostile load on the bridge + daemon (loopback, tiny model) for 2 minutes;
 # then checks the daemon idles out and no temp files are left (issue 21).

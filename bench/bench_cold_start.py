@@ -10,11 +10,14 @@ socket activation spawns the same way), and each trial starts with no daemon run
   bridge            ``POST /v1/audio/speech`` (streamed pcm) -> first body bytes,
   rss               the daemon's RSS after that first request (admin.status),
 
+for each configuration SIZE[+int8][@WEIGHTS] (``@qwen_tts``: qwen-tts's from_pretrained, the
+path before issue 19; the default ``own`` loads the checkpoint without transformers),
+
 with ratios to ``import torch`` printed side by side from one run. The page cache is warm (as
 after an idle exit): one untimed trial runs first.
 
-    python bench/bench_cold_start.py                         # tiny
-    python bench/bench_cold_start.py --configs tiny,0.6b,0.6b+int8 --trials 3
+    python bench/bench_cold_start.py           # tiny: qwen-tts's loader, then the default (own)
+    python bench/bench_cold_start.py --configs 0.6b+int8@qwen_tts,0.6b+int8 --trials 3
 """
 
 from __future__ import annotations
@@ -48,12 +51,13 @@ def import_torch_s() -> float:
 class ActivatingBridge:
     """``qwen3tts-bridge --activate`` on a loopback port, serving one checkpoint."""
 
-    def __init__(self, root: Path, model: str, quant: str) -> None:
+    def __init__(self, root: Path, model: str, quant: str, weights: str) -> None:
         self.rt = root / "rt"
         self.port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("QWEN3TTSD_", "LISTEN_", "NOTIFY_"))}
         env.update(QWEN3TTSD_MODEL=model, QWEN3TTSD_STATE_DIR=str(root / "state"),
                    QWEN3TTSD_CONFIG="/nonexistent", QWEN3TTSD_IDLE_TIMEOUT="600", QWEN3TTSD_QUANT=quant,
+                   QWEN3TTSD_WEIGHTS=weights,
                    HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
         self.log = open(root / "bridge.log", "wb")  # noqa: SIM115 - written by the bridge until stop()
         self.proc = subprocess.Popen([sys.executable, "-m", "qwen3ttsd.bridge.main", "--activate",
@@ -123,9 +127,9 @@ class ActivatingBridge:
         self.log.close()
 
 
-def measure(model: str, quant: str, trials: int) -> dict:
+def measure(model: str, quant: str, weights: str, trials: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        b = ActivatingBridge(Path(tmp), model, quant)
+        b = ActivatingBridge(Path(tmp), model, quant, weights)
         try:
             b.first_audio_socket()  # untimed: page cache warm, as after an idle exit
             socket_s, bridge_s, rss = [], [], []
@@ -159,8 +163,9 @@ def quiet_build(path: Path, size: str) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--configs", default="tiny", help="comma list of SIZE[+int8] (sizes: %s)"
-                    % ", ".join(sorted(tinymodel.SIZES)))
+    ap.add_argument("--configs", default="tiny@qwen_tts,tiny",
+                    help="comma list of SIZE[+int8][@WEIGHTS] (sizes: %s; weights: own (the default), "
+                    "qwen_tts)" % ", ".join(sorted(tinymodel.SIZES)))
     ap.add_argument("--trials", type=int, default=3)
     ap.add_argument("--checkpoint", action="append", default=[], metavar="SIZE=DIR",
                     help="use this checkpoint for SIZE instead of building one")
@@ -171,14 +176,17 @@ def main() -> int:
     torch_mb = torch_rss_mb()
     print(f"import torch: {torch_s:.2f} s, RSS {torch_mb:.0f} MB  (python {sys.version.split()[0]}, "
           f"{os.cpu_count()} CPUs)")
-    print(f"{'config':<12} {'socket s':>9} {'x torch':>8} {'bridge s':>9} {'x torch':>8} "
+    print(f"{'config':<18} {'socket s':>9} {'x torch':>8} {'bridge s':>9} {'x torch':>8} "
           f"{'RSS MB':>8} {'- torch':>8}  socket trials")
     with tempfile.TemporaryDirectory() as tmp:
+        built: dict[str, str] = dict(a.model_dir)
         for config in a.configs.split(","):
-            size, _, quant = config.partition("+")
-            model = a.model_dir.get(size) or quiet_build(Path(tmp) / f"cv-{size}", size)
-            r = measure(model, quant, a.trials)
-            print(f"{config:<12} {r['socket']:>9.2f} {r['socket'] / torch_s:>7.2f}x {r['bridge']:>9.2f} "
+            spec, _, weights = config.partition("@")
+            size, _, quant = spec.partition("+")
+            if size not in built:
+                built[size] = quiet_build(Path(tmp) / f"cv-{size}", size)
+            r = measure(built[size], quant, weights or "own", a.trials)
+            print(f"{config:<18} {r['socket']:>9.2f} {r['socket'] / torch_s:>7.2f}x {r['bridge']:>9.2f} "
                   f"{r['bridge'] / torch_s:>7.2f}x {r['rss']:>8.0f} {r['rss'] - torch_mb:>+8.0f}  "
                   + " ".join(f"{s:.2f}" for s in r["socket_all"]), flush=True)
     return 0

@@ -689,6 +689,7 @@ class AdminStatusResult(Result):
     idle_exit_in_s: float | None = None
     uptime_s: float = 0.0
     torch_imported: bool = False
+    heavy_imports: list[str] = field(default_factory=list)  # of transformers, qwen_tts, librosa
     sockets: dict[str, Any] = field(default_factory=dict)
     python: str = ""
 

@@ -164,6 +164,31 @@ def test_activation_without_fdnames_falls_back_to_socket_address(tiny_models, tm
             p.kill()
 
 
+def test_the_default_engine_serves_without_transformers_qwen_tts_or_librosa(tiny_models, tmp_path):
+    """Issue 19: the batched engine on its own weights (the default) loads a CustomVoice or
+    VoiceDesign checkpoint itself; a Base checkpoint still imports qwen-tts for clone prompts."""
+    models = tiny_models["custom_voice"].parent
+    env = daemon_env("", tmp_path / "state", idle_timeout=60, models_dir=models, default_model="custom_voice",
+                     max_loaded_models=3)
+    env.pop("QWEN3TTSD_MODEL")
+    rt = tmp_path / "rt"
+    p = start_daemon(rt, env)
+    try:
+        res, audio, _ = synth(rt / "tts.sock", text="Lean and quick.", voice="ryan", max_frames=3)
+        assert res["frames"] == 3 and len(audio) == 3 * 1920 * 2
+        synth(rt / "tts.sock", text="Designed.", model="voice_design", instructions="a calm voice", max_frames=2)
+        with Client(str(rt / "admin.sock")) as c:
+            st = c.call("admin.status", {})
+        assert st["torch_imported"] is True and st["heavy_imports"] == []
+        assert st["loaded"]["custom_voice"]["weights"] == "own"
+        assert set(st["loaded"]["custom_voice"]["memory_bytes"]) == {"text_embedding", "talker", "code_predictor",
+                                                                     "codec"}
+    finally:
+        p.terminate()
+        p.wait(30)
+    assert p.stdout.read() == b""  # nothing on stdout
+
+
 def test_listen_env_is_cleared_for_children(tiny_models, tmp_path):
     from qwen3ttsd.daemon.activation import listen_fds
 

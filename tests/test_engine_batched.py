@@ -510,7 +510,7 @@ def test_prewarm_waits_while_streams_run_and_stops_with_the_backend():
     while no stream is in flight, and gives up once the backend (the model) is gone."""
 
     class Backend:
-        engine = SimpleNamespace(tts=object())
+        engine = SimpleNamespace(loaded=True)
         active = 1
 
     backend = Backend()

@@ -16,7 +16,6 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -190,33 +189,36 @@ def _mapped_from(t: torch.Tensor, path: Path) -> bool:
 # --- the batched engine and the streaming decoder on the own weights ----------------------
 
 
-def own_backend_engine(weights):
-    """What BatchedBackend reads of an engine to run prefill / predict / talker_step."""
-    return SimpleNamespace(serving_model=weights)
+def own_backend_engine(own, tiny_models, variant: str):
+    """A lean engine (weights="own", no qwen-tts) around the weights this module loaded once."""
+    from qwen3ttsd.engine import Engine, LoadOptions
+
+    engine = Engine(str(tiny_models[variant]), LoadOptions(weights="own"))
+    engine.own = own[variant]
+    return engine
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_teacher_forced_logits_on_own_weights_match_qwen_tts(variants, own, variant):  # noqa: F811
+def test_teacher_forced_logits_on_own_weights_match_qwen_tts(variants, own, tiny_models, variant):  # noqa: F811
     engine, req = variants[variant]
-    weights, _ = own[engine.model_type]
     with torch.inference_mode():
         prompt = build_prompt(engine, req)
         frames = torch.randint(0, 2048, (12, 16), generator=torch.Generator().manual_seed(3))
         ref_t, ref_p = reference_logits(engine, prompt, frames)
-        got_t, got_p = engine_logits(own_backend_engine(weights), prompt, frames)
+        got_t, got_p = engine_logits(own_backend_engine(own, tiny_models, engine.model_type), prompt, frames)
     assert got_t.shape == ref_t.shape == (13, 3072) and got_p.shape == ref_p.shape == (12, 15, 2048)
     assert float((got_t - ref_t).abs().max()) <= 1e-4
     assert float((got_p - ref_p).abs().max()) <= 1e-4
 
 
-def test_lean_layers_use_the_loaded_fused_buffers(own):
+def test_lean_layers_use_the_loaded_fused_buffers(own, tiny_models):
     """The loader writes q/k/v and gate/up into one buffer each, so the batched engine's
     fused projections are the loaded weights themselves, not another copy."""
     from qwen3ttsd.engine.backend import BackendOptions
     from qwen3ttsd.engine.batched import BatchedBackend
 
     weights, codec = own["voice_design"]
-    b = BatchedBackend(own_backend_engine(weights), BackendOptions(batch_decode=False))
+    b = BatchedBackend(own_backend_engine(own, tiny_models, "voice_design"), BackendOptions(batch_decode=False))
     for lean, layer in zip(b.talker_layers + b.predictor_layers,
                            list(weights.talker.model.layers) + list(weights.talker.code_predictor.model.layers)):
         assert lean.qkv.weight.data_ptr() == layer.self_attn.q_proj.weight.data_ptr()
@@ -249,15 +251,14 @@ def test_loading_and_running_imports_no_transformers(tiny_models):
     out of sys.modules."""
     code = f"""
 import sys, torch
-from types import SimpleNamespace
-from qwen3ttsd.engine.talker_model import load_talker
-from qwen3ttsd.engine.codec_model import load_codec_decoder
+from qwen3ttsd.engine import Engine, LoadOptions
 from qwen3ttsd.engine.streaming_decoder import StreamingDecoder
 from qwen3ttsd.engine.batched import BatchedBackend
 from qwen3ttsd.engine.backend import BackendOptions
-w = load_talker({str(tiny_models["custom_voice"])!r})
-codec = load_codec_decoder({str(tiny_models["custom_voice"])!r})
-b = BatchedBackend(SimpleNamespace(serving_model=w), BackendOptions(batch_decode=False))
+e = Engine({str(tiny_models["custom_voice"])!r}, LoadOptions(weights="own"))
+e.load()
+w, codec = e.own
+b = BatchedBackend(e, BackendOptions(batch_decode=False))
 with torch.inference_mode():
     text = w.talker.text_projection(w.talker.get_text_embeddings()(torch.tensor([[151644, 356, 198]])))
     b.kv.reserve(1, 8)
@@ -297,13 +298,13 @@ def test_engine_switch_serves_greedy_codes_and_audio_equal_to_qwen_tts(own_engin
     kwargs.update(do_sample=False, subtalker_dosample=False)
     with torch.inference_mode():
         ref = custom_engine.tts.model.generate(**kwargs)[0][0]
-        prompt = build_prompt(own_engine, req)
+        prompt = build_prompt(custom_engine, req)  # the oracle's prompt (the own engine has no qwen-tts)
     prompt.settings.update(do_sample=False, subtalker_dosample=False)
     run = Run(req)
     b = backend(own_engine)
     assert b.talker is own_engine.own[0].talker
     with monkeypatch.context() as m:
-        m.setattr(batched, "build_prompt", lambda engine, req: prompt)
+        m.setattr(batched, "own_prompt", lambda engine, req: prompt)
         b.admit(run.stream)
     while b.active:
         b.step()

@@ -17,6 +17,10 @@ from ..errors import TTSError
 from .server import Connection, Server
 from .state import DaemonState
 
+# What the default serving path never imports (issue 19): only the sequential engine, the
+# qwen-tts weights loader and a Base checkpoint's clone prompts bring them in.
+HEAVY_MODULES = ("transformers", "qwen_tts", "librosa")
+
 
 class Admin:
     def __init__(self, svc: DaemonState) -> None:
@@ -45,6 +49,7 @@ class Admin:
             idle_timeout=srv.idle_timeout if srv else None,
             idle_exit_in_s=srv.idle_exit_in() if srv else None,
             uptime_s=round(time.time() - svc.started, 3), torch_imported="torch" in sys.modules,
+            heavy_imports=[m for m in HEAVY_MODULES if m in sys.modules],
             sockets=svc.sockets_info, python=sys.version.split()[0])
 
     async def load(self, conn: Connection, msgid: int, params: dict[str, Any]) -> M.AdminLoadResult:

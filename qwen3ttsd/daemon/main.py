@@ -85,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         registry = ModelRegistry(cfg.model, cfg.models_dir, cfg.default_model, cfg.max_loaded_models,
-                                 LoadOptions(cfg.device, cfg.dtype, cfg.attn, cfg.compile, cfg.threads),
+                                 LoadOptions(cfg.device, cfg.dtype, cfg.attn, cfg.compile, cfg.threads,
+                                             weights=cfg.weights if cfg.engine == "batched" else "qwen_tts"),
                                  BackendOptions.from_config(cfg))
     except ValueError as e:
         print(f"qwen3ttsd: bad configuration: {e}", file=sys.stderr)

@@ -1,8 +1,9 @@
 """The torch side: only the daemon (and tests/benchmarks) import this package.
 
 Attributes load lazily so that ``from qwen3ttsd.engine.loader import LoadOptions`` costs
-no torch import (admin-only wake-ups of the daemon stay light), and so that qwen-tts is
-first imported under the stdout guard (its flash-attn banner goes to stderr).
+no torch import (admin-only wake-ups of the daemon stay light). qwen-tts is imported only
+where it is used (``loader.load_model``, under the stdout guard: its flash-attn banner goes to
+stderr); the default serving path never imports it (``Engine`` with ``weights="own"``).
 """
 
 from __future__ import annotations
@@ -22,9 +23,6 @@ def __getattr__(name: str) -> Any:
 
         return getattr(request, name)
     if name in __all__:
-        from .loader import import_qwen_tts
-
-        import_qwen_tts()
         from . import engine
 
         return getattr(engine, name)

@@ -94,6 +94,8 @@ class BackendOptions:
     overlap_decode: bool = False   # codec on its own thread beside generation (batched, CPU)
     prewarm_frames: int = 0        # build the codec's kernels for chunks of 1..N frames at every
                                    # batch size while idle (batched, CPU; engine/prewarm.py)
+    prompts: str = "own"           # own | qwen-tts: who builds a stream's prompt (batched; own is
+                                   # bitwise equal, off the engine thread: engine/prompts.py)
 
     @classmethod
     def from_config(cls, cfg: config.DaemonConfig) -> BackendOptions:

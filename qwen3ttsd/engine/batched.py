@@ -156,9 +156,11 @@ class BatchedBackend:
         self._newcomers: list[Row] = []   # admitted, prefilled at the next step
         self._suppress_cache: dict[tuple, Tensor] = {}
         self.quant = options.quant if self.device.type == "cpu" else ""
-        self.prompts = str(getattr(options, "prompts", "own"))  # a BackendOptions field to come
+        self.prompts = options.prompts
         if self.prompts not in PROMPT_SOURCES:
             raise TTSError("bad_request", f"unknown prompt source {self.prompts!r} (supported: {PROMPT_SOURCES})")
+        if self.prompts == "qwen-tts" and engine.tts is None:
+            raise TTSError("bad_request", "prompts='qwen-tts' needs qwen-tts's model (weights='qwen_tts')")
         self._building: deque[tuple[Stream, Future]] = deque()
         self._pool: ThreadPoolExecutor | None = None
         if self.prompts == "own":
@@ -234,7 +236,7 @@ class BatchedBackend:
         try:
             if stream.cancel.is_set():
                 raise Cancelled()
-            if self.engine.tts is None:
+            if not self.engine.loaded:
                 raise TTSError("unavailable", "model not loaded")
             if self.prompts == "own":
                 self._building.append((stream, self._builder_pool().submit(self._prompt, stream)))

@@ -113,6 +113,7 @@ class Engine:
         self.options = options
         self.tts: Any = None
         self.own: tuple[Any, Any] | None = None   # (TalkerWeights, CodecDecoder) with weights="own"
+        self.load_info: dict[str, Any] = {}       # without qwen-tts (weights="own", not Base)
         self.lock = threading.Lock()
         self._voices: OrderedDict[str, VoicePrompt] = OrderedDict()
         self._voice_cache_size = voice_cache_size
@@ -122,21 +123,54 @@ class Engine:
     # --- lifecycle ---------------------------------------------------------------------
 
     def load(self) -> None:
+        if self.options.weights not in ("qwen_tts", "own"):
+            raise TTSError("bad_request", f"unknown weights loader {self.options.weights!r} (qwen_tts | own)")
+        if self.options.weights == "own" and self._lean_load():
+            return
         self.tts = load_model(self.model_dir, self.options)
         if self.options.weights == "own":
-            self.own = self._load_own()
-        elif self.options.weights != "qwen_tts":
-            raise TTSError("bad_request", f"unknown weights loader {self.options.weights!r} (qwen_tts | own)")
+            device, dtype = self.tts.model.talker.device, self.tts.model.talker.dtype
+            self.own = self._load_own(device, dtype)
         if self.model_type == "base":
             self._warm_speaker_encoder()
 
-    def _load_own(self) -> tuple[Any, Any]:
-        """The project's own talker and codec decoder, on qwen-tts's device and dtype."""
+    def _lean_load(self) -> bool:
+        """weights="own" without qwen-tts at all (issue 19): no transformers, qwen_tts or
+        librosa import, weights by mmap. Not for a Base checkpoint: its clone prompts (the
+        speaker encoder, the codec's encoder) are still qwen-tts's, so it loads both."""
+        import time
+
+        from .loader import resolve
+        from .model_spec import ModelSpec
+
+        try:
+            spec = ModelSpec.load(self.model_dir)
+        except (OSError, ValueError, KeyError) as e:
+            raise TTSError("model_load_failed", f"reading {self.model_dir} failed: {e}") from e
+        if spec.model_type == "base":
+            return False
+        t0 = time.monotonic()
+        device, dtype, _ = resolve(self.options)
+        if self.options.threads > 0:
+            import torch
+
+            torch.set_num_threads(self.options.threads)
+        self.spec = spec
+        self.own = self._load_own(device, dtype)
+        self.load_info = {"path": str(self.model_dir), "device": device, "weights": "own",
+                          "dtype": str(dtype).removeprefix("torch."), "load_s": round(time.monotonic() - t0, 3)}
+        return True
+
+    def _load_own(self, device: Any, dtype: Any) -> tuple[Any, Any]:
+        """The project's own talker and codec decoder."""
         from .codec_model import load_codec_decoder
         from .talker_model import load_talker
 
-        device, dtype = self.tts.model.talker.device, self.tts.model.talker.dtype
         return load_talker(self.model_dir, dtype, device), load_codec_decoder(self.model_dir, dtype, device)
+
+    @property
+    def loaded(self) -> bool:
+        return self.tts is not None or self.own is not None
 
     @property
     def serving_model(self) -> Any:
@@ -157,21 +191,23 @@ class Engine:
     def info(self) -> dict:
         from .serving_size import memory_by_part
 
-        return dict(getattr(self.tts, "load_info", {}), model_type=self.model_type,
-                    size=self.tts.model.tts_model_size if self.tts else None,
-                    memory_bytes=memory_by_part(self.tts.model) if self.tts else None)
+        if self.tts is None and self.own is None:
+            return {"model_type": None, "size": None, "memory_bytes": None}
+        load_info = self.load_info if self.tts is None else getattr(self.tts, "load_info", {})
+        return dict(load_info, model_type=self.model_type, size=self.serving_model.tts_model_size,
+                    memory_bytes=memory_by_part(self.serving_model, self._codec_decoder))
 
     @property
     def model_type(self) -> str:
-        return str(self.tts.model.tts_model_type)
+        return str(self.serving_model.tts_model_type)
 
     @property
     def speakers(self) -> list[str]:
-        return sorted(str(s) for s in self.tts.model.get_supported_speakers())
+        return sorted(str(s) for s in self.serving_model.get_supported_speakers())
 
     @property
     def languages(self) -> list[str]:
-        return sorted(str(s) for s in self.tts.model.get_supported_languages())
+        return sorted(str(s) for s in self.serving_model.get_supported_languages())
 
     # --- voices (Base model clone prompts) ---------------------------------------------
 

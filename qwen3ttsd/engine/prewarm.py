@@ -97,7 +97,7 @@ def _idle_engine(backend_ref: weakref.ref) -> Any:
     prewarm decoded beside it (bench/RESULTS.md (Design measurements))."""
     while True:
         backend = backend_ref()
-        if backend is None or backend.engine.tts is None:
+        if backend is None or not backend.engine.loaded:
             return None
         if not backend.active:
             return backend.engine

@@ -82,12 +82,17 @@ def build_prompt(engine: Engine, req: SynthesisRequest) -> Prompt:
 def prompt_builder(engine: Engine) -> PromptBuilder:
     """The project's prompt builder for the engine's loaded model (built once per model,
     sharing its weights)."""
-    model = engine.tts.model
+    model = engine.serving_model
 
     def build() -> PromptBuilder:
         spec = ModelSpec.load(engine.model_dir)
-        return PromptBuilder(spec, TextTokenizer.load(engine.model_dir),
-                             PromptWeights.of_model(model, spec.num_code_groups))
+        if engine.own is not None:  # the own weights: the talker module holds them by their names
+            weights = PromptWeights.from_tensors(
+                lambda name: model.talker.get_parameter(name.removeprefix("talker.")).detach(),
+                spec.num_code_groups)
+        else:
+            weights = PromptWeights.of_model(model, spec.num_code_groups)
+        return PromptBuilder(spec, TextTokenizer.load(engine.model_dir), weights)
 
     return derived(model, "_qwen3ttsd_prompts", build)
 

@@ -112,23 +112,23 @@ def _int8_bytes(modules: Iterable[Any]) -> int:
     return total
 
 
-def memory_by_part(model: Any) -> dict[str, int]:
-    """Resident bytes of a loaded model's tensors, by part (each storage counted once):
-    what ``admin.status`` shows under ``loaded.<model>.memory``."""
+def memory_by_part(model: Any, codec: Any = None) -> dict[str, int]:
+    """Bytes of a loaded model's tensors, by part (each storage counted once; a table used
+    where it lies in the file counts its mapped size): what ``admin.status`` shows under
+    ``loaded.<model>.memory_bytes``. ``model``: qwen-tts's model or the own weights;
+    ``codec``: the codec decoder where it is not the model's own ``speech_tokenizer``."""
     talker = model.talker
+    speech = getattr(model, "speech_tokenizer", None)
     parts: dict[str, Any] = {
         "text_embedding": talker.model.text_embedding, "code_predictor": talker.code_predictor,
-        "talker": talker, "codec": getattr(model, "speech_tokenizer", None),
+        "talker": talker, "codec": getattr(speech, "model", None) if speech is not None else codec,
         "speaker_encoder": getattr(model, "speaker_encoder", None),
     }
     seen: set[int] = set()
     out: dict[str, int] = {}
     for name, part in parts.items():  # the talker after its embedding and predictor
-        if part is None:
-            continue
-        module = part.model if name == "codec" and not isinstance(part, torch.nn.Module) else part
-        if isinstance(module, torch.nn.Module):
-            out[name] = _tensor_bytes([*module.parameters(), *module.buffers()], seen)
+        if isinstance(part, torch.nn.Module):
+            out[name] = _tensor_bytes([*part.parameters(), *part.buffers()], seen)
     int8 = model.__dict__.get("_qwen3ttsd_int8")
     if int8 is not None:
         talker_layers, predictor_layers, head, heads = int8
