@@ -23,7 +23,7 @@ from ..errors import TTSError
 from ..formats import MODEL_RATE as SAMPLE_RATE
 from .backend import VoiceSource
 from .loader import LoadOptions, load_model
-from .request import SynthesisRequest, SynthesisStats, frame_budget
+from .request import SynthesisRequest, SynthesisStats, checked, frame_budget  # noqa: F401 - frame_budget: re-exported
 from .streaming_decoder import StreamingDecoder
 
 log = logging.getLogger("qwen3ttsd.engine")
@@ -300,19 +300,7 @@ class Engine:
         """Validate and build the exact ``model.generate`` kwargs the qwen-tts wrapper would
         (so outputs match it bit for bit), minus the final one-shot decode."""
         tts = self.tts
-        text = (req.text or "").strip()
-        if not text:
-            raise TTSError("bad_request", "text is empty")
-        language = (req.language or "auto").lower()
-        if language not in self.languages:
-            raise TTSError("bad_request", f"unsupported language {req.language!r}; supported: {self.languages}")
-        cap = req.max_frames if req.max_frames is not None else frame_budget(text, language)
-        if cap < 1:
-            raise TTSError("bad_request", "max_frames must be >= 1")
-        sampling = {k: getattr(req, k) for k in ("temperature", "top_k", "top_p", "repetition_penalty")}
-        for k, v in sampling.items():
-            if v is not None and (not isinstance(v, (int, float)) or v < 0):
-                raise TTSError("bad_request", f"{k} must be a non-negative number")
+        text, language, cap, sampling = checked(req, self.languages)
         # qwen-tts returns max_new_tokens - 1 frames, and max_new_tokens=1 crashes.
         gen = tts._merge_generate_kwargs(max_new_tokens=max(2, int(cap) + 1), **sampling)
         input_ids = tts._tokenize_texts([tts._build_assistant_text(text)])

@@ -30,7 +30,7 @@ from torch import Tensor
 
 from ..errors import TTSError
 from .model_spec import ModelSpec
-from .request import SynthesisRequest, frame_budget
+from .request import SynthesisRequest, checked
 from .text_tokenizer import TextTokenizer
 
 # Checkpoint names (model.safetensors) of the weights a prompt needs.
@@ -38,7 +38,6 @@ TEXT_EMBEDDING = "talker.model.text_embedding.weight"
 CODEC_EMBEDDING = "talker.model.codec_embedding.weight"
 PROJECTION = "talker.text_projection.linear_fc{}.{}"
 CODE_EMBEDDING = "talker.code_predictor.model.codec_embedding.{}.weight"
-SAMPLING = ("temperature", "top_k", "top_p", "repetition_penalty")
 
 
 @dataclass
@@ -106,19 +105,7 @@ class PromptBuilder:
         """The prompt of ``req`` (``voice``: the registered clone a Base request names).
         Bad requests raise ``TTSError`` with the messages of :meth:`.Engine.prepare`."""
         spec = self.spec
-        text = (req.text or "").strip()
-        if not text:
-            raise TTSError("bad_request", "text is empty")
-        language = (req.language or "auto").lower()
-        if language not in spec.languages:
-            raise TTSError("bad_request", f"unsupported language {req.language!r}; supported: {spec.languages}")
-        cap = req.max_frames if req.max_frames is not None else frame_budget(text, language)
-        if cap < 1:
-            raise TTSError("bad_request", "max_frames must be >= 1")
-        sampling = {k: getattr(req, k) for k in SAMPLING}
-        for k, v in sampling.items():
-            if v is not None and (not isinstance(v, (int, float)) or v < 0):
-                raise TTSError("bad_request", f"{k} must be a non-negative number")
+        text, language, cap, sampling = checked(req, spec.languages)
         # qwen-tts returns max_new_tokens - 1 frames, and max_new_tokens=1 crashes.
         settings = spec.talker_settings(max(2, int(cap) + 1), sampling)
         speaker = instruct = None

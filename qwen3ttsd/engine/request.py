@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import unicodedata
 from dataclasses import dataclass
+from typing import Any
+
+from ..errors import TTSError
 
 FRAME_RATE = 12.5
 
@@ -51,3 +54,25 @@ def frame_budget(text: str, language: str = "auto") -> int:
     narrow = sum(1 for c in text if c.isalnum()) - wide
     seconds = 3.0 + 0.45 * wide + 0.12 * max(narrow, 0)
     return max(8, min(int(seconds * FRAME_RATE), 8000))
+
+
+SAMPLING = ("temperature", "top_k", "top_p", "repetition_penalty")
+
+
+def checked(req: SynthesisRequest, languages: list[str]) -> tuple[str, str, int, dict[str, Any]]:
+    """The request's text, language, frame cap and sampling overrides, validated the one way
+    both prompt sources (qwen-tts's and the project's) report bad requests."""
+    text = (req.text or "").strip()
+    if not text:
+        raise TTSError("bad_request", "text is empty")
+    language = (req.language or "auto").lower()
+    if language not in languages:
+        raise TTSError("bad_request", f"unsupported language {req.language!r}; supported: {languages}")
+    cap = req.max_frames if req.max_frames is not None else frame_budget(text, language)
+    if cap < 1:
+        raise TTSError("bad_request", "max_frames must be >= 1")
+    sampling = {k: getattr(req, k) for k in SAMPLING}
+    for k, v in sampling.items():
+        if v is not None and (not isinstance(v, (int, float)) or v < 0):
+            raise TTSError("bad_request", f"{k} must be a non-negative number")
+    return text, language, int(cap), sampling
