@@ -47,3 +47,16 @@ def base_engine(tiny_models):
 @pytest.fixture(scope="session")
 def design_engine(tiny_models):
     return _engine(tiny_models["voice_design"])
+
+
+@pytest.fixture(scope="module")
+def custom_voice_daemon(tiny_models, tmp_path_factory) -> Path:
+    """A real daemon serving the tiny CustomVoice checkpoint, never idling out: its runtime
+    directory (tts.sock, admin.sock)."""
+    from .helpers import daemon_env, start_daemon
+
+    rt = tmp_path_factory.mktemp("rt")
+    p = start_daemon(rt, daemon_env(tiny_models["custom_voice"], rt / "state", idle_timeout=-1))
+    yield rt
+    p.terminate()
+    p.wait(30)

@@ -16,7 +16,7 @@ from qwen3ttsd.errors import TTSError
 from qwen3ttsd.text import prepare_segments
 from qwen3ttsd.text.ssml import SSMLError, parse_ssml
 
-from .helpers import PY, daemon_env, start_daemon
+from .helpers import PY
 from .test_wyoming import wyoming_bridge
 
 FRAME_S = 0.08
@@ -56,15 +56,6 @@ def test_segments_keep_the_written_text_for_captions():
 # --- through the daemon ----------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def daemon(tiny_models, tmp_path_factory):
-    rt = tmp_path_factory.mktemp("rt")
-    p = start_daemon(rt, daemon_env(tiny_models["custom_voice"], rt / "state", idle_timeout=-1))
-    yield rt
-    p.terminate()
-    p.wait(30)
-
-
 def speak(rt, **params) -> tuple[np.ndarray, list[dict], dict]:
     audio = bytearray()
     captions, result = [], {}
@@ -81,8 +72,8 @@ def speak(rt, **params) -> tuple[np.ndarray, list[dict], dict]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("speed", [1.0, 2.0, 0.5])
-def test_caption_spans_tile_the_delivered_audio(daemon, speed):
-    pcm, caps, res = speak(daemon, text="First one. Second one. Third one.", max_frames=5, speed=speed)
+def test_caption_spans_tile_the_delivered_audio(custom_voice_daemon, speed):
+    pcm, caps, res = speak(custom_voice_daemon, text="First one. Second one. Third one.", max_frames=5, speed=speed)
     assert [c["text"] for c in caps] == ["First one.", "Second one.", "Third one."]
     for i, c in enumerate(caps):
         assert c["index"] == i
@@ -94,8 +85,8 @@ def test_caption_spans_tile_the_delivered_audio(daemon, speed):
 
 
 @pytest.mark.slow
-def test_ssml_break_is_exact_silence_and_prosody_sets_the_speed(daemon):
-    pcm, caps, _ = speak(daemon, max_frames=5, text=(
+def test_ssml_break_is_exact_silence_and_prosody_sets_the_speed(custom_voice_daemon):
+    pcm, caps, _ = speak(custom_voice_daemon, max_frames=5, text=(
         '<speak><s>Before the pause.</s><break time="700ms"/><s><prosody rate="50%">Slow part.</prosody></s>'
         '<s>Normal again.</s><break time="300ms"/></speak>'))
     assert [c["text"] for c in caps] == ["Before the pause.", "Slow part.", "Normal again."]
@@ -109,25 +100,25 @@ def test_ssml_break_is_exact_silence_and_prosody_sets_the_speed(daemon):
 
 
 @pytest.mark.slow
-def test_ssml_tags_are_never_spoken(daemon):
-    plain, _, _ = speak(daemon, text="Hello world.", max_frames=6)
-    tagged, _, _ = speak(daemon, text="<speak>Hello <emphasis>world</emphasis>.</speak>", max_frames=6)
+def test_ssml_tags_are_never_spoken(custom_voice_daemon):
+    plain, _, _ = speak(custom_voice_daemon, text="Hello world.", max_frames=6)
+    tagged, _, _ = speak(custom_voice_daemon, text="<speak>Hello <emphasis>world</emphasis>.</speak>", max_frames=6)
     assert np.array_equal(plain, tagged)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("text", ["<speak>broken", '<speak><lang xml:lang="tlh">x</lang></speak>'])
-def test_bad_ssml_is_bad_request(daemon, text):
+def test_bad_ssml_is_bad_request(custom_voice_daemon, text):
     with pytest.raises(TTSError) as ei:
-        speak(daemon, text=text)
+        speak(custom_voice_daemon, text=text)
     assert ei.value.code == "bad_request"
 
 
 @pytest.mark.slow
-def test_ctl_say_writes_subtitles(daemon, tmp_path):
+def test_ctl_say_writes_subtitles(custom_voice_daemon, tmp_path):
     out, srt, vtt = tmp_path / "a.wav", tmp_path / "a.srt", tmp_path / "a.vtt"
     for sub in (srt, vtt):
-        r = subprocess.run([PY, "-m", "qwen3ttsd.cli", "--runtime-dir", str(daemon), "say",
+        r = subprocess.run([PY, "-m", "qwen3ttsd.cli", "--runtime-dir", str(custom_voice_daemon), "say",
                             "One sentence. Another one.", "-o", str(out), "--voice", "ryan",
                             "--max-frames", "5", "--speed", "2", "--subtitles", str(sub)],
                            capture_output=True, text=True, timeout=300)
@@ -218,8 +209,8 @@ def test_wyoming_ssml_is_parsed_not_spoken(wy):
 
 
 @pytest.mark.slow
-def test_ssml_markup_does_not_sway_language_detection(daemon):
+def test_ssml_markup_does_not_sway_language_detection(custom_voice_daemon):
     doc = ('<speak><s>Der schnelle braune Fuchs springt über den faulen Hund, und wir sind nicht müde.</s>'
            '<break time="100ms"/></speak>')
-    _, _, res = speak(daemon, text=doc, max_frames=2)
+    _, _, res = speak(custom_voice_daemon, text=doc, max_frames=2)
     assert res["language"] == "german"

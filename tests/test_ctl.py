@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from .helpers import PY, daemon_env, start_daemon
+from .helpers import PY
 
 
 def ctl(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
@@ -65,20 +65,11 @@ def test_say_mismatch_is_refused_before_synthesis(tmp_path):
     assert not out.exists()
 
 
-@pytest.fixture(scope="module")
-def daemon(tiny_models, tmp_path_factory):
-    rt = tmp_path_factory.mktemp("rt")
-    p = start_daemon(rt, daemon_env(tiny_models["custom_voice"], rt / "state", idle_timeout=-1))
-    yield rt
-    p.terminate()
-    p.wait(30)
-
-
 @pytest.mark.slow
-def test_say_encodes_by_the_extension(daemon, tmp_path):
+def test_say_encodes_by_the_extension(custom_voice_daemon, tmp_path):
     for name, fmt in (("a.mp3", "MP3"), ("a.flac", "FLAC"), ("a.wav", "WAV")):
         out = tmp_path / name
-        r = subprocess.run([PY, "-m", "qwen3ttsd.cli", "--runtime-dir", str(daemon), "say", "Hello there.",
+        r = subprocess.run([PY, "-m", "qwen3ttsd.cli", "--runtime-dir", str(custom_voice_daemon), "say", "Hello there.",
                             "-o", str(out), "--voice", "ryan", "--max-frames", "4"],
                            capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stderr
@@ -148,11 +139,11 @@ def test_voice_add_reads_consent_from_a_prompt(monkeypatch, tmp_path):
 
 
 @pytest.mark.slow
-def test_say_writes_an_mp3_file_with_its_exact_length(daemon, tmp_path):
+def test_say_writes_an_mp3_file_with_its_exact_length(custom_voice_daemon, tmp_path):
     """A file is complete: the stream's start is replaced with LAME's final Info frame (the
     daemon's ``final_header``), so decoders trim the encoder delay and the end padding."""
     out = tmp_path / "a.mp3"
-    r = subprocess.run([PY, "-m", "qwen3ttsd.cli", "--runtime-dir", str(daemon), "say", "Hello there.",
+    r = subprocess.run([PY, "-m", "qwen3ttsd.cli", "--runtime-dir", str(custom_voice_daemon), "say", "Hello there.",
                         "-o", str(out), "--voice", "ryan", "--max-frames", "7", "--subtitles", str(tmp_path / "a.srt")],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr

@@ -25,24 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+
+from .talker_model import MappedEmbedding
 
 log = logging.getLogger("qwen3ttsd.engine")
 
 TEXT_EMBEDDING = "talker.model.text_embedding.weight"
-
-
-class StoredEmbedding(torch.nn.Module):
-    """An embedding table kept at the checkpoint's dtype; lookups come out in ``out_dtype``."""
-
-    def __init__(self, weight: Tensor, out_dtype: torch.dtype) -> None:
-        super().__init__()
-        self.weight = torch.nn.Parameter(weight, requires_grad=False)
-        self.out_dtype = out_dtype
-
-    def forward(self, ids: Tensor) -> Tensor:
-        return F.embedding(ids, self.weight).to(self.out_dtype)
 
 
 def drop_codec_encoder(model: Any) -> None:
@@ -75,7 +64,11 @@ def keep_stored_precision(model: Any, checkpoint: Path) -> None:
     if stored is None or stored.itemsize >= weight.dtype.itemsize or not weight.dtype.is_floating_point:
         return
     narrow = weight.detach().to(stored)
-    talker.text_embedding = StoredEmbedding(narrow, weight.dtype)
+    with torch.device("meta"):  # no placeholder table: the weight is set right after
+        rows, dim = narrow.shape
+        table = MappedEmbedding(rows, dim, dtype=weight.dtype, device=weight.device)
+    table.weight = torch.nn.Parameter(narrow, requires_grad=False)
+    talker.text_embedding = table
     log.debug("text embedding kept in %s (%.0f MB saved)", stored,
               narrow.numel() * (weight.element_size() - narrow.element_size()) / 2**20)
 
@@ -147,5 +140,5 @@ def release_linears(modules: Iterable[torch.nn.Module]) -> None:
                 p.data = torch.empty(0, dtype=p.dtype, device=p.device)
 
 
-__all__ = ["StoredEmbedding", "drop_codec_encoder", "keep_stored_precision", "memory_by_part", "release_linears",
+__all__ = ["drop_codec_encoder", "keep_stored_precision", "memory_by_part", "release_linears",
            "stored_dtype", "trim_heap"]
