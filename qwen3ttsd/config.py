@@ -18,6 +18,7 @@ from .formats import CHUNK_PROFILES
 
 DEFAULT_CONFIG_FILE = "/etc/qwen3ttsd/qwen3ttsd.toml"
 DEFAULT_STATE_DIR = "/var/lib/qwen3ttsd"  # saved voices (the bridge reads their index there)
+WEIGHT_CACHE_DIR = "weight-cache"  # under state_dir: quantized weights kept between starts
 DEFAULT_MODELS_DIR = "/var/lib/qwen3ttsd/models"  # the service's; `qwen3tts-ctl models` uses it when unset
 
 
@@ -65,6 +66,9 @@ class DaemonConfig:
     threads: int = 0                       # torch CPU threads; 0 = one per core
     prewarm: bool = True                   # batched engine, CPU: after a load, build the codec's
                                            # kernels for every batch shape while idle (engine/prewarm.py)
+    weight_cache: bool = True              # batched engine, own weights, quant on the CPU: keep the
+                                           # quantized weights in <state_dir>/weight-cache between
+                                           # starts (engine/weight_cache.py)
 
     def __post_init__(self) -> None:
         if not self.tts_socket:

@@ -48,6 +48,11 @@ def parse_args(argv: list[str] | None) -> dict:
     return vars(ap.parse_args(argv))
 
 
+def weight_cache_dir(cfg: config.DaemonConfig) -> str:
+    """Where quantized weights are kept between starts ("" = not kept)."""
+    return os.path.join(cfg.state_dir, config.WEIGHT_CACHE_DIR) if cfg.weight_cache and cfg.quant else ""
+
+
 def load_for_the_waiting_caller(registry: ModelRegistry, scheduler: Scheduler) -> None:
     """A caller on the speech socket woke us: it is about to ask for speech, so the default
     model starts loading now, while its request is still being written and read (issue 19:
@@ -86,7 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         registry = ModelRegistry(cfg.model, cfg.models_dir, cfg.default_model, cfg.max_loaded_models,
                                  LoadOptions(cfg.device, cfg.dtype, cfg.attn, cfg.compile, cfg.threads,
-                                             weights=cfg.weights if cfg.engine == "batched" else "qwen_tts"),
+                                             weights=cfg.weights if cfg.engine == "batched" else "qwen_tts",
+                                             quant=cfg.quant if cfg.engine == "batched" else "",
+                                             cache_dir=weight_cache_dir(cfg)),
                                  BackendOptions.from_config(cfg))
     except ValueError as e:
         print(f"qwen3ttsd: bad configuration: {e}", file=sys.stderr)

@@ -143,11 +143,13 @@ class BatchedBackend:
         self.code_tables = [self.talker.get_input_embeddings().weight.detach()]
         self.code_tables += [e.weight.detach() for e in self.predictor.get_input_embeddings()]
         self.to_predictor = dense(self.predictor.small_to_mtp_projection)
+        self.cache_writer: Any = None   # the thread writing the weight cache after a miss (engine/weight_cache.py)
+        self._store_cache: Any = None
         if options.quant == "int8":
             self._use_int8()
         elif options.quant:
             raise TTSError("bad_request", f"unknown quantization {options.quant!r} (supported: int8)")
-        elif "_qwen3ttsd_fp32_released" in m.__dict__:
+        elif "_qwen3ttsd_fp32_released" in m.__dict__ or getattr(getattr(engine, "weight_cache", None), "hit", False):
             raise TTSError("internal", "this model serves int8: its fp32 linears were released")
         self.lane = CodecLane(options.overlap_decode and self.device.type == "cpu" and cpu_threads() > 1,
                               options.batch_decode)
@@ -171,6 +173,8 @@ class BatchedBackend:
         self.prewarm: Prewarm | None = None
         if options.prewarm_frames > 0 and options.batch_decode and self.device.type == "cpu":
             self.prewarm = Prewarm(self, codec_shapes(self.capacity, options.prewarm_frames), self.lane.threads)
+        if self._store_cache is not None:
+            self.cache_writer = self._store_cache()
 
     @property
     def active(self) -> int:
@@ -206,13 +210,17 @@ class BatchedBackend:
             log.warning("QWEN3TTSD_QUANT=int8 is a CPU option; running unquantized on %s", self.device)
             return
         from .lean import quantize_int8
+        from .weight_cache import from_cache_or, store_when_idle
 
         fp32_layers = self.talker_layers + self.predictor_layers
+        cache = getattr(self.engine, "weight_cache", None)
         self.talker_layers, self.predictor_layers, self.codec_head, self.lm_heads = derived(
-            self.model, "_qwen3ttsd_int8", lambda: (
+            self.model, "_qwen3ttsd_int8", lambda: from_cache_or(cache, lambda: (
                 [layer.int8() for layer in self.talker_layers], [layer.int8() for layer in self.predictor_layers],
-                quantize_int8(self.talker.codec_head), list(quantize_int8(self.predictor.lm_head))))
+                quantize_int8(self.talker.codec_head), list(quantize_int8(self.predictor.lm_head)))))
         derived(self.model, "_qwen3ttsd_fp32_released", lambda: self._release_fp32(fp32_layers))
+        if cache is not None and not cache.hit:
+            self._store_cache = lambda: store_when_idle(cache, self, "_qwen3ttsd_int8", self.talker)
 
     def _release_fp32(self, fp32_layers: list) -> bool:
         """The int8 copies serve: free the fp32 linears they were made from (issue 19)."""

@@ -216,7 +216,8 @@ def read_codec_config(model_dir: str | os.PathLike) -> CodecDecoderConfig:
 
 def load_weights(module: torch.nn.Module, path: str | os.PathLike, prefix: str, *,
                  dtype: torch.dtype, device: str | torch.device = "cpu",
-                 mapped: Iterable[str] = (), fused: Iterable[Sequence[str]] = ()) -> None:
+                 mapped: Iterable[str] = (), fused: Iterable[Sequence[str]] = (),
+                 skip: Iterable[str] = ()) -> None:
     """Fill ``module`` (built on the meta device) from the safetensors file at ``path``:
     the tensors named ``prefix + <the module's state_dict key>``, every one required.
 
@@ -225,10 +226,15 @@ def load_weights(module: torch.nn.Module, path: str | os.PathLike, prefix: str, 
     the CPU, whatever ``dtype``/``device`` are (large tables read a few rows at a time).
     Each group in ``fused`` (keys of tensors with the same trailing shape) is written into
     one new buffer, each key a block of its rows: the fused q/k/v and gate/up projections
-    of :mod:`.lean` are then views, not another copy. Tensors outside ``prefix`` are not read."""
+    of :mod:`.lean` are then views, not another copy. Tensors outside ``prefix`` are not read,
+    nor those in ``skip`` (a group only when all its keys are): they stay on the meta device
+    (shapes, no memory), their quantized copies serving instead (:mod:`.weight_cache`)."""
     keep = set(mapped)
     wanted = module.state_dict(keep_vars=True)
     state: dict[str, torch.Tensor] = {}
+    skipped = set(skip) & set(wanted)
+    fused = [g for g in fused if not skipped.issuperset(g)]
+    skipped -= {name for g in fused for name in g}
     in_place: list[str] = []
     try:
         # Two passes, because one file is one mapping, alive while any tensor from it is:
@@ -244,7 +250,7 @@ def load_weights(module: torch.nn.Module, path: str | os.PathLike, prefix: str, 
                     state[name].copy_(part)
                     row += part.shape[0]
             for name, like in wanted.items():
-                if name in state:
+                if name in state or name in skipped:
                     continue
                 t = _checked(f, path, prefix, name, like)
                 converted = t.to(device=device, dtype=dtype) if t.is_floating_point() and name not in keep else t
@@ -259,7 +265,9 @@ def load_weights(module: torch.nn.Module, path: str | os.PathLike, prefix: str, 
         raise
     except Exception as e:
         raise TTSError("model_load_failed", f"reading {path} failed: {type(e).__name__}: {e}") from e
-    module.load_state_dict(state, strict=True, assign=True)
+    missing = module.load_state_dict(state, strict=False, assign=True).missing_keys
+    if set(missing) != skipped:
+        raise TTSError("model_load_failed", f"{path}: not loaded: {sorted(set(missing) - skipped)[:3]}")
     module.requires_grad_(False)
     module.eval()
 

@@ -113,6 +113,7 @@ class Engine:
         self.options = options
         self.tts: Any = None
         self.own: tuple[Any, Any] | None = None   # (TalkerWeights, CodecDecoder) with weights="own"
+        self.weight_cache: Any = None             # WeightCache of the own weights' quantized form, if any
         self.load_info: dict[str, Any] = {}       # without qwen-tts (weights="own", not Base)
         self.lock = threading.Lock()
         self._voices: OrderedDict[str, VoicePrompt] = OrderedDict()
@@ -162,11 +163,30 @@ class Engine:
         return True
 
     def _load_own(self, device: Any, dtype: Any) -> tuple[Any, Any]:
-        """The project's own talker and codec decoder."""
+        """The project's own talker and codec decoder. Where quantized weights are cached
+        (:mod:`.weight_cache`), the fp32 weights they replace are not read."""
         from .codec_model import load_codec_decoder
         from .talker_model import load_talker
 
-        return load_talker(self.model_dir, dtype, device), load_codec_decoder(self.model_dir, dtype, device)
+        self.weight_cache = self._open_weight_cache(device, dtype)
+        skip = self.weight_cache.released if self.weight_cache is not None and self.weight_cache.load() else ()
+        return (load_talker(self.model_dir, dtype, device, skip=skip),
+                load_codec_decoder(self.model_dir, dtype, device))
+
+    def _open_weight_cache(self, device: Any, dtype: Any) -> Any:
+        """The weight cache for this load, where one applies: a quantized CPU backend and a
+        cache directory."""
+        o = self.options
+        if not (o.cache_dir and o.quant and str(device) == "cpu"):
+            return None
+        from .checkpoint import WEIGHTS_FILE
+        from .weight_cache import WeightCache
+
+        try:
+            return WeightCache(o.cache_dir, self.model_dir, ["config.json", WEIGHTS_FILE], o.quant, device, dtype)
+        except OSError as e:
+            log.warning("no weight cache for %s: %s", self.model_dir, e)
+            return None
 
     @property
     def loaded(self) -> bool:
@@ -195,7 +215,8 @@ class Engine:
             return {"model_type": None, "size": None, "memory_bytes": None}
         load_info = self.load_info if self.tts is None else getattr(self.tts, "load_info", {})
         return dict(load_info, model_type=self.model_type, size=self.serving_model.tts_model_size,
-                    memory_bytes=memory_by_part(self.serving_model, self._codec_decoder))
+                    memory_bytes=memory_by_part(self.serving_model, self._codec_decoder),
+                    weight_cache=None if self.weight_cache is None else dict(self.weight_cache.status))
 
     @property
     def model_type(self) -> str:

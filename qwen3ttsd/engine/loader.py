@@ -84,6 +84,10 @@ class LoadOptions:
     weights: str = "qwen_tts"   # qwen_tts | own: the batched engine's talker / predictor and the codec
                                 # decoder from the project's own loader (engine/talker_model.py,
                                 # codec_model.py); qwen-tts still builds prompts and clone voices
+    quant: str = ""             # the backend's quantization (BackendOptions.quant): with weights="own"
+                                # on the CPU, what the weight cache holds
+    cache_dir: str = ""         # where quantized weights are cached between starts ("" = nowhere;
+                                # the daemon: <state_dir>/weight-cache; engine/weight_cache.py)
 
 
 def resolve(opts: LoadOptions) -> tuple[str, Any, str]:

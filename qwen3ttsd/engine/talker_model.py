@@ -17,6 +17,7 @@ on lookup - the same values qwen-tts's converted table holds.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -226,12 +227,12 @@ class Talker(nn.Module):
         return self.model.text_embedding
 
     @property
-    def device(self) -> torch.device:
-        return self.codec_head.weight.device
+    def device(self) -> torch.device:   # from a weight never quantized (or left unloaded)
+        return self.model.norm.weight.device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.codec_head.weight.dtype
+        return self.model.norm.weight.dtype
 
 
 class TalkerWeights:
@@ -272,14 +273,16 @@ TEXT_TABLE = "model.text_embedding.weight"   # kept mmap'd in its stored dtype
 
 
 def load_talker(model_dir: str | os.PathLike, dtype: torch.dtype = torch.float32,
-                device: str | torch.device = "cpu") -> TalkerWeights:
+                device: str | torch.device = "cpu", skip: Iterable[str] = ()) -> TalkerWeights:
     """The talker and code predictor of the checkpoint at ``model_dir``, in ``dtype`` on
-    ``device`` (the text table excepted, see the module docstring). No transformers import."""
+    ``device`` (the text table excepted, see the module docstring). No transformers import.
+    ``skip``: talker state-dict keys not read, left on the meta device (their quantized copies come from
+    :mod:`.weight_cache`)."""
     config = read_config(model_dir)
     with torch.device("meta"):
         talker = Talker(config.talker_config, dtype, device)
     load_weights(talker, Path(model_dir) / WEIGHTS_FILE, "talker.", dtype=dtype, device=device,
-                 mapped=[TEXT_TABLE], fused=fused_groups(talker))
+                 mapped=[TEXT_TABLE], fused=fused_groups(talker), skip=skip)
     for rope in (talker.model.rotary_emb, talker.code_predictor.model.rotary_emb):
         rope.inv_freq = rope.inv_freq.to(device)
     return TalkerWeights(config, talker)

@@ -1,0 +1,189 @@
+"""The on-disk cache of quantized weights (issue 19, engine/weight_cache.py).
+
+* a second load takes the int8 weights from the cache, never reads the fp32 linears they
+  replace, and serves the same codes;
+* a truncated, bit-flipped or mismatched (other key) file is detected, removed and rebuilt;
+* two daemons writing at once leave one whole, valid file;
+* an unwritable state directory still serves (without a cache);
+* the pickle inside resolves only torch / engine classes.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from qwen3ttsd.engine import Engine, LoadOptions, SynthesisRequest, weight_cache as wc
+from tests.test_engine_batched import Run, backend
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _serve(model: Path, cache_dir: Path) -> tuple[Engine, torch.Tensor]:
+    """Load with the cache, serve one seeded request, wait for the cache writer."""
+    e = Engine(str(model), LoadOptions(weights="own", quant="int8", cache_dir=str(cache_dir)))
+    e.load()
+    b = backend(e, quant="int8")
+    run = Run(SynthesisRequest(text="Hello world.", speaker="vivian", language="english", max_frames=5, seed=3))
+    b.admit(run.stream)
+    while b.active:
+        b.step()
+    assert run.result[0] == "done"
+    if b.cache_writer is not None:
+        b.cache_writer.join(60)
+    return e, run.all_codes
+
+
+def _files(cache_dir: Path) -> list[Path]:
+    return sorted(cache_dir.glob("*.safetensors"))
+
+
+@pytest.fixture()
+def cached(tiny_models, tmp_path, monkeypatch):
+    monkeypatch.setattr(wc, "IDLE_GRACE_S", 0.0)
+    cache_dir = tmp_path / "state" / "weight-cache"
+    e, codes = _serve(tiny_models["custom_voice"], cache_dir)
+    assert e.weight_cache.status["state"] == "written"
+    return cache_dir, codes
+
+
+def test_a_second_load_serves_from_the_cache_without_reading_fp32_linears(cached, tiny_models):
+    cache_dir, codes = cached
+    [path] = _files(cache_dir)
+    e, again = _serve(tiny_models["custom_voice"], cache_dir)
+    assert e.weight_cache.hit and e.info["weight_cache"]["state"] == "hit"
+    assert torch.equal(again, codes)
+    talker = e.own[0].talker
+    q = talker.model.layers[0].self_attn.q_proj.weight
+    assert q.device.type == "meta"                      # never read from the checkpoint
+    assert talker.codec_head.weight.device.type == "meta"
+    assert talker.model.norm.weight.device.type == "cpu"
+    assert _files(cache_dir) == [path]
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "other_key"])
+def test_a_damaged_or_mismatched_cache_is_rebuilt_never_used(cached, tiny_models, damage):
+    cache_dir, codes = cached
+    [path] = _files(cache_dir)
+    data = bytearray(path.read_bytes())
+    if damage == "truncate":
+        data = data[: len(data) - 1000]
+    elif damage == "flip":
+        data[-10] ^= 0xFF   # inside the last tensor's bytes
+    else:
+        n = int.from_bytes(data[:8], "little")
+        header = json.loads(data[8:8 + n])
+        key = json.loads(header["__metadata__"]["key"])
+        key["torch"] = "0.0"
+        header["__metadata__"]["key"] = json.dumps(key, sort_keys=True)
+        raw = json.dumps(header, separators=(",", ":")).encode()
+        raw += b" " * (-len(raw) % 8)
+        data = bytearray(len(raw).to_bytes(8, "little") + raw + data[8 + n:])
+    path.write_bytes(bytes(data))
+    e, again = _serve(tiny_models["custom_voice"], cache_dir)
+    assert not e.weight_cache.hit and e.weight_cache.status["state"] == "written"
+    assert torch.equal(again, codes)
+    assert e.own[0].talker.codec_head.weight.numel() == 0   # quantized from the fp32 weights
+    e2, _ = _serve(tiny_models["custom_voice"], cache_dir)
+    assert e2.weight_cache.hit
+
+
+def test_a_changed_checkpoint_or_mode_gets_its_own_file_and_the_old_one_goes(cached, tiny_models, tmp_path):
+    cache_dir, _ = cached
+    [old] = _files(cache_dir)
+    model = tmp_path / "model"
+    model.symlink_to(tiny_models["custom_voice"])   # the key is the content, not the path
+    c = wc.WeightCache(cache_dir, tiny_models["custom_voice"], ["config.json", "model.safetensors"], "int8", "cpu",
+                       torch.float32)
+    assert c.path == old
+    other = wc.WeightCache(cache_dir, tiny_models["custom_voice"], ["config.json", "model.safetensors"], "int4",
+                           "cpu", torch.float32)
+    assert other.path != old and not other.load()
+    weights = tiny_models["custom_voice"] / "model.safetensors"
+    st = weights.stat()
+    try:
+        os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+        touched = wc.WeightCache(cache_dir, tiny_models["custom_voice"], ["config.json", "model.safetensors"],
+                                 "int8", "cpu", torch.float32)
+        assert touched.path != old
+        assert touched.store({"w": torch.ones(3)}, [])
+        assert _files(cache_dir) == [touched.path]       # the stale one removed
+    finally:
+        os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def _quantized() -> torch.nn.Module:
+    from qwen3ttsd.engine.lean import quantize_int8
+
+    torch.manual_seed(0)
+    return quantize_int8(torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.Linear(32, 8)))
+
+
+def test_quantized_modules_round_trip_exactly(tmp_path, tiny_models):
+    c = wc.WeightCache(tmp_path, tiny_models["custom_voice"], ["config.json"], "int8", "cpu", torch.float32)
+    m = _quantized()
+    assert c.store({"m": m, "plain": torch.arange(5.0)}, ["a.weight"])
+    c2 = wc.WeightCache(tmp_path, tiny_models["custom_voice"], ["config.json"], "int8", "cpu", torch.float32)
+    assert c2.load() and c2.released == ["a.weight"]
+    x = torch.randn(4, 64)
+    assert torch.equal(c2.value["m"](x), m(x)) and torch.equal(c2.value["plain"], torch.arange(5.0))
+
+
+WRITER = """
+import sys, torch
+from qwen3ttsd.engine import weight_cache as wc
+from qwen3ttsd.engine.lean import quantize_int8
+torch.manual_seed(0)
+m = quantize_int8(torch.nn.Sequential(*[torch.nn.Linear(512, 512) for _ in range(8)]))
+c = wc.WeightCache(sys.argv[1], sys.argv[2], ["config.json"], "int8", "cpu", torch.float32)
+for _ in range(5):
+    assert c.store(m, [])
+print("ok")
+"""
+
+
+def test_two_writers_at_once_leave_one_valid_file(tmp_path, tiny_models):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    args = [sys.executable, "-c", WRITER, str(tmp_path), str(tiny_models["custom_voice"])]
+    procs = [subprocess.Popen(args, env=env, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    assert [p.communicate(timeout=120)[0].strip() for p in procs] == ["ok", "ok"]
+    assert len(_files(tmp_path)) == 1 and not list(tmp_path.glob(".*.tmp"))
+    c = wc.WeightCache(tmp_path, tiny_models["custom_voice"], ["config.json"], "int8", "cpu", torch.float32)
+    assert c.load() and len(c.value) == 8
+
+
+def test_an_unwritable_state_directory_still_serves(tiny_models, tmp_path, monkeypatch):
+    monkeypatch.setattr(wc, "IDLE_GRACE_S", 0.0)
+    blocker = tmp_path / "state"
+    blocker.write_text("a file where the state directory should be")   # mkdir fails, even as root
+    e, codes = _serve(tiny_models["custom_voice"], blocker / "weight-cache")
+    assert e.weight_cache.status["state"] == "unwritable" and codes.shape[0] == 5
+    if os.geteuid() != 0:   # a read-only directory (root writes anyway)
+        ro = tmp_path / "ro"
+        ro.mkdir(mode=0o500)
+        e, _ = _serve(tiny_models["custom_voice"], ro)
+        assert e.weight_cache.status["state"] == "unwritable"
+
+
+def test_the_pickle_resolves_nothing_outside_torch_and_the_engine(tmp_path, tiny_models):
+    c = wc.WeightCache(tmp_path, tiny_models["custom_voice"], ["config.json"], "int8", "cpu", torch.float32)
+    assert c.store({"x": torch.ones(2)}, [])
+    data = bytearray(c.path.read_bytes())
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + n])
+    evil = pickle.dumps(os.system)   # a global outside the allowed set
+    header["__metadata__"]["pickle"] = base64.b64encode(evil).decode()
+    header["__metadata__"]["pickle_crc"] = str(__import__("zlib").crc32(evil))
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    c.path.write_bytes(len(raw).to_bytes(8, "little") + raw + bytes(data[8 + n:]))
+    c2 = wc.WeightCache(tmp_path, tiny_models["custom_voice"], ["config.json"], "int8", "cpu", torch.float32)
+    assert not c2.load() and not c2.path.exists()
