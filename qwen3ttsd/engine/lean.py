@@ -55,6 +55,9 @@ def _rows(parts: list[Tensor]) -> Tensor:
     """``torch.cat(parts)``, without a copy where the parts are adjacent blocks of one
     contiguous buffer."""
     first = parts[0]
+    if any(p.is_meta for p in parts):  # weights left unloaded (their int8 copies come from the
+        # weight cache): shapes only, without an op on meta (the first imports torch's meta kernels, ~2 s)
+        return torch.empty((sum(p.shape[0] for p in parts), *first.shape[1:]), dtype=first.dtype, device="meta")
     storage = first.untyped_storage()
     end = first.data_ptr()
     for p in parts:
