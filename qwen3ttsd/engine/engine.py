@@ -168,10 +168,21 @@ class Engine:
         from .codec_model import load_codec_decoder
         from .talker_model import load_talker
 
-        self.weight_cache = self._open_weight_cache(device, dtype)
-        skip = self.weight_cache.released if self.weight_cache is not None and self.weight_cache.load() else ()
-        return (load_talker(self.model_dir, dtype, device, skip=skip),
-                load_codec_decoder(self.model_dir, dtype, device))
+        cache = self.weight_cache = self._open_weight_cache(device, dtype)
+        skip = None if cache is None else cache.peek()
+        reading = None
+        if skip is not None:  # the cache is read (checked, repacked) while the rest loads
+            reading = threading.Thread(target=cache.load, name="qwen3ttsd-weight-cache-read")
+            reading.start()
+        elif cache is not None:
+            cache.load()   # a miss, or a bad file: reported and removed
+        talker = load_talker(self.model_dir, dtype, device, skip=skip or ())
+        codec = load_codec_decoder(self.model_dir, dtype, device)
+        if reading is not None:
+            reading.join()
+            if not cache.hit:  # unusable after all: the skipped weights are needed
+                talker = load_talker(self.model_dir, dtype, device)
+        return talker, codec
 
     def _open_weight_cache(self, device: Any, dtype: Any) -> Any:
         """The weight cache for this load, where one applies: a quantized CPU backend and a

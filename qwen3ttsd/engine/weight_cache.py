@@ -245,7 +245,16 @@ class WeightCache:
         self.status["state"] = "hit"
         return True
 
-    def _read(self) -> tuple[Any, list[str]]:
+    def peek(self) -> list[str] | None:
+        """The released names of a cache file whose header matches the key (nothing else is
+        read or checked: :meth:`load` does), else None. Lets the loader skip those weights
+        while :meth:`load` runs beside it."""
+        try:
+            return list(json.loads(self._meta()["released"])) if self.path.is_file() else None
+        except Exception:  # noqa: BLE001 - load() reports and removes it
+            return None
+
+    def _meta(self) -> dict[str, str]:
         from safetensors import safe_open
 
         with safe_open(str(self.path), framework="pt") as f:
@@ -254,6 +263,12 @@ class WeightCache:
             raise ValueError("not a weight cache of this format")
         if meta.get("key") != self.key_json:
             raise ValueError("written for another key")
+        return meta
+
+    def _read(self) -> tuple[Any, list[str]]:
+        from safetensors import safe_open
+
+        meta = self._meta()
         data = base64.b64decode(meta["pickle"])
         if zlib.crc32(data) != int(meta["pickle_crc"]):
             raise ValueError("pickle checksum mismatch")
