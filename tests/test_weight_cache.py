@@ -187,3 +187,33 @@ def test_the_pickle_resolves_nothing_outside_torch_and_the_engine(tmp_path, tiny
     c.path.write_bytes(len(raw).to_bytes(8, "little") + raw + bytes(data[8 + n:]))
     c2 = wc.WeightCache(tmp_path, tiny_models["custom_voice"], ["config.json"], "int8", "cpu", torch.float32)
     assert not c2.load() and not c2.path.exists()
+
+
+def _daemon_serves(model: Path, rt: Path, state: Path) -> dict:
+    """A real int8 daemon: one request, then its weight cache state (waiting for the write)."""
+    from qwen3ttsd.client import Client
+    from tests.helpers import daemon_env, start_daemon, wait_for
+
+    p = start_daemon(rt, daemon_env(model, state, idle_timeout=-1, quant="int8", prewarm=0))
+    try:
+        with Client(str(rt / "tts.sock"), timeout=120) as c:
+            chunks = [ev for ev in c.synthesize(text="Hello.", voice="vivian", language="english", max_frames=3,
+                                                format="pcm16") if ev.kind == "chunk" and ev.audio]
+        assert chunks
+
+        def state_now() -> str | None:
+            with Client(str(rt / "admin.sock"), timeout=30) as c:
+                s = next(iter(c.call("admin.status", {})["loaded"].values()))["weight_cache"]["state"]
+            return s if s not in ("miss", "rebuilt") else None
+
+        return wait_for(state_now, 60, what="weight cache written")
+    finally:
+        p.terminate()
+        p.wait(30)
+
+
+def test_a_daemon_writes_the_cache_and_the_next_start_uses_it(tiny_models, tmp_path):
+    state = tmp_path / "state"
+    assert _daemon_serves(tiny_models["custom_voice"], tmp_path / "rt1", state) == "written"
+    assert len(_files(state / "weight-cache")) == 1
+    assert _daemon_serves(tiny_models["custom_voice"], tmp_path / "rt2", state) == "hit"
