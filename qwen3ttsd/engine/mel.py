@@ -39,7 +39,7 @@ def mel_filterbank(sr: int, n_fft: int, n_mels: int, fmin: float = 0.0, fmax: fl
     """``librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)``
     (htk=False, norm="slaney", float32): (n_mels, 1 + n_fft // 2). Read-only."""
     fmax = float(sr) / 2 if fmax is None else fmax
-    weights = np.zeros((n_mels, 1 + n_fft // 2), dtype=np.float32)
+    weights: np.ndarray = np.zeros((n_mels, 1 + n_fft // 2), dtype=np.float32)
     fftfreqs = np.fft.rfftfreq(n=n_fft, d=1.0 / sr)
     mel_f = mel_to_hz(np.linspace(hz_to_mel(fmin), hz_to_mel(fmax), n_mels + 2))
     fdiff = np.diff(mel_f)
