@@ -56,8 +56,8 @@ class DaemonConfig:
     max_batch: int = 16                    # streams the batched engine steps together
     quant: str = ""                        # int8: batched engine's linear weights in int8 (CPU)
     weights: str = "own"                   # own: the batched engine loads the checkpoint itself (no
-                                           # transformers/qwen-tts import; Base still loads qwen-tts
-                                           # for clone prompts) | qwen_tts: from_pretrained
+                                           # transformers/qwen-tts import; Base loads qwen-tts only for
+                                           # an ICL clone's reference codes) | qwen_tts: from_pretrained
     batch_decode: bool = True              # batched engine: one codec call per step for all due
                                            # streams; a seeded request's PCM may then differ by
                                            # 1 LSB with load (codes identical)

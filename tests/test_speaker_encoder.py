@@ -34,3 +34,53 @@ def test_an_x_vector_imports_no_transformers_qwen_tts_or_librosa(tiny_models):
             "print(sorted(k for k in sys.modules if k.split('.')[0] in ('transformers', 'qwen_tts', 'librosa')))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.stdout.strip() == "[]", r.stderr
+
+
+BASE_SERVES = """
+import sys, numpy as np, torch
+from qwen3ttsd.engine import Engine, LoadOptions, SynthesisRequest
+from qwen3ttsd.engine.backend import BackendOptions, Stream, Done, Failed
+from qwen3ttsd.engine.batched import BatchedBackend
+e = Engine(sys.argv[1], LoadOptions(weights="own"))
+e.load()
+t = np.arange(24000) / 24000
+e.add_voice("v", (0.3 * np.sin(2 * np.pi * 190 * t)).astype(np.float32), 24000)
+b = BatchedBackend(e, BackendOptions(batch_decode=False))
+events = []
+b.admit(Stream(SynthesisRequest(text="Hello.", voice="v", language="english", max_frames=3, seed=1),
+               sink=events.append))
+while b.active:
+    b.step()
+assert any(isinstance(ev, Done) for ev in events), events
+print(sorted(k for k in sys.modules if k.split('.')[0] in ('transformers', 'qwen_tts', 'librosa')))
+"""
+
+
+def test_a_base_checkpoint_serves_x_vector_clones_without_qwen_tts(tiny_models):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", BASE_SERVES, str(tiny_models["base"])], capture_output=True,
+                       text=True, timeout=180)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_own_base_clone_prompts_equal_qwen_tts_s_and_icl_loads_qwen_tts_on_demand(tiny_models, base_engine):
+    from qwen3ttsd.engine import Engine, LoadOptions, SynthesisRequest
+    from qwen3ttsd.engine.prompt import build_prompt, own_prompt
+
+    e = Engine(str(tiny_models["base"]), LoadOptions(weights="own"))
+    e.load()
+    assert e.tts is None and e.speaker_encoder is not None
+    t = np.arange(24000) / 24000
+    wav = (0.3 * np.sin(2 * np.pi * 190 * t)).astype(np.float32)
+    e.add_voice("x", wav, 24000)
+    base_engine.add_voice("x", wav, 24000)
+    req = SynthesisRequest(text="Hello there.", voice="x", language="english", max_frames=4)
+    with torch.inference_mode():
+        got, want = own_prompt(e, req), build_prompt(base_engine, req)
+    assert torch.equal(got.embeds, want.embeds) and torch.equal(got.trailing, want.trailing)
+    assert e.tts is None
+    e.add_voice("icl", wav, 24000, ref_text="A reference.")   # needs the codec encoder: qwen-tts's
+    assert e.tts is not None and e.prompt_count == 2

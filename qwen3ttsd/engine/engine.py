@@ -38,6 +38,17 @@ class VoicePrompt:
     created: float = field(default_factory=time.time)
 
 
+@dataclass
+class CloneItem:
+    """A clone prompt built by the project: qwen-tts's ``VoiceClonePromptItem`` fields."""
+
+    ref_code: Any
+    ref_spk_embedding: Any
+    x_vector_only_mode: bool
+    icl_mode: bool
+    ref_text: str | None
+
+
 class AudioOut:
     """Frames in, PCM chunks out: groups a stream's frames into chunks (the first after
     ``first_chunk_frames``, then every ``chunk_frames``), decodes each through the stream's
@@ -114,6 +125,7 @@ class Engine:
         self.tts: Any = None
         self.own: tuple[Any, Any] | None = None   # (TalkerWeights, CodecDecoder) with weights="own"
         self.weight_cache: Any = None             # WeightCache of the own weights' quantized form, if any
+        self.speaker_encoder: Any = None          # the own one (Base, weights="own" without qwen-tts)
         self.load_info: dict[str, Any] = {}       # without qwen-tts (weights="own", not Base)
         self.lock = threading.Lock()
         self._voices: OrderedDict[str, VoicePrompt] = OrderedDict()
@@ -137,8 +149,9 @@ class Engine:
 
     def _lean_load(self) -> bool:
         """weights="own" without qwen-tts at all (issue 19): no transformers, qwen_tts or
-        librosa import, weights by mmap. Not for a Base checkpoint: its clone prompts (the
-        speaker encoder, the codec's encoder) are still qwen-tts's, so it loads both."""
+        librosa import, weights by mmap. A Base checkpoint also gets the own speaker encoder
+        (x-vector clones); an ICL clone's reference codes still need qwen-tts's codec encoder,
+        loaded when the first such clone registers (:meth:`_clone_item`)."""
         import time
 
         from .loader import resolve
@@ -148,8 +161,6 @@ class Engine:
             spec = ModelSpec.load(self.model_dir)
         except (OSError, ValueError, KeyError) as e:
             raise TTSError("model_load_failed", f"reading {self.model_dir} failed: {e}") from e
-        if spec.model_type == "base":
-            return False
         t0 = time.monotonic()
         device, dtype, _ = resolve(self.options)
         if self.options.threads > 0:
@@ -158,6 +169,10 @@ class Engine:
             torch.set_num_threads(self.options.threads)
         self.spec = spec
         self.own = self._load_own(device, dtype)
+        if spec.model_type == "base":
+            from .speaker_encoder import load_speaker_encoder
+
+            self.speaker_encoder = load_speaker_encoder(self.model_dir, dtype, device)
         self.load_info = {"path": str(self.model_dir), "device": device, "weights": "own",
                           "dtype": str(dtype).removeprefix("torch."), "load_s": round(time.monotonic() - t0, 3)}
         return True
@@ -224,7 +239,7 @@ class Engine:
 
         if self.tts is None and self.own is None:
             return {"model_type": None, "size": None, "memory_bytes": None}
-        load_info = self.load_info if self.tts is None else getattr(self.tts, "load_info", {})
+        load_info = self.load_info or getattr(self.tts, "load_info", {})
         return dict(load_info, model_type=self.model_type, size=self.serving_model.tts_model_size,
                     memory_bytes=memory_by_part(self.serving_model, self._codec_decoder),
                     weight_cache=None if self.weight_cache is None else dict(self.weight_cache.status))
@@ -265,20 +280,32 @@ class Engine:
             self.cache_misses += 1
             xvec = (not ref_text) if x_vector_only is None else x_vector_only
             try:
-                item = self.tts.create_voice_clone_prompt(
-                    ref_audio=(np.asarray(wav, dtype=np.float32), int(sr)),
-                    ref_text=ref_text or None, x_vector_only_mode=xvec)[0]
+                item = self._clone_item(np.asarray(wav, dtype=np.float32), int(sr), ref_text or None, xvec)
             except ValueError as e:
                 raise TTSError("bad_request", f"reference audio rejected: {e}") from e
             prompt = VoicePrompt(key=key, item=item)
             if item.ref_code is not None:
                 dec = StreamingDecoder(self._codec_decoder)
-                dec.push(item.ref_code.to(self.tts.device))
+                dec.push(item.ref_code.to(self.serving_model.device))
                 prompt.decoder_state = dec.get_state()
             self._voices[voice_id] = prompt
             while len(self._voices) > self._voice_cache_size:
                 self._voices.popitem(last=False)
             return prompt
+
+    def _clone_item(self, wav: np.ndarray, sr: int, ref_text: str | None, xvec: bool) -> Any:
+        """A clone's prompt item (qwen-tts's ``VoiceClonePromptItem`` fields). An x-vector
+        clone at the model's rate on the own weights: the own speaker encoder (bitwise
+        qwen-tts's). Otherwise qwen-tts's ``create_voice_clone_prompt`` (loading qwen-tts's
+        model the first time, on the own weights: ICL reference codes need its codec encoder)."""
+        if self.tts is None and xvec and sr == SAMPLE_RATE:
+            mono = wav.mean(axis=-1).astype(np.float32) if wav.ndim > 1 else wav
+            return CloneItem(ref_code=None, ref_spk_embedding=self.speaker_encoder.embed(mono),
+                             x_vector_only_mode=True, icl_mode=False, ref_text=ref_text)
+        if self.tts is None:
+            log.info("loading qwen-tts's model for a clone's reference codes")
+            self.tts = load_model(self.model_dir, self.options)
+        return self.tts.create_voice_clone_prompt(ref_audio=(wav, sr), ref_text=ref_text, x_vector_only_mode=xvec)[0]
 
     def drop_voice(self, voice_id: str) -> None:
         with self.lock:
