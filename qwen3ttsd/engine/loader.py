@@ -83,7 +83,8 @@ class LoadOptions:
     threads: int = 0            # torch CPU threads (0: torch's default, one per core)
     weights: str = "qwen_tts"   # qwen_tts | own: the batched engine's talker / predictor and the codec
                                 # decoder from the project's own loader (engine/talker_model.py,
-                                # codec_model.py); qwen-tts still builds prompts and clone voices
+                                # codec_model.py), prompts (prompts.py) and x-vector clones
+                                # (speaker_encoder.py); qwen-tts only for ICL clones' reference codes
     quant: str = ""             # the backend's quantization (BackendOptions.quant): with weights="own"
                                 # on the CPU, what the weight cache holds
     cache_dir: str = ""         # where quantized weights are cached between starts ("" = nowhere;
