@@ -176,8 +176,7 @@ class FakeLane:
 @contextlib.contextmanager
 def fake_cuda_engine(model_dir: str | Path, max_batch: int = 64, **backend_options: Any) -> Iterator[FakeLane]:
     """The default engine loaded on fake ``cuda`` (bf16) and a batched backend on it."""
-    from ..engine import batched, cpu_conv, host_sync, lean, loader, sampling
-    from ..engine import checkpoint as ckpt
+    from ..engine import batched, checkpoint as ckpt, cpu_conv, host_sync, lean, loader, sampling
     from ..engine.backend import BackendOptions
     from ..engine.engine import Engine
     from ..engine.loader import LoadOptions
