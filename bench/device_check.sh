@@ -9,13 +9,13 @@ OUT=${1:-${OUT:-bench/out/device-check}}
 mkdir -p "$OUT"
 PY=${PYTHON:-python3}
 VENV=${DEVICE_VENV:-/tmp/qwen3ttsd-device-venv}
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 step() { echo "== $* ($(date +%T))"; }
 
 step "venv on the machine's torch"
 $PY -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")' || exit 1
 $PY -m venv --system-site-packages "$VENV" || exit 1
-"$VENV/bin/python" -m pip install -q --no-index --no-deps --no-compile --find-links .device-kit .device-kit/* \
+"$VENV/bin/python" -m pip install -q --no-index --no-deps --no-compile .device-kit/* \
   || { echo "offline install failed (run make device-kit on a machine with a registry)"; exit 1; }
 P="$VENV/bin/python"
 $P -c 'import qwen3ttsd, torch; assert torch.cuda.is_available(); print("qwen3ttsd from", qwen3ttsd.__file__)' || exit 1

@@ -2,7 +2,8 @@
 tests offline: every distribution ``qwen3ttsd[daemon,test]`` needs, at the versions this
 venv runs, except what the machine's own CUDA build of torch provides (torch, torchaudio,
 triton, the nvidia-* libraries) and the test tools a GPU check does not use (playwright,
-ruff, mypy); plus this project as a wheel. Wheels for ``--python`` (the device's: 3.12,
+ruff, mypy). The project itself runs from the
+working tree (``bench/device_check.sh`` puts it on PYTHONPATH). Wheels for ``--python`` (the device's: 3.12,
 x86_64 manylinux); a project with no wheel is fetched as its source archive.
 
     python bench/device_kit.py            # make device-kit
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import shutil
 import subprocess
 import sys
 from importlib import metadata
@@ -95,9 +95,6 @@ def main() -> int:
     pkgs = needed()
     print(f"{len(pkgs)} distributions for python {a.python}: " + " ".join(f"{k}=={v}" for k, v in sorted(pkgs.items())))
     failed = download(pkgs, dest, a.python)
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-                    "-w", str(dest), str(ROOT)], check=True)
-    shutil.rmtree(ROOT / "build", ignore_errors=True)
     size = sum(f.stat().st_size for f in dest.iterdir()) / 2**20
     print(f"{len(list(dest.iterdir()))} files, {size:.0f} MiB in {dest}")
     if failed:

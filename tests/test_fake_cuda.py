@@ -91,3 +91,15 @@ def test_fake_cuda_catches_a_cpu_tensor_and_a_host_read(tmp_path):
             x + torch.zeros(2, 4, dtype=torch.bfloat16)
         with pytest.raises(Exception, match="_local_scalar_dense"):
             x.sum().item()
+
+
+def test_fake_cuda_loads_the_real_tiny_checkpoint(tiny_models):
+    """The tiny checkpoint's own safetensors, converted to fake CUDA bf16 on load."""
+    with fake_cuda_engine(tiny_models["custom_voice"]) as lane:
+        b = lane.backend
+        assert b.device.type == "cuda" and b.dtype == torch.bfloat16
+        events: list = []
+        b.admit(_stream(events, 3, 5))
+        while b.active:
+            assert _step(lane) <= ADMISSION_BUDGET
+        assert sum(isinstance(e, Done) for e in events) == 1, events

@@ -54,7 +54,7 @@ class SyncCounter(TorchDispatchMode):
         self.d2h = 0
         self.scalar_reads = 0
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
         if func is aten._local_scalar_dense.default:
             self.scalar_reads += 1
@@ -123,6 +123,30 @@ class _ShapeFile:
         return torch.empty(self.shapes[name], dtype=torch.bfloat16)
 
 
+class _RealFile:
+    """A real safetensors file read outside the fake mode (its tensors are made from mapped
+    storage); the loader's ``.to("cuda", bf16)`` then makes them fake."""
+
+    def __init__(self, f: Any) -> None:
+        self.f = f
+
+    def __enter__(self) -> "_RealFile":
+        with fake_tensor.unset_fake_temporarily():
+            self.f.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        with fake_tensor.unset_fake_temporarily():
+            self.f.__exit__(*exc)
+
+    def keys(self) -> list[str]:
+        return list(self.f.keys())
+
+    def get_tensor(self, name: str) -> torch.Tensor:
+        with fake_tensor.unset_fake_temporarily():
+            return self.f.get_tensor(name)
+
+
 def _shapes(path: Path) -> dict[str, tuple[int, ...]]:
     """The tensor names and shapes a checkpoint's weight file would hold (built on meta)."""
     from ..engine.checkpoint import CODEC_DIR, read_codec_config, read_config
@@ -187,7 +211,7 @@ def fake_cuda_engine(model_dir: str | Path, max_batch: int = 64, **backend_optio
 
     def open_weights(path: Any) -> Any:
         path = Path(path)
-        return real_open(path) if path.is_file() else _ShapeFile(_shapes(path))
+        return _RealFile(real_open(path)) if path.is_file() else _ShapeFile(_shapes(path))
 
     def wait(self: Any, host: torch.Tensor, device: torch.device, shape: torch.Size) -> list:
         assert device.type == "cuda" and host.device.type == "cpu", (device, host.device)
@@ -223,7 +247,7 @@ def fake_cuda_engine(model_dir: str | Path, max_batch: int = 64, **backend_optio
             gen.manual_seed(seed)
         return gen
 
-    patches = [
+    patches: list[Any] = [
         mock.patch.object(loader, "resolve", resolve),
         # no constant propagation: it runs small ops for real, on a device that is not there
         mock.patch.object(fake_tensor, "CONSTANT_NUMEL_LIMIT", -1),
