@@ -20,6 +20,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SKIP = re.compile(r"^(torch|torchaudio|torchvision|triton|nvidia-.*|cuda-.*|playwright|ruff|mypy|pyee|greenlet)$")
+# On the GPU machines' image already (/work/.library/device/KINDS.md, "Python packages already
+# there"), at versions that serve: left out so the kit fits one 64 MiB carry. Not in this set:
+# what we pin (transformers, tokenizers, huggingface_hub) and what the image lacks. gradio*:
+# only qwen-tts's demo imports it.
+PRESENT = set("""accelerate anyio attrs certifi charset-normalizer click einops filelock fsspec h11 hf-xet
+httpcore httpx hypothesis idna iniconfig jinja2 joblib llvmlite markdown-it-py markupsafe mdurl numba numpy
+onnxruntime packaging pandas pillow pluggy protobuf psutil pygments pytest python-dateutil pytz pyyaml regex
+requests rich safetensors scikit-learn scipy six sortedcontainers threadpoolctl tqdm typing-extensions tzdata
+urllib3 gradio gradio-client hf-gradio""".split())
 PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_24_x86_64", "manylinux_2_17_x86_64",
              "manylinux2014_x86_64", "manylinux1_x86_64", "manylinux_2_34_x86_64", "manylinux_2_31_x86_64"]
 
@@ -88,11 +97,15 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--dest", default=str(ROOT / ".device-kit"))
     ap.add_argument("--python", default="3.12", help="the device's Python (KINDS.md: 3.12.3)")
+    ap.add_argument("--all", action="store_true", help="also what the GPU image already has")
     a = ap.parse_args()
     PYTHON = a.python
     dest = Path(a.dest)
     dest.mkdir(parents=True, exist_ok=True)
-    pkgs = needed()
+    pkgs = {k: v for k, v in needed().items() if a.all or k not in PRESENT}
+    for f in dest.iterdir():  # a kit made before: drop what is no longer wanted
+        if _norm(re.split(r"-\d", f.name, maxsplit=1)[0]) not in pkgs:
+            f.unlink()
     print(f"{len(pkgs)} distributions for python {a.python}: " + " ".join(f"{k}=={v}" for k, v in sorted(pkgs.items())))
     failed = download(pkgs, dest, a.python)
     size = sum(f.stat().st_size for f in dest.iterdir()) / 2**20
