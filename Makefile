@@ -97,7 +97,7 @@ soak: install
 # wheels it needs into .device-kit/ (all our deps but torch, for the device's Python 3.12);
 # `make device-check` there installs them over the machine's CUDA torch and runs the gpu
 # tests and GPU benchmarks (bench/device_check.sh; under 8 minutes on an H100).
-device-kit: $(BIN)/python
+device-kit: $(BIN)/python   # the venv of `make install` (its installed deps are the kit's list)
 	$(BIN)/python bench/device_kit.py
 
 device-check:

@@ -8,16 +8,19 @@ cd "$(dirname "$0")/.."
 OUT=${1:-${OUT:-bench/out/device-check}}
 mkdir -p "$OUT"
 PY=${PYTHON:-python3}
-VENV=${DEVICE_VENV:-/tmp/qwen3ttsd-device-venv}
-export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+SITE=${DEVICE_SITE:-/tmp/qwen3ttsd-device-site}
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 step() { echo "== $* ($(date +%T))"; }
 
-step "venv on the machine's torch"
+# The kit goes into its own folder on PYTHONPATH, over the machine's Python: a venv with
+# --system-site-packages would not see torch where that Python is itself a venv (the GPU
+# image's /opt/torch/.venv), since such a venv sees only the base interpreter's packages.
+step "kit over the machine's torch"
 $PY -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")' || exit 1
-$PY -m venv --system-site-packages "$VENV" || exit 1
-"$VENV/bin/python" -m pip install -q --no-index --no-deps --no-compile .device-kit/* \
+$PY -m pip install -q --no-index --no-deps --no-compile --upgrade --target "$SITE" .device-kit/* \
   || { echo "offline install failed (run make device-kit on a machine with a registry)"; exit 1; }
-P="$VENV/bin/python"
+export PYTHONPATH=$PWD:$SITE
+P=$PY
 $P -c 'import qwen3ttsd, torch; assert torch.cuda.is_available(); print("qwen3ttsd from", qwen3ttsd.__file__)' || exit 1
 
 step "1.7B-shaped random checkpoint (built once, both benchmarks use it)"

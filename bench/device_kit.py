@@ -4,7 +4,7 @@ venv runs, except what the machine's own CUDA build of torch provides (torch, to
 triton, the nvidia-* libraries) and the test tools a GPU check does not use (playwright,
 ruff, mypy). The project itself runs from the
 working tree (``bench/device_check.sh`` puts it on PYTHONPATH). Wheels for ``--python`` (the device's: 3.12,
-x86_64 manylinux); a project with no wheel is fetched as its source archive.
+x86_64 manylinux); a project with no wheel is built into one here.
 
     python bench/device_kit.py            # make device-kit
 """
@@ -87,7 +87,10 @@ def download(pkgs: dict[str, str], dest: Path, python: str) -> list[str]:
         spec = f"{name}=={version}"
         if subprocess.run(pip + binary + [spec], capture_output=True).returncode == 0:
             continue
-        if subprocess.run(pip + ["--no-binary=:all:", spec], capture_output=True).returncode != 0:
+        # no wheel published (pure-Python sdists: docopt, sox): built into one here, so the
+        # machine installs wheels only (it may lack a build backend)
+        wheel = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(dest), spec]
+        if subprocess.run(wheel, capture_output=True).returncode != 0:
             failed.append(spec)
     return failed
 
@@ -102,6 +105,11 @@ def main() -> int:
     PYTHON = a.python
     dest = Path(a.dest)
     dest.mkdir(parents=True, exist_ok=True)
+    try:
+        metadata.distribution("qwen3ttsd")
+    except metadata.PackageNotFoundError:
+        print("qwen3ttsd is not installed in this Python: make install first", file=sys.stderr)
+        return 2
     pkgs = {k: v for k, v in needed().items() if a.all or k not in PRESENT}
     for f in dest.iterdir():  # a kit made before: drop what is no longer wanted
         if _norm(re.split(r"-\d", f.name, maxsplit=1)[0]) not in pkgs:
