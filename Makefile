@@ -10,7 +10,7 @@ HOST    ?= 127.0.0.1
 PORT    ?= 8880
 PYTEST_ARGS ?=
 
-.PHONY: install system-deps run tiny-model test test-fast lint bench bench-engine bench-bridge bench-text bench-wyoming bench-concurrency bench-cold-start soak verify-units clean
+.PHONY: install system-deps run tiny-model test test-fast lint bench bench-engine bench-bridge bench-text bench-wyoming bench-concurrency bench-cold-start soak verify-units clean device-kit device-check
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -92,6 +92,16 @@ bench-cold-start: install
 # then checks the daemon idles out and no temp files are left (issue 21).
 soak: install
 	nice $(BIN)/python bench/soak.py --minutes 2
+
+# A GPU machine without registry access (issue 24): `make device-kit` here downloads the
+# wheels it needs into .device-kit/ (all our deps but torch, for the device's Python 3.12);
+# `make device-check` there installs them over the machine's CUDA torch and runs the gpu
+# tests and GPU benchmarks (bench/device_check.sh; under 8 minutes on an H100).
+device-kit: $(BIN)/python   # the venv of `make install` (its installed deps are the kit's list)
+	$(BIN)/python bench/device_kit.py
+
+device-check:
+	bench/device_check.sh
 
 verify-units:
 	$(BIN)/python -m pytest -q tests/test_systemd_units.py

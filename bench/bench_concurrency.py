@@ -37,7 +37,7 @@ SPEAKERS = ["ryan", "vivian", "serena", "aiden", "eric", "dylan", "uncle_fu", "o
 BYTES_PER_SECOND = 24000 * 2  # pcm16 mono 24 kHz
 
 
-def start_daemon(model: str, runtime: Path, engine: str, max_batch: int) -> subprocess.Popen:
+def start_daemon(model: str, runtime: Path, engine: str, max_batch: int, device: str = "auto") -> subprocess.Popen:
     """``engine``: sequential | batched (the daemon's defaults), with options: ``+rowdecode``
     (one codec call per stream, not one per step), ``+overlap`` (the codec on its own lane),
     ``+int8`` (int8 linears, CPU), ``+noprewarm`` (no codec kernel prewarm after the load)."""
@@ -49,7 +49,7 @@ def start_daemon(model: str, runtime: Path, engine: str, max_batch: int) -> subp
                QWEN3TTSD_OVERLAP_DECODE="1" if "overlap" in flags else "0",
                QWEN3TTSD_QUANT="int8" if "int8" in flags else "",
                QWEN3TTSD_PREWARM="0" if "noprewarm" in flags else "1",
-               HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+               QWEN3TTSD_DEVICE=device, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     p = subprocess.Popen([sys.executable, "-m", "qwen3ttsd.daemon.main", "--runtime-dir", str(runtime)],
                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     end = time.monotonic() + 120
@@ -122,10 +122,10 @@ def wait_prewarm(runtime: Path, timeout: float = 900) -> None:
 
 
 def run_backend(model: str, engine: str, levels: list[int], frames: int, max_batch: int,
-                waves: int) -> dict[int, dict]:
+                waves: int, device: str = "auto") -> dict[int, dict]:
     with tempfile.TemporaryDirectory() as tmp:
         rt = Path(tmp)
-        p = start_daemon(model, rt, engine, max_batch)
+        p = start_daemon(model, rt, engine, max_batch, device)
         try:
             sock = str(rt / "tts.sock")
             wave(sock, 2, 4)  # load the model, warm up kernels
@@ -145,6 +145,7 @@ def main() -> int:
     ap.add_argument("--waves", type=int, default=3, help="waves per level; statistics pool their streams")
     ap.add_argument("--engines", default="sequential,batched",
                     help="comma list of sequential, batched, batched+rowdecode, batched+overlap, batched+int8")
+    ap.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (the daemon's QWEN3TTSD_DEVICE)")
     ap.add_argument("--threads", type=int, default=0,
                     help="torch threads in the daemon (OMP_NUM_THREADS; 0 = torch's default, one per "
                          "core). 1 is steadiest on a small shared machine (no codec lane then)")
@@ -154,7 +155,7 @@ def main() -> int:
     levels = [int(x) for x in a.levels.split(",")]
     model, tmp = checkpoint(a)
     engines = a.engines.split(",")
-    res = {e: run_backend(model, e, levels, a.frames, a.max_batch, a.waves) for e in engines}
+    res = {e: run_backend(model, e, levels, a.frames, a.max_batch, a.waves, a.device) for e in engines}
     print(f"\nmodel {a.size}, {a.frames} frames ({a.frames / 12.5:.1f} s audio) per stream, {a.waves} waves per level, "
           f"{os.cpu_count()} CPUs, {a.threads or 'default'} torch threads, chunk 4 frames")
     cols = ["first p50 s", "first p95 s", "min x-rt", "aggr x-rt"]

@@ -52,12 +52,13 @@ from ..errors import Cancelled, TTSError
 from .backend import Audio, BackendOptions, Failed, Stream, internal_error
 from .codec_lane import CodecLane, Leaving, cpu_threads
 from .engine import AudioOut, Engine, warmup_request
+from .host_sync import HostRead
 from .kv_cache import RowKV, StepKV
 from .lean import Norm, dense, lean_layers, rope_tables
 from .loader import derived
 from .prewarm import Prewarm, codec_shapes
 from .prompt import Prompt, build_prompt, own_prompt, prompt_builder
-from .sampling import NEG_INF, Sampler, Sampling
+from .sampling import NEG_INF, Sampler, Sampling, row_generator
 
 log = logging.getLogger("qwen3ttsd.engine")
 
@@ -157,6 +158,7 @@ class BatchedBackend:
         self._leaving: list[tuple[Row, TTSError | None]] = []
         self._newcomers: list[Row] = []   # admitted, prefilled at the next step
         self._suppress_cache: dict[tuple, Tensor] = {}
+        self.host = HostRead(self.device)  # the step's one device -> host read (:mod:`.host_sync`)
         self.quant = options.quant if self.device.type == "cpu" else ""
         self.prompts = options.prompts
         if self.prompts not in PROMPT_SOURCES:
@@ -289,11 +291,7 @@ class BatchedBackend:
         req = stream.request
         codec = self.engine.start_decoder(self.engine.continuable(stream.continues), prompt.voice)
         out = AudioOut(codec, req, lambda pcm: stream.sink(Audio(pcm)), stream.on_codes)
-        gen = torch.Generator(device=self.device)
-        if req.seed is not None:
-            gen.manual_seed(int(req.seed))
-        else:
-            gen.seed()
+        gen = row_generator(self.device, req.seed)
         self._newcomers.append(Row(stream, prompt, out, gen, self.vocab, self.device))
 
     def _prefill_newcomers(self) -> None:
@@ -434,7 +432,7 @@ class BatchedBackend:
     def _take_c0(self, rows: list[Row], logits: Tensor, hidden: Tensor) -> None:
         """Apply the talker's logits rules and sample codebook 0 of each row's next frame."""
         logits = self.talker_rules(rows, logits)
-        ids = Sampler([r.talk for r in rows], [r.gen for r in rows], self.vocab, self.device)(logits).tolist()
+        ids = self.host.ints(Sampler([r.talk for r in rows], [r.gen for r in rows], self.vocab, self.device)(logits))
         for i, (r, tok) in enumerate(list(zip(rows, ids))):
             r.sampled += 1
             r.seen[tok] = True
@@ -453,8 +451,9 @@ class BatchedBackend:
             logits = torch.where(seen, torch.where(logits < 0, logits * p, logits / p), logits)
         early = [r.sampled < r.min_new for r in rows]
         if any(early):
-            logits = logits.clone()
-            logits[torch.tensor(early, device=logits.device), self.eos] = NEG_INF
+            logits = logits.clone()  # a column select, not a boolean index: no host sync
+            eos = logits[:, self.eos]
+            logits[:, self.eos] = torch.where(torch.tensor(early, device=logits.device), NEG_INF, eos)
         suppress = self._suppress_mask(tuple(rows[0].prompt.settings.get("suppress_tokens") or ()))
         if suppress is not None:
             logits = logits.masked_fill(suppress, NEG_INF)

@@ -21,6 +21,7 @@ import numpy as np
 
 from ..errors import TTSError
 from ..formats import MODEL_RATE as SAMPLE_RATE
+from . import host_sync
 from .backend import VoiceSource
 from .loader import LoadOptions, load_model
 from .request import SynthesisRequest, SynthesisStats, checked, frame_budget  # noqa: F401 - frame_budget: re-exported
@@ -89,7 +90,7 @@ class AudioOut:
 
     def emit(self, audio) -> None:
         """Hand over the decoded audio (1-D tensor) of the frames last taken."""
-        pcm = audio.float().cpu().numpy()
+        pcm = host_sync.pcm(audio)
         st = self.stats
         if st.first_audio_s is None:
             st.first_audio_s = time.perf_counter() - self.t0

@@ -205,7 +205,8 @@ class PromptBuilder:
         at a narrower stored dtype (bf16 beside an fp32 model) is widened row by row: exactly
         the values of a widened table."""
         (w1, b1), (w2, b2) = self.w.fc1, self.w.fc2
-        rows = F.embedding(ids, self.w.text_embedding).to(w1.dtype)
+        table = self.w.text_embedding  # may stay on the CPU (mmap'd) beside a CUDA model
+        rows = F.embedding(ids.to(table.device), table).to(device=w1.device, dtype=w1.dtype)
         return F.linear(self._act(F.linear(rows, w1, b1)), w2, b2)
 
 

@@ -14,6 +14,22 @@ from torch import Tensor
 NEG_INF = float("-inf")
 
 
+def row_generator(device, seed: int | None) -> torch.Generator:
+    """A row's own generator on ``device``: seeded from the request, else at random."""
+    gen = torch.Generator(device=device)
+    if seed is not None:
+        gen.manual_seed(int(seed))
+    else:
+        gen.seed()
+    return gen
+
+
+def exponential(q: Tensor, gen: torch.Generator) -> Tensor:
+    """``q`` filled in place with Exp(1) draws from ``gen`` (one seam, so the fake-CUDA lane
+    can check the generator's device: fake tensors take no generator)."""
+    return q.exponential_(1, generator=gen)
+
+
 @dataclass
 class Sampling:
     """One head's sampling settings for one row (HF semantics: temperature 0 = greedy)."""
@@ -85,13 +101,13 @@ class Sampler:
         probs = self.warp(logits).softmax(dim=-1)
         q = torch.empty_like(probs)
         if len(self.gens) == 1:
-            return (probs / q.exponential_(1, generator=self.gens[0])).argmax(dim=-1)
+            return (probs / exponential(q, self.gens[0])).argmax(dim=-1)
         for i, on in enumerate(self.sampling):
             if on:
-                q[i].exponential_(1, generator=self.gens[i])
+                exponential(q[i], self.gens[i])
             else:
                 q[i] = 1.0
         return torch.where(self.sample_rows, probs / q, logits).argmax(dim=-1)
 
 
-__all__ = ["NEG_INF", "Sampler", "Sampling"]
+__all__ = ["NEG_INF", "Sampler", "Sampling", "exponential", "row_generator"]
