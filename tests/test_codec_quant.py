@@ -101,3 +101,24 @@ def test_log_mel_distance_is_zero_for_equal_audio_and_grows_with_noise():
     assert cq.log_mel_distance(x, x) == 0
     small, large = (cq.log_mel_distance(x, x + a * torch.randn(24000)) for a in (0.001, 0.05))
     assert 0 < small < large
+
+
+def test_backend_applies_the_codec_precision_once_per_mode(custom_engine, monkeypatch):
+    from qwen3ttsd.engine.backend import BackendOptions
+    from qwen3ttsd.engine.batched import BatchedBackend
+    from qwen3ttsd.errors import TTSError
+
+    monkeypatch.setattr(cq, "INT8_MIN_CHANNELS", 1)
+    dec = custom_engine.new_decoder().decoder
+    try:
+        BatchedBackend(custom_engine, BackendOptions(max_batch=1, codec_quant="int8"))
+        mode, plan = dec.__dict__[cq.PLAN]
+        assert mode == "int8" and set(plan.values()) - {"fp32"}
+        calls = []
+        monkeypatch.setattr(cq, "quantize_codec", lambda *a: calls.append(a) or {})
+        BatchedBackend(custom_engine, BackendOptions(max_batch=1, codec_quant="int8"))
+        assert not calls   # kept on the decoder
+        with pytest.raises(TTSError, match="unknown codec quantization"):
+            BatchedBackend(custom_engine, BackendOptions(max_batch=1, codec_quant="int4"))
+    finally:
+        cq.clear(dec)

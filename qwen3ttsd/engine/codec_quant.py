@@ -39,6 +39,7 @@ CODEC_SNR_DB = 33.0          # decoded audio vs the fp32 codec: the 30 dB gate p
 INT8_MIN_CHANNELS = 192      # measured: narrower layers gain little from int8 (bf16 wins there)
 CALIBRATION_FRAMES = 4       # 320 ms: each tried layer costs one decode of it at load
 ATTR = "_qwen3ttsd_lowp"     # where a conv module carries its low-precision form
+PLAN = "_qwen3ttsd_codec_plan"  # on the decoder: (mode, {module name: precision})
 
 
 @functools.cache
@@ -179,6 +180,7 @@ def _convs(decoder: torch.nn.Module) -> list[torch.nn.Module]:
 
 def clear(decoder: torch.nn.Module) -> None:
     """Back to the fp32 convolutions."""
+    decoder.__dict__.pop(PLAN, None)
     for m in _convs(decoder):
         m.__dict__.pop(ATTR, None)
 
@@ -229,10 +231,26 @@ def quantize_codec(decoder: torch.nn.Module, mode: str, min_snr_db: float = CODE
     return plan
 
 
+def codec_precision(decoder: torch.nn.Module, mode: str, device: torch.device) -> dict[str, str]:
+    """The backend's hook: ``decoder`` at ``mode`` (CPU only; elsewhere fp32), chosen once
+    per loaded codec and mode (the plan is kept on the decoder)."""
+    from ..errors import TTSError
+
+    if mode not in CODEC_QUANT_MODES:
+        raise TTSError("bad_request", f"unknown codec quantization {mode!r} (supported: {CODEC_QUANT_MODES})")
+    if device.type != "cpu":
+        mode = "none"
+    kept = decoder.__dict__.get(PLAN)
+    if kept is None or kept[0] != mode:
+        kept = decoder.__dict__[PLAN] = (mode, quantize_codec(decoder, mode))
+    return kept[1]
+
+
 def lowp(conv: torch.nn.Module) -> LowPrecisionConv | None:
     """The low-precision form of ``conv``, if it has one."""
     return conv.__dict__.get(ATTR)
 
 
-__all__ = ["CODEC_QUANT_MODES", "LowPrecisionConv", "clear", "cpu_has_bf16", "log_mel_distance", "lowp",
+__all__ = ["CODEC_QUANT_MODES", "LowPrecisionConv", "clear", "codec_precision", "cpu_has_bf16",
+           "log_mel_distance", "lowp",
            "quantize_codec", "snr_db"]

@@ -13,9 +13,10 @@ int8 copies of the linears beside the fp32 ones, which nothing read any more.
 * :func:`release_linears`: once int8 copies serve, the fp32 weights they were made from are
   freed (the model's own modules then cannot run those layers; nothing runs them: a loaded
   model has one backend, :mod:`qwen3ttsd.daemon.models`).
-* :func:`quantize_codec`: the codec decoder's convolutions in int8 / bf16 where the decoded
-  audio holds the quality gate (:mod:`.codec_quant`); a function of (decoder, mode) whose
-  output lives on the conv modules, so a weight cache can store it.
+* The codec's low-precision convolutions are :func:`.codec_quant.quantize_codec` (decoder,
+  mode): its output (int8/bf16 weights and scales per conv, under ``codec_quant.ATTR``) lives
+  on the conv modules, so a weight cache can store it. (It lives there, not here: it runs
+  the streaming decoder, which imports this module through the loader.)
 """
 
 from __future__ import annotations
@@ -74,16 +75,6 @@ def keep_stored_precision(model: Any, checkpoint: Path) -> None:
     talker.text_embedding = table
     log.debug("text embedding kept in %s (%.0f MB saved)", stored,
               narrow.numel() * (weight.element_size() - narrow.element_size()) / 2**20)
-
-
-def quantize_codec(decoder: torch.nn.Module, mode: str) -> dict[str, str]:
-    """The codec's low-precision convolutions for ``mode`` ("int8" | "none"): each chosen
-    conv carries a :class:`.codec_quant.LowPrecisionConv` (int8 weights (Cin*K, Cout) with
-    per-column fp32 scales, or bf16 weights) under ``codec_quant.ATTR``. Returns the plan
-    {module name: "int8" | "bf16" | "fp32"}."""
-    from .codec_quant import quantize_codec as choose
-
-    return choose(decoder, mode)
 
 
 def trim_heap() -> None:
@@ -153,5 +144,5 @@ def release_linears(modules: Iterable[torch.nn.Module]) -> None:
                 p.data = torch.empty(0, dtype=p.dtype, device=p.device)
 
 
-__all__ = ["drop_codec_encoder", "keep_stored_precision", "memory_by_part", "quantize_codec",
-           "release_linears", "stored_dtype", "trim_heap"]
+__all__ = ["drop_codec_encoder", "keep_stored_precision", "memory_by_part", "release_linears",
+           "stored_dtype", "trim_heap"]
