@@ -63,6 +63,7 @@ def bench_backends(engine: Engine, frames: int, reps: int,
         for r in range(reps):
             torch.set_num_threads(threads)  # an overlapping lane takes half of them
             backend = BatchedBackend(engine, BackendOptions(max_batch=b, quant=quant, overlap_decode=overlap))
+            split = f"gen {torch.get_num_threads()} / codec {backend.lane.threads} threads"
             done: list[int] = []
             for q in reqs(b, r):
                 backend.admit(Stream(q, sink=lambda ev: done.append(ev.stats.frames) if isinstance(ev, Done) else None))
@@ -72,7 +73,7 @@ def bench_backends(engine: Engine, frames: int, reps: int,
                 backend.step()
             sync(device)
             per_step.append((time.perf_counter() - t0) / max(done))  # a step = one frame of every row
-        label = f"batched B={b}" + (f" {quant}" if quant else "") + (" overlap" if overlap else "")
+        label = f"batched B={b}" + (f" {quant}" if quant else "") + (" overlap" if overlap else "") + f" ({split})"
         rows.append((label, statistics.median(per_step), b))
     torch.set_num_threads(threads)
     return rows
@@ -176,9 +177,9 @@ def main() -> int:
     rows = bench_backends(engine, a.frames, a.reps, ("", "int8") if a.int8 else ("",))
     seq = rows[0][1]
     print(f"\n0) per-frame time, {a.frames} frames per stream (80 ms of audio per frame), median of {a.reps}")
-    print(f"{'backend':32} {'ms/step':>9} {'ms/stream-frame':>16} {'vs sequential':>14} {'x-realtime aggr':>16}")
+    print(f"{'backend':58} {'ms/step':>9} {'ms/stream-frame':>16} {'vs sequential':>14} {'x-realtime aggr':>16}")
     for name, per_step, b in rows:
-        print(f"{name:32} {per_step * 1000:9.1f} {per_step / b * 1000:16.1f} {per_step / b / seq:13.2f}x "
+        print(f"{name:58} {per_step * 1000:9.1f} {per_step / b * 1000:16.1f} {per_step / b / seq:13.2f}x "
               f"{0.08 * b / per_step:16.2f}")
     if a.only == "backends":
         if tmp:

@@ -55,6 +55,8 @@ class DaemonConfig:
     engine: str = "batched"                # batched (continuous batching) | sequential
     max_batch: int = 16                    # streams the batched engine steps together
     quant: str = ""                        # int8: batched engine's linear weights in int8 (CPU)
+    codec_quant: str = "none"              # int8: batched engine, CPU: the codec's convs in int8/bf16
+                                           # where the audio holds 33 dB SNR vs fp32 (engine/codec_quant.py)
     weights: str = "own"                   # own: the batched engine loads the checkpoint itself (no
                                            # transformers/qwen-tts import; Base loads qwen-tts only for
                                            # an ICL clone's reference codes) | qwen_tts: from_pretrained

@@ -90,6 +90,7 @@ class BackendOptions:
     kind: str = "batched"          # a key of factory.BACKENDS
     max_batch: int = 16            # streams stepped together (batched)
     quant: str = ""                # "" | int8: the talker's and predictor's linears (batched, CPU)
+    codec_quant: str = "none"      # none | int8: the codec's convolutions, per layer (batched, CPU)
     batch_decode: bool = True      # one codec call for all due streams per step (batched)
     overlap_decode: bool = False   # codec on its own thread beside generation (batched, CPU)
     prewarm_frames: int = 0        # build the codec's kernels for chunks of 1..N frames at every
@@ -100,6 +101,7 @@ class BackendOptions:
     @classmethod
     def from_config(cls, cfg: config.DaemonConfig) -> BackendOptions:
         return cls(kind=cfg.engine, max_batch=max(1, int(cfg.max_batch)), quant=cfg.quant,
+                   codec_quant=cfg.codec_quant,
                    batch_decode=cfg.batch_decode, overlap_decode=cfg.overlap_decode,
                    prewarm_frames=max(cfg.first_chunk_frames, cfg.chunk_frames) if cfg.prewarm else 0)
 

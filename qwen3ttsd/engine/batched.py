@@ -51,6 +51,7 @@ from torch import Tensor
 from ..errors import Cancelled, TTSError
 from .backend import Audio, BackendOptions, Failed, Stream, internal_error
 from .codec_lane import CodecLane, Leaving, cpu_threads
+from .codec_quant import codec_precision
 from .engine import AudioOut, Engine, warmup_request
 from .host_sync import HostRead
 from .kv_cache import RowKV, StepKV
@@ -152,6 +153,7 @@ class BatchedBackend:
             raise TTSError("bad_request", f"unknown quantization {options.quant!r} (supported: int8)")
         elif "_qwen3ttsd_fp32_released" in m.__dict__ or getattr(getattr(engine, "weight_cache", None), "hit", False):
             raise TTSError("internal", "this model serves int8: its fp32 linears were released")
+        codec_precision(self.engine.new_decoder().decoder, options.codec_quant, self.device)
         self.lane = CodecLane(options.overlap_decode and self.device.type == "cpu" and cpu_threads() > 1,
                               options.batch_decode)
         self.rows: list[Row] = []

@@ -29,8 +29,17 @@ def _use_gemm(x: Tensor, conv: torch.nn.Conv1d | torch.nn.ConvTranspose1d) -> bo
     return conv.stride == (1,)
 
 
+def _low(conv: torch.nn.Module, x: Tensor):
+    """The conv's low-precision form (:mod:`.codec_quant`), where it has one (CPU)."""
+    low = conv.__dict__.get("_qwen3ttsd_lowp")
+    return low if low is not None and x.device.type == "cpu" else None
+
+
 def conv1d(conv: torch.nn.Conv1d, x: Tensor) -> Tensor:
     """``conv(x)`` for an unpadded stride-1 Conv1d; (B, Cin, T) -> (B, Cout, T - span + 1)."""
+    low = _low(conv, x)
+    if low is not None:
+        return low(x)
     if not _use_gemm(x, conv):
         return conv(x)
     w = conv.weight
@@ -47,6 +56,9 @@ def conv1d(conv: torch.nn.Conv1d, x: Tensor) -> Tensor:
 def conv_transpose1d(conv: torch.nn.ConvTranspose1d, x: Tensor) -> Tensor:
     """``conv(x)`` for an unpadded ConvTranspose1d: each input step's contribution is one
     row of a GEMM, overlapped and added into place (``F.fold``)."""
+    low = _low(conv, x)
+    if low is not None:
+        return low(x)
     if not _use_gemm(x, conv):
         return conv(x)
     w = conv.weight

@@ -13,6 +13,10 @@ int8 copies of the linears beside the fp32 ones, which nothing read any more.
 * :func:`release_linears`: once int8 copies serve, the fp32 weights they were made from are
   freed (the model's own modules then cannot run those layers; nothing runs them: a loaded
   model has one backend, :mod:`qwen3ttsd.daemon.models`).
+* The codec's low-precision convolutions are :func:`.codec_quant.quantize_codec` (decoder,
+  mode): its output (int8/bf16 weights and scales per conv, under ``codec_quant.ATTR``) lives
+  on the conv modules, so a weight cache can store it. (It lives there, not here: it runs
+  the streaming decoder, which imports this module through the loader.)
 """
 
 from __future__ import annotations
