@@ -250,3 +250,42 @@ def test_cancel_before_start_and_flush_with_nothing_end_cleanly(custom_engine):
     assert isinstance(parked.result, Failed) and parked.result.error.code == "cancelled"
     assert isinstance(empty.result, Done) and empty.result.stats.frames == 0 and not empty.codes
     assert not b.active
+
+
+# --- through a real daemon -------------------------------------------------------------------
+
+
+def test_daemon_speaks_streamed_words_before_flush(custom_voice_daemon):
+    """``text_stream`` + ``$/text``: words without punctuation, one at a time, get audio
+    before the flush; the flush ends the request with captions of the turn's sentences."""
+    import asyncio
+
+    from qwen3ttsd.client import AsyncClient
+    from qwen3ttsd.messages import Caption, Chunk, Synthesize, SynthesizeResult
+
+    async def main():
+        async with AsyncClient(str(custom_voice_daemon / "tts.sock")) as c:
+            items, send_text = c.synthesize_streamed(Synthesize(text="", voice="ryan", language="english",
+                                                                seed=3, text_lookahead=2))
+            words = "so here is a long answer without any punctuation at all for you".split()
+            audio_before_flush = 0
+            got: list = []
+
+            async def read():
+                async for item in items:
+                    got.append(item)
+
+            reader = asyncio.create_task(read())
+            for w in words:
+                await send_text(w + " ", False)
+                await asyncio.sleep(0.15)
+            audio_before_flush = sum(len(i.audio) for i in got if isinstance(i, Chunk))
+            await send_text("", True)
+            await asyncio.wait_for(reader, 60)
+            return audio_before_flush, got
+
+    before, got = asyncio.run(main())
+    assert before > 0
+    assert isinstance(got[-1], SynthesizeResult) and got[-1].frames > 0
+    caps = [i for i in got if isinstance(i, Caption)]
+    assert [c.text for c in caps] == ["so here is a long answer without any punctuation at all for you"]
