@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_bridge import start_bridge, stop_bridge  # noqa: E402
+from bench_bridge import start_bridge, stop_bridge
 
 ANSWER = ("well I think the best way to get there is to take the train to the central station and then "
           "walk north for about ten minutes past the old market until you see the museum on your left")
