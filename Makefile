@@ -10,7 +10,7 @@ HOST    ?= 127.0.0.1
 PORT    ?= 8880
 PYTEST_ARGS ?=
 
-.PHONY: install system-deps run tiny-model test test-fast lint bench bench-engine bench-bridge bench-text bench-wyoming bench-concurrency bench-cold-start soak verify-units clean device-kit device-check
+.PHONY: install system-deps run tiny-model test test-fast lint bench bench-engine bench-bridge bench-text bench-text-stream bench-wyoming bench-concurrency bench-cold-start soak verify-units clean device-kit device-check
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -77,6 +77,9 @@ bench-bridge: install
 
 bench-text: install
 	$(BIN)/python bench/bench_text.py
+
+bench-text-stream: install
+	$(BIN)/python bench/bench_text_stream.py
 
 bench-wyoming: install
 	$(BIN)/python bench/bench_wyoming.py

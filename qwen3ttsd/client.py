@@ -23,14 +23,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import socket
-from collections.abc import AsyncGenerator, Callable, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from typing import Any, TypeVar, cast
 
 from . import messages as M, protocol as P
 from .errors import TTSError
-from .messages import Cancel, Hello, HelloResult, Message, Notification, Result, Synthesize, SynthesizeResult
+from .messages import (
+    Cancel,
+    Hello,
+    HelloResult,
+    Message,
+    Notification,
+    Result,
+    Synthesize,
+    SynthesizeResult,
+    TextAppend,
+)
 
 DEFAULT_SOCKET = "/run/qwen3ttsd/tts.sock"
 DEFAULT_ADMIN_SOCKET = "/run/qwen3ttsd/admin.sock"
@@ -156,14 +167,18 @@ class AsyncClient:
             raise ConnectionLost(f"connection lost: {e}") from None
 
     async def _stream(self, method: str, params: dict[str, Any] | None,
-                      finish: Callable[[Any], T]) -> AsyncGenerator[Notification | T, None]:
-        """Yield the request's notifications, then ``finish(result)``. Raises TTSError."""
-        msgid = next(self._ids) & 0xFFFFFFFF
+                      finish: Callable[[Any], T], msgid: int | None = None,
+                      sent: asyncio.Event | None = None) -> AsyncGenerator[Notification | T, None]:
+        """Yield the request's notifications, then ``finish(result)`` (``sent`` is set once
+        the request is on its way). Raises TTSError."""
+        msgid = next(self._ids) & 0xFFFFFFFF if msgid is None else msgid
         q: asyncio.Queue[Item] = asyncio.Queue(STREAM_BUFFER)
         self._queues[msgid] = q
         done = False
         try:
             await self._send(P.request(msgid, method, params))
+            if sent is not None:
+                sent.set()
             while True:
                 kind, a, b = await q.get()
                 if kind == "event":
@@ -202,6 +217,21 @@ class AsyncClient:
                    **params: Any) -> AsyncGenerator[StreamItem, None]:
         """Progress/Start/Chunk/Caption notifications, then one ``SynthesizeResult``."""
         return self._stream(Synthesize.method, _params(request, params), SynthesizeResult.from_wire)
+
+    def synthesize_streamed(self, request: Synthesize) -> tuple[AsyncGenerator[StreamItem, None],
+                                                                 Callable[[str, bool], Awaitable[None]]]:
+        """A ``text_stream`` request: its items (as :meth:`synthesize`), and
+        ``send_text(text, flush)`` that gives it more text (``$/text``; it waits until the
+        items are being read: the request goes out first)."""
+        msgid = next(self._ids) & 0xFFFFFFFF
+        params = _params(dataclasses.replace(request, text_stream=True), {})
+        sent = asyncio.Event()
+
+        async def send_text(text: str, flush: bool = False) -> None:
+            await sent.wait()
+            await self._send(P.notification(TextAppend.method, TextAppend(msgid, text, flush).to_wire()))
+
+        return self._stream(Synthesize.method, params, SynthesizeResult.from_wire, msgid, sent), send_text
 
     async def hello(self, client: str = "qwen3ttsd.client") -> HelloResult:
         return await self.request(Hello(proto=P.PROTOCOL_VERSION, client=client))

@@ -23,7 +23,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from .errors import TTSError
 from .formats import CHUNK_PROFILES, MODEL_RATE, RATE_RANGE, SPEED_RANGE, AudioFormatError, canonical_format, check_rate
-from .protocol import MAX_REQUEST_FRAME, N_CANCEL, N_CHUNK, N_PROGRESS, N_SEGMENT, N_START
+from .protocol import MAX_REQUEST_FRAME, N_CANCEL, N_CHUNK, N_PROGRESS, N_SEGMENT, N_START, N_TEXT
 
 PRIORITIES = ("realtime", "normal")   # realtime (phone calls) is scheduled first
 DEFAULT_SPEAKER = "vivian"            # CustomVoice speaker when a request names none
@@ -213,9 +213,11 @@ class Synthesize(Message["SynthesizeResult"]):
     session: str | None = wire(Str(128))
     ref_audio: bytes | None = wire(Bin("must be the audio file's bytes; URLs and paths are refused"))
     ref_text: str | None = wire(Str(2000))
+    text_stream: bool = wire(Bool(), False)
+    text_lookahead: int | None = wire(Num(1, 64, whole=True), doc_default="4")
 
     def validate(self) -> None:
-        if not self.text.strip():
+        if not self.text.strip() and not self.text_stream:
             raise bad("text is empty", "text")
         try:
             fmt = canonical_format(self.format)
@@ -491,6 +493,30 @@ class Cancel:
         if isinstance(params, list) and params and isinstance(params[0], int):
             return cls(params[0])
         return None
+
+
+@dataclass
+class TextAppend:
+    """``$/text [msgid, {text, flush}]`` (client -> daemon): more of a ``text_stream``
+    request's text; ``flush: true`` ends it (the text is complete)."""
+
+    method: ClassVar[str] = N_TEXT
+    msgid: int
+    text: str = ""
+    flush: bool = False
+
+    def to_wire(self) -> list[Any]:
+        return [self.msgid, {"text": self.text, "flush": self.flush}]
+
+    @classmethod
+    def from_wire(cls, params: Any) -> TextAppend | None:
+        if not (isinstance(params, list) and len(params) >= 2 and isinstance(params[0], int)
+                and isinstance(params[1], dict)):
+            return None
+        text, flush = params[1].get("text", ""), params[1].get("flush", False)
+        if not isinstance(text, str) or not isinstance(flush, bool):
+            return None
+        return cls(params[0], text, flush)
 
 
 Notification = Progress | Start | Chunk | Caption

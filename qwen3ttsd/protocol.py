@@ -36,6 +36,7 @@ N_START = "tts.start"
 N_CHUNK = "tts.chunk"
 N_SEGMENT = "tts.segment"     # a segment's span in the delivered audio (captions)
 N_CANCEL = "$/cancel"         # client -> daemon
+N_TEXT = "$/text"             # client -> daemon: more text for a text_stream request
 N_ERROR = "$/error"           # daemon -> client: a message with no usable msgid, or a broken frame
 
 

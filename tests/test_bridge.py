@@ -301,7 +301,7 @@ def test_websocket_phone_call_incremental_text_and_barge_in(bridge):
             ws = _WS(raw)
             assert json.loads(await ws.recv())["type"] == "session"
             await ws.send(json.dumps({"type": "session.update", "voice": "ryan", "format": "mulaw",
-                                      "language": "en"}))
+                                      "text_mode": "clause", "language": "en"}))
             sess = json.loads(await ws.recv())["session"]
             assert sess["sample_rate"] == 8000 and sess["language"] == "english"
             t0 = time.monotonic()

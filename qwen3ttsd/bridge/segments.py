@@ -26,6 +26,7 @@ import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from ..client import STREAM_BUFFER, AsyncClient, ConnectionLost, StreamItem
 from ..errors import TTSError
@@ -196,6 +197,15 @@ class OrderedSegments:
         if self._pump is None and not self.held:
             self._pump = asyncio.create_task(self._send_in_order())
         return seg
+
+    def add_turn(self, make: Callable[[int], Any]) -> Any:
+        """A segment-like item that runs its own request (``turns.StreamTurn``, made with
+        its index), in the call's order after everything added before it."""
+        item = make(self.next_index)
+        self.next_index += 1
+        self.count += 1
+        self._order.put_nowait(item)
+        return item
 
     def start(self) -> None:
         """Begin sending held segments."""

@@ -4,7 +4,11 @@ Client -> server (JSON text messages):
 
   {"type": "session.update", "voice": "ryan", "language": "english", "format": "mulaw",
    "sample_rate": 8000, "instructions": "...", "speed": 1.0, "seed": 1, "model": "...",
-   "audio_header": true, "text_format": "text"}
+   "audio_header": true, "text_format": "text", "text_mode": "clause", "text_lookahead": 4}
+                                                  text_mode "stream": each turn is ONE running
+                                                  generation fed as the text arrives (heard before
+                                                  any punctuation; bridge/turns.py); "clause"
+                                                  (default): a generation per clause, as before
   {"type": "text", "text": "Hello, how can I"}     LLM deltas; speech starts at the first clause
                                                   (text_format "ssml": one SSML document, spoken at flush)
   {"type": "flush"}                               end of turn: speak what is buffered
@@ -47,6 +51,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import struct
@@ -67,17 +72,19 @@ from .listeners import MAX_WAITING_SEGMENTS
 from .metrics import Metrics
 from .openai_compat import VOICE_MAP, parse_json
 from .segments import Marker, OrderedSegments, Segment
+from .turns import StreamTurn
 
 log = logging.getLogger("qwen3tts.bridge.ws")
 CALL_CHUNKS = CHUNK_PROFILES["call"]
 FLUSHED = "flushed"   # the marker a flush leaves in the call's order
 SESSION_DEFAULTS = {"voice": DEFAULT_SPEAKER, "language": "auto", "format": "pcm16", "sample_rate": MODEL_RATE,
-                    "speed": 1.0, "audio_header": True, "text_format": "text"}
+                    "speed": 1.0, "audio_header": True, "text_format": "text", "text_mode": "clause"}
 TEXT_FORMATS = ("text", "ssml")   # ssml: the call's text is one SSML document, spoken at flush
+TEXT_MODES = ("stream", "clause")  # stream: a turn is one running generation fed as text comes (turns.py)
 OFF_LOOP_CHARS = 2000             # texts longer than this are split on a worker thread
 ANNOUNCE_BATCH = 32               # segments queued and announced between two yields to the loop
 SESSION_FIELDS = ("voice", "language", "format", "sample_rate", "instructions", "speed", "seed", "model",
-                  "temperature", "top_k", "top_p", "max_frames")
+                  "temperature", "top_k", "top_p", "max_frames", "text_lookahead")
 
 
 
@@ -100,6 +107,7 @@ class Session:
         self.session_id = uuid.uuid4().hex  # the daemon continues one codec stream per call
         self.send_lock = asyncio.Lock()
         self.closed = False
+        self.turn: StreamTurn | None = None   # the open turn (text_mode "stream"), until its flush
 
     # --- config ------------------------------------------------------------------------
 
@@ -108,9 +116,11 @@ class Session:
             msg = {**msg, "voice": msg["voice"].get("id")}
         c = dict(self.conf)
         c.update({k: SESSION_DEFAULTS.get(k) if msg[k] is None else msg[k]  # null: back to the default
-                  for k in (*SESSION_FIELDS, "audio_header", "text_format") if k in msg})
+                  for k in (*SESSION_FIELDS, "audio_header", "text_format", "text_mode") if k in msg})
         if c["text_format"] not in TEXT_FORMATS:
             raise TTSError("bad_request", f"text_format must be one of {list(TEXT_FORMATS)}")
+        if c["text_mode"] not in TEXT_MODES:
+            raise TTSError("bad_request", f"text_mode must be one of {list(TEXT_MODES)}")
         try:
             fmt = canonical_format(str(c["format"]))
         except AudioFormatError:
@@ -199,6 +209,29 @@ class Session:
 
     # --- segments ----------------------------------------------------------------------
 
+    @property
+    def streams_text(self) -> bool:
+        """Turns go to one running generation each (not SSML, not the clause fallback)."""
+        return bool(self.conf["text_mode"] == "stream" and self.conf["text_format"] == "text")
+
+    async def stream_text(self, delta: str) -> None:
+        """A delta of the current turn (opened, and announced, by its first one)."""
+        if self.turn is None:
+            if not delta.strip():
+                return
+            await announce(self, [], extra=1)
+            self.seg_index += 1
+            request = dataclasses.replace(self.request(""), text_stream=True,
+                                          text_lookahead=self.conf.get("text_lookahead"))
+            self.turn = self.segments.add_turn(lambda i: StreamTurn(self.cfg.tts_socket, i, request))
+            await self.send_json({"type": "segment", "index": self.turn.index, "text": ""})
+        self.turn.add(delta)
+
+    def end_turn(self) -> None:
+        if self.turn is not None:
+            self.turn.flush()
+            self.turn = None
+
     def queue_segments(self, segments: list[str]) -> list[int]:
         idxs = []
         for text in segments:
@@ -220,7 +253,7 @@ class Session:
         finally:
             self.backlog -= 1
 
-    async def _play_segment(self, seg: Segment) -> None:
+    async def _play_segment(self, seg: Segment | StreamTurn) -> None:
         start_ms = self.sent_ms  # where this segment's audio begins on the call's timeline
         try:
             async for piece in seg.pieces():
@@ -234,6 +267,8 @@ class Session:
             await self.send_json({"type": "error", "index": seg.index, "code": e.code, "message": e.message})
             return
         self.segments_done += 1
+        if isinstance(seg, StreamTurn) and seg.fell_back:
+            self.conf["text_mode"] = "clause"  # this daemon cannot stream text: clauses from now on
         await self.send_json({"type": "segment.done", "index": seg.index, "sent_ms": self.sent_ms,
                               "start_ms": start_ms, "end_ms": self.sent_ms})
 
@@ -249,6 +284,7 @@ class Session:
         await self.segments.cancel()  # closes the daemon connections -> generation stops within a frame
         self.segments = OrderedSegments(self.cfg.tts_socket, first_index=self.seg_index)  # indices go on
         self.backlog = 0
+        self.turn = None
         self.splitter = self.new_splitter()
         self.session_id = uuid.uuid4().hex  # after a barge-in the next answer starts a fresh stream
         self.player = asyncio.create_task(self.play())
@@ -272,11 +308,13 @@ async def split(feed: Callable[[str], list[str]], text: str) -> list[str]:
     return feed(text)
 
 
-async def announce(s: Session, segments: list[str]) -> None:
-    if s.backlog + len(segments) > MAX_WAITING_SEGMENTS:
-        raise TTSError("payload_too_large", f"the call would have {s.backlog + len(segments)} segments waiting "
+async def announce(s: Session, segments: list[str], extra: int = 0) -> None:
+    """Queue and announce clause segments (``extra``: a turn about to be queued)."""
+    n = len(segments) + extra
+    if s.backlog + n > MAX_WAITING_SEGMENTS:
+        raise TTSError("payload_too_large", f"the call would have {s.backlog + n} segments waiting "
                        f"to be spoken (at most {MAX_WAITING_SEGMENTS}); send more after segment.done")
-    s.backlog += len(segments)
+    s.backlog += n
     for n, text in enumerate(segments):
         idx, = s.queue_segments([text])
         await s.send_json({"type": "segment", "index": idx, "text": text})
@@ -321,9 +359,15 @@ async def speech_stream_ws(ws: WebSocket, cfg: BridgeConfig, metrics: Metrics, r
                     if len(delta) > cfg.max_input_chars:
                         raise TTSError("payload_too_large", f"a text message carries at most "
                                        f"{cfg.max_input_chars} characters; send the text in parts")
-                    await announce(s, await split(s.splitter.feed, delta))
+                    if s.streams_text:
+                        await s.stream_text(delta)
+                    else:
+                        await announce(s, await split(s.splitter.feed, delta))
                 elif kind in ("flush", "input_text.done"):
-                    await announce(s, await asyncio.to_thread(s.splitter.flush))  # may hold a long text
+                    if s.streams_text or s.turn is not None:
+                        s.end_turn()
+                    if not s.streams_text:
+                        await announce(s, await asyncio.to_thread(s.splitter.flush))  # may hold a long text
                     s.flush()
                 elif kind == "cancel":
                     await s.cancel()

@@ -79,6 +79,10 @@ class Job:
     # Requests of one session (a phone call) continue one codec stream, in order:
     session: CallSlot | None = None
     after: Job | None = None                # the session's previous request
+    # A text_stream request: one TextFeed per generation (segments[i] is then ""), and
+    # what takes the client's $/text notifications (daemon/text_stream.py)
+    feeds: list[Any] | None = None
+    text_in: Any = None
 
     def emit(self, event: JobEvent) -> None:
         """Thread-safe hand-off to the request's coroutine."""
@@ -91,6 +95,10 @@ class Job:
         """May run now: a session's request waits for the previous one (a cancelled job is
         always ready, to be dropped)."""
         return self.after is None or self.after.done or self.cancel.is_set()
+
+    def text_feed(self, index: int) -> Any:
+        """Segment ``index``'s TextFeed when its text streams in, else None."""
+        return self.feeds[index] if self.feeds is not None else None
 
     def segment_request(self, index: int) -> SynthesisRequest:
         """What the engine generates for segment ``index``."""

@@ -169,7 +169,8 @@ class Scheduler:
                 job.emit(Progress({"stage": "generating", "segments": len(job.segments)}))
                 job.codec = job.session.codec if job.session is not None else None
             stream = Stream(job.segment_request(job.next_segment), sink=lambda ev: self._on_event(job, ev),
-                            cancel=job.cancel, voice=job.voice, continues=job.codec)
+                            cancel=job.cancel, voice=job.voice, continues=job.codec,
+                            text=job.text_feed(job.next_segment))
             self._active += 1
             lm.backend.admit(stream)
         except TTSError as e:

@@ -29,8 +29,9 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
 from .. import protocol as P
+from ..engine.text_feed import MAX_FEED_CHARS
 from ..errors import TTSError
-from ..messages import AdminCacheList, AdminStatus, Cancel, Hello, Languages, Models, VoicesList
+from ..messages import AdminCacheList, AdminStatus, Cancel, Hello, Languages, Models, TextAppend, VoicesList
 from ..ratelog import RateLimitedLog
 
 log = logging.getLogger("qwen3ttsd.server")
@@ -87,6 +88,8 @@ class Connection:
     uid: int = -1
     admin: bool = False
     jobs: dict[int, Any] = field(default_factory=dict)     # msgid -> Job (for $/cancel)
+    # msgid -> $/text that came before its tts.synthesize job existed (text, flush), in order
+    early_text: dict[int, list[tuple[str, bool]]] = field(default_factory=dict)
     tasks: set[asyncio.Task] = field(default_factory=set)
     write_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     closed: bool = False
@@ -314,6 +317,17 @@ class Server:
             job = conn.jobs.get(cancel.msgid) if cancel else None
             if job is not None:
                 job.cancel.set()
+            text = TextAppend.from_wire(msg[2]) if msg[1] == TextAppend.method else None
+            job = conn.jobs.get(text.msgid) if text else None
+            if text is not None and job is not None and job.text_in is not None:
+                try:
+                    job.text_in(text.text, text.flush)
+                except TTSError as e:  # the request goes on; the client learns why its text was refused
+                    await self._send_error_notification(conn, e)
+            elif text is not None and text.msgid in conn.early_text:  # its request is still being set up
+                early = conn.early_text[text.msgid]
+                if sum(len(t) for t, _ in early) + len(text.text) <= MAX_FEED_CHARS:
+                    early.append((text.text, text.flush))
             return
         try:
             msgid, method, params = P.parse_request(msg)
@@ -326,6 +340,8 @@ class Server:
             else:
                 await conn.send(P.response(bad_id, e.to_wire()))
             return
+        if method == "tts.synthesize":
+            conn.early_text[msgid] = []  # until its handler ends (a text_stream request takes them)
         task = asyncio.create_task(self._run_handler(conn, msgid, method, params))
         conn.tasks.add(task)
         task.add_done_callback(conn.tasks.discard)
@@ -341,6 +357,7 @@ class Server:
             log.exception("handler %s failed", method)
             await self._reply_error(conn, msgid, TTSError("internal", f"{type(e).__name__}: {e}"))
         finally:
+            conn.early_text.pop(msgid, None)
             if conn.active:
                 self.touch()
 

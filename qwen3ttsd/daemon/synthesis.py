@@ -26,6 +26,7 @@ from ..text.language import canonical_language, detect_language
 from .job import Audio, Failed, Job, JobDone, Progress, SegmentDone
 from .server import Connection
 from .state import DaemonState
+from .text_stream import TurnText, TurnTimeline, normaliser
 from .timeline import Timeline, segment_speed
 
 log = logging.getLogger("qwen3ttsd.service")
@@ -126,6 +127,8 @@ class Synthesis:
         r = route(svc, msg)
         req = dict(r.request, first_chunk_frames=msg.first_chunk_frames or self.cfg.first_chunk_frames,
                    chunk_frames=msg.chunk_frames or self.cfg.chunk_frames, **msg.sampling)
+        if msg.text_stream:
+            return await self._synthesize_streamed(conn, msgid, msg, r, req, t0)
         try:
             # off the event loop: 20k characters of numbers take ~0.1 s to normalise
             segments, trailing_pause = await asyncio.to_thread(
@@ -164,7 +167,43 @@ class Synthesis:
         finally:
             pipeline.close()
 
-    async def _stream(self, conn: Connection, msgid: int, job: Job, timeline: Timeline,
+    async def _synthesize_streamed(self, conn: Connection, msgid: int, msg: M.Synthesize, r: Route,
+                                   req: dict[str, Any], t0: float) -> None:
+        """``text_stream``: one running generation per turn, fed by ``$/text`` (text_stream.py)."""
+        try:
+            pipeline = AudioPipeline(msg.format, msg.sample_rate, segment_speed(msg.speed, 1.0))
+        except AudioFormatError as e:
+            raise TTSError("bad_request", str(e)) from e
+        try:
+            job = Job(model=r.entry, segments=[""], request=req, loop=asyncio.get_running_loop(),
+                      priority=msg.priority, seed=msg.seed, voice=await load_voice(self.svc, r.voice),
+                      queue_timeout=self.cfg.queue_timeout)
+            turn = TurnText(job, msg.text_lookahead, normaliser(req["language"], msg.normalize))
+            job.text_in = turn.take
+            if msg.text:
+                turn.take(msg.text)
+            for text, flush in conn.early_text.pop(msgid, []):  # sent while the voice loaded
+                turn.take(text, flush)
+            timeline = TurnTimeline(turn, msg.speed, pipeline)
+            await self._run_job(conn, msgid, job, timeline, r.entry, msg.session, t0)
+        finally:
+            pipeline.close()
+
+    async def _run_job(self, conn: Connection, msgid: int, job: Job, timeline: Timeline | TurnTimeline,
+                       entry: ModelEntry, session: str | None, t0: float) -> None:
+        svc = self.svc
+        position = svc.sessions.submit(svc.scheduler, job, session)
+        conn.jobs[msgid] = job
+        svc.active_streams += 1
+        try:
+            await self._stream(conn, msgid, job, timeline, position, t0, entry)
+        finally:
+            svc.active_streams -= 1
+            conn.jobs.pop(msgid, None)
+            job.cancel.set()
+            svc.publish_status()
+
+    async def _stream(self, conn: Connection, msgid: int, job: Job, timeline: Timeline | TurnTimeline,
                       position: int, t0: float, entry: ModelEntry) -> None:
         pipeline = timeline.pipeline
         stall = self.cfg.stall_timeout
@@ -205,7 +244,9 @@ class Synthesis:
                 elif isinstance(event, SegmentDone):  # the segment's last audio, then its caption
                     tail, caption, audio = await asyncio.to_thread(timeline.segment_done, event.index, event.samples)
                     await chunk(tail)
-                    await send(_notify(M.Caption(msgid, **caption)), stall)
+                    caps: list[Any] = caption if isinstance(caption, list) else [caption]
+                    for cap in caps:  # a streamed turn's generation: each of its sentences
+                        await send(_notify(M.Caption(msgid, **cap)), stall)
                     await chunk(audio)
                 elif isinstance(event, Progress):
                     if event.info.get("stage") in ("loading", "generating"):

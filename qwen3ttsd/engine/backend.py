@@ -81,6 +81,7 @@ class Stream:
     voice: VoiceSource | None = None   # the clone voice ``request.voice`` names, if any
     continues: Any = None              # the call's codec stream to continue (from a Done), if any
     on_codes: Callable[[Any], None] | None = None  # diagnostics: each decoded chunk's (T, 16) codes
+    text: Any = None                   # a TextFeed (engine/text_feed.py): the text arrives while it runs
 
 
 @dataclass(frozen=True)

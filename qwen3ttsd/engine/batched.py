@@ -60,6 +60,7 @@ from .loader import derived
 from .prewarm import Prewarm, codec_shapes
 from .prompt import Prompt, build_prompt, own_prompt, prompt_builder
 from .sampling import NEG_INF, Sampler, Sampling, row_generator
+from .text_rows import TextRows, streaming
 
 log = logging.getLogger("qwen3ttsd.engine")
 
@@ -99,6 +100,7 @@ class Row:
         self.c0 = -1              # sampled, not yet expanded into a frame
         self.hidden: Tensor | None = None   # (1, 1, D) talker output for the pending token
         self.frame: Tensor | None = None    # (16,) the last completed frame
+        self.pending = False      # c0 sampled, its frame not yet completed (else: waiting for text)
 
     def text(self) -> Tensor:
         """The text vector that goes with the last completed frame (qwen-tts's
@@ -168,6 +170,7 @@ class BatchedBackend:
         if self.prompts == "qwen-tts" and engine.tts is None:
             raise TTSError("bad_request", "prompts='qwen-tts' needs qwen-tts's model (weights='qwen_tts')")
         self._building: deque[tuple[Stream, Future]] = deque()
+        self.text = TextRows(engine)   # streams whose text arrives while they run (text_rows.py)
         self._pool: ThreadPoolExecutor | None = None
         if self.prompts == "own":
             with torch.inference_mode():
@@ -184,7 +187,7 @@ class BatchedBackend:
     def active(self) -> int:
         """Rows generating, plus any whose audio work or final report is still pending."""
         return (len(self.rows) + len(self._newcomers) + len(self._building) + len(self._leaving)
-                + int(self.lane.busy))
+                + len(self.text.parked) + int(self.lane.busy))
 
     @property
     def status(self) -> dict[str, Any]:
@@ -250,6 +253,11 @@ class BatchedBackend:
                 raise Cancelled()
             if not self.engine.loaded:
                 raise TTSError("unavailable", "model not loaded")
+            if streaming(stream):
+                if self.prompts != "own":
+                    raise TTSError("unsupported", "streamed text needs the project's prompts (prompts='own')")
+                self.text.park(stream)  # built once its text can start it (_start_texts)
+                return
             if self.prompts == "own":
                 self._building.append((stream, self._builder_pool().submit(self._prompt, stream)))
                 return
@@ -266,8 +274,16 @@ class BatchedBackend:
     def _prompt(self, stream: Stream) -> Prompt:
         """The stream's voice registered and its prompt (a builder thread for own prompts)."""
         self.engine.use_voice(stream.voice)
+        if streaming(stream):
+            voice = self.engine._voices.get(stream.request.voice or "") if stream.voice is not None else None
+            return self.text.prompt(stream, voice)
         make = own_prompt if self.prompts == "own" else build_prompt
         return make(self.engine, stream.request)
+
+    def _start_texts(self) -> None:
+        """Streamed-text streams whose text can start them go to the builder pool."""
+        for stream in self.text.starting():
+            self._building.append((stream, self._builder_pool().submit(self._prompt, stream)))
 
     def _take_built(self, wait: bool) -> None:
         """Streams whose prompts are built join the newcomers (all of them, once built, when
@@ -344,6 +360,8 @@ class BatchedBackend:
             self.abort_all(internal_error(e))
 
     def _step(self) -> None:
+        if self.text.parked:
+            self._start_texts()
         self._take_built(wait=not self.rows)  # idle: nothing to overlap a build with
         if self._newcomers:
             self._prefill_newcomers()
@@ -352,29 +370,38 @@ class BatchedBackend:
             self.lane.submit([], self._take_leaving())
             self.lane.join()
             return
-        rows = self.rows
-        c0 = torch.tensor([r.c0 for r in rows], device=self.device)
-        past = torch.cat([r.hidden for r in rows], dim=0)
-        sub = Sampler([r.sub for r in rows], [r.gen for r in rows], self.predictor.vocab_size, self.device)
-        codes = self.predict(past, c0, lambda j, logits: sub(logits))
-        frames = torch.cat([c0.unsqueeze(1), codes], dim=1)
+        self.text.feed(self.rows)
+        rows = [r for r in self.rows if r.pending]  # the others wait for their next text
         work = []
-        for r, frame in zip(rows, frames):
-            r.frame = frame
-            r.frames += 1
-            work.append((r.out, frame))
-        for r in list(rows):
-            if r.frames >= r.cap:
-                r.out.stats.hit_frame_cap = True
-                self._leave(r)
+        if rows:
+            c0 = torch.tensor([r.c0 for r in rows], device=self.device)
+            past = torch.cat([r.hidden for r in rows], dim=0)
+            sub = Sampler([r.sub for r in rows], [r.gen for r in rows], self.predictor.vocab_size, self.device)
+            codes = self.predict(past, c0, lambda j, logits: sub(logits))
+            frames = torch.cat([c0.unsqueeze(1), codes], dim=1)
+            for r, frame in zip(rows, frames):
+                r.frame = frame
+                r.frames += 1
+                r.pending = False
+                work.append((r.out, frame))
+            for r in list(rows):
+                if r.frames >= r.cap:
+                    r.out.stats.hit_frame_cap = True
+                    self._leave(r)
         self._drop_cancelled()
         self.lane.submit(work, self._take_leaving())  # decodes while the talker steps on
         self.lane.deliver()
         if not self.rows:
             return
-        rows = self.rows
+        rows = [r for r in self.rows if self.text.ready(r)]
+        if not rows:
+            if not work:
+                self.text.idle()  # every row waits for text
+            return
+        slots = None if len(rows) == len(self.rows) else [self.rows.index(r) for r in rows]
         logits, hidden = self.talker_step(torch.stack([r.frame for r in rows]),
-                                          torch.stack([r.text() for r in rows]), [r.length for r in rows])
+                                          torch.stack([r.text() for r in rows]), [r.length for r in rows],
+                                          slots)
         for r in rows:
             r.length += 1
         self._take_c0(rows, logits, hidden)
@@ -408,15 +435,17 @@ class BatchedBackend:
             self._cp_rope = [(cos[:, :, a:b], sin[:, :, a:b]) for a, b in spans]
         return self._cp_rope
 
-    def talker_step(self, frames: Tensor, text: Tensor, lengths: list[int]) -> tuple[Tensor, Tensor]:
+    def talker_step(self, frames: Tensor, text: Tensor, lengths: list[int],
+                    slots: list[int] | None = None) -> tuple[Tensor, Tensor]:
         """One talker forward for B rows: input = the sum of each row's frame (B, 16)
-        embeddings + its text vector (B, D), at position ``lengths[b]`` of its cache."""
+        embeddings + its text vector (B, D), at position ``lengths[b]`` of its cache
+        (the rows in slots 0..B-1, or in ``slots`` when some rows wait for text)."""
         parts = [F.embedding(frames[:, i:i + 1], table) for i, table in enumerate(self.code_tables)]
         x = torch.cat(parts, dim=1).sum(1, keepdim=True) + text.unsqueeze(1)
         span = max(lengths) + 1
-        self.kv.reserve(len(lengths), span)
+        self.kv.reserve(max(slots) + 1 if slots else len(lengths), span)
         pos = torch.tensor(lengths, device=self.device)
-        self.kv.for_decode(pos, span)
+        self.kv.for_decode(pos, span, None if slots is None else torch.tensor(slots, device=self.device))
         mask = None
         if min(lengths) != max(lengths):
             mask = (torch.arange(span, device=self.device).unsqueeze(0) <= pos.unsqueeze(1))[:, None, None, :]
@@ -442,6 +471,7 @@ class BatchedBackend:
                 self._leave(r)
                 continue
             r.c0 = tok
+            r.pending = True
             r.hidden = hidden[i:i + 1]
 
     def talker_rules(self, rows: list[Row], logits: Tensor) -> Tensor:
@@ -499,6 +529,9 @@ class BatchedBackend:
         self._take_built(wait=True)
         rows, self.rows = self.rows + self._newcomers, []
         self._newcomers = []
+        for stream in self.text.parked:
+            stream.sink(Failed(err))
+        self.text.parked = []
         self.kv.clear()
         leaving = self._take_leaving() + [(r.stream, r.out, err) for r in rows]
         self.lane.drain()

@@ -26,6 +26,7 @@ class RowKV:
         self.cap = 0
         self._prefill_slot: int | None = None
         self._pos: Tensor | None = None
+        self._rows: Tensor | None = None
         self._span = 0
 
     def reserve(self, slots: int, length: int) -> None:
@@ -57,9 +58,10 @@ class RowKV:
         """Prompts go to slots ``slot``, ``slot + 1``, ... (one per batch row)."""
         self._prefill_slot, self._pos = slot, None
 
-    def for_decode(self, pos: Tensor, span: int) -> None:
-        """Rows 0..B-1 write their new token at ``pos[b]``; attention reads ``span`` keys."""
-        self._prefill_slot, self._pos, self._span = None, pos, span
+    def for_decode(self, pos: Tensor, span: int, rows: Tensor | None = None) -> None:
+        """Rows 0..B-1 (or the slots ``rows``: some rows wait for text) write their new
+        token at ``pos[b]``; attention reads ``span`` keys."""
+        self._prefill_slot, self._pos, self._span, self._rows = None, pos, span, rows
 
     def update(self, k: Tensor, v: Tensor, layer: int, cache_kwargs: Any = None) -> tuple[Tensor, Tensor]:
         if self._prefill_slot is not None:
@@ -68,9 +70,11 @@ class RowKV:
             self.v[layer][s:s + p, :, :n] = v
             return k, v
         b = k.shape[0]
-        rows = torch.arange(b, device=k.device)
+        rows = torch.arange(b, device=k.device) if self._rows is None else self._rows
         self.k[layer][rows, :, self._pos] = k[:, :, 0]
         self.v[layer][rows, :, self._pos] = v[:, :, 0]
+        if self._rows is not None:  # a gather: only while rows wait for text
+            return self.k[layer][rows, :, : self._span], self.v[layer][rows, :, : self._span]
         return self.k[layer][:b, :, : self._span], self.v[layer][:b, :, : self._span]
 
 

@@ -104,6 +104,48 @@ class PromptBuilder:
     def build(self, req: SynthesisRequest, voice: Any = None) -> Prompt:
         """The prompt of ``req`` (``voice``: the registered clone a Base request names).
         Bad requests raise ``TTSError`` with the messages of :meth:`.Engine.prepare`."""
+        language, speaker, instruct, settings = self._request(req, voice)
+        with torch.inference_mode():
+            embeds, trailing = self._assemble(self.tokenizer.assistant_ids(req.text.strip()), language, speaker,
+                                              instruct, None if voice is None else voice.item)
+        return Prompt(embeds=embeds, trailing=trailing[0], pad=self._pad.reshape(-1), settings=settings,
+                      voice=voice)
+
+    def build_streaming(self, req: SynthesisRequest, voice: Any, ids: list[int], final: bool) -> Prompt:
+        """qwen-tts's streaming-text prompt (``non_streaming_mode=False``) of text whose
+        first tokens are ``ids`` (``req.text``: that text, for the checks and the frame cap):
+        ``ids[0]`` in the prompt, the rest trailing, each projected alone
+        (:meth:`project_each`, so any split of the text gives the same vectors), then
+        ``tts_eos`` when ``final``. An ICL clone's prompt holds the text that overlaps
+        its reference codes: it is built from the whole text only (``final``)."""
+        language, speaker, instruct, settings = self._request(req, voice)
+        clone = None if voice is None else voice.item
+        icl = clone is not None and clone.icl_mode
+        if not ids or (icl and not final):
+            raise TTSError("internal", "a streaming prompt needs its first token (an ICL clone: all of them)")
+        wrap = self.tokenizer.assistant_ids("")
+        with torch.inference_mode():
+            embeds, trailing = self._assemble(wrap[:3] + ids + wrap[3:], language, speaker, instruct, clone,
+                                              streaming=True)
+            if not icl:
+                parts = [self.project_each(ids[1:])] + ([self._eos[0]] if final else [])
+                trailing = torch.cat(parts)[None]
+        return Prompt(embeds=embeds, trailing=trailing[0], pad=self._pad.reshape(-1), settings=settings,
+                      voice=voice)
+
+    def project_each(self, ids: list[int]) -> Tensor:
+        """Trailing text vectors (n, D) of ``ids``, each projected on its own."""
+        if not ids:
+            return self._pad.reshape(1, -1)[:0]
+        return torch.cat([self._project(self._tensor([[i]]))[0] for i in ids])
+
+    @property
+    def eos(self) -> Tensor:
+        """The ``tts_eos`` vector (D,) that ends the trailing text."""
+        return self._eos.reshape(-1)
+
+    def _request(self, req: SynthesisRequest, voice: Any) -> tuple[str, str | None, str | None, dict]:
+        """The request's language, speaker, instruct and talker settings, checked."""
         spec = self.spec
         text, language, cap, sampling = checked(req, spec.languages)
         # qwen-tts returns max_new_tokens - 1 frames, and max_new_tokens=1 crashes.
@@ -123,16 +165,12 @@ class PromptBuilder:
                 raise TTSError("not_found", f"voice {req.voice!r} is not registered")
         else:
             raise TTSError("unsupported", f"unknown model type {spec.model_type!r}")
-        with torch.inference_mode():
-            embeds, trailing = self._assemble(self.tokenizer.assistant_ids(text), language, speaker,
-                                              instruct, None if voice is None else voice.item)
-        return Prompt(embeds=embeds, trailing=trailing[0], pad=self._pad.reshape(-1), settings=settings,
-                      voice=voice)
+        return language, speaker, instruct, settings
 
     # --- assembly (qwen-tts's generate, one request) -------------------------------------
 
     def _assemble(self, text_ids: list[int], language: str, speaker: str | None, instruct: str | None,
-                  clone: Any) -> tuple[Tensor, Tensor]:
+                  clone: Any, streaming: bool = False) -> tuple[Tensor, Tensor]:
         ids = self._tensor([text_ids])
         pad, bos, eos = self._pad, self._bos, self._eos
         codec = self._codec_head(self.spec.language_id(language, speaker), speaker, clone)
@@ -146,12 +184,12 @@ class PromptBuilder:
             ref_words = self._tensor([self.tokenizer.ref_ids(clone.ref_text)])[:, 3:-2]
             icl, trailing = self._icl(words, ref_words, clone.ref_code.to(self.device))
             embeds = torch.cat([embeds, icl], dim=1)
-        elif clone is None:  # CustomVoice / VoiceDesign: the whole text in the prompt
+        elif clone is None and not streaming:  # CustomVoice / VoiceDesign: the whole text in the prompt
             pads = self._codec([[self._ids["codec_pad_id"]] * (words.shape[1] + 1)])
             body = torch.cat((self._project(words), eos), dim=1) + pads
             embeds = torch.cat([embeds, body, pad + self._codec([[self._ids["codec_bos_id"]]])], dim=1)
             trailing = pad
-        else:  # x-vector clone: the text streams in, one token per frame
+        else:  # x-vector clone, or streaming text: the text streams in, one token per frame
             embeds = torch.cat([embeds, self._project(ids[:, 3:4]) + codec[:, -1:]], dim=1)
             trailing = torch.cat((self._project(ids[:, 4:-5]), eos), dim=1)
         if instruct:

@@ -89,6 +89,9 @@ class SequentialBackend:
         return {"kind": "sequential", "capacity": self.capacity}
 
     def admit(self, stream: Stream) -> None:
+        if stream.text is not None:  # front ends fall back to their clause path
+            stream.sink(Failed(TTSError("unsupported", "streamed text (text_stream) needs the batched engine")))
+            return
         self._waiting.append(stream)
 
     def step(self) -> None:

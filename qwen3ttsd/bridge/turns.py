@@ -1,0 +1,100 @@
+"""A call's turn as one running generation: the LLM's text goes to the daemon as it comes.
+
+Why: the clause path (``segments.OrderedSegments``) starts a generation per clause, so a
+turn whose words come without punctuation waits for the flush, and prosody restarts at
+every clause. A :class:`StreamTurn` is one ``tts.synthesize`` request with ``text_stream``:
+its text is sent in ``$/text`` notifications as the client's deltas arrive, and the daemon
+speaks it while it arrives (docs/protocol.md, *Streamed text*). It sits in the call's
+order like a segment (``index``, ``pieces()``), so audio, captions and markers keep their
+order. A daemon that cannot stream text (the sequential backend: ``unsupported``) gets
+the whole turn at the flush as one plain request instead, and the call goes on with
+clauses (``fell_back``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from ..client import AsyncClient
+from ..errors import TTSError
+from ..messages import Caption, Chunk, Synthesize, SynthesizeResult
+from .segments import DaemonStream, Piece
+
+
+class StreamTurn:
+    """One turn of a call spoken by one running generation (see the module docstring)."""
+
+    def __init__(self, tts_socket: str, index: int, request: Synthesize) -> None:
+        self.tts_socket = tts_socket
+        self.index = index
+        self.request = request
+        self.written = ""                     # the turn's text so far (a fallback speaks it)
+        self.flushed = asyncio.Event()
+        self.fell_back = False
+        self.result: SynthesizeResult | None = None
+        self._outbox: asyncio.Queue[tuple[str, bool]] = asyncio.Queue()
+
+    @property
+    def text(self) -> str:
+        return self.written
+
+    def add(self, text: str) -> None:
+        if text:
+            self.written += text
+            self._outbox.put_nowait((text, False))
+
+    def flush(self) -> None:
+        self.flushed.set()
+        self._outbox.put_nowait(("", True))
+
+    async def pieces(self) -> AsyncIterator[Piece]:
+        """Audio chunks and captions as the daemon speaks the turn; raises its TTSError."""
+        audio = False
+        try:
+            async with AsyncClient(self.tts_socket, connect_timeout=10) as client:
+                items, send_text = client.synthesize_streamed(self.request)
+                sender = asyncio.create_task(self._send(send_text))
+                try:
+                    async with contextlib.aclosing(items) as stream:
+                        async for item in stream:
+                            if isinstance(item, (Chunk, Caption)):
+                                audio = audio or isinstance(item, Chunk) and bool(item.audio)
+                                yield item
+                            elif isinstance(item, SynthesizeResult):
+                                self.result = item
+                finally:
+                    sender.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await sender
+        except TTSError as e:
+            if e.code != "unsupported" or audio:
+                raise
+            self.fell_back = True
+        if self.fell_back:
+            async for piece in self._whole():
+                yield piece
+
+    async def _send(self, send_text: Callable[[str, bool], Awaitable[None]]) -> None:
+        while True:
+            text, flush = await self._outbox.get()
+            await send_text(text, flush)
+            if flush:
+                return
+
+    async def _whole(self) -> AsyncIterator[Piece]:
+        """The clause path's way: the whole turn at the flush, as one plain request."""
+        await self.flushed.wait()
+        if not self.written.strip():
+            return
+        ds = await DaemonStream(self.tts_socket, dataclasses.replace(self.request, text=self.written,
+                                                                     text_stream=False)).open()
+        async with contextlib.aclosing(ds.pieces()) as pieces:
+            async for piece in pieces:
+                yield piece
+        self.result = ds.result
+
+
+__all__ = ["StreamTurn"]

@@ -1,0 +1,126 @@
+"""Streamed text in the batched engine: rows whose trailing text arrives while they generate.
+
+A stream with a :class:`.text_feed.TextFeed` (``Stream.text``) is parked at admission until
+``text_lookahead`` tokens are final or the turn is flushed; then its streaming-text prompt
+is built (:meth:`.prompts.PromptBuilder.build_streaming`) and it joins like any row. Every
+step, each such row's new tokens are projected and appended to its trailing text; a row
+whose next text vector has not arrived yet *waits*: it is left out of the step (its pending
+frame is still completed and its audio delivered) and the rest of the batch goes on - it
+never generates ahead on ``tts_pad``. At flush it gets ``tts_eos`` and finishes as qwen-tts
+does. Waiting changes no numbers: a row's codes depend on its text, not on when it came.
+
+What :mod:`.batched` calls (small hooks, so the step engine stays one loop):
+``park`` / ``starting`` (admission), ``prompt`` (builder thread), ``feed`` / ``ready``
+(each step), ``idle`` (nothing can step: sleep until text arrives, briefly).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from typing import Any
+
+import torch
+
+from ..errors import Cancelled, TTSError
+from .backend import Done, Failed, Stream
+from .prompt import prompt_builder
+from .prompts import Prompt
+from .request import SynthesisStats, frame_budget
+
+IDLE_WAIT_S = 0.01   # longest sleep of an engine whose every row waits for text (a new call waits at most this)
+
+
+def streaming(stream: Stream) -> bool:
+    return getattr(stream, "text", None) is not None
+
+
+class TextRows:
+    """The batched backend's streamed-text state (see the module docstring)."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+        self.parked: list[Stream] = []
+        self._wake = threading.Event()
+
+    # --- admission -----------------------------------------------------------------------
+
+    def park(self, stream: Stream) -> None:
+        feed = stream.text
+        feed.bind(prompt_builder(self.engine).tokenizer.encode)
+        waker, wake = feed.on_text, self._wake.set
+
+        def on_text() -> None:
+            wake()
+            if waker is not None:
+                waker()
+
+        feed.on_text = on_text
+        self.parked.append(stream)
+
+    def starting(self) -> list[Stream]:
+        """Parked streams whose text can start them now; cancelled ones fail, and a turn
+        flushed with nothing to say ends cleanly (no generation)."""
+        out, keep = [], []
+        for s in self.parked:
+            feed = s.text
+            try:
+                n = feed.peek()
+            except TTSError as e:
+                s.sink(Failed(e))
+                continue
+            icl = s.voice is not None and bool(s.voice.ref_text)   # its prompt needs all of the text
+            if s.cancel.is_set():
+                s.sink(Failed(Cancelled()))
+            elif feed.ended and n == 0:
+                s.sink(Done(SynthesisStats(), codec=s.continues))
+            elif feed.ended or (n >= feed.lookahead and not icl):
+                out.append(s)
+            else:
+                keep.append(s)
+        self.parked = keep
+        return out
+
+    def prompt(self, stream: Stream, voice: Any) -> Prompt:
+        """The stream's streaming-text prompt, from the tokens final now (builder thread)."""
+        feed = stream.text
+        ids = feed.pull()
+        req = dataclasses.replace(stream.request, text=feed.spoken)
+        prompt = prompt_builder(self.engine).build_streaming(req, voice, ids, feed.ended)
+        feed.eos_sent = feed.ended
+        return prompt
+
+    # --- stepping ------------------------------------------------------------------------
+
+    def feed(self, rows: list[Any]) -> None:
+        """New tokens of every streaming row onto its trailing text (``tts_eos`` at the end)."""
+        builder = None
+        for r in rows:
+            feed = r.stream.text
+            if feed is None or feed.eos_sent:
+                continue
+            ids = feed.pull()
+            if not ids and not feed.ended:
+                continue
+            builder = builder or prompt_builder(self.engine)
+            parts = [r.prompt.trailing, builder.project_each(ids)]
+            if feed.ended:
+                parts.append(builder.eos.unsqueeze(0))
+                feed.eos_sent = True
+            r.prompt = dataclasses.replace(r.prompt, trailing=torch.cat(parts))
+            if r.stream.request.max_frames is None:
+                r.cap = frame_budget(feed.spoken)
+
+    @staticmethod
+    def ready(row: Any) -> bool:
+        """Whether the row's next text vector is there (or its text has ended)."""
+        feed = row.stream.text
+        return feed is None or feed.eos_sent or row.frames - 1 < row.prompt.trailing.shape[0]
+
+    def idle(self) -> None:
+        """Every row waits for text: sleep until some arrives (or briefly: cancels, new calls)."""
+        self._wake.wait(IDLE_WAIT_S)
+        self._wake.clear()
+
+
+__all__ = ["TextRows", "streaming"]
