@@ -36,7 +36,7 @@ from . import phone
 CANCEL_TIMEOUT_S = 5.0   # how long a cancelled stream's connection may take to say "cancelled"
 
 
-class TTS(tts.TTS):
+class TTS(tts.TTS[Any]):
     """qwen3ttsd over its phone WebSocket (``/v1/audio/speech/stream``)."""
 
     def __init__(self, *, base_url: str = "http://127.0.0.1:8880", voice: str = phone.DEFAULT_VOICE,
@@ -95,12 +95,15 @@ class TTS(tts.TTS):
         self._streams.add(s)
         return s
 
-    def _recycle(self, ws: ClientConnection) -> None:
+    def _recycle(self, ws: ClientConnection, reading: asyncio.Future[Any] | None) -> None:
         """An interrupted stream's connection: ``cancel``, then back to the pool once the server
         says ``cancelled`` (the rest of the turn's audio is drained); closed if it does not."""
         async def run() -> None:
             try:
                 async with asyncio.timeout(CANCEL_TIMEOUT_S):
+                    if reading is not None:  # the stream's own read must end before ours starts
+                        reading.cancel()
+                        await asyncio.wait([reading])
                     await ws.send(json.dumps(phone.CANCEL))
                     async for m in ws:
                         if isinstance(m, str) and json.loads(m).get("type") == "cancelled":
@@ -146,7 +149,7 @@ class SynthesizeStream(tts.SynthesizeStream):
             finally:
                 await utils.aio.cancel_and_wait(sender)
         except BaseException:
-            self._qtts._recycle(ws)  # interrupted or failed: the server must stop this turn
+            self._qtts._recycle(ws, turn.reading)  # interrupted or failed: the server must stop this turn
             raise
         pool.put(ws)
 
@@ -168,7 +171,7 @@ class SynthesizeStream(tts.SynthesizeStream):
 
     async def _receive(self, ws: ClientConnection, turn: _Turn, sender: asyncio.Task[None]) -> None:
         while not turn.finished:
-            recv = asyncio.ensure_future(ws.recv())
+            recv = turn.reading = asyncio.ensure_future(ws.recv())
             await asyncio.wait({recv} if sender.done() else {recv, sender}, return_when=asyncio.FIRST_COMPLETED)
             if sender.done() and not sender.cancelled() and sender.exception() is not None:
                 recv.cancel()
@@ -198,6 +201,7 @@ class _Turn:
     flushes_sent: int = 0
     flushed: int = 0
     input_done: bool = False
+    reading: asyncio.Future[Any] | None = None  # the receive in progress
 
     @property
     def finished(self) -> bool:
