@@ -13,8 +13,11 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -368,3 +371,19 @@ def test_livekit_openai_tts_with_its_default_names(bridge, model, caplog):
     assert events and {e.frame.sample_rate for e in events} == {RATE}
     assert sum(e.frame.samples_per_channel for e in events) > 0
     assert "x-request-id" not in caplog.text  # LiveKit warns when a response lacks it
+
+
+# --- the README's examples run as written ----------------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "wav"), [("Pipecat", "pipecat.wav"), ("LiveKit Agents", "livekit.wav")])
+def test_readme_examples_run(bridge, tmp_path, name, wav):
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme[readme.index("### Voice agents: Pipecat and LiveKit"):readme.index("## Moving off OpenAI's TTS")]
+    code = section[section.index(f"**{name}**"):].split("```python\n", 1)[1].split("```", 1)[0]
+    script = tmp_path / "example.py"
+    script.write_text(code.replace("http://127.0.0.1:8880", bridge.url))
+    r = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    audio, rate = sf.read(tmp_path / wav)
+    assert rate == RATE and len(audio) > 0 and len(audio) % FRAME == 0
