@@ -35,6 +35,7 @@ from livekit.agents.types import USERDATA_TIMED_TRANSCRIPT  # noqa: E402
 from livekit.plugins import openai as lk_openai  # noqa: E402
 from pipecat.frames.frames import (  # noqa: E402
     EndFrame,
+    ErrorFrame,
     Frame,
     InterruptionFrame,
     LLMFullResponseEndFrame,
@@ -91,14 +92,20 @@ def streams_drained(bridge: Bridge) -> None:
 
 
 class Sink(FrameProcessor):
-    def __init__(self) -> None:
+    """Records the frames passing downstream, and errors going upstream (pushed by the
+    service towards the pipeline's start, where a second Sink sits)."""
+
+    def __init__(self, errors: list[ErrorFrame] | None = None) -> None:
         super().__init__()
         self.frames: list[Frame] = []
+        self.errors: list[ErrorFrame] = [] if errors is None else errors
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
         if direction == FrameDirection.DOWNSTREAM:
             self.frames.append(frame)
+        elif isinstance(frame, ErrorFrame):
+            self.errors.append(frame)
         await self.push_frame(frame, direction)
 
     async def wait(self, kind: type, n: int = 1, timeout: float = 60) -> list[Frame]:
@@ -114,7 +121,8 @@ class Sink(FrameProcessor):
 def drive(service: FrameProcessor, script: Callable[[PipelineWorker, Sink], Awaitable[None]]) -> Sink:
     async def main() -> Sink:
         sink = Sink()
-        worker = PipelineWorker(Pipeline([service, sink]), cancel_on_idle_timeout=False,
+        head = Sink(errors=sink.errors)
+        worker = PipelineWorker(Pipeline([head, service, sink]), cancel_on_idle_timeout=False,
                                 params=PipelineParams(enable_metrics=True))
         started = asyncio.Event()
 
@@ -197,6 +205,7 @@ def test_pipecat_call_warms_at_start_streams_tokens_and_gets_captions(bridge):
     ttfb = [d.value for f in sink.frames if isinstance(f, MetricsFrame) for d in f.data
             if isinstance(d, TTFBMetricsData) and d.value]  # (the pipeline's start reports zeros)
     assert len(ttfb) == 1 and 0 < ttfb[0] < 10
+    assert sink.errors == []
 
 
 async def _until(pred: Callable[[], bool]) -> None:
@@ -226,12 +235,34 @@ def test_pipecat_interruption_cancels_on_the_server(bridge):
 
     sink = drive(service, script)
     assert "cancel" in spy.kinds(spy.sent)
-    assert after == []
+    assert after == [] and sink.errors == []
     cancelled = next(e for e in spy.events if e["type"] == "cancelled")
     assert cancelled["sent_ms"] < 4 * 60 * 80  # far less than the whole answer
     last_turn = sink.frames[max(i for i, f in enumerate(sink.frames) if isinstance(f, LLMFullResponseStartFrame)):]
     spoken = sum(len(f.audio) for f in last_turn if isinstance(f, TTSAudioRawFrame))
     assert spoken == 60 * FRAME * 2  # "Okay." alone: one segment of max_frames
+
+
+def test_pipecat_turns_and_speak_frames_each_get_their_own_audio(bridge):
+    """Turns back to back and a TTSSpeakFrame (the bot's greeting, say) on one call: each
+    context gets exactly its own audio and ends at the server's ``flushed``, none by timeout."""
+    service = Qwen3TTSService(base_url=bridge.url, session={"max_frames": 3})
+    spy = Spy(service)
+
+    async def script(worker: PipelineWorker, sink: Sink) -> None:
+        await worker.queue_frame(TTSSpeakFrame("Welcome."))
+        await reply(worker, ["One. ", "Two."])
+        await reply(worker, ["Three."], pause=0)
+        await sink.wait(TTSStoppedFrame, n=3)
+
+    sink = drive(service, script)
+    assert spy.kinds(spy.sent).count("flush") == 3 and spy.kinds(spy.events).count("flushed") == 3
+    stops = [i for i, f in enumerate(sink.frames) if isinstance(f, TTSStoppedFrame)]
+    starts = [0, *stops[:-1]]
+    per_context = [sum(len(f.audio) for f in sink.frames[a:b] if isinstance(f, TTSAudioRawFrame))
+                   for a, b in zip(starts, stops)]
+    assert per_context == [3 * FRAME * 2, 2 * 3 * FRAME * 2, 3 * FRAME * 2]
+    assert sink.errors == []
 
 
 def test_pipecat_speaks_a_saved_clone_voice(bridge, clone_voice):
@@ -246,7 +277,19 @@ def test_pipecat_speaks_a_saved_clone_voice(bridge, clone_voice):
     sink = drive(service, script)
     assert next(e for e in spy.events if e["type"] == "warm")["model"] == "base"
     assert sum(len(f.audio) for f in sink.frames if isinstance(f, TTSAudioRawFrame)) == 4 * FRAME * 2
-    assert not [e for e in spy.events if e["type"] == "error"]
+    assert not [e for e in spy.events if e["type"] == "error"] and sink.errors == []
+
+
+def test_pipecat_unknown_voice_is_a_clear_error(bridge):
+    service = Qwen3TTSService(base_url=bridge.url, settings=Qwen3TTSService.Settings(voice="nobody_here"))
+
+    async def script(worker: PipelineWorker, sink: Sink) -> None:
+        await worker.queue_frame(TTSSpeakFrame("Hello."))
+        await asyncio.wait_for(_until(lambda: bool(sink.errors)), 30)
+
+    sink = drive(service, script)
+    assert "nobody_here" in sink.errors[0].error
+    assert not [f for f in sink.frames if isinstance(f, TTSAudioRawFrame)]
 
 
 # --- LiveKit: tts.TTS / SynthesizeStream as AgentSession uses them -------------------------
@@ -337,6 +380,19 @@ def test_livekit_speaks_a_saved_clone_voice(bridge, clone_voice):
     assert 4 * FRAME <= sum(e.frame.samples_per_channel for e in events) <= 4 * FRAME + RATE // 100
 
 
+def test_livekit_unknown_voice_is_a_clear_error(bridge):
+    async def main() -> None:
+        tts = qlk.TTS(base_url=bridge.url, voice="nobody_here")
+        try:
+            with pytest.raises(livekit_agents.APIError, match="nobody_here"):
+                async with tts.stream(conn_options=APIConnectOptions(max_retry=0)) as stream:
+                    await _collect(stream, ["Hello."])
+        finally:
+            await tts.aclose()
+
+    asyncio.run(main())
+
+
 # --- the frameworks' own OpenAI TTS classes, with their default model names (issue 20) ----
 
 
@@ -354,7 +410,7 @@ def test_pipecat_openai_tts_service_with_its_default_names(bridge, model):
     audio = [f for f in sink.frames if isinstance(f, TTSAudioRawFrame)]
     assert audio and {f.sample_rate for f in audio} == {RATE}
     assert sum(len(f.audio) for f in audio) % (FRAME * 2) == 0
-    assert not [f for f in sink.frames if type(f).__name__ == "ErrorFrame"]
+    assert sink.errors == []
 
 
 @pytest.mark.parametrize("model", [None, "tts-1", "tts-1-hd"])

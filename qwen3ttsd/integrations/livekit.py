@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import weakref
 from typing import Any
 
 import websockets
@@ -52,7 +53,7 @@ class TTS(tts.TTS[Any]):
                                           instructions=instructions, speed=speed,
                                           extra=dict(session or {}))
         self._pool = utils.ConnectionPool[ClientConnection](connect_cb=self._connect_ws, close_cb=self._close_ws)
-        self._streams: set[SynthesizeStream] = set()
+        self._streams: weakref.WeakSet[SynthesizeStream] = weakref.WeakSet()  # open ones, for aclose()
         self._recycling: set[asyncio.Task[None]] = set()
 
     @property

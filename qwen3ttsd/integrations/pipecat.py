@@ -11,9 +11,10 @@ server stops generating within a frame), and the server's sentence ``caption`` e
 Pipecat's word timestamps, so its transcripts and sentence frames follow the audio. Any voice
 works: built-in speakers, OpenAI names, saved clone voices.
 
-The wire protocol has no context ids: the call speaks its turns in order, so audio belongs to
-the oldest context not yet ``flushed``, and after a ``cancel`` everything up to the server's
-``cancelled`` belongs to the interrupted turn and is dropped.
+The wire protocol has no context ids: the call speaks its text in order, so audio belongs to
+the oldest context not yet ended, a ``flushed`` ends every context sent before that flush, and
+after a ``cancel`` everything up to the server's ``cancelled`` belongs to the interrupted turn
+and is dropped.
 
     pip install 'qwen3ttsd[pipecat]'
     tts = Qwen3TTSService(base_url="http://127.0.0.1:8880",
@@ -75,6 +76,7 @@ class Qwen3TTSService(WebsocketTTSService):
         self._session_extra = dict(session or {})  # other session.update fields: seed, max_frames...
         self._receive_task: Any = None
         self._speaking: deque[str] = deque()   # contexts sent to the server, oldest first
+        self._flushes: deque[str] = deque()    # the context each unanswered "flush" ended
         self._origin_ms: dict[str, int] = {}   # a context's first audio on the call's timeline
         self._cancels = 0                      # "cancel"s sent whose "cancelled" has not come back
 
@@ -119,7 +121,7 @@ class Qwen3TTSService(WebsocketTTSService):
                 return
             self._websocket = await self._websocket_connect(
                 self._url, additional_headers=phone.auth_headers(self._api_key))
-            self._speaking.clear()
+            self._forget()
             self._cancels = 0
             await self._send(self._options().message())
             await self._call_event_handler("on_connected")
@@ -137,8 +139,13 @@ class Qwen3TTSService(WebsocketTTSService):
             logger.debug(f"{self} close: {e}")
         finally:
             self._websocket = None
-            self._speaking.clear()
+            self._forget()
             await self._call_event_handler("on_disconnected")
+
+    def _forget(self) -> None:
+        self._speaking.clear()
+        self._flushes.clear()
+        self._origin_ms.clear()
 
     async def _send(self, msg: dict[str, Any]) -> None:
         if self._websocket is None:
@@ -168,9 +175,11 @@ class Qwen3TTSService(WebsocketTTSService):
 
     async def flush_audio(self, context_id: str | None = None) -> None:
         """End of the LLM's turn: the server speaks what it holds, then answers ``flushed``."""
-        if self._websocket and self._speaking:
+        ctx = context_id or (self._speaking[-1] if self._speaking else None)
+        if self._websocket and ctx is not None and ctx in self._speaking and ctx not in self._flushes:
             try:
                 await self._send(phone.FLUSH)
+                self._flushes.append(ctx)
             except Exception as e:  # noqa: BLE001 - the receive task reconnects
                 logger.warning(f"{self} flush: {e}")
 
@@ -178,13 +187,12 @@ class Qwen3TTSService(WebsocketTTSService):
         """Barge-in: one ``cancel`` for everything the call still has queued."""
         await self.stop_all_metrics()
         if self._speaking and self._websocket:
-            self._speaking.clear()
+            self._forget()
             try:
                 await self._send(phone.CANCEL)
                 self._cancels += 1
             except Exception as e:  # noqa: BLE001 - a closed socket has stopped generating anyway
                 logger.warning(f"{self} cancel: {e}")
-        self._origin_ms.pop(context_id, None)
         await super().on_audio_context_interrupted(context_id)
 
     # --- audio and events out ------------------------------------------------------------
@@ -207,22 +215,25 @@ class Qwen3TTSService(WebsocketTTSService):
 
     async def _on_event(self, ev: dict[str, Any]) -> None:
         kind = ev.get("type")
-        if kind == "cancelled":
+        if kind == "error":
+            await self.push_error(error_msg=f"{self}: {ev.get('code')}: {ev.get('message')}")
+        elif kind == "cancelled":
             self._cancels = max(0, self._cancels - 1)
-        elif self._cancels or not self._speaking:
-            if kind == "error":
-                await self.push_error(error_msg=f"{self}: {ev.get('code')}: {ev.get('message')}")
-        elif kind == "caption":
+        elif self._cancels:
+            return  # the interrupted turn's captions and flush
+        elif kind == "caption" and self._speaking:
             ctx = self._speaking[0]
             origin = self._origin_ms.setdefault(ctx, int(ev["start_ms"]))
             words = [(w, start) for w, start, _ in phone.caption_words(ev, origin)]
             await self.add_word_timestamps(words, ctx)
-        elif kind == "flushed":
-            ctx = self._speaking.popleft()
-            self._origin_ms.pop(ctx, None)
+        elif kind == "flushed" and self._flushes:
             await self.stop_all_metrics()
-            if self.audio_context_available(ctx):
-                await self.append_to_audio_context(ctx, TTSStoppedFrame(context_id=ctx))
-                await self.remove_audio_context(ctx)
-        elif kind == "error":
-            await self.push_error(error_msg=f"{self}: {ev.get('code')}: {ev.get('message')}")
+            last = self._flushes.popleft()  # everything sent before this flush has been spoken
+            while last in self._speaking:
+                await self._end_context(self._speaking.popleft())
+
+    async def _end_context(self, ctx: str) -> None:
+        self._origin_ms.pop(ctx, None)
+        if self.audio_context_available(ctx):
+            await self.append_to_audio_context(ctx, TTSStoppedFrame(context_id=ctx))
+            await self.remove_audio_context(ctx)
