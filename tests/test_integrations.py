@@ -275,7 +275,9 @@ def test_pipecat_speaks_a_saved_clone_voice(bridge, clone_voice):
         await sink.wait(TTSStoppedFrame)
 
     sink = drive(service, script)
-    assert next(e for e in spy.events if e["type"] == "warm")["model"] == "base"
+    # the call warmed the clone's checkpoint (a first "warm" may name the default one: the
+    # bridge warms at connect, before it reads the call's session.update)
+    assert "base" in [e["model"] for e in spy.events if e["type"] == "warm"]
     assert sum(len(f.audio) for f in sink.frames if isinstance(f, TTSAudioRawFrame)) == 4 * FRAME * 2
     assert not [e for e in spy.events if e["type"] == "error"] and sink.errors == []
 
