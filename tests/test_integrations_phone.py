@@ -25,6 +25,7 @@ def test_session_message_is_what_the_bridge_accepts():
     # 24 kHz pcm16 with the timestamp header whatever `extra` says; unset fields are left out
     assert msg == {"type": "session.update", "voice": "narrator", "format": "pcm16", "sample_rate": 24000,
                    "audio_header": True, "language": "en", "speed": 1.25, "max_frames": 4, "seed": 1}
+    assert "voice" not in phone.SessionOptions().message()  # the server's default speaker
 
 
 def test_audio_frame_header():

@@ -40,11 +40,12 @@ CANCEL_TIMEOUT_S = 5.0   # how long a cancelled stream's connection may take to 
 class TTS(tts.TTS[Any]):
     """qwen3ttsd over its phone WebSocket (``/v1/audio/speech/stream``)."""
 
-    def __init__(self, *, base_url: str = "http://127.0.0.1:8880", voice: str = phone.DEFAULT_VOICE,
+    def __init__(self, *, base_url: str = "http://127.0.0.1:8880", voice: str | None = None,
                  model: str | None = None, language: str | None = None, instructions: str | None = None,
                  speed: float | None = None, api_key: str | None = None,
                  session: dict[str, Any] | None = None) -> None:
-        """``session``: any other ``session.update`` field (``seed``, ``temperature``, ``max_frames``...)."""
+        """``voice``: a built-in speaker, an OpenAI name or a saved clone voice (None: the server's
+        default). ``session``: any other ``session.update`` field (``seed``, ``max_frames``...)."""
         super().__init__(capabilities=tts.TTSCapabilities(streaming=True, aligned_transcript=True),
                          sample_rate=phone.SAMPLE_RATE, num_channels=1)
         self._url = phone.ws_url(base_url)

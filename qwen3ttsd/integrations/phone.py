@@ -16,7 +16,6 @@ from typing import Any
 PATH = "/v1/audio/speech/stream"
 SAMPLE_RATE = 24000        # the model's rate: pcm16 frames come out at it, never resampled
 HEADER = struct.Struct(">II")  # u32 seq, u32 timestamp_ms (audio time since the call began)
-DEFAULT_VOICE = "ryan"     # a built-in CustomVoice speaker (any saved clone voice works too)
 _WORD = re.compile(r"\S+")
 
 
@@ -39,10 +38,10 @@ def auth_headers(api_key: str | None) -> dict[str, str]:
 
 @dataclass
 class SessionOptions:
-    """What a call asks for: ``session.update`` fields. ``voice`` is a built-in speaker, an
-    OpenAI voice name, or a saved clone voice's name; ``None`` leaves the server's default."""
+    """What a call asks for: ``session.update`` fields; ``None`` leaves the server's default.
+    ``voice`` is a built-in speaker, an OpenAI voice name, or a saved clone voice's name."""
 
-    voice: str = DEFAULT_VOICE
+    voice: str | None = None
     model: str | None = None
     language: str | None = None        # "en", "en-US", "english"; None: detected per sentence
     instructions: str | None = None    # a style prompt (CustomVoice / VoiceDesign checkpoints)
@@ -50,11 +49,11 @@ class SessionOptions:
     extra: dict[str, Any] = field(default_factory=dict)  # any other field: seed, temperature, max_frames...
 
     def message(self) -> dict[str, Any]:
-        msg: dict[str, Any] = {"type": "session.update", "voice": self.voice, "format": "pcm16",
-                               "sample_rate": SAMPLE_RATE, "audio_header": True}
+        msg: dict[str, Any] = {"type": "session.update", "format": "pcm16", "sample_rate": SAMPLE_RATE,
+                               "audio_header": True}
         if self.language:
             msg["language"] = re.split(r"[-_]", self.language.strip(), maxsplit=1)[0].lower()
-        for key in ("model", "instructions", "speed"):
+        for key in ("voice", "model", "instructions", "speed"):
             if getattr(self, key) is not None:
                 msg[key] = getattr(self, key)
         return {**self.extra, **msg}

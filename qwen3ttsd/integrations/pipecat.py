@@ -63,7 +63,7 @@ class Qwen3TTSService(WebsocketTTSService):
     def __init__(self, *, base_url: str = "http://127.0.0.1:8880", api_key: str | None = None,
                  settings: Qwen3TTSSettings | None = None, session: dict[str, Any] | None = None,
                  text_aggregation_mode: TextAggregationMode = TextAggregationMode.TOKEN, **kwargs: Any) -> None:
-        defaults = Qwen3TTSSettings(model=None, voice=phone.DEFAULT_VOICE, language=None,
+        defaults = Qwen3TTSSettings(model=None, voice=None, language=None,
                                     instructions=None, speed=None)
         if settings is not None:
             defaults.apply_update(settings)
@@ -92,7 +92,7 @@ class Qwen3TTSService(WebsocketTTSService):
         def given(v: Any) -> Any:
             return None if isinstance(v, NotGiven) else v
 
-        return phone.SessionOptions(voice=given(s.voice) or phone.DEFAULT_VOICE, model=given(s.model),
+        return phone.SessionOptions(voice=given(s.voice), model=given(s.model),
                                     language=given(s.language), instructions=given(s.instructions),
                                     speed=given(s.speed), extra=self._session_extra)
 
