@@ -193,11 +193,12 @@ def test_pipecat_call_warms_at_start_streams_tokens_and_gets_captions(bridge):
     assert sent[0] == "session.update" and sent.count("text") == len(REPLY) and sent[-1] == "flush"
     audio = [f for f in sink.frames if isinstance(f, TTSAudioRawFrame)]
     assert audio and {(f.sample_rate, f.num_channels) for f in audio} == {(RATE, 1)}
-    segments = [e for e in spy.events if e["type"] == "segment"]
-    assert sum(len(f.audio) for f in audio) == len(segments) * 6 * FRAME * 2
+    total = sum(len(f.audio) for f in audio)
+    assert total % (6 * FRAME * 2) == 0  # whole generations of max_frames (one per clause, or per turn)
     # the server's sentence captions became Pipecat's word timestamps: timed text frames
     captions = [e for e in spy.events if e["type"] == "caption"]
-    assert [c["text"] for c in captions] == [s["text"] for s in segments]
+    assert " ".join(c["text"] for c in captions).split() == " ".join(REPLY).split()
+    assert abs(captions[-1]["end_ms"] - captions[0]["start_ms"] - total // 2 * 1000 / RATE) <= 2  # the audio's span
     words = [f for f in sink.frames if isinstance(f, TTSTextFrame)]
     assert " ".join(f.text for f in words).split() == " ".join(REPLY).split()
     assert all(f.pts for f in words) and [f.pts for f in words] == sorted(f.pts for f in words)
@@ -261,7 +262,8 @@ def test_pipecat_turns_and_speak_frames_each_get_their_own_audio(bridge):
     starts = [0, *stops[:-1]]
     per_context = [sum(len(f.audio) for f in sink.frames[a:b] if isinstance(f, TTSAudioRawFrame))
                    for a, b in zip(starts, stops)]
-    assert per_context == [3 * FRAME * 2, 2 * 3 * FRAME * 2, 3 * FRAME * 2]
+    assert per_context[0] == per_context[2] == 3 * FRAME * 2  # one clause each
+    assert per_context[1] in (3 * FRAME * 2, 2 * 3 * FRAME * 2)  # two clauses: one generation each, or one
     assert sink.errors == []
 
 
@@ -336,7 +338,7 @@ def test_livekit_prewarm_opens_the_call_and_a_reply_streams_with_aligned_caption
     assert info["reused"] is True  # the reply used the warm connection
     assert {(e.frame.sample_rate, e.frame.num_channels) for e in events} == {(RATE, 1)}
     total = sum(e.frame.samples_per_channel for e in events)
-    assert total % (6 * FRAME) == 0 and total >= 2 * 6 * FRAME
+    assert total > 0 and total % (6 * FRAME) == 0
     assert events[-1].is_final and len({e.segment_id for e in events}) == 1
     # our captions arrive as LiveKit's aligned transcript, timed within the segment's audio
     timed = [t for e in events for t in e.frame.userdata.get(USERDATA_TIMED_TRANSCRIPT, [])]
