@@ -173,14 +173,13 @@ class SynthesizeStream(tts.SynthesizeStream):
 
     async def _receive(self, ws: ClientConnection, turn: _Turn, sender: asyncio.Task[None]) -> None:
         while not turn.finished:
-            recv = turn.reading = asyncio.ensure_future(ws.recv())
+            recv = turn.reading = turn.reading or asyncio.ensure_future(ws.recv())  # one read at a time
             await asyncio.wait({recv} if sender.done() else {recv, sender}, return_when=asyncio.FIRST_COMPLETED)
             if sender.done() and not sender.cancelled() and sender.exception() is not None:
-                recv.cancel()
                 raise APIConnectionError(f"sending text: {sender.exception()}")
             if not recv.done():
-                recv.cancel()  # safe in websockets: no message is lost
                 continue  # the input ended: is everything flushed?
+            turn.reading = None
             try:
                 m = recv.result()
             except websockets.ConnectionClosed as e:
@@ -189,6 +188,10 @@ class SynthesizeStream(tts.SynthesizeStream):
                 turn.audio(*phone.audio_frame(m))
             else:
                 turn.event(json.loads(m))
+        if turn.reading is not None:  # (safe in websockets: a cancelled read loses no message)
+            turn.reading.cancel()
+            await asyncio.wait([turn.reading])
+            turn.reading = None
 
 
 @dataclasses.dataclass
