@@ -372,6 +372,23 @@ def test_livekit_interruption_cancels_and_keeps_the_warm_connection(bridge):
     assert sum(e.frame.samples_per_channel for e in second) == 60 * FRAME
 
 
+def test_livekit_replies_back_to_back_share_one_connection(bridge):
+    """An empty reply (the LLM said nothing), then replies one after another on the pooled
+    socket: each gets its own audio, none waits on or reads another's."""
+    async def main() -> list[int]:
+        tts = qlk.TTS(base_url=bridge.url, session={"max_frames": 3})
+        sizes = []
+        for tokens in ([], ["One."], ["Two."], ["Three."]):
+            async with tts.stream() as stream:
+                events = await _collect(stream, tokens, pause=0)
+            sizes.append(sum(e.frame.samples_per_channel for e in events))
+        assert len(tts._pool._available) == 1 and len(tts._pool._connections) == 1
+        await tts.aclose()
+        return sizes
+
+    assert asyncio.run(main()) == [0, 3 * FRAME, 3 * FRAME, 3 * FRAME]
+
+
 def test_livekit_speaks_a_saved_clone_voice(bridge, clone_voice):
     async def main() -> list:
         tts = qlk.TTS(base_url=bridge.url, voice=clone_voice, session={"max_frames": 4})
