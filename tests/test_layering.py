@@ -24,7 +24,8 @@ HEAVY = ("torch", "numpy", "soundfile", "soxr", "qwen_tts", "transformers")
 FORBIDDEN_PACKAGES = ("qwen3ttsd.daemon", "qwen3ttsd.engine")
 # Light at the package root; every module of these packages is light too.
 LIGHT_ROOT = ("protocol", "messages", "client", "errors", "config", "formats", "checkpoints", "sockets", "voice_index",
-              "activator", "probe")
+              "activator", "probe", "integrations", "integrations.phone")
+FRAMEWORKS = ("pipecat", "livekit")  # the integrations' extras: imported by their own module only
 LIGHT_PACKAGES = ("bridge", "cli", "text")
 
 
@@ -102,6 +103,19 @@ def _imports(path: Path) -> list[str]:
 def test_cli_and_bridge_never_import_the_daemon_or_engine_even_lazily(package):
     offenders = {str(p.relative_to(ROOT)): bad for p in sorted((PKG / package).rglob("*.py"))
                  if (bad := [n for n in _imports(p) if n.startswith(FORBIDDEN_PACKAGES)])}
+    assert offenders == {}
+
+
+def test_only_the_integrations_import_the_voice_agent_frameworks():
+    """pipecat/livekit come with the ``[pipecat]``/``[livekit]`` extras: the bridge, the daemon
+    and the CLI never import them, and each integration imports only its own framework."""
+    offenders = {}
+    for p in sorted(PKG.rglob("*.py")):
+        rel = str(p.relative_to(PKG))
+        allowed = {f"integrations/{f}.py": f for f in FRAMEWORKS}.get(rel)
+        bad = [n for n in _imports(p) if n.split(".")[0] in FRAMEWORKS and n.split(".")[0] != allowed]
+        if bad:
+            offenders[rel] = bad
     assert offenders == {}
 
 
