@@ -18,7 +18,7 @@ import hashlib
 import io
 import logging
 import wave
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -126,7 +126,7 @@ class RpcLink:
         return self._refs[key]
 
     async def speak(self, offer: Offer, req: SynthesisRequest, voice: VoiceSource | None,
-                    session: str | None, result: Result) -> AsyncIterator[np.ndarray]:
+                    session: str | None, result: Result) -> AsyncGenerator[np.ndarray, None]:
         msg = M.Synthesize(text=req.text, model=offer.name, language=req.language, format="f32",
                            sample_rate=MODEL_RATE, seed=req.seed, first_chunk_frames=req.first_chunk_frames,
                            chunk_frames=req.chunk_frames, temperature=req.temperature, top_k=req.top_k,
@@ -221,11 +221,11 @@ class HttpLink:
         return name
 
     async def speak(self, offer: Offer, req: SynthesisRequest, voice: VoiceSource | None,
-                    session: str | None, result: Result) -> AsyncIterator[np.ndarray]:
+                    session: str | None, result: Result) -> AsyncGenerator[np.ndarray, None]:
         httpx = self._httpx
         name = await self.register(voice) if voice is not None else None
-        body = shapes.speech_body(self.flavour, offer.name, offer.type, req,
-                                  name if voice is not None else (req.speaker if offer.type == "custom_voice" else None))
+        speaker = req.speaker if offer.type == "custom_voice" else None
+        body = shapes.speech_body(self.flavour, offer.name, offer.type, req, name if voice is not None else speaker)
         samples = Samples(2)
         try:
             async with self.client.stream("POST", shapes.SPEECH, json=body) as r:
