@@ -1,0 +1,178 @@
+"""engine=upstream end to end, with real parts: a front daemon in front of a real second
+daemon (unix upstream) and of a real bridge (HTTP upstream), a fault-injecting proxy in
+between, and a bridge in front of the front for the HTTP/SSE/WebSocket paths."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import websockets
+
+from qwen3ttsd.client import Client
+from qwen3ttsd.errors import TTSError
+
+from .helpers import PY, daemon_env, pid_alive, start_daemon, synth, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+def front_env(state: Path, upstream: str, **extra: object) -> dict[str, str]:
+    env = daemon_env("", state, engine="upstream", upstream=upstream, **extra)
+    env.pop("QWEN3TTSD_MODEL")
+    return env
+
+
+def admin(rt: Path, method: str = "admin.status", params: dict | None = None):
+    with Client(str(rt / "admin.sock")) as c:
+        return c.call(method, params or {})
+
+
+@pytest.fixture(scope="module")
+def upstream_daemon(tiny_models, tmp_path_factory):
+    rt = tmp_path_factory.mktemp("up")
+    env = daemon_env("", rt / "state", idle_timeout=-1)
+    env.pop("QWEN3TTSD_MODEL")
+    env["QWEN3TTSD_MODELS_DIR"] = str(tiny_models["custom_voice"].parent)
+    env["QWEN3TTSD_DEFAULT_MODEL"] = "custom_voice"
+    env["QWEN3TTSD_MAX_LOADED_MODELS"] = "3"
+    p = start_daemon(rt, env)
+    yield rt
+    p.terminate()
+    p.wait(30)
+
+
+class Proxy:
+    """A unix-socket proxy in front of an upstream daemon that can refuse, delay or cut."""
+
+    def __init__(self, path: Path, target: Path) -> None:
+        self.path, self.target = path, target
+        self.mode = "pass"       # pass | refuse | delay | cut
+        self.cut_after = 20_000  # bytes of answer passed before a cut
+        self.loop = asyncio.new_event_loop()
+        threading.Thread(target=self.loop.run_forever, daemon=True).start()
+        asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(5)
+
+    async def _start(self) -> None:
+        self.server = await asyncio.start_unix_server(self._conn, str(self.path))
+
+    async def _conn(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        if self.mode == "refuse":
+            w.close()
+            return
+        if self.mode == "delay":
+            await asyncio.sleep(0.5)
+        ur, uw = await asyncio.open_unix_connection(str(self.target))
+        limit = self.cut_after if self.mode == "cut" else None
+
+        async def pipe(src, dst, budget):
+            n = 0
+            try:
+                while data := await src.read(4096):
+                    dst.write(data)
+                    n += len(data)
+                    if budget is not None and n > budget:
+                        break
+                    await dst.drain()
+            except OSError:
+                pass
+            finally:
+                dst.close()
+                w.close()
+                uw.close()
+
+        await asyncio.gather(pipe(r, uw, None), pipe(ur, w, limit))
+
+
+def test_front_imports_no_torch_and_serves_exact_audio(upstream_daemon, tmp_path):
+    code = ("import sys; from qwen3ttsd.upstream import setup, backend, fleet, links; "
+            "import qwen3ttsd.daemon.main; print(sorted(m for m in ('torch', 'transformers', 'qwen_tts') "
+            "if m in sys.modules))")
+    out = subprocess.run([PY, "-c", code], capture_output=True, text=True, env={**os.environ}, check=True)
+    assert out.stdout.strip() == "[]"
+    rt = tmp_path / "front"
+    p = start_daemon(rt, front_env(tmp_path / "st", f"unix://{upstream_daemon}/tts.sock", idle_timeout=-1))
+    try:
+        params = dict(text="Hello there.", voice="ryan", format="f32", seed=11, max_frames=12)
+        r_front, a_front, events = synth(rt / "tts.sock", **params)
+        r_direct, a_direct, _ = synth(upstream_daemon / "tts.sock", **params)
+        assert a_front and a_front == a_direct          # the upstream's exact samples, seed kept
+        assert r_front["model"] == "custom_voice" and "segment" in events
+        st = admin(rt)
+        assert st["torch_imported"] is False and st["heavy_imports"] == []
+        assert st["rss_bytes"] < 150e6, st["rss_bytes"]
+        print(f"front RSS {st['rss_bytes'] / 1e6:.1f} MB")
+        [u] = st["upstreams"]
+        assert u["state"] == "up" and u["completed"] >= 1 and u["in_flight"] == 0
+        # SSML breaks, speed and a telephony format are done in front
+        r, a, ev = synth(rt / "tts.sock", text="One. <break time='500ms'/> Two.", voice="ryan", format="mulaw",
+                         sample_rate=8000, speed=1.5, max_frames=6)
+        assert r["segments"] == 2 and ev.count("segment") == 2 and len(a) > 0.5 * 8000 / 1.5 * 0.9
+    finally:
+        p.terminate()
+        p.wait(30)
+
+
+def test_cancel_reaches_upstream_and_front_idle_exits(upstream_daemon, tmp_path):
+    rt = tmp_path / "front"
+    p = start_daemon(rt, front_env(tmp_path / "st", f"unix://{upstream_daemon}/tts.sock", idle_timeout=2))
+    with Client(str(rt / "tts.sock")) as c:
+        for ev in c.synthesize(text="A long sentence that goes on and on. " * 8, voice="ryan", format="pcm16",
+                               max_frames=2000):
+            if ev.kind == "chunk":
+                break   # closing the connection cancels
+    wait_for(lambda: admin(upstream_daemon)["active_streams"] == 0, 3, what="upstream stream closed")
+    assert p.wait(30) == 0   # the front idle-exits on its own
+
+
+def test_unreachable_upstream_is_skipped_and_shown_down(upstream_daemon, tmp_path):
+    rt = tmp_path / "front"
+    spec = f"unix://{tmp_path}/nothing.sock,unix://{upstream_daemon}/tts.sock"
+    p = start_daemon(rt, front_env(tmp_path / "st", spec, idle_timeout=-1))
+    try:
+        r, a, _ = synth(rt / "tts.sock", text="Still here.", voice="ryan", max_frames=4)
+        assert a and r["samples"] > 0
+        ups = {u["url"]: u for u in admin(rt)["upstreams"]}
+        down = ups[f"unix://{tmp_path}/nothing.sock"]
+        assert down["state"] == "down" and "cannot connect" in down["last_error"]
+    finally:
+        p.terminate()
+        p.wait(30)
+
+
+def test_faults_refuse_retry_cut_midstream_and_recover(upstream_daemon, tmp_path):
+    proxy = Proxy(tmp_path / "proxy.sock", upstream_daemon / "tts.sock")
+    rt = tmp_path / "front"
+    spec = f"unix://{proxy.path},unix://{upstream_daemon}/tts.sock?cap=1"
+    p = start_daemon(rt, front_env(tmp_path / "st", spec, idle_timeout=3))
+    try:
+        proxy.mode = "cut"   # fails after audio went out: a clear error, never a silent truncation
+        proxy.cut_after = 30_000
+        with pytest.raises(TTSError) as e:
+            # the proxy (cap 16, 0 in flight) is picked first: fewest outstanding, then fewest started
+            synth(rt / "tts.sock", text="Cut me off somewhere in the middle please. " * 4, voice="ryan",
+                  format="pcm16", max_frames=400, timeout=60)
+        assert e.value.code == "unavailable" and "mid-stream" in e.value.message
+        proxy.mode = "delay"  # slow is fine
+        t0 = time.monotonic()
+        r, a, _ = synth(rt / "tts.sock", text="Slow.", voice="ryan", max_frames=4, timeout=60)
+        assert a and r["samples"] > 0 and time.monotonic() - t0 >= 0.5
+        st = {u["url"]: u for u in admin(rt)["upstreams"]}
+        assert st[f"unix://{proxy.path}"]["failed"] >= 1 and st[f"unix://{proxy.path}"]["last_error"]
+        proxy.mode = "refuse"  # refused before audio: retried once on the other upstream
+        r, a, _ = synth(rt / "tts.sock", text="Retried.", voice="ryan", max_frames=4, timeout=60)
+        assert a
+        st = {u["url"]: u for u in admin(rt)["upstreams"]}
+        assert st[f"unix://{proxy.path}"]["retried_away"] >= 1
+    finally:
+        assert p.wait(60) == 0   # nothing hung: the front still idle-exits
