@@ -176,3 +176,101 @@ def test_faults_refuse_retry_cut_midstream_and_recover(upstream_daemon, tmp_path
         assert st[f"unix://{proxy.path}"]["retried_away"] >= 1
     finally:
         assert p.wait(60) == 0   # nothing hung: the front still idle-exits
+
+
+# --- HTTP upstream (a real second bridge) and a bridge in front of the front ---------------
+
+
+def _ref_wav() -> bytes:
+    import io
+
+    import soundfile as sf
+
+    t = np.arange(int(24000 * 2.5)) / 24000
+    x = 0.3 * np.sin(2 * np.pi * 180 * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 2.5 * t))
+    buf = io.BytesIO()
+    sf.write(buf, x.astype(np.float32), 24000, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def http_upstream(tiny_models, tmp_path_factory):
+    from .test_bridge import Bridge
+
+    b = Bridge(tmp_path_factory.mktemp("httpup"), tiny_models["custom_voice"].parent, idle=120)
+    yield b
+    b.stop()
+
+
+def test_http_upstream_through_a_front_bridge(http_upstream, tmp_path):
+    from wyoming.audio import AudioChunk, AudioStop
+    from wyoming.client import AsyncTcpClient
+    from wyoming.tts import Synthesize
+
+    from qwen3ttsd.testing import free_port
+
+    from .test_bridge import Bridge
+
+    wy = free_port()
+    front = Bridge(tmp_path, tmp_path / "no-models", idle=60, args=["--wyoming", f"tcp://127.0.0.1:{wy}"],
+                   extra_env={"QWEN3TTSD_ENGINE": "upstream", "QWEN3TTSD_UPSTREAM": http_upstream.url})
+    try:
+        # plain HTTP (mp3 encoded in front), SSE
+        r = httpx.post(front.url + "/v1/audio/speech", json={"model": "custom_voice", "voice": "ryan", "input":
+                       "Hello through two hops.", "response_format": "wav", "max_frames": 8}, timeout=120)
+        assert r.status_code == 200 and r.content[:4] == b"RIFF" and len(r.content) > 44
+        with httpx.stream("POST", front.url + "/v1/audio/speech", json={"voice": "ryan", "input": "SSE too.",
+                          "response_format": "pcm", "stream_format": "sse", "max_frames": 6}, timeout=120) as s:
+            kinds = [json.loads(line[5:])["type"] for line in s.iter_lines() if line.startswith("data:")]
+        assert "speech.audio.delta" in kinds and kinds[-1] == "speech.audio.done"
+        # a WebSocket call
+        async def call() -> int:
+            async with websockets.connect(front.url.replace("http", "ws") + "/v1/audio/speech/stream") as ws:
+                await ws.send(json.dumps({"type": "session.update", "voice": "ryan", "format": "mulaw"}))
+                await ws.send(json.dumps({"type": "text", "text": "A call through the front."}))
+                await ws.send(json.dumps({"type": "flush"}))
+                n = 0
+                while True:
+                    m = await asyncio.wait_for(ws.recv(), 120)
+                    if isinstance(m, bytes):
+                        n += len(m) - 8
+                    elif json.loads(m)["type"] == "flushed":
+                        return n
+                    elif json.loads(m)["type"] == "error":
+                        raise AssertionError(m)
+        assert asyncio.run(call()) > 0
+
+        # Wyoming
+        async def wyoming() -> int:
+            async with AsyncTcpClient("127.0.0.1", wy) as c:
+                await c.write_event(Synthesize(text="Wyoming through the front.").event())
+                n = 0
+                while True:
+                    ev = await asyncio.wait_for(c.read_event(), 120)
+                    if AudioChunk.is_type(ev.type):
+                        n += len(AudioChunk.from_event(ev).audio)
+                    elif AudioStop.is_type(ev.type):
+                        return n
+        assert asyncio.run(wyoming()) > 0
+
+        # a clone voice from the front's library is registered with the HTTP upstream ...
+        r = httpx.post(front.url + "/v1/audio/voices", data={"name": "anna", "consent": "yes"},
+                       files={"audio_sample": ("a.wav", _ref_wav(), "audio/wav")}, timeout=120)
+        assert r.status_code == 201, r.text
+
+        def speak_clone() -> httpx.Response:
+            return httpx.post(front.url + "/v1/audio/speech", json={"voice": "anna", "input": "Cloned.",
+                              "response_format": "pcm", "max_frames": 4}, timeout=120)
+        assert speak_clone().status_code == 200
+        up_voices = [v["id"] for v in httpx.get(http_upstream.url + "/v1/audio/voices").json()["data"]]
+        [uploaded] = [v for v in up_voices if v.startswith("anna-")]
+        # ... and again when the upstream lost it (a restart): 404 -> upload -> speech
+        assert httpx.delete(http_upstream.url + f"/v1/audio/voices/{uploaded}").status_code == 200
+        assert speak_clone().status_code == 200
+        assert uploaded in [v["id"] for v in httpx.get(http_upstream.url + "/v1/audio/voices").json()["data"]]
+        st = front.admin("admin.status")
+        [u] = st["upstreams"]
+        assert u["state"] == "up" and u["flavour"] == "qwen3ttsd" and u["failed"] == 0 and u["completed"] >= 5
+        assert st["torch_imported"] is False
+    finally:
+        front.stop()

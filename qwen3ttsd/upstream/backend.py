@@ -48,6 +48,10 @@ class UpstreamModel:
     def clear_prompts(self) -> int:
         return 0
 
+    def drop_voice(self, voice_id: str) -> None:
+        """Nothing to drop: a voice is uploaded under a name with its audio's hash
+        (links.HttpLink.upstream_voice), so an edited voice is a new upload."""
+
 
 class UpstreamBackend:
     def __init__(self, engine: UpstreamModel, options: BackendOptions = BackendOptions()) -> None:
