@@ -7,9 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -22,7 +20,7 @@ import websockets
 from qwen3ttsd.client import Client
 from qwen3ttsd.errors import TTSError
 
-from .helpers import PY, daemon_env, pid_alive, start_daemon, synth, wait_for
+from .helpers import PY, daemon_env, start_daemon, synth, wait_for
 
 pytestmark = pytest.mark.slow
 
