@@ -270,5 +270,12 @@ def test_http_upstream_through_a_front_bridge(http_upstream, tmp_path):
         [u] = st["upstreams"]
         assert u["state"] == "up" and u["flavour"] == "qwen3ttsd" and u["failed"] == 0 and u["completed"] >= 5
         assert st["torch_imported"] is False
+        # /health and /metrics show it (from the facts refreshed after a synthesis: no connection)
+        wait_for(lambda: front.health().get("upstreams"), 10, what="/health upstreams")
+        [hu] = front.health()["upstreams"]
+        assert hu["url"] == http_upstream.url and hu["state"] == "up" and "in_flight" in hu and "last_error" in hu
+        m = httpx.get(front.url + "/metrics").text
+        assert f'qwen3tts_upstream_up{{upstream="{http_upstream.url}"}} 1' in m
+        assert f'qwen3tts_upstream_completed_total{{upstream="{http_upstream.url}"}}' in m
     finally:
         front.stop()
