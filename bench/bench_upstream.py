@@ -26,9 +26,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import add_model_args, checkpoint  # noqa: E402
+from common import add_model_args, checkpoint
 
-from qwen3ttsd.client import Client  # noqa: E402
+from qwen3ttsd.client import Client
 
 PY = sys.executable
 TEXT = "The quick brown fox jumps over the lazy dog."
