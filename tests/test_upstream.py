@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -329,3 +330,30 @@ def test_http_upstream_faults_through_a_proxy(http_upstream, upstream_daemon, tm
         assert refused_then_retried(rt, http_url)
     finally:
         assert p.wait(60) == 0
+
+
+def test_websocket_barge_in_through_the_front_stops_the_upstream(upstream_daemon, tmp_path):
+    from .test_bridge import Bridge
+
+    front = Bridge(tmp_path, tmp_path / "no-models", idle=60,
+                   extra_env={"QWEN3TTSD_ENGINE": "upstream",
+                              "QWEN3TTSD_UPSTREAM": f"unix://{upstream_daemon}/tts.sock"})
+    try:
+        async def call() -> list[str]:
+            async with websockets.connect(front.url.replace("http", "ws") + "/v1/audio/speech/stream") as ws:
+                await ws.send(json.dumps({"type": "session.update", "voice": "ryan", "format": "pcm16",
+                                          "max_frames": 2000}))
+                await ws.send(json.dumps({"type": "text", "text": "A long answer that goes on and on. " * 6}))
+                await ws.send(json.dumps({"type": "flush"}))
+                while not isinstance(await asyncio.wait_for(ws.recv(), 120), bytes):
+                    pass
+                assert admin(upstream_daemon)["active_streams"] == 1   # the upstream is speaking it
+                await ws.send(json.dumps({"type": "cancel"}))
+                t0 = time.monotonic()
+                wait_for(lambda: admin(upstream_daemon)["active_streams"] == 0, 3, what="upstream stopped")
+                took = time.monotonic() - t0
+                assert took < 1.0, took
+                return []
+        asyncio.run(call())
+    finally:
+        front.stop()
