@@ -10,7 +10,7 @@ HOST    ?= 127.0.0.1
 PORT    ?= 8880
 PYTEST_ARGS ?=
 
-.PHONY: install system-deps run tiny-model test test-fast lint bench bench-engine bench-bridge bench-text bench-text-stream bench-wyoming bench-concurrency bench-cold-start soak verify-units clean device-kit device-check
+.PHONY: install system-deps run tiny-model test test-fast lint bench bench-engine bench-bridge bench-text bench-text-stream bench-wyoming bench-concurrency bench-cold-start bench-upstream soak verify-units clean device-kit device-check
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -87,6 +87,9 @@ bench-wyoming: install
 # The real daemon over its socket, 1..16 concurrent seeded streams, sequential vs batched engine.
 bench-concurrency: install
 	$(BIN)/python bench/bench_concurrency.py
+
+bench-upstream: install
+	nice $(BIN)/python bench/bench_upstream.py
 
 bench-cold-start: install
 	$(BIN)/python bench/bench_cold_start.py --configs tiny@qwen_tts,tiny,0.6b+int8@qwen_tts,0.6b+int8

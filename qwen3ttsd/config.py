@@ -52,7 +52,10 @@ class DaemonConfig:
     chunk_frames: int = CHUNK_PROFILES["default"].chunk_frames
     drain_timeout: float = 25.0            # SIGTERM: let streams finish this long
     log_level: str = "info"
-    engine: str = "batched"                # batched (continuous batching) | sequential
+    engine: str = "batched"                # batched (continuous batching) | sequential | upstream
+    upstream: str = ""                     # engine=upstream: comma-separated unix:///path/tts.sock and
+                                           # http(s)://host:port[/prefix][?cap=N] (docs/scale-out.md)
+    upstream_key: str = ""                 # engine=upstream: bearer key for the HTTP upstreams
     max_batch: int = 16                    # streams the batched engine steps together
     quant: str = ""                        # int8: batched engine's linear weights in int8 (CPU)
     codec_quant: str = "none"              # int8: batched engine, CPU: the codec's convs in int8/bf16

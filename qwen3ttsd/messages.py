@@ -718,6 +718,7 @@ class AdminStatusResult(Result):
     heavy_imports: list[str] = field(default_factory=list)  # of transformers, qwen_tts, librosa
     sockets: dict[str, Any] = field(default_factory=dict)
     python: str = ""
+    upstreams: list[dict[str, Any]] = field(default_factory=list)  # engine=upstream: state, in flight, last error
 
 
 @dataclass

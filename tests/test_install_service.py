@@ -186,3 +186,34 @@ def test_a_file_as_root_is_a_one_line_error(tmp_path):
     r = install("--root", str(afile))
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
     assert r.stderr.strip().splitlines()[-1] == f"error: --root {afile} is not a directory"
+
+
+def test_gpus_install_template_units_and_a_front_over_their_sockets(tmp_path):
+    r = install("--root", str(tmp_path), "--gpus", "0,1")
+    assert r.returncode == 0, r.stderr
+    unit_dir = tmp_path / "usr/lib/systemd/system"
+    for u in ("qwen3ttsd@.socket", "qwen3ttsd-admin@.socket", "qwen3ttsd@.service"):
+        assert (unit_dir / u).is_file()
+    svc = (unit_dir / "qwen3ttsd@.service").read_text()
+    assert "CUDA_VISIBLE_DEVICES=%i" in svc and "QWEN3TTSD_RUNTIME_DIR=/run/qwen3ttsd-gpu%i" in svc
+    assert "ListenStream=/run/qwen3ttsd-gpu%i/tts.sock" in (unit_dir / "qwen3ttsd@.socket").read_text()
+    # the per-GPU service is the single-daemon one (same hardening) but for the instance lines
+    base = (REPO / "systemd" / "qwen3ttsd.service").read_text().splitlines()
+    own = [ln for ln in svc.splitlines() if ln not in base and not ln.startswith(("ExecStart=", "ProtectHome="))]
+    assert all("%i" in ln or ln.startswith("#") for ln in own), own
+    rendered = ("#", "ExecStart=", "ProtectHome=")
+    assert [ln for ln in base if ln not in svc.splitlines() and not ln.startswith(rendered)] == [
+        "Description=Qwen3-TTS speech daemon", "Requires=qwen3ttsd.socket qwen3ttsd-admin.socket",
+        "After=qwen3ttsd.socket qwen3ttsd-admin.socket", "Sockets=qwen3ttsd.socket qwen3ttsd-admin.socket"]
+    dropin = (unit_dir / "qwen3ttsd.service.d/upstream.conf").read_text()
+    assert ("QWEN3TTSD_UPSTREAM=unix:///run/qwen3ttsd-gpu0/tts.sock,unix:///run/qwen3ttsd-gpu1/tts.sock"
+            in dropin) and "QWEN3TTSD_ENGINE=upstream" in dropin
+    assert "enable --now qwen3ttsd@0.socket qwen3ttsd-admin@0.socket qwen3ttsd@1.socket" in r.stderr
+    if ANALYZE:
+        units = [str(unit_dir / u) for u in ("qwen3ttsd@0.socket", "qwen3ttsd@0.service")]
+        for u in ("qwen3ttsd@.socket", "qwen3ttsd-admin@.socket", "qwen3ttsd@.service"):
+            shutil.copy(unit_dir / u, unit_dir / u.replace("@.", "@0."))
+        shutil.copy(unit_dir / "qwen3ttsd-admin@.socket", unit_dir / "qwen3ttsd-admin@0.socket")
+        v = subprocess.run([ANALYZE, "verify", "--man=no", *units], capture_output=True, text=True, cwd=unit_dir)
+        assert v.returncode == 0, v.stdout + v.stderr
+    assert install("--root", str(tmp_path), "--gpus", "0,x").returncode == 1

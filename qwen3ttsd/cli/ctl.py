@@ -9,7 +9,7 @@
     qwen3tts-ctl say TEXT [-o out.mp3] [--voice V] [--format F] [--subtitles out.srt|.vtt]
     qwen3tts-ctl bench [-n 5] [--text T]  time-to-first-audio and real-time factor
     qwen3tts-ctl models pull NAME | list | remove NAME | info NAME   checkpoints in models_dir
-    qwen3tts-ctl install-service [--root DIR] [--dry-run]   systemd units for this installation
+    qwen3tts-ctl install-service [--root DIR] [--dry-run] [--gpus 0,1]   systemd units for this installation
     qwen3tts-ctl make-tiny-model DIR [--variant ..] [--size ..]   random-weight checkpoint
 
 Torch-free except ``make-tiny-model``; the hub client is imported by ``models pull`` only.
@@ -269,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dry-run", action="store_true", help="print what would be written and run")
     p.add_argument("--bin-dir", help="directory of qwen3ttsd/qwen3tts-bridge for ExecStart "
                    "(default: this installation's)")
+    p.add_argument("--gpus", help="one daemon per GPU (e.g. 0,1): template units qwen3ttsd@N plus the "
+                   "front daemon as engine=upstream over their sockets (docs/scale-out.md)")
     sub.add_parser("make-tiny-model", add_help=False)
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "make-tiny-model":
@@ -307,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
             from .install_service import InstallError, install
 
             try:
-                return install(a.root, a.dry_run, a.bin_dir)
+                return install(a.root, a.dry_run, a.bin_dir, gpus=a.gpus)
             except InstallError as e:
                 print(f"error: {e}", file=sys.stderr)
                 return 1

@@ -36,6 +36,11 @@ from .common import not_a_directory
 UNITS = ("qwen3ttsd.socket", "qwen3ttsd-admin.socket", "qwen3ttsd.service", "qwen3tts-bridge.service")
 ENABLE = ("qwen3ttsd.socket", "qwen3ttsd-admin.socket", "qwen3tts-bridge.service")
 PROGRAMS = ("qwen3ttsd", "qwen3tts-bridge")
+# --gpus: one daemon per GPU (template units, instance = GPU index) behind the front daemon,
+# which becomes engine=upstream over their sockets (a drop-in; docs/scale-out.md)
+GPU_UNITS = ("qwen3ttsd@.socket", "qwen3ttsd-admin@.socket", "qwen3ttsd@.service")
+GPU_SOCKET = "/run/qwen3ttsd-gpu{}/tts.sock"
+FRONT_DROPIN = "qwen3ttsd.service.d/upstream.conf"
 HOME_DIRS = ("/home/", "/root/", "/run/user/")  # hidden from the units by ProtectHome=yes
 EXEC_UNSAFE = "\"'\\"  # systemd refuses these in an ExecStart= program name (string_is_safe)
 UNIT_MODE = 0o644
@@ -143,18 +148,44 @@ def closed_dirs(paths: list[str]) -> list[str]:
     return closed
 
 
-def plan(layout: Layout, exes: dict[str, str]) -> list[tuple[str, str, bool, int]]:
+def parse_gpus(spec: str | None) -> list[int]:
+    """``0,1,3`` -> [0, 1, 3]; an InstallError for anything else."""
+    if not spec:
+        return []
+    try:
+        gpus = [int(x) for x in spec.split(",")]
+    except ValueError:
+        raise InstallError(f"--gpus {spec!r}: a comma-separated list of GPU indexes (0,1,...)") from None
+    if any(g < 0 for g in gpus) or len(set(gpus)) != len(gpus):
+        raise InstallError(f"--gpus {spec!r}: indexes must be distinct and >= 0")
+    return gpus
+
+
+def front_dropin(gpus: list[int]) -> str:
+    """The front daemon in front of the per-GPU daemons: no model of its own, their sockets
+    as its upstreams (a drop-in beats qwen3ttsd.env's Environment and the TOML file)."""
+    ups = ",".join("unix://" + GPU_SOCKET.format(g) for g in gpus)
+    return ("# Written by qwen3tts-ctl install-service --gpus: this daemon fronts one daemon per GPU.\n"
+            f"[Unit]\nWants={' '.join(f'qwen3ttsd@{g}.socket' for g in gpus)}\n\n"
+            f"[Service]\nEnvironment=QWEN3TTSD_ENGINE=upstream QWEN3TTSD_UPSTREAM={ups}\n")
+
+
+def plan(layout: Layout, exes: dict[str, str], gpus: list[int] | None = None) -> list[tuple[str, str, bool, int]]:
     """(path, content, replace existing, mode) for every file to write."""
     files = [(f"{layout.unit_dir}/{u}", render_unit(template(u), exes), True, UNIT_MODE) for u in UNITS]
+    if gpus:
+        files += [(f"{layout.unit_dir}/{u}", render_unit(template(u), exes), True, UNIT_MODE) for u in GPU_UNITS]
+        files.append((f"{layout.unit_dir}/{FRONT_DROPIN}", front_dropin(gpus), True, UNIT_MODE))
     files += [(layout.sysusers, template("qwen3ttsd.sysusers.conf"), True, UNIT_MODE),
               (layout.tmpfiles, template("qwen3ttsd.tmpfiles.conf"), True, UNIT_MODE),
               (layout.config, template("qwen3ttsd.toml.example"), False, CONFIG_MODE)]
     return files
 
 
-def commands(layout: Layout) -> list[list[str]]:
+def commands(layout: Layout, gpus: list[int] | None = None) -> list[list[str]]:
+    per_gpu = [f"{u}@{g}.socket" for g in gpus or [] for u in ("qwen3ttsd", "qwen3ttsd-admin")]
     return [["systemd-sysusers", layout.sysusers], ["systemd-tmpfiles", "--create", layout.tmpfiles],
-            ["systemctl", "daemon-reload"], ["systemctl", "enable", "--now", *ENABLE]]
+            ["systemctl", "daemon-reload"], ["systemctl", "enable", "--now", *per_gpu, *ENABLE]]
 
 
 def _under(root: Path, path: str) -> Path:
@@ -181,7 +212,8 @@ def write_file(dest: Path, content: str, mode: int) -> None:
 
 
 def install(root: str | None = None, dry_run: bool = False, bin_dir: str | None = None,
-            out=sys.stderr) -> int:
+            out=sys.stderr, gpus: str | None = None) -> int:
+    gpu_list = parse_gpus(gpus)
     if root:
         root = os.path.abspath(checked_path(root, "--root"))
         if not_a_directory(root):
@@ -198,7 +230,7 @@ def install(root: str | None = None, dry_run: bool = False, bin_dir: str | None 
         raise InstallError("systemd is not running on this host (a container?): use "
                            "`qwen3tts-bridge --activate` instead, or --root DIR to only write the files")
     tag = "[dry-run] " if dry_run else ""
-    for path, content, replace, mode in plan(layout, exes):
+    for path, content, replace, mode in plan(layout, exes, gpu_list):
         dest = _under(base, path)
         if dest.exists() and not replace:
             print(f"{tag}keep {dest} (exists)", file=out)
@@ -210,7 +242,7 @@ def install(root: str | None = None, dry_run: bool = False, bin_dir: str | None 
     if not bin_dir and (closed := closed_dirs(_runtime_paths(exes))):
         print(f"warning: the service users cannot enter {', '.join(closed)} (mode o-x): install into a venv "
               "outside home directories (e.g. /opt/qwen3ttsd) or chmod o+x them", file=out)
-    for cmd in commands(layout):
+    for cmd in commands(layout, gpu_list):
         if not run_them:
             print(f"{'[dry-run] ' if dry_run else '[skipped under --root] '}run {' '.join(cmd)}", file=out)
             continue

@@ -50,7 +50,8 @@ class Admin:
             idle_exit_in_s=srv.idle_exit_in() if srv else None,
             uptime_s=round(time.time() - svc.started, 3), torch_imported="torch" in sys.modules,
             heavy_imports=[m for m in HEAVY_MODULES if m in sys.modules],
-            sockets=svc.sockets_info, python=sys.version.split()[0])
+            sockets=svc.sockets_info, python=sys.version.split()[0],
+            upstreams=svc.fleet.status() if svc.fleet is not None else [])
 
     async def load(self, conn: Connection, msgid: int, params: dict[str, Any]) -> M.AdminLoadResult:
         svc = self.svc

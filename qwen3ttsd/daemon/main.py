@@ -88,13 +88,20 @@ def main(argv: list[str] | None = None) -> int:
     from ..engine.backend import BackendOptions  # torch-free
     from ..engine.loader import LoadOptions  # torch-free dataclass
 
+    fleet = None
     try:
-        registry = ModelRegistry(cfg.model, cfg.models_dir, cfg.default_model, cfg.max_loaded_models,
-                                 LoadOptions(cfg.device, cfg.dtype, cfg.attn, cfg.compile, cfg.threads,
-                                             weights=cfg.weights if cfg.engine == "batched" else "qwen_tts",
-                                             quant=cfg.quant if cfg.engine == "batched" else "",
-                                             cache_dir=weight_cache_dir(cfg)),
-                                 BackendOptions.from_config(cfg))
+        if cfg.engine == "upstream":  # other engines do the work: no model, no torch here
+            from ..upstream.setup import build
+
+            registry, fleet = build(cfg)
+        else:
+            registry = ModelRegistry(
+                cfg.model, cfg.models_dir, cfg.default_model, cfg.max_loaded_models,
+                LoadOptions(cfg.device, cfg.dtype, cfg.attn, cfg.compile, cfg.threads,
+                            weights=cfg.weights if cfg.engine == "batched" else "qwen_tts",
+                            quant=cfg.quant if cfg.engine == "batched" else "",
+                            cache_dir=weight_cache_dir(cfg)),
+                BackendOptions.from_config(cfg))
     except ValueError as e:
         print(f"qwen3ttsd: bad configuration: {e}", file=sys.stderr)
         return 2
@@ -102,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         log.warning("%s (models_dir %r): synthesis requests will fail", checkpoints.NO_MODEL_MESSAGE,
                     cfg.models_dir)
     scheduler = Scheduler(registry, cfg.queue_max, cfg.realtime_reserve)
-    state = DaemonState(cfg, registry, scheduler, VoiceStore(cfg.state_dir), notifier)
+    state = DaemonState(cfg, registry, scheduler, VoiceStore(cfg.state_dir), notifier, fleet=fleet)
     service = Service(state)
     server = Server(sockets, service.handle, notifier=notifier, idle_timeout=cfg.idle_timeout,
                     conn_idle_timeout=cfg.conn_idle_timeout, admin_group=cfg.admin_group,

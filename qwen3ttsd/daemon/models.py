@@ -13,6 +13,7 @@ import builtins
 import contextlib
 import gc
 import logging
+import sys
 import threading
 import time
 from collections import OrderedDict
@@ -114,7 +115,8 @@ class ModelRegistry:
     def _on_disk(self, entry: ModelEntry) -> ModelEntry:
         """``entry``, unless it is not loaded and its checkpoint was removed since the daemon
         started (``models remove``): then ``not_found``, naming the model, not its path."""
-        if entry.name not in self.loaded and not (Path(entry.path) / "config.json").is_file():
+        remote = "://" in entry.path   # an upstream's model (engine=upstream) has no files here
+        if entry.name not in self.loaded and not remote and not (Path(entry.path) / "config.json").is_file():
             raise TTSError("not_found", f"model {entry.name!r} is no longer installed (removed from disk); "
                            f"{checkpoints.pull_hint(entry.type)}, or ask for another model")
         return entry
@@ -188,13 +190,9 @@ class ModelRegistry:
         gc.unfreeze()
         gc.collect()
         gc.freeze()
-        try:
-            import torch
-
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        except ImportError:
-            pass
+        torch = sys.modules.get("torch")   # never imported here (engine=upstream has none)
+        if torch is not None and torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
 
 @contextlib.contextmanager

@@ -68,7 +68,12 @@ class Scheduler:
                                    "retry later")
             self._jobs.append(job)
             self._cv.notify()
-            return len(self._jobs)
+            position = len(self._jobs)
+        for b in self.registry.backends():  # a backend that sleeps in step() (upstream) admits it now
+            wake = getattr(b, "wake", None)
+            if wake is not None:
+                wake()
+        return position
 
     def run_call(self, fn: Callable[[], Any], loop: asyncio.AbstractEventLoop) -> asyncio.Future[Any]:
         """Run ``fn()`` on the engine thread (admin load, voice prompts) before the next step;

@@ -27,6 +27,7 @@ class DaemonState:
     voices: VoiceStore
     notifier: Notifier
     sessions: CallSessions = field(default_factory=CallSessions)
+    fleet: Any = None                      # engine=upstream: the upstream.fleet.Fleet
     server: Server | None = None           # set once the sockets are served
     sockets_info: dict[str, dict[str, Any]] = field(default_factory=dict)
     started: float = field(default_factory=time.time)
@@ -46,6 +47,8 @@ class DaemonState:
             self.notifier.status(line)
 
     def status_line(self) -> str:
+        if self.fleet is not None:  # /health (via STATUS) shows the upstreams without connecting
+            return f"upstream: {self.fleet.summary()}; {self.active_streams} streams"
         loaded = list(self.registry.loaded)
         if self.registry.loading:
             return f"loading {self.registry.loading}"

@@ -19,6 +19,7 @@ log = logging.getLogger("qwen3ttsd.engine")
 BACKENDS: dict[str, str] = {
     "batched": "qwen3ttsd.engine.batched:BatchedBackend",         # continuous batching (default)
     "sequential": "qwen3ttsd.engine.sequential:SequentialBackend",  # qwen-tts's generate, one at a time
+    "upstream": "qwen3ttsd.upstream.backend:UpstreamBackend",   # other engines do the work (issue 23)
 }
 FALLBACK = "sequential"   # what runs a checkpoint a backend cannot (NotImplementedError)
 

@@ -39,7 +39,32 @@ async def health(request: Request) -> Response:
                             "daemon_socket": os.path.exists(ctx.cfg.tts_socket),
                             "warnings": checkpoints.configured_warnings(),  # no model / random weights
                             "daemon": await daemon_state(ctx)}
+    ups = upstreams(ctx)
+    if ups:  # engine=upstream: each upstream's state, in flight and last error (as of the last refresh)
+        info["upstreams"] = ups
+        info["upstreams_as_of"] = ctx.facts.at
     return JSONResponse(info)
+
+
+def upstreams(ctx: BridgeContext) -> list[dict[str, Any]]:
+    """The daemon's upstreams from its last ``admin.status`` (refreshed after each synthesis:
+    never a connection of its own)."""
+    status = ctx.facts.status
+    return list(status.upstreams) if status is not None else []
+
+
+UPSTREAM_METRICS = (("qwen3tts_upstream_in_flight", "in_flight"), ("qwen3tts_upstream_streams_total", "streams"),
+                    ("qwen3tts_upstream_completed_total", "completed"), ("qwen3tts_upstream_failed_total", "failed"),
+                    ("qwen3tts_upstream_retried_away_total", "retried_away"))
+
+
+def upstream_metrics(ctx: BridgeContext) -> str:
+    lines = []
+    for u in upstreams(ctx):
+        label = '{upstream="%s"}' % str(u.get("url", "")).replace("\\", "\\\\").replace('"', '\\"')
+        lines.append(f"qwen3tts_upstream_up{label} {int(u.get('state') == 'up')}")
+        lines += [f"{name}{label} {int(u.get(key) or 0)}" for name, key in UPSTREAM_METRICS]
+    return "".join(line + "\n" for line in lines)
 
 
 async def metrics(request: Request) -> Response:
@@ -48,7 +73,7 @@ async def metrics(request: Request) -> Response:
     if ctx.activator is not None:
         a = ctx.activator.info()
         extra = {"qwen3tts_daemon_spawns_total": a["spawns"], "qwen3tts_daemon_running": int(a["pid"] is not None)}
-    return PlainTextResponse(ctx.metrics.render(extra), media_type="text/plain; version=0.0.4")
+    return PlainTextResponse(ctx.metrics.render(extra) + upstream_metrics(ctx), media_type="text/plain; version=0.0.4")
 
 
 routes: list[BaseRoute] = [
