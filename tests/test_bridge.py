@@ -30,9 +30,9 @@ pytestmark = pytest.mark.slow
 
 class Bridge:
     def __init__(self, root: Path, models_dir: Path, idle: float = 60, extra_env: dict | None = None,
-                 args: list[str] | None = None) -> None:
+                 args: list[str] | None = None, port: int | None = None) -> None:
         self.rt = root / "rt"
-        self.port = free_port()
+        self.port = port or free_port()   # a given port: a restart on the same address
         env = daemon_env("", root / "state", idle_timeout=idle)
         env.pop("QWEN3TTSD_MODEL")
         env["QWEN3TTSD_MODELS_DIR"] = str(models_dir)

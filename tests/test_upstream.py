@@ -357,3 +357,65 @@ def test_websocket_barge_in_through_the_front_stops_the_upstream(upstream_daemon
         asyncio.run(call())
     finally:
         front.stop()
+
+
+def test_http_upstream_real_restart_loses_voices_and_front_reregisters(tiny_models, tmp_path):
+    """A real restart, not a deleted voice: the upstream bridge and its daemon stop and come
+    back on the same port with a fresh state dir (no voices). Unnoticed (no request while it
+    was away: the front's kept-alive connection is stale) and noticed (a request while away:
+    a clear error at once, marked down, probed back up), the front's clone voice is spoken
+    again (404 or rediscovery -> upload -> speech), nothing hangs, and the front still idle-exits."""
+    from .test_bridge import Bridge
+
+    models = tiny_models["custom_voice"].parent
+    for d in ("up1", "up2", "up3"):
+        (tmp_path / d).mkdir()
+    up = Bridge(tmp_path / "up1", models, idle=120)
+    rt = tmp_path / "front"
+    p = start_daemon(rt, front_env(tmp_path / "st", up.url, idle_timeout=15))
+
+    def speak() -> None:
+        t0 = time.monotonic()
+        r, a, _ = synth(rt / "tts.sock", text="Cloned.", voice="anna", format="pcm16", max_frames=4, timeout=60)
+        assert a and r["samples"] > 0
+        print(f"clone request: {time.monotonic() - t0:.2f} s")
+
+    def up_voices(b: Bridge) -> list[str]:
+        return [v["id"] for v in httpx.get(b.url + "/v1/audio/voices", timeout=10).json()["data"]
+                if v["id"].startswith("anna-")]
+
+    def upstream() -> dict:
+        [u] = admin(rt)["upstreams"]
+        return u
+
+    try:
+        with Client(str(rt / "tts.sock")) as c:
+            c.call("voices.add", {"name": "anna", "audio": _ref_wav(), "ref_text": "x", "consent": "test"})
+        speak()
+        [uploaded] = up_voices(up)
+        # 1. unnoticed restart: nothing asked while it was away
+        up.stop()
+        up = Bridge(tmp_path / "up2", models, idle=120, port=up.port)   # fresh state dir: no voices
+        assert up_voices(up) == [] and upstream()["state"] == "up"
+        speak()                                    # 404 -> uploaded again -> speech
+        assert up_voices(up) == [uploaded]
+        # 2. noticed: a request while it is away gets a clear error at once
+        up.stop()
+        t0 = time.monotonic()
+        with pytest.raises(TTSError) as e:
+            speak()
+        assert e.value.code == "unavailable" and time.monotonic() - t0 < 10
+        assert upstream()["state"] == "down"
+        up = Bridge(tmp_path / "up3", models, idle=120, port=up.port)
+        wait_for(lambda: upstream()["state"] == "up", 10, what="probed back up")
+        speak()
+        assert up_voices(up) == [uploaded]
+        u = upstream()
+        assert u["state"] == "up" and u["in_flight"] == 0 and u["completed"] == 3 and u["failed"] == 0, u
+    finally:
+        up.stop()
+        assert p.wait(90) == 0   # nothing hung: the front idle-exits
+    err = p.stderr.read().decode()
+    # unnoticed: the 404 told it; noticed: the probe's rediscovery did (uploaded before speech)
+    assert err.count("lost clone voice anna: uploading it again") == 1, err[-3000:]
+    assert err.count("registered clone voice anna-") == 3, err[-3000:]
