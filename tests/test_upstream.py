@@ -56,7 +56,7 @@ class Proxy:
     def __init__(self, path: Path | None, target: Path | tuple[str, int]) -> None:
         self.path, self.target = path, target   # path None: TCP on self.port, to target (host, port)
         self.port = 0
-        self.mode = "pass"       # pass | refuse | delay | cut
+        self.mode = "pass"       # pass | refuse | delay | cut | cut_once (one cut, then pass)
         self.cut_after = 20_000  # bytes of answer passed before a cut
         self.loop = asyncio.new_event_loop()
         threading.Thread(target=self.loop.run_forever, daemon=True).start()
@@ -89,9 +89,11 @@ class Proxy:
                 while data := await src.read(4096):
                     if not answer and self.mode == "refuse":
                         break              # the request never reaches the upstream
-                    if answer and self.mode == "cut":
+                    if answer and self.mode in ("cut", "cut_once"):
                         cut += len(data)
                         if cut > self.cut_after:   # pass what is under the limit, then hang up
+                            if self.mode == "cut_once":
+                                self.mode = "pass"
                             dst.write(data[:len(data) - (cut - self.cut_after)])
                             await dst.drain()
                             break
@@ -317,15 +319,21 @@ def test_http_upstream_faults_through_a_proxy(http_upstream, upstream_daemon, tm
         http_url = f"http://127.0.0.1:{proxy.port}"
         st = {u["url"]: u for u in admin(rt)["upstreams"]}
         assert st[http_url]["state"] == "up" and st[http_url]["flavour"] == "qwen3ttsd"
-        proxy.mode = "cut"
+        proxy.mode = "cut_once"
         proxy.cut_after = 1200   # past the response head: some audio, then the connection drops
         with pytest.raises(TTSError) as e:
             synth(rt / "tts.sock", text="Cut me off somewhere in the middle please. " * 4, voice="ryan",
                   format="pcm16", max_frames=400, timeout=60)
         assert e.value.code == "unavailable" and "mid-stream" in e.value.message
-        proxy.mode = "pass"      # a cut marks it down; the background probe brings it back
-        wait_for(lambda: {u["url"]: u for u in admin(rt)["upstreams"]}[http_url]["state"] == "up", 10,
-                 what="the cut upstream probed back up")
+        # one cut stream is not a down upstream: it stays up (a rediscovery checks it) and
+        # serves the next request at once, not after a probe's backoff
+        def http_up() -> dict:
+            return {u["url"]: u for u in admin(rt)["upstreams"]}[http_url]
+
+        assert http_up()["state"] == "up"
+        cut_at = http_up()["last_error_at"]
+        wait_for(lambda: (http_up()["answered_at"] or 0) > cut_at, 10, what="the cut upstream asked again")
+        assert http_up()["state"] == "up"
         proxy.mode = "refuse"
         assert refused_then_retried(rt, http_url)
     finally:

@@ -6,8 +6,9 @@ outstanding streams first, never beyond the upstream's cap (``?cap=N``, default
 ``targets.DEFAULT_CAP``); a call's next segment goes back to the upstream that holds its
 codec stream (the :class:`Continuation` a segment ends with). Faults: an upstream that
 cannot be reached or fails before the first audio is retried once on another; one that
-fails after audio ends the stream with a clear error (never silent truncation); an
-unreachable one is marked down and probed in the background with exponential backoff.
+fails after audio ends the stream with a clear error (never silent truncation) and is asked
+again what it serves (one cut stream is not a down upstream); an unreachable one is
+marked down and probed in the background with exponential backoff.
 What each upstream serves is discovered at start and refreshed while requests come in.
 
 All I/O runs on the fleet's own event-loop thread; the backend (engine thread) reserves a
@@ -21,7 +22,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,6 +64,7 @@ class Upstream:
     retried_away: int = 0             # streams that failed here before audio and went elsewhere
     last_error: str | None = None
     last_error_at: float | None = None
+    answered_at: float | None = None  # wall time it last answered a discovery
     probe_in_s: float = PROBE_FIRST_S
     probing: bool = False
 
@@ -75,7 +77,8 @@ class Upstream:
                 "failed": self.failed, "retried_away": self.retried_away,
                 "models": [{"name": o.name, "type": o.type} for o in self.offers],
                 "flavour": getattr(self.link, "flavour", "qwen3ttsd"),
-                "last_error": self.last_error, "last_error_at": self.last_error_at}
+                "last_error": self.last_error, "last_error_at": self.last_error_at,
+                "answered_at": self.answered_at}
 
 
 class Fleet:
@@ -85,6 +88,7 @@ class Fleet:
         self.on_models: Callable[[dict[str, ModelEntry]], None] | None = None
         self.discovered_at = 0.0
         self._refreshing = False
+        self._tasks: set[asyncio.Task[Any]] = set()
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="qwen3ttsd-upstream", daemon=True)
         self._thread.start()
@@ -190,6 +194,7 @@ class Fleet:
             if up.state != "up":
                 log.info("upstream %s is up: %s", up.target.url, [(o.name, o.type) for o in offers])
             up.state = "up"
+            up.answered_at = round(time.time(), 3)
             up.probe_in_s = PROBE_FIRST_S
         return True
 
@@ -203,7 +208,13 @@ class Fleet:
         if was != "down":
             log.warning("upstream %s is down: %s", up.target.url, error)
         if start:
-            asyncio.get_running_loop().create_task(self._probe(up))
+            self._background(self._probe(up))
+
+    def _background(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run ``coro`` on the fleet loop, holding its task until it ends."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _probe(self, up: Upstream) -> None:
         """Probe a down upstream with exponential backoff until it answers."""
@@ -253,7 +264,10 @@ class Fleet:
                                                                  f"{type(e).__name__}: {e}")
                 error = err.message
                 if isinstance(err, Unreachable):
-                    self.mark_down(up, err.message)
+                    if stats.samples:   # one cut stream: ask it again rather than mark it down
+                        self._background(self._discover(up))
+                    else:
+                        self.mark_down(up, err.message)
                 if stats.samples:   # audio went out: the stream cannot be made whole
                     emit(Failed(TTSError("unavailable", f"upstream {up.target.url} failed mid-stream after "
                                          f"{stats.samples / MODEL_RATE:.2f} s of audio: {err.message}",
