@@ -9,7 +9,7 @@ CPU-bound) and a front daemon with ``engine = "upstream"`` over their sockets.
    vs directly (target >= 0.95x);
 3. the same through a front over two upstreams vs one (target >= 1.5x; needs >= 2 free cores).
 
-    python bench/bench_upstream.py [--n 20] [--concurrency 16] [--frames 24]
+    python bench/bench_upstream.py [--n 20] [--concurrency 16] [--frames 96]
 """
 
 from __future__ import annotations
@@ -65,6 +65,22 @@ def one(sock: Path, frames: int) -> tuple[float, float]:
     raise RuntimeError("no result")
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_split(procs: dict[str, int], run) -> tuple[float, str]:
+    """``run()``'s aggregate, and the CPU seconds each process spent per audio second."""
+    before = {k: cpu_s(pid) for k, pid in procs.items()}
+    t0 = time.monotonic()
+    agg = run()
+    audio = agg * (time.monotonic() - t0)
+    spent = {k: cpu_s(pid) - before[k] for k, pid in procs.items()}
+    return agg, ", ".join(f"{k} {1000 * v / audio:.1f}" for k, v in spent.items())
+
+
 def aggregate(sock: Path, n: int, frames: int) -> float:
     """Audio seconds per wall second with ``n`` concurrent streams."""
     t0 = time.monotonic()
@@ -78,7 +94,7 @@ def main() -> int:
     add_model_args(ap)
     ap.add_argument("--n", type=int, default=20)
     ap.add_argument("--concurrency", type=int, default=16)
-    ap.add_argument("--frames", type=int, default=24)
+    ap.add_argument("--frames", type=int, default=96)   # 7.7 s each: the ramp-up does not dominate
     a = ap.parse_args()
     model, tmp = checkpoint(a)
     procs: list[subprocess.Popen] = []
@@ -110,13 +126,19 @@ def main() -> int:
                   f"{statistics.median(front) * 1000:.1f} ms; front hop p50 {p50:+.1f} ms, p90 {p90:+.1f} ms")
             for s in (ups[0], ups[1]):   # every batch shape built once (prewarm is off)
                 aggregate(s, a.concurrency, a.frames)
-            agg_direct = aggregate(ups[0], a.concurrency, a.frames)
-            agg_front = aggregate(fronts["one"], a.concurrency, a.frames)
+            pids = {"up0": procs[0].pid, "up1": procs[1].pid, "front-one": procs[2].pid,
+                    "front-two": procs[3].pid, "client": os.getpid()}
+            agg_direct, cpu_direct = cpu_split(pids, lambda: aggregate(ups[0], a.concurrency, a.frames))
+            agg_front, cpu_front = cpu_split(pids, lambda: aggregate(fronts["one"], a.concurrency, a.frames))
             print(f"{a.concurrency} concurrent: direct {agg_direct:.2f} audio-s/s, through the front "
                   f"{agg_front:.2f} ({agg_front / agg_direct:.2f}x)")
-            agg_two = aggregate(fronts["two"], a.concurrency, a.frames)
+            agg_two, cpu_two = cpu_split(pids, lambda: aggregate(fronts["two"], a.concurrency, a.frames))
             print(f"{a.concurrency} concurrent through a front over two upstreams: {agg_two:.2f} audio-s/s "
-                  f"({agg_two / agg_front:.2f}x one upstream; cores here: {os.cpu_count()})")
+                  f"({agg_two / agg_front:.2f}x one upstream; cores here: {os.cpu_count()}, "
+                  f"load average {os.getloadavg()[0]:.1f})")
+            for name, split in (("direct", cpu_direct), ("front, one upstream", cpu_front),
+                                ("front, two upstreams", cpu_two)):
+                print(f"  CPU ms per audio s, {name}: {split}")
         finally:
             for p in procs:
                 p.terminate()
