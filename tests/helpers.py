@@ -88,3 +88,21 @@ def start_daemon(runtime: Path, env: dict[str, str], *args: str) -> subprocess.P
     if p.poll() is not None:
         raise RuntimeError(p.stderr.read().decode()[-3000:])
     return p
+
+
+async def wyoming_audio_bytes(port: int, synthesize, timeout: float = 120) -> int:
+    """Send one Wyoming ``Synthesize`` to ``port``; the audio bytes that came before audio-stop."""
+    import asyncio
+
+    from wyoming.audio import AudioChunk, AudioStop
+    from wyoming.client import AsyncTcpClient
+
+    async with AsyncTcpClient("127.0.0.1", port) as c:
+        await c.write_event(synthesize.event())
+        n = 0
+        while True:
+            ev = await asyncio.wait_for(c.read_event(), timeout)
+            if AudioChunk.is_type(ev.type):
+                n += len(AudioChunk.from_event(ev).audio)
+            elif AudioStop.is_type(ev.type):
+                return n

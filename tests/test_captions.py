@@ -16,7 +16,7 @@ from qwen3ttsd.errors import TTSError
 from qwen3ttsd.text import prepare_segments
 from qwen3ttsd.text.ssml import SSMLError, parse_ssml
 
-from .helpers import PY
+from .helpers import PY, wyoming_audio_bytes
 from .test_wyoming import wyoming_bridge
 
 FRAME_S = 0.08
@@ -188,20 +188,11 @@ def test_websocket_captions_and_ssml_sessions(wy):
 
 @pytest.mark.slow
 def test_wyoming_ssml_is_parsed_not_spoken(wy):
-    from wyoming.audio import AudioChunk, AudioStop
-    from wyoming.client import AsyncTcpClient
     from wyoming.tts import Synthesize, SynthesizeVoice
 
     async def speak(text: str, fmt: str | None) -> int:
-        async with AsyncTcpClient("127.0.0.1", wy.wyoming_port) as c:
-            await c.write_event(Synthesize(text=text, voice=SynthesizeVoice(name="ryan"), text_format=fmt).event())
-            n = 0
-            while True:
-                ev = await asyncio.wait_for(c.read_event(), 120)
-                if AudioChunk.is_type(ev.type):
-                    n += len(AudioChunk.from_event(ev).audio)
-                if AudioStop.is_type(ev.type):
-                    return n
+        synthesize = Synthesize(text=text, voice=SynthesizeVoice(name="ryan"), text_format=fmt)
+        return await wyoming_audio_bytes(wy.wyoming_port, synthesize)
 
     plain = asyncio.run(speak("Hi.", None))
     fragment = asyncio.run(speak('Hi.<break time="1s"/>', "ssml"))  # a fragment gets its <speak> root

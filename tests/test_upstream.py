@@ -20,7 +20,7 @@ import websockets
 from qwen3ttsd.client import Client
 from qwen3ttsd.errors import TTSError
 
-from .helpers import PY, daemon_env, start_daemon, synth, wait_for
+from .helpers import PY, daemon_env, start_daemon, synth, wait_for, wyoming_audio_bytes
 
 pytestmark = pytest.mark.slow
 
@@ -227,8 +227,6 @@ def http_upstream(tiny_models, tmp_path_factory):
 
 
 def test_http_upstream_through_a_front_bridge(http_upstream, tmp_path):
-    from wyoming.audio import AudioChunk, AudioStop
-    from wyoming.client import AsyncTcpClient
     from wyoming.tts import Synthesize
 
     from qwen3ttsd.testing import free_port
@@ -265,17 +263,7 @@ def test_http_upstream_through_a_front_bridge(http_upstream, tmp_path):
         assert asyncio.run(call()) > 0
 
         # Wyoming
-        async def wyoming() -> int:
-            async with AsyncTcpClient("127.0.0.1", wy) as c:
-                await c.write_event(Synthesize(text="Wyoming through the front.").event())
-                n = 0
-                while True:
-                    ev = await asyncio.wait_for(c.read_event(), 120)
-                    if AudioChunk.is_type(ev.type):
-                        n += len(AudioChunk.from_event(ev).audio)
-                    elif AudioStop.is_type(ev.type):
-                        return n
-        assert asyncio.run(wyoming()) > 0
+        assert asyncio.run(wyoming_audio_bytes(wy, Synthesize(text="Wyoming through the front."))) > 0
 
         # a clone voice from the front's library is registered with the HTTP upstream ...
         r = httpx.post(front.url + "/v1/audio/voices", data={"name": "anna", "consent": "yes"},
