@@ -326,3 +326,25 @@ def test_an_icl_clone_turn_starts_once_flushed() -> None:
     assert rows.starting() == [] and rows.parked == [stream]
     feed.flush()
     assert rows.starting() == [stream]
+
+
+def test_an_engine_with_only_parked_turns_sleeps_instead_of_spinning(custom_engine):
+    """Regression: a turn parked for its text (no rows) made every step return at once, so
+    the daemon's engine thread spun at full CPU; it now waits for text like waiting rows."""
+    import time
+
+    from qwen3ttsd.engine.text_rows import IDLE_WAIT_S
+
+    b = backend(custom_engine)
+    feed = TextFeed(lookahead=4, normalize=None)
+    run = Run(SynthesisRequest(text="", **REQ), feed)
+    b.admit(run.stream)
+    t0 = time.perf_counter()
+    for _ in range(5):
+        b.step()
+    assert time.perf_counter() - t0 >= 4 * IDLE_WAIT_S
+    feed.append("Hi.")
+    feed.flush()
+    while b.active:
+        b.step()
+    assert isinstance(run.result, Done)
