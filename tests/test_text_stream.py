@@ -289,3 +289,62 @@ def test_daemon_speaks_streamed_words_before_flush(custom_voice_daemon):
     assert isinstance(got[-1], SynthesizeResult) and got[-1].frames > 0
     caps = [i for i in got if isinstance(i, Caption)]
     assert [c.text for c in caps] == ["so here is a long answer without any punctuation at all for you"]
+
+
+def test_a_flushed_turn_shorter_than_the_lookahead_starts() -> None:
+    """Regression (phone WebSocket hang in stream mode): "Hi." then flush gives fewer final
+    tokens than ``text_lookahead``; ``peek`` holds them, so ``ended`` stays false and the
+    stream stayed parked forever while the engine spun. A flushed, fully committed turn starts."""
+    from types import SimpleNamespace
+
+    from qwen3ttsd.engine.text_rows import TextRows
+
+    feed = TextFeed(lookahead=8)
+    feed.bind(lambda text: list(range(len(text.split()))))
+    feed.append("Hi.")
+    feed.flush()
+    sunk: list[object] = []
+    stream = SimpleNamespace(text=feed, voice=None, cancel=threading.Event(), sink=sunk.append)
+    rows = TextRows(engine=None)
+    rows.parked.append(stream)  # type: ignore[arg-type]
+    assert rows.starting() == [stream] and not rows.parked and not sunk
+
+
+def test_an_icl_clone_turn_starts_once_flushed() -> None:
+    """An ICL clone's prompt needs all of its text: it starts at the flush, not never."""
+    from types import SimpleNamespace
+
+    from qwen3ttsd.engine.text_rows import TextRows
+
+    feed = TextFeed(lookahead=1)
+    feed.bind(lambda text: list(range(len(text.split()))))
+    feed.append("Hello there, how are you today?")
+    rows = TextRows(engine=None)
+    stream = SimpleNamespace(text=feed, voice=SimpleNamespace(ref_text="ref"), cancel=threading.Event(),
+                             sink=lambda item: None)
+    rows.parked.append(stream)  # type: ignore[arg-type]
+    assert rows.starting() == [] and rows.parked == [stream]
+    feed.flush()
+    assert rows.starting() == [stream]
+
+
+def test_an_engine_with_only_parked_turns_sleeps_instead_of_spinning(custom_engine):
+    """Regression: a turn parked for its text (no rows) made every step return at once, so
+    the daemon's engine thread spun at full CPU; it now waits for text like waiting rows."""
+    import time
+
+    from qwen3ttsd.engine.text_rows import IDLE_WAIT_S
+
+    b = backend(custom_engine)
+    feed = TextFeed(lookahead=4, normalize=None)
+    run = Run(SynthesisRequest(text="", **REQ), feed)
+    b.admit(run.stream)
+    t0 = time.perf_counter()
+    for _ in range(5):
+        b.step()
+    assert time.perf_counter() - t0 >= 4 * IDLE_WAIT_S
+    feed.append("Hi.")
+    feed.flush()
+    while b.active:
+        b.step()
+    assert isinstance(run.result, Done)

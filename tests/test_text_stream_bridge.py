@@ -78,3 +78,21 @@ def test_streamed_turn_is_heard_before_flush_and_cancels(bridge):
 
     heard_at, flushed_at = asyncio.run(call())
     assert heard_at is not None and heard_at < flushed_at  # audio while the words were still coming
+
+
+def test_a_short_turn_sent_before_warm_is_spoken(bridge):
+    """Regression (stream mode hung the call): voice update, then at once ``"Hi."`` and a
+    flush without waiting for ``warm``: fewer final tokens than the lookahead stayed parked
+    forever. The turn is spoken and flushed."""
+    async def call():
+        async with websockets.connect(bridge.url.replace("http", "ws") + "/v1/audio/speech/stream") as raw:
+            ws = _WS(raw)
+            await ws.recv()
+            await ws.send(json.dumps({"type": "session.update", "text_mode": "stream"}))
+            await ws.send(json.dumps({"type": "session.update", "voice": "ryan"}))
+            await ws.send(json.dumps({"type": "text", "text": "Hi."}))
+            await ws.send(json.dumps({"type": "flush"}))
+            return await asyncio.wait_for(_until(ws, "flushed"), 60)
+
+    audio, msgs = asyncio.run(call())
+    assert audio > 0 and not [m for m in msgs if m["type"] == "error"]

@@ -369,6 +369,8 @@ class BatchedBackend:
         if not self.rows:  # only audio work and reports left
             self.lane.submit([], self._take_leaving())
             self.lane.join()
+            if self.text.parked and not self._building:
+                self.text.idle()  # parked turns wait for text: don't spin
             return
         self.text.feed(self.rows)
         rows = [r for r in self.rows if r.pending]  # the others wait for their next text

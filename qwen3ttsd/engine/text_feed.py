@@ -158,6 +158,11 @@ class TextFeed:
         return len(self._ahead)
 
     @property
+    def final(self) -> bool:
+        """Flushed, and every piece committed (tokens may still wait in :meth:`peek`'s hold)."""
+        return self._done
+
+    @property
     def ended(self) -> bool:
         """Flushed, and every token pulled: the row gets end-of-text after its last token."""
         return self._done and not self._ahead

@@ -74,7 +74,7 @@ class TextRows:
                 s.sink(Failed(Cancelled()))
             elif feed.ended and n == 0:
                 s.sink(Done(SynthesisStats(), codec=s.continues))
-            elif feed.ended or (n >= feed.lookahead and not icl):
+            elif feed.final or (n >= feed.lookahead and not icl):  # not ``ended``: peek holds tokens
                 out.append(s)
             else:
                 keep.append(s)
