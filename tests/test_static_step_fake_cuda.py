@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from qwen3ttsd.engine import cuda_graphs
+from qwen3ttsd.engine.backend import Done
 from qwen3ttsd.testing.fake_cuda import fake_cuda_engine, write_shapes_checkpoint
 from tests.test_fake_cuda import _step, _stream
 
@@ -33,3 +34,18 @@ def test_fake_cuda_static_step_one_sync(tmp_path, monkeypatch):
             assert n < 20
         assert b.static.steps >= 3
         assert lane.counter.scalar_reads == 0
+
+
+def test_fake_cuda_failed_capture_falls_back_to_eager(tmp_path):
+    """Graphs on (the CUDA default): FakeTensorMode cannot capture, so the capture path runs
+    up to ``torch.cuda`` and its failure leaves the streams running eagerly, not failed."""
+    model = write_shapes_checkpoint(tmp_path / "tiny", "tiny")
+    with fake_cuda_engine(model) as lane:
+        b = lane.backend
+        events: list = []
+        for seed in (1, 2):
+            b.admit(_stream(events, 6, seed))
+        while b.active:
+            b.step()
+        assert b.static.graphs is not None and b.static.graphs.failed
+        assert sum(isinstance(e, Done) for e in events) == 2, events

@@ -10,6 +10,7 @@ were captured on are reallocated (``RowKV.reserve`` grew them) or cleared.
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any, Callable
 
@@ -17,6 +18,8 @@ import torch
 
 WARM_RUNS = 2   # eager runs of a bucket before its capture (the first audio is out by then)
 ENV = "QWEN3TTSD_CUDA_GRAPHS"   # "0": static steps run eagerly on CUDA too
+
+log = logging.getLogger("qwen3ttsd.engine")
 
 
 def graphs_wanted(device: torch.device) -> bool:
@@ -29,6 +32,7 @@ class BucketGraphs:
         self.graphs: dict[int, Any] = {}
         self.runs: dict[int, int] = {}
         self.captures = 0
+        self.failed = False   # a capture raised: every step runs eagerly from then on
 
     def run(self, bucket: int, step: Callable[[], None]) -> None:
         g = self.graphs.get(bucket)
@@ -36,9 +40,17 @@ class BucketGraphs:
             g.replay()
             return
         self.runs[bucket] = self.runs.get(bucket, 0) + 1
-        if self.runs[bucket] <= WARM_RUNS:
+        if self.failed or self.runs[bucket] <= WARM_RUNS:
             step()
             return
+        try:
+            self._capture(bucket, step)
+        except Exception as e:  # noqa: BLE001 - graphs are an optimisation: fall back to eager
+            log.warning("CUDA graph capture failed (%s); the talker steps eagerly", e)
+            self.failed = True
+            step()
+
+    def _capture(self, bucket: int, step: Callable[[], None]) -> None:
         g = torch.cuda.CUDAGraph()
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
