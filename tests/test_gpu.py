@@ -49,3 +49,18 @@ def test_gpu_codes_do_not_depend_on_the_batch(cuda_backend):
     mixed = _run(cuda_backend, [7, 8, 9])[7]
     same = sum(a == b for a, b in zip(solo, mixed)) / len(solo)
     assert same >= 0.5, same  # bf16 batched kernels may round differently; most frames agree
+
+
+def test_gpu_cuda_graph_replay_equals_eager_codes(cuda_backend, monkeypatch):
+    """Issue 24 item 3: the per-bucket CUDA graphs (captured lazily) give the eager static
+    step's codes for seeded rows."""
+    from qwen3ttsd.engine import cuda_graphs
+    from qwen3ttsd.engine.static_step import StaticTalker
+
+    cuda_backend.static = StaticTalker(cuda_backend, graphs=False)
+    eager = _run(cuda_backend, [4, 5, 6])
+    cuda_backend.static = StaticTalker(cuda_backend, graphs=True)
+    graphed = _run(cuda_backend, [4, 5, 6])
+    assert cuda_backend.static.graphs.captures >= 1 and not cuda_backend.static.graphs.failed
+    assert graphed == eager
+    assert cuda_graphs.WARM_RUNS >= 1

@@ -60,6 +60,7 @@ from .loader import derived
 from .prewarm import Prewarm, codec_shapes
 from .prompt import Prompt, build_prompt, own_prompt, prompt_builder
 from .sampling import NEG_INF, Sampler, Sampling, row_generator
+from .static_step import static_talker
 from .text_rows import TextRows, streaming
 
 log = logging.getLogger("qwen3ttsd.engine")
@@ -162,6 +163,7 @@ class BatchedBackend:
         self._leaving: list[tuple[Row, TTSError | None]] = []
         self._newcomers: list[Row] = []   # admitted, prefilled at the next step
         self._suppress_cache: dict[tuple, Tensor] = {}
+        self.static = static_talker(self)  # bucketed static talker step (+ CUDA graphs): static_step.py
         self.host = HostRead(self.device)  # the step's one device -> host read (:mod:`.host_sync`)
         self.quant = options.quant if self.device.type == "cpu" else ""
         self.prompts = options.prompts
@@ -442,6 +444,8 @@ class BatchedBackend:
         """One talker forward for B rows: input = the sum of each row's frame (B, 16)
         embeddings + its text vector (B, D), at position ``lengths[b]`` of its cache
         (the rows in slots 0..B-1, or in ``slots`` when some rows wait for text)."""
+        if self.static is not None and self.static.fits(len(lengths), slots):
+            return self.static.step(frames, text, lengths)  # else dynamic: rows wait for text, or > 64 rows
         parts = [F.embedding(frames[:, i:i + 1], table) for i, table in enumerate(self.code_tables)]
         x = torch.cat(parts, dim=1).sum(1, keepdim=True) + text.unsqueeze(1)
         span = max(lengths) + 1

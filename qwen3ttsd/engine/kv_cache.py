@@ -28,6 +28,7 @@ class RowKV:
         self._pos: Tensor | None = None
         self._rows: Tensor | None = None
         self._span = 0
+        self.generation = 0   # bumped whenever the tensors are reallocated or dropped (CUDA graphs hold them)
 
     def reserve(self, slots: int, length: int) -> None:
         if slots <= self.slots and length <= self.cap:
@@ -43,11 +44,13 @@ class RowKV:
                     t[: self.slots, :, : self.cap] = store[i]
                 store[i] = t
         self.slots, self.cap = new_slots, new_cap
+        self.generation += 1
 
     def clear(self) -> None:
         self.k = [None] * self.n_layers
         self.v = [None] * self.n_layers
         self.slots = self.cap = 0
+        self.generation += 1
 
     def move(self, src: int, dst: int) -> None:
         for store in (self.k, self.v):
