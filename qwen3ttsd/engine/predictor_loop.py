@@ -24,8 +24,8 @@ class StaticStepKV:
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self._buffers: dict[tuple[int, torch.dtype, torch.device], dict[int, tuple[Tensor, Tensor]]] = {}
-        self._layers: dict[int, tuple[Tensor, Tensor]] = {}
+        self._buffers: dict[tuple[int, torch.dtype, torch.device], dict[int, _Views]] = {}
+        self._layers: dict[int, _Views] = {}
         self._filled: dict[int, int] = {}
 
     def start(self, batch: int, like: Tensor) -> "StaticStepKV":
@@ -35,20 +35,37 @@ class StaticStepKV:
         return self
 
     def update(self, k: Tensor, v: Tensor, layer: int, cache_kwargs: Any = None) -> tuple[Tensor, Tensor]:
-        bufs = self._layers.get(layer)
-        if bufs is None:
-            b, h, _, d = k.shape
-            shape = (b, h, self.capacity, d)
-            bufs = self._layers[layer] = (k.new_empty(shape), v.new_empty(shape))
+        views = self._layers.get(layer)
+        if views is None:
+            views = self._layers[layer] = _Views(k, v, self.capacity)
         start = self._filled.get(layer, 0)
         end = start + k.shape[2]
-        if end > self.capacity:
-            raise RuntimeError(f"predictor cache overflow: {end} > {self.capacity}")
-        kb, vb = bufs
-        kb[:, :, start:end].copy_(k)
-        vb[:, :, start:end].copy_(v)
+        (k_slot, v_slot), filled = views.at(start, end)
+        k_slot.copy_(k)
+        v_slot.copy_(v)
         self._filled[layer] = end
-        return kb[:, :, :end], vb[:, :, :end]
+        return filled
 
+
+class _Views:
+    """One layer's key and value buffers (B, heads, capacity, head_dim), and their views
+    (the slots a step writes, the prefix it attends to), made once: a step then dispatches
+    only its two copies."""
+
+    def __init__(self, k: Tensor, v: Tensor, capacity: int) -> None:
+        b, h, _, d = k.shape
+        self.k, self.v = k.new_empty((b, h, capacity, d)), v.new_empty((b, h, capacity, v.shape[3]))
+        self.capacity = capacity
+        self._spans: dict[tuple[int, int], tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]] = {}
+
+    def at(self, start: int, end: int) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
+        """(the slots start..end, the prefix 0..end) of the keys and the values."""
+        span = self._spans.get((start, end))
+        if span is None:
+            if end > self.capacity:
+                raise RuntimeError(f"predictor cache overflow: {end} > {self.capacity}")
+            span = self._spans[(start, end)] = ((self.k[:, :, start:end], self.v[:, :, start:end]),
+                                                (self.k[:, :, :end], self.v[:, :, :end]))
+        return span
 
 __all__ = ["StaticStepKV"]
