@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from qwen3ttsd.engine.batched import BatchedBackend
 from qwen3ttsd.engine.backend import BackendOptions
+from qwen3ttsd.engine.batched import BatchedBackend
 from qwen3ttsd.engine.kv_cache import StepKV
 
 
