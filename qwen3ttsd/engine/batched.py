@@ -54,9 +54,10 @@ from .codec_lane import CodecLane, Leaving, cpu_threads
 from .codec_quant import codec_precision
 from .engine import AudioOut, Engine, warmup_request
 from .host_sync import HostRead
-from .kv_cache import RowKV, StepKV
+from .kv_cache import RowKV
 from .lean import Norm, dense, lean_layers, rope_tables
 from .loader import derived
+from .predictor_loop import StaticStepKV
 from .prewarm import Prewarm, codec_shapes
 from .prompt import Prompt, build_prompt, own_prompt, prompt_builder
 from .sampling import NEG_INF, Sampler, Sampling, row_generator
@@ -133,6 +134,7 @@ class BatchedBackend:
         self.vocab = int(tc.vocab_size)
         self.eos = int(tc.codec_eos_token_id)
         self.groups = int(tc.num_code_groups)
+        self.step_kv = StaticStepKV(self.groups + 1)  # the predictor's cache, reused every frame
         self.device = self.talker.device
         self.dtype = self.talker.dtype
         attn = self.talker.model.layers[0].self_attn
@@ -416,7 +418,7 @@ class BatchedBackend:
         tables, project = self.code_tables, self.to_predictor
         x = project(torch.cat([past_hidden, F.embedding(c0, tables[0]).unsqueeze(1)], dim=1))
         ropes = self._predictor_ropes(x)
-        cache = StepKV()
+        cache = self.step_kv.start(x.shape[0], x)
         out: list[Tensor] = []
         for j in range(self.groups - 1):
             if j > 0:
