@@ -245,11 +245,14 @@ def test_http_upstream_through_a_front_bridge(http_upstream, tmp_path):
                           "response_format": "pcm", "stream_format": "sse", "max_frames": 6}, timeout=120) as s:
             kinds = [json.loads(line[5:])["type"] for line in s.iter_lines() if line.startswith("data:")]
         assert "speech.audio.delta" in kinds and kinds[-1] == "speech.audio.done"
-        # a WebSocket call
-        async def call() -> int:
+        # a WebSocket call, its turns as clauses and as streamed text (the upstream backend
+        # cannot stream text: the bridge falls back to clauses)
+        async def call(text_mode: str = "clause") -> int:
             async with websockets.connect(front.url.replace("http", "ws") + "/v1/audio/speech/stream") as ws:
-                await ws.send(json.dumps({"type": "session.update", "voice": "ryan", "format": "mulaw"}))
-                await ws.send(json.dumps({"type": "text", "text": "A call through the front."}))
+                await ws.send(json.dumps({"type": "session.update", "voice": "ryan", "format": "mulaw",
+                                          "text_mode": text_mode}))
+                await ws.send(json.dumps({"type": "text", "text": "A call through "}))
+                await ws.send(json.dumps({"type": "text", "text": "the front."}))
                 await ws.send(json.dumps({"type": "flush"}))
                 n = 0
                 while True:
@@ -261,6 +264,7 @@ def test_http_upstream_through_a_front_bridge(http_upstream, tmp_path):
                     elif json.loads(m)["type"] == "error":
                         raise AssertionError(m)
         assert asyncio.run(call()) > 0
+        assert asyncio.run(call("stream")) > 0
 
         # Wyoming
         assert asyncio.run(wyoming_audio_bytes(wy, Synthesize(text="Wyoming through the front."))) > 0

@@ -141,5 +141,11 @@ def internal_error(e: BaseException) -> TTSError:
     return TTSError("internal", f"generation failed: {type(e).__name__}: {e}")
 
 
+def streamed_text_unsupported(where: str) -> Failed:
+    """The end of a streamed-text request on a backend that cannot take one: ``unsupported``,
+    which the front ends (bridge/turns.py) answer by falling back to their clause path."""
+    return Failed(TTSError("unsupported", f"streamed text (text_stream) is not served by {where}"))
+
+
 __all__ = ["Audio", "Backend", "BackendOptions", "Cancelled", "Done", "Failed", "Sink", "Stream",
-           "StreamEvent", "VoiceSource", "internal_error"]
+           "StreamEvent", "VoiceSource", "internal_error", "streamed_text_unsupported"]

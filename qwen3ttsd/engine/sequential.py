@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..errors import Cancelled, TTSError
-from .backend import Audio, BackendOptions, Done, Failed, Stream, internal_error
+from .backend import Audio, BackendOptions, Done, Failed, Stream, internal_error, streamed_text_unsupported
 from .engine import AudioOut, Engine, warmup_request
 from .frame_tap import frame_tap
 from .request import SynthesisRequest, SynthesisStats
@@ -90,7 +90,7 @@ class SequentialBackend:
 
     def admit(self, stream: Stream) -> None:
         if stream.text is not None:  # front ends fall back to their clause path
-            stream.sink(Failed(TTSError("unsupported", "streamed text (text_stream) needs the batched engine")))
+            stream.sink(streamed_text_unsupported("the sequential engine (the batched one serves it)"))
             return
         self._waiting.append(stream)
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..checkpoints import ModelEntry
-from ..engine.backend import BackendOptions, Done, Failed, Stream, StreamEvent
+from ..engine.backend import BackendOptions, Done, Failed, Stream, StreamEvent, streamed_text_unsupported
 from ..errors import Cancelled, TTSError
 from .fleet import Continuation, Fleet
 
@@ -84,6 +84,9 @@ class UpstreamBackend:
             self._cv.notify()
 
     def admit(self, stream: Stream) -> None:
+        if stream.text is not None:   # no upstream API takes text while it runs: clauses instead
+            stream.sink(streamed_text_unsupported("an upstream front"))
+            return
         self.fleet.maybe_refresh()
         cont = stream.continues if isinstance(stream.continues, Continuation) else None
         first = self.fleet.reserve(self.type, prefer=cont.upstream if cont else None)
