@@ -190,6 +190,10 @@ def test_faults_refuse_retry_cut_midstream_and_recover(upstream_daemon, tmp_path
             synth(rt / "tts.sock", text="Cut me off somewhere in the middle please. " * 4, voice="ryan",
                   format="pcm16", max_frames=400, timeout=60)
         assert e.value.code == "unavailable" and "mid-stream" in e.value.message
+        cut = {u["url"]: u for u in admin(rt)["upstreams"]}[f"unix://{proxy.path}"]
+        proxy.mode = "pass"   # the cut upstream is asked again at once (and answers), not left as is
+        wait_for(lambda: ({u["url"]: u for u in admin(rt)["upstreams"]}[f"unix://{proxy.path}"]["answered_at"]
+                          or 0) > cut["last_error_at"], 10, what="the cut unix upstream asked again")
         proxy.mode = "delay"  # slow is fine (whichever upstream the tie-break picks)
         for _ in range(2):
             r, a, _ = synth(rt / "tts.sock", text="Slow.", voice="ryan", max_frames=4, timeout=60)

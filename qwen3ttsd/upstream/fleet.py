@@ -263,11 +263,10 @@ class Fleet:
                 err = e if isinstance(e, TTSError) else TTSError("internal", f"upstream {up.target.url}: "
                                                                  f"{type(e).__name__}: {e}")
                 error = err.message
-                if isinstance(err, Unreachable):
-                    if stats.samples:   # one cut stream: ask it again rather than mark it down
-                        self._background(self._discover(up))
-                    else:
-                        self.mark_down(up, err.message)
+                if stats.samples:   # one cut stream: ask it again rather than mark it down
+                    self._background(self._discover(up))
+                elif isinstance(err, Unreachable):
+                    self.mark_down(up, err.message)
                 if stats.samples:   # audio went out: the stream cannot be made whole
                     emit(Failed(TTSError("unavailable", f"upstream {up.target.url} failed mid-stream after "
                                          f"{stats.samples / MODEL_RATE:.2f} s of audio: {err.message}",
