@@ -245,6 +245,8 @@ def test_http_upstream_through_a_front_bridge(http_upstream, tmp_path):
         r = httpx.post(front.url + "/v1/audio/speech", json={"model": "custom_voice", "voice": "ryan", "input":
                        "Hello through two hops.", "response_format": "wav", "max_frames": 8}, timeout=120)
         assert r.status_code == 200 and r.content[:4] == b"RIFF" and len(r.content) > 44
+        # /health learns the upstreams after any synthesis (not only after a Wyoming one)
+        wait_for(lambda: front.health().get("upstreams"), 10, what="/health upstreams after HTTP speech")
         with httpx.stream("POST", front.url + "/v1/audio/speech", json={"voice": "ryan", "input": "SSE too.",
                           "response_format": "pcm", "stream_format": "sse", "max_frames": 6}, timeout=120) as s:
             kinds = [json.loads(line[5:])["type"] for line in s.iter_lines() if line.startswith("data:")]

@@ -322,7 +322,8 @@ async def announce(s: Session, segments: list[str], extra: int = 0) -> None:
             await asyncio.sleep(0)  # a long text has thousands: let /health and other calls in
 
 
-async def speech_stream_ws(ws: WebSocket, cfg: BridgeConfig, metrics: Metrics, request_id: str = "") -> None:
+async def speech_stream_ws(ws: WebSocket, cfg: BridgeConfig, metrics: Metrics, request_id: str = "") -> bool:
+    """Serve one call; whether it sent any audio (then the daemon is up)."""
     await ws.accept()
     s = Session(ws, cfg, metrics)
     s.player = asyncio.create_task(s.play())
@@ -385,3 +386,4 @@ async def speech_stream_ws(ws: WebSocket, cfg: BridgeConfig, metrics: Metrics, r
         await s.close()
         with contextlib.suppress(Exception):
             await ws.close()
+    return s.sent_bytes > 0

@@ -13,7 +13,8 @@ from ..ws import speech_stream_ws
 async def call_stream(websocket: WebSocket) -> None:  # authorised by the Guard middleware
     ctx = bridge(websocket)
     ctx.metrics.ws_sessions += 1
-    await speech_stream_ws(websocket, ctx.cfg, ctx.metrics, request_id.of(websocket))
+    if await speech_stream_ws(websocket, ctx.cfg, ctx.metrics, request_id.of(websocket)):
+        ctx.facts.refresh_soon()  # the call spoke, so the daemon is up: /health learns its state
 
 
 routes: list[BaseRoute] = [WebSocketRoute("/v1/audio/speech/stream", call_stream)]

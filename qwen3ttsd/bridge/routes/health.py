@@ -47,8 +47,8 @@ async def health(request: Request) -> Response:
 
 
 def upstreams(ctx: BridgeContext) -> list[dict[str, Any]]:
-    """The daemon's upstreams from its last ``admin.status`` (refreshed after each synthesis:
-    never a connection of its own)."""
+    """The daemon's upstreams from its last ``admin.status`` (refreshed after each synthesis,
+    call and Wyoming request: never a connection of its own)."""
     status = ctx.facts.status
     return list(status.upstreams) if status is not None else []
 

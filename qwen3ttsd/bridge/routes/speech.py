@@ -64,6 +64,7 @@ async def stream_response(ctx: BridgeContext, msg: Synthesize, rf: str, sf: str,
             yield sse({"type": "error", "error": e.to_wire()})  # e.g. client_stalled
         finally:
             await ds.close()
+            ctx.facts.refresh_soon()  # the daemon is up anyway: /health learns its state
             metrics.active -= 1
             if ds.first_audio is not None:
                 metrics.first_byte(ds.first_audio)
