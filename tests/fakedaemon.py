@@ -34,6 +34,10 @@ class FakeDaemon:
     texts: list[str] = field(default_factory=list)           # synthesize texts in order of arrival
     requests: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
+    def last(self, method: str = "tts.synthesize") -> dict[str, Any]:
+        """The params of the last ``method`` request (the bridge also asks models/voices)."""
+        return [p for m, p in self.requests if m == method][-1]
+
     def __post_init__(self) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)

@@ -73,7 +73,7 @@ def test_checkpoint_names_pass_through():
 def test_sdk_speaks_with_every_openai_model_name(sdk, daemon, name):
     r = sdk.audio.speech.create(model=name, voice="alloy", input="Hello.", response_format="pcm")
     assert r.content == b"Hello.|0;Hello.|1;"
-    params = daemon.requests[-1][1]
+    params = daemon.last()
     assert "model" not in params and params["language"] == ("spanish" if name.endswith("-es") else "auto")
 
 
@@ -221,7 +221,7 @@ def test_plain_http_cannot_claim_realtime(http, daemon):
     assert not any(m == "tts.synthesize" for m, _ in daemon.requests)
     r = http.post("/v1/audio/speech", json={"input": "Normal.", "voice": "ryan", "response_format": "pcm",
                                             "priority": "normal"})
-    assert r.status_code == 200 and daemon.requests[-1][1]["priority"] == "normal"
+    assert r.status_code == 200 and daemon.last()["priority"] == "normal"
 
 
 def test_with_an_api_key_http_may_ask_for_realtime(daemon, tmp_path):
@@ -230,12 +230,12 @@ def test_with_an_api_key_http_may_ask_for_realtime(daemon, tmp_path):
         r = c.post("/v1/audio/speech", headers={"authorization": "Bearer k3y"},
                    json={"input": "Me first.", "voice": "ryan", "response_format": "pcm", "priority": "realtime"})
     assert r.status_code == 200, r.text
-    assert daemon.requests[-1][1]["priority"] == "realtime"
+    assert daemon.last()["priority"] == "realtime"
 
 
 def test_websocket_calls_are_realtime(http, daemon):
     ws_turn(http, "Hello there.")
-    assert daemon.requests[-1][1]["priority"] == "realtime"
+    assert daemon.last()["priority"] == "realtime"
 
 
 def test_an_error_mid_stream_is_an_sse_error_event(http, daemon):
@@ -255,9 +255,9 @@ def test_an_error_mid_stream_is_an_sse_error_event(http, daemon):
 def test_warmup_maps_openai_names_like_speech(http, daemon, sdk):
     r = sdk.post("/audio/warmup", body={"model": "tts-1-hd-es", "voice": "alloy"}, cast_to=object)
     assert r["object"] == "audio.warmup" and r["ready"] is True and r["model"] == "custom_voice"
-    assert daemon.requests[-1] == ("tts.warmup", {"voice": "vivian", "language": "spanish"})
+    assert daemon.last("tts.warmup") == {"voice": "vivian", "language": "spanish"}
     sdk.post("/audio/warmup", body={"voice": {"id": "narrator"}, "model": "base"}, cast_to=object)
-    assert daemon.requests[-1] == ("tts.warmup", {"voice": "narrator", "model": "base", "language": "auto"})
+    assert daemon.last("tts.warmup") == {"voice": "narrator", "model": "base", "language": "auto"}
     bad = http.post("/v1/audio/warmup", json={"input": "Hello."})
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "input"
 
@@ -286,4 +286,4 @@ def test_websocket_takes_openais_voice_id_object(http, daemon):
         while (ev := ws.receive()).get("text") is None or json.loads(ev["text"])["type"] not in ("flushed", "error"):
             pass
         assert json.loads(ev["text"])["type"] == "flushed", ev
-    assert [p for m, p in daemon.requests if m == "tts.synthesize"][-1]["voice"] == "captain"
+    assert daemon.last()["voice"] == "captain"

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("qwen3tts.bridge.facts")
 
 # Qwen3-TTS CustomVoice's built-in speakers: what we list before the daemon ever reported.
+STATUS_MAX_AGE_S = 5.0   # after a synthesis, facts older than this are refreshed (never per request)
 BUILTIN_SPEAKERS = ("vivian", "serena", "uncle_fu", "dylan", "eric", "ryan", "aiden", "ono_anna", "sohee")
 LANGUAGES = ("chinese", "english", "japanese", "korean", "german", "french", "russian", "portuguese",
              "spanish", "italian")
@@ -101,9 +102,12 @@ class DaemonFacts:
             except TTSError as e:  # the bridge may not be an admin (systemd): models/voices suffice
                 self.status, self.status_error = None, e.message
 
-    def refresh_soon(self) -> None:
-        """Refresh in the background (after a synthesis: the daemon is up anyway)."""
+    def refresh_soon(self, max_age: float = 0.0) -> None:
+        """Refresh in the background (after a synthesis: the daemon is up anyway), unless the
+        facts are younger than ``max_age`` seconds."""
         if self._task is not None and not self._task.done():
+            return
+        if max_age and self.at is not None and time.time() - self.at < max_age:
             return
         self._task = asyncio.get_running_loop().create_task(self._quiet_refresh())
 

@@ -7,6 +7,7 @@ from starlette.websockets import WebSocket
 
 from .. import request_id
 from ..context import bridge
+from ..facts import STATUS_MAX_AGE_S
 from ..ws import speech_stream_ws
 
 
@@ -14,7 +15,7 @@ async def call_stream(websocket: WebSocket) -> None:  # authorised by the Guard 
     ctx = bridge(websocket)
     ctx.metrics.ws_sessions += 1
     if await speech_stream_ws(websocket, ctx.cfg, ctx.metrics, request_id.of(websocket)):
-        ctx.facts.refresh_soon()  # the call spoke, so the daemon is up: /health learns its state
+        ctx.facts.refresh_soon(STATUS_MAX_AGE_S)  # the call spoke, so the daemon is up: /health learns its state
 
 
 routes: list[BaseRoute] = [WebSocketRoute("/v1/audio/speech/stream", call_stream)]

@@ -23,6 +23,7 @@ from ...formats import MODEL_RATE, OPENAI_FORMATS, content_type
 from ...messages import Caption, Synthesize
 from .. import openai_compat as oa, request_id as request_ids
 from ..context import BridgeContext, bridge
+from ..facts import STATUS_MAX_AGE_S
 from ..forms import read_form, read_json, upload_bytes
 from ..segments import DaemonStream
 
@@ -64,7 +65,7 @@ async def stream_response(ctx: BridgeContext, msg: Synthesize, rf: str, sf: str,
             yield sse({"type": "error", "error": e.to_wire()})  # e.g. client_stalled
         finally:
             await ds.close()
-            ctx.facts.refresh_soon()  # the daemon is up anyway: /health learns its state
+            ctx.facts.refresh_soon(STATUS_MAX_AGE_S)  # the daemon is up anyway: /health learns its state
             metrics.active -= 1
             if ds.first_audio is not None:
                 metrics.first_byte(ds.first_audio)
