@@ -177,6 +177,21 @@ def test_unreachable_upstream_is_skipped_and_shown_down(upstream_daemon, tmp_pat
         p.wait(30)
 
 
+def test_every_upstream_down_says_so_not_install_a_model(tmp_path):
+    rt = tmp_path / "front"
+    spec = f"unix://{tmp_path}/nothing.sock,http://127.0.0.1:9"
+    p = start_daemon(rt, front_env(tmp_path / "st", spec, idle_timeout=-1))
+    try:
+        with pytest.raises(TTSError) as e:
+            synth(rt / "tts.sock", text="Anyone there?", voice="ryan", max_frames=4, timeout=30)
+        assert e.value.code == "unavailable" and e.value.retryable
+        assert "no upstream" in e.value.message and "models pull" not in e.value.message
+        assert f"unix://{tmp_path}/nothing.sock" in e.value.message and "http://127.0.0.1:9" in e.value.message
+    finally:
+        p.terminate()
+        p.wait(30)
+
+
 def test_faults_refuse_retry_cut_midstream_and_recover(upstream_daemon, tmp_path):
     proxy = Proxy(tmp_path / "proxy.sock", upstream_daemon / "tts.sock")
     rt = tmp_path / "front"

@@ -44,6 +44,10 @@ class LoadedModel:
         return dict(self.model.info, load_s=round(self.load_s, 3), backend=self.backend.status)
 
 
+def no_model_installed() -> TTSError:
+    return TTSError("unavailable", checkpoints.NO_MODEL_MESSAGE, retryable=False)
+
+
 class ModelRegistry:
     """The one owner of live model state. ``loaded`` holds at most ``max_loaded`` models (least
     recently used first); a model unloaded while its backend still has streams in flight
@@ -61,6 +65,7 @@ class ModelRegistry:
         except TTSError as err:
             raise ValueError(err.message) from None
         self.entries: dict[str, ModelEntry] = {}
+        self.when_empty: Callable[[], TTSError] = no_model_installed   # the error while there is no model
         if model:
             p = Path(model)
             if (p / "config.json").is_file():
@@ -93,7 +98,7 @@ class ModelRegistry:
         """The model for a request: by name, else the default if it can serve ``want``,
         else the first of type ``want``."""
         if not self.entries:
-            raise TTSError("unavailable", checkpoints.NO_MODEL_MESSAGE, retryable=False)
+            raise self.when_empty()
         if name:
             e = self.entries.get(name)
             if e is None:

@@ -160,6 +160,13 @@ class Fleet:
         with self.lock:
             return [u.status() for u in self.upstreams]
 
+    def none_up(self) -> TTSError:
+        """The error while no upstream has said what it serves (all down since the start)."""
+        with self.lock:
+            why = "; ".join(f"{u.target.url}: {u.state}" + (f" ({u.last_error})" if u.last_error else "")
+                            for u in self.upstreams)
+        return TTSError("unavailable", f"no upstream is up to serve this ({why})", retryable=True)
+
     def summary(self) -> str:
         up = sum(1 for u in self.upstreams if u.state == "up")
         return f"upstreams {up}/{len(self.upstreams)} up, {sum(u.in_flight for u in self.upstreams)} in flight"

@@ -35,6 +35,7 @@ def build(cfg: DaemonConfig) -> tuple[ModelRegistry, Fleet]:
             registry.default = cfg.default_model if cfg.default_model in merged else next(iter(merged), "")
 
     fleet.on_models = on_models
+    registry.when_empty = fleet.none_up
     on_models(fleet.discover())
     log.info("upstream mode: %s; models %s", fleet.summary(), sorted(registry.entries))
     return registry, fleet
