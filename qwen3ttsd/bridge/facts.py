@@ -31,8 +31,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("qwen3tts.bridge.facts")
 
-# Qwen3-TTS CustomVoice's built-in speakers: what we list before the daemon ever reported.
 STATUS_MAX_AGE_S = 5.0   # after a synthesis, facts older than this are refreshed (never per request)
+# Qwen3-TTS CustomVoice's built-in speakers: what we list before the daemon ever reported.
 BUILTIN_SPEAKERS = ("vivian", "serena", "uncle_fu", "dylan", "eric", "ryan", "aiden", "ono_anna", "sohee")
 LANGUAGES = ("chinese", "english", "japanese", "korean", "german", "french", "russian", "portuguese",
              "spanish", "italian")

@@ -91,10 +91,8 @@ class UpstreamBackend:
         cont = stream.continues if isinstance(stream.continues, Continuation) else None
         first = self.fleet.reserve(self.type, prefer=cont.upstream if cont else None)
         if first is None:
-            states = "; ".join(f"{u.target.url}: {u.state}, {u.in_flight}/{u.target.cap}"
-                               + (f", last error {u.last_error}" if u.last_error else "")
-                               for u in self.fleet.upstreams)
-            stream.sink(Failed(TTSError("unavailable", f"no upstream can take a {self.type} stream now ({states})")))
+            why = self.fleet.describe()
+            stream.sink(Failed(TTSError("unavailable", f"no upstream can take a {self.type} stream now ({why})")))
             return
         run = _Run(stream)
         self._runs.append(run)

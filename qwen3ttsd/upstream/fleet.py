@@ -160,12 +160,16 @@ class Fleet:
         with self.lock:
             return [u.status() for u in self.upstreams]
 
+    def describe(self) -> str:
+        """Each upstream's state for an error message: url, state, streams/cap, last error."""
+        with self.lock:
+            return "; ".join(f"{u.target.url}: {u.state}, {u.in_flight}/{u.target.cap}"
+                             + (f", last error {u.last_error}" if u.last_error else "")
+                             for u in self.upstreams)
+
     def none_up(self) -> TTSError:
         """The error while no upstream has said what it serves (all down since the start)."""
-        with self.lock:
-            why = "; ".join(f"{u.target.url}: {u.state}" + (f" ({u.last_error})" if u.last_error else "")
-                            for u in self.upstreams)
-        return TTSError("unavailable", f"no upstream is up to serve this ({why})", retryable=True)
+        return TTSError("unavailable", f"no upstream is up to serve this ({self.describe()})", retryable=True)
 
     def summary(self) -> str:
         up = sum(1 for u in self.upstreams if u.state == "up")
