@@ -12,11 +12,9 @@ import argparse
 import statistics
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -26,27 +24,7 @@ from qwen3ttsd.engine import Engine, LoadOptions
 from qwen3ttsd.engine.backend import BackendOptions
 from qwen3ttsd.engine.batched import BatchedBackend
 from qwen3ttsd.engine.kv_cache import StepKV
-
-
-class Growing:
-    def start(self, batch, like):
-        return StepKV()
-
-
-class Ops(TorchDispatchMode):
-    """Counts aten ops, and those that allocate their output (not a view, not in-place)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.ops: Counter[str] = Counter()
-        self.allocs = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        name = func.overloadpacket.__name__
-        self.ops[name] += 1
-        if not func.is_view and not name.endswith("_") and "out" not in (kwargs or {}):
-            self.allocs += 1
-        return func(*args, **(kwargs or {}))
+from qwen3ttsd.testing.op_count import OpCounter
 
 
 def frame(b: BatchedBackend, hidden, c0):
@@ -63,7 +41,7 @@ def measure(b: BatchedBackend, batch: int, reps: int) -> tuple[float, int, int, 
         t = time.perf_counter()
         frame(b, hidden, c0)
         times.append(time.perf_counter() - t)
-    with Ops() as ops:
+    with OpCounter() as ops:
         frame(b, hidden, c0)
     return statistics.median(times), sum(ops.ops.values()), ops.allocs, ops.ops["cat"]
 
@@ -85,7 +63,7 @@ def main() -> int:
         b = BatchedBackend(engine, BackendOptions(max_batch=8, quant="" if quant == "none" else quant))
         static = b.step_kv
         for batch in (1, 8):
-            for name, cache in (("cat", Growing()), ("static", static)):
+            for name, cache in (("cat", StepKV), ("static", static)):
                 b.step_kv = cache
                 ms, ops, allocs, cats = measure(b, batch, a.reps)
                 print(f"{quant:6} {batch:2} {name:8} {ms * 1000:9.2f} {ops:6} {allocs:7} {cats:5}", flush=True)

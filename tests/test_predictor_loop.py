@@ -4,32 +4,13 @@ cache allocations or concatenations once a batch size has run once."""
 
 from __future__ import annotations
 
-from collections import Counter
-
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from qwen3ttsd.engine.backend import BackendOptions
 from qwen3ttsd.engine.batched import BatchedBackend
 from qwen3ttsd.engine.kv_cache import StepKV
-
-
-class _Growing:
-    """Today's cache, as a stand-in for the static one."""
-
-    def start(self, batch, like):
-        return StepKV()
-
-
-class _Ops(TorchDispatchMode):
-    def __init__(self) -> None:
-        super().__init__()
-        self.ops: Counter[str] = Counter()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.ops[func.overloadpacket.__name__] += 1
-        return func(*args, **(kwargs or {}))
+from qwen3ttsd.testing.op_count import OpCounter
 
 
 def _inputs(b: BatchedBackend, batch: int, seed: int):
@@ -59,7 +40,7 @@ def test_static_cache_gives_the_growing_caches_codes(custom_engine, batch, seede
         hidden, c0 = _inputs(b, batch, frame)
         b.step_kv = static
         got = _codes(b, hidden, c0, seeded)
-        b.step_kv = _Growing()
+        b.step_kv = StepKV
         want = _codes(b, hidden, c0, seeded)
         assert torch.equal(got, want)
 
@@ -68,12 +49,12 @@ def test_static_cache_allocates_nothing_after_warmup(custom_engine):
     b = BatchedBackend(custom_engine, BackendOptions(max_batch=16, batch_decode=False))
     hidden, c0 = _inputs(b, 4, 0)
     _codes(b, hidden, c0, False)   # warm: buffers for B=4
-    with _Ops() as seen:
+    with OpCounter() as seen:
         _codes(b, hidden, c0, False)
     assert seen.ops["cat"] == 1     # the prefill's input only (talker hidden + c0 embedding)
     assert not {"empty", "new_empty", "empty_strided"} & set(seen.ops)
-    b.step_kv = _Growing()
-    with _Ops() as grown:
+    b.step_kv = StepKV
+    with OpCounter() as grown:
         _codes(b, hidden, c0, False)
     layers = len(b.predictor_layers)
     assert grown.ops["cat"] == 1 + 2 * layers * (b.groups - 2)

@@ -88,6 +88,12 @@ class StepKV:
         self.k: dict[int, Tensor] = {}
         self.v: dict[int, Tensor] = {}
 
+    @classmethod
+    def start(cls, batch: int, like: Tensor) -> "StepKV":
+        """A fresh cache per frame: the growing (concatenating) stand-in for
+        :class:`.predictor_loop.StaticStepKV`, whose ``start`` this mirrors."""
+        return cls()
+
     def update(self, k: Tensor, v: Tensor, layer: int, cache_kwargs: Any = None) -> tuple[Tensor, Tensor]:
         if layer in self.k:
             k = torch.cat([self.k[layer], k], dim=2)
