@@ -37,7 +37,8 @@ import time
 from pathlib import Path
 
 from . import config
-from .sockets import bind_unix, socket_in_use
+from .errors import TTSError
+from .sockets import bind_unix, refuse_pending, socket_in_use
 
 log = logging.getLogger("qwen3ttsd.activator")
 
@@ -81,6 +82,7 @@ class Activator:
         self.spawns = 0
         self.failures = 0
         self.last_exit: int | None = None
+        self.error = ""              # why the last daemon could not start (its own words if it said)
         self._backoff_until = 0.0
         self._notify: socket.socket | None = None
         self._notify_path = rd / f".notify-{os.getpid()}"
@@ -188,13 +190,10 @@ class Activator:
         asyncio.get_running_loop().create_task(self._spawn())
 
     def _reject_pending(self) -> None:
+        """Tell the waiting clients why no daemon serves them (each gets a ``$/error``)."""
+        refusal = TTSError("unavailable", self.error or "the daemon cannot start")
         for s in self.sockets.values():
-            while True:
-                try:
-                    c, _ = s.accept()
-                except (BlockingIOError, OSError):
-                    break
-                c.close()
+            refuse_pending(s, refusal)
 
     async def _spawn(self) -> None:
         fds = [self.sockets[n].fileno() for n in NAMES]
@@ -228,6 +227,7 @@ class Activator:
             return
         log.info("spawned daemon pid %d (#%d)", self.proc.pid, self.spawns)
         rc = await self.proc.wait()
+        self._on_notify()   # its last STATUS (why it could not start) may still be queued
         self.last_exit = rc
         never_ready = self.state == "starting"
         self.proc = None
@@ -242,9 +242,11 @@ class Activator:
 
     def _failed(self) -> None:
         """Back off: until then _on_pending rejects pending clients instead of spawning."""
+        said = self.status if self.state == "starting" and self.status != "starting" else ""
+        self.error = f"the daemon cannot start (exit {self.last_exit})" + (f": {said}" if said else "")
         self.failures += 1
         self.state = "failed"
-        self.status = f"daemon failed (exit {self.last_exit}); {self.failures} consecutive failures"
+        self.status = f"{self.error}; {self.failures} consecutive failures"
         delay = min(30.0, 0.5 * 2 ** min(self.failures, 6))
         self._backoff_until = time.monotonic() + delay
 
@@ -277,7 +279,7 @@ class Activator:
     def info(self) -> dict:
         return {"state": self.state, "status": self.status, "pid": self.proc.pid if self.proc else None,
                 "spawns": self.spawns, "failures": self.failures, "last_exit": self.last_exit,
-                "last_status": self.last_status}
+                "last_status": self.last_status, "error": self.error if self.state == "failed" else None}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -74,6 +74,14 @@ def _notification(method: str, params: Any) -> Notification | None:
     return cls.from_wire(params) if cls is not None and isinstance(params, list) else None
 
 
+def _refusal(msg: Any) -> TTSError | None:
+    """The error in a ``$/error`` notification: why the daemon (or the activator) is about
+    to close this connection, or what it made of a broken message."""
+    if isinstance(msg, list) and len(msg) == 3 and msg[0] == P.NOTIFICATION and msg[1] == P.N_ERROR:
+        return TTSError.from_wire(msg[2][0] if isinstance(msg[2], list) and msg[2] else None)
+    return None
+
+
 def _params(request: Synthesize | None, params: dict[str, Any]) -> dict[str, Any]:
     """A typed request's wire map, or the caller's map as given (the daemon validates)."""
     return {**request.to_wire(), **params} if request is not None else params
@@ -132,13 +140,15 @@ class AsyncClient:
 
     async def _read_loop(self) -> None:
         assert self._reader is not None  # connected
+        refusal: TTSError | None = None   # the daemon's last word before it closes, if it said one
         try:
             while True:
                 msg = await P.read_frame(self._reader, self.max_frame)
                 if msg is None:
-                    raise ConnectionLost("daemon closed the connection")
+                    raise refusal or ConnectionLost("daemon closed the connection")
                 if not isinstance(msg, list) or not msg:
                     continue
+                refusal = _refusal(msg) or refusal
                 if msg[0] == P.RESPONSE and len(msg) == 4:
                     q = self._queues.pop(msg[1], None)  # answered: a later hang-up is not its end
                     if q is not None:
@@ -151,7 +161,7 @@ class AsyncClient:
         except (asyncio.CancelledError, GeneratorExit):
             raise
         except BaseException as e:  # noqa: BLE001 - fan the failure out to every waiter
-            self._closed_exc = e if isinstance(e, TTSError) else ConnectionLost(f"connection lost: {e}")
+            self._closed_exc = e if isinstance(e, TTSError) else refusal or ConnectionLost(f"connection lost: {e}")
             for q in self._queues.values():
                 _put_last(q, ("closed", self._closed_exc, None))
 
@@ -285,11 +295,16 @@ class Client:
     def _stream(self, method: str, params: dict[str, Any] | None,
                 finish: Callable[[Any], T]) -> Iterator[Notification | T]:
         msgid = next(self._ids)
-        self.sock.sendall(P.request(msgid, method, params))
+        try:
+            self.sock.sendall(P.request(msgid, method, params))
+        except OSError:   # refused before it read the request: what it said is still readable
+            pass
+        refusal: TTSError | None = None
         while True:
             msg = P.read_frame_sync(self.sock, self.max_frame)
             if msg is None:
-                raise ConnectionLost("daemon closed the connection")
+                raise refusal or ConnectionLost("daemon closed the connection")
+            refusal = _refusal(msg) or refusal
             if msg[0] == P.RESPONSE and msg[1] == msgid:
                 if msg[2] is not None:
                     raise TTSError.from_wire(msg[2])

@@ -13,6 +13,9 @@ import socket
 import stat
 from pathlib import Path
 
+from . import protocol as P
+from .errors import TTSError
+
 
 def socket_in_use(path: str | os.PathLike[str]) -> bool:
     """Whether something accepts connections on the Unix socket at ``path``."""
@@ -46,3 +49,28 @@ def bind_unix(path: str | os.PathLike[str], mode: int = 0o660, backlog: int = 51
     sock.listen(backlog)
     sock.setblocking(False)
     return sock
+
+
+def refuse(sock: socket.socket, e: TTSError) -> None:
+    """Tell a connection why it is not served (one ``$/error`` notification, if the buffer
+    takes it at once), then close it: over the connection cap, a daemon that cannot start,
+    an activator backing off. The client raises ``e`` instead of "closed the connection"."""
+    try:
+        sock.setblocking(False)
+        sock.send(P.notification(P.N_ERROR, [e.to_wire()]))
+        while sock.recv(65536):   # unread bytes at close would reset the peer before it reads why
+            pass
+    except OSError:
+        pass
+    sock.close()
+
+
+def refuse_pending(listener: socket.socket, e: TTSError) -> None:
+    """:func:`refuse` every connection already waiting on ``listener`` (non-blocking)."""
+    listener.setblocking(False)
+    while True:
+        try:
+            conn, _ = listener.accept()
+        except OSError:   # none left (BlockingIOError), or the listener is gone
+            return
+        refuse(conn, e)

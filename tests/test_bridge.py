@@ -422,6 +422,25 @@ def test_daemon_that_cannot_start_gives_503(tiny_models, tmp_path):
         b.stop()
 
 
+def test_daemon_with_a_bad_setting_tells_the_caller_and_health_why(tiny_models, tmp_path):
+    """A setting the daemon cannot run with (here an upstream with ``cap=0``): the caller gets
+    the daemon's own words (not "daemon closed the connection"), so does ``/health`` (503,
+    ``status: error``), and every later request while the activator backs off."""
+    bad = {"QWEN3TTSD_ENGINE": "upstream", "QWEN3TTSD_UPSTREAM": "unix:///nowhere/tts.sock?cap=0"}
+    b = Bridge(tmp_path, tiny_models["custom_voice"].parent, extra_env=bad)
+    try:
+        for _ in range(2):  # the daemon's own refusal, then the activator's while it backs off
+            r = httpx.post(b.url + "/v1/audio/speech", json={"input": "x"}, timeout=60)
+            assert r.status_code == 503, r.text
+            assert "cap=N" in r.json()["error"]["message"] and "closed the connection" not in r.text
+        h = httpx.get(b.url + "/health", timeout=5)
+        assert h.status_code == 503 and h.json()["status"] == "error" and "cap=N" in h.json()["error"]
+        log = (tmp_path / "bridge.log").read_text()
+        assert "bad configuration" in log
+    finally:
+        b.stop()
+
+
 def test_health_reads_the_daemons_live_state_and_never_wakes_it(tiny_models, tmp_path):
     """A model loaded by a request (no warm-up, no admin.load) shows on /health at once, as
     /v1/models has it; after the idle exit /health gives the last state, marked cached."""

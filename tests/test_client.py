@@ -59,3 +59,50 @@ def test_async_client_is_typed_too(daemon):
     items, voices, err = asyncio.run(run())
     assert isinstance(items[-1], M.SynthesizeResult) and isinstance(items[3], M.Chunk)
     assert voices.clones[0].name == "narrator" and err.code == "no_such_method"
+
+
+def _refusing_server(path, error: TTSError):
+    """A listener that answers every connection with one ``$/error`` and closes it (what
+    the daemon's connection cap, a daemon that cannot start and a backing-off activator do)."""
+    import socket
+    import threading
+
+    from qwen3ttsd import protocol as P
+    from qwen3ttsd.sockets import refuse
+
+    srv = socket.socket(socket.AF_UNIX)
+    srv.bind(str(path))
+    srv.listen()
+
+    def serve() -> None:
+        while True:
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                return
+            c.recv(65536)   # the request is read (or not): the answer is the same
+            refuse(c, error)
+
+    threading.Thread(target=serve, daemon=True).start()
+    assert P.N_ERROR == "$/error"
+    return srv
+
+
+def test_a_refusal_reaches_the_caller_not_closed_the_connection(tmp_path):
+    why = TTSError("unavailable", "the daemon cannot start: bad configuration: upstream cap=N (N >= 1)",
+                   retryable=False)
+    srv = _refusing_server(tmp_path / "r.sock", why)
+    try:
+        with Client(str(tmp_path / "r.sock")) as c, pytest.raises(TTSError) as e:
+            list(c.synthesize(M.Synthesize(text="Hi.")))
+        assert "cap=N" in e.value.message and e.value.retryable is False
+
+        async def run():
+            async with AsyncClient(str(tmp_path / "r.sock")) as c:
+                return [i async for i in c.synthesize(text="Yo.")]
+
+        with pytest.raises(TTSError) as e:
+            asyncio.run(run())
+        assert "cap=N" in e.value.message and e.value.code == "unavailable"
+    finally:
+        srv.close()

@@ -192,6 +192,18 @@ def test_every_upstream_down_says_so_not_install_a_model(tmp_path):
         p.wait(30)
 
 
+def test_bad_upstream_spec_by_hand_exits_2_before_it_listens(tmp_path):
+    """Run by hand (not activated): a bad upstream list is reported and the daemon exits 2
+    without binding its sockets or saying it listens."""
+    rt = tmp_path / "front"
+    env = front_env(tmp_path / "st", f"unix://{tmp_path}/u.sock?cap=0", idle_timeout=-1)
+    r = subprocess.run([PY, "-m", "qwen3ttsd.daemon.main", "--runtime-dir", str(rt)], env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "bad configuration" in r.stderr and "cap=N" in r.stderr, r.stderr
+    assert "listening" not in r.stderr and "Traceback" not in r.stderr
+    assert not (rt / "tts.sock").exists()
+
+
 def test_faults_refuse_retry_cut_midstream_and_recover(upstream_daemon, tmp_path):
     proxy = Proxy(tmp_path / "proxy.sock", upstream_daemon / "tts.sock")
     rt = tmp_path / "front"

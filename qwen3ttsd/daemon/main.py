@@ -13,11 +13,12 @@ import argparse
 import asyncio
 import logging
 import os
+import socket
 import sys
 
 from .. import __version__, checkpoints, config
 from ..errors import TTSError
-from ..sockets import bind_unix
+from ..sockets import bind_unix, refuse_pending
 from .activation import caller_waiting, listen_fds
 from .models import ModelRegistry
 from .notify import Notifier
@@ -68,23 +69,30 @@ def load_for_the_waiting_caller(registry: ModelRegistry, scheduler: Scheduler) -
     scheduler.run_call(lambda: registry.load(entry), asyncio.get_running_loop()).add_done_callback(report)
 
 
+def cannot_start(why: str, sockets: dict[str, socket.socket], notifier: Notifier) -> int:
+    """A setting this daemon cannot run with: said on stderr, as its sd_notify STATUS
+    (``systemctl status``; the activator's ``/health``) and to every caller already waiting
+    (a ``$/error``: a client hears why, not "closed the connection"). Exit status 2."""
+    print(f"qwen3ttsd: {why}", file=sys.stderr)
+    notifier.status(why)
+    refusal = TTSError("unavailable", f"the daemon cannot start: {why}", retryable=False)
+    for listener in sockets.values():
+        refuse_pending(listener, refusal)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     overrides = parse_args(argv)
-    try:
-        cfg = config.load(config.DaemonConfig, "daemon", overrides)
-    except (ValueError, OSError) as e:
-        print(f"qwen3ttsd: bad configuration: {e}", file=sys.stderr)
-        return 2
-    logging.basicConfig(stream=sys.stderr, level=cfg.log_level.upper(),
-                        format="%(levelname)s %(name)s: %(message)s")
     notifier = Notifier()
     sock_info: dict[str, dict] = {}
     sockets = listen_fds(info=sock_info)
+    try:
+        cfg = config.load(config.DaemonConfig, "daemon", overrides)
+    except (ValueError, OSError) as e:
+        return cannot_start(f"bad configuration: {e}", sockets, notifier)
+    logging.basicConfig(stream=sys.stderr, level=cfg.log_level.upper(),
+                        format="%(levelname)s %(name)s: %(message)s")
     speaker_waiting = caller_waiting(sockets.get("tts"))
-    if not sockets:
-        sockets = {"tts": bind_unix(cfg.tts_socket, 0o660), "admin": bind_unix(cfg.admin_socket, 0o660)}
-        sock_info = {n: {"fd": s.fileno(), "identified_by": "bound"} for n, s in sockets.items()}
-        log.info("not socket-activated; listening on %s and %s", cfg.tts_socket, cfg.admin_socket)
     from ..engine.backend import BackendOptions  # torch-free
     from ..engine.loader import LoadOptions  # torch-free dataclass
 
@@ -103,8 +111,11 @@ def main(argv: list[str] | None = None) -> int:
                             cache_dir=weight_cache_dir(cfg)),
                 BackendOptions.from_config(cfg))
     except ValueError as e:
-        print(f"qwen3ttsd: bad configuration: {e}", file=sys.stderr)
-        return 2
+        return cannot_start(f"bad configuration: {e}", sockets, notifier)
+    if not sockets:   # bound only once the settings are known to be good
+        sockets = {"tts": bind_unix(cfg.tts_socket, 0o660), "admin": bind_unix(cfg.admin_socket, 0o660)}
+        sock_info = {n: {"fd": s.fileno(), "identified_by": "bound"} for n, s in sockets.items()}
+        log.info("not socket-activated; listening on %s and %s", cfg.tts_socket, cfg.admin_socket)
     if not registry.entries:
         log.warning("%s (models_dir %r): synthesis requests will fail", checkpoints.NO_MODEL_MESSAGE,
                     cfg.models_dir)

@@ -33,6 +33,7 @@ from ..engine.text_feed import MAX_FEED_CHARS
 from ..errors import TTSError
 from ..messages import AdminCacheList, AdminStatus, Cancel, Hello, Languages, Models, TextAppend, VoicesList
 from ..ratelog import RateLimitedLog
+from ..sockets import refuse
 
 log = logging.getLogger("qwen3ttsd.server")
 
@@ -66,17 +67,6 @@ def is_admin(uid: int, gid: int, admin_group: str) -> bool:
         return gr.gr_gid in os.getgrouplist(name, gid)
     except KeyError:
         return False
-
-
-def refuse(sock: socket.socket, e: TTSError) -> None:
-    """Tell a connection over the cap why (one error notification, if the buffer takes
-    it at once), then close it."""
-    try:
-        sock.setblocking(False)
-        sock.send(P.notification(P.N_ERROR, [e.to_wire()]))
-    except OSError:
-        pass
-    sock.close()
 
 
 @dataclass(eq=False)

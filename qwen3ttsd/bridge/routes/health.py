@@ -39,11 +39,15 @@ async def health(request: Request) -> Response:
                             "daemon_socket": os.path.exists(ctx.cfg.tts_socket),
                             "warnings": checkpoints.configured_warnings(),  # no model / random weights
                             "daemon": await daemon_state(ctx)}
+    code = 200
+    if info["daemon"].get("error"):  # the activator cannot start a daemon: say why, as a failure
+        info.update(status="error", error=info["daemon"]["error"])
+        code = 503
     ups = upstreams(ctx)
     if ups:  # engine=upstream: each upstream's state, in flight and last error (as of the last refresh)
         info["upstreams"] = ups
         info["upstreams_as_of"] = ctx.facts.at
-    return JSONResponse(info)
+    return JSONResponse(info, status_code=code)
 
 
 def upstreams(ctx: BridgeContext) -> list[dict[str, Any]]:
