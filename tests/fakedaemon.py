@@ -42,7 +42,8 @@ class FakeDaemon:
     max_open: int = 0
     texts: list[str] = field(default_factory=list)           # synthesize texts in order of arrival
     requests: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-    stream_unsupported: bool = False     # answer text_stream requests `unsupported` (sequential backend)
+    # answer text_stream requests `unsupported` (sequential backend): "at once" or "at flush"
+    stream_unsupported: str = ""
 
     def last(self, method: str = "tts.synthesize") -> dict[str, Any]:
         """The params of the last ``method`` request (the bridge also asks models/voices)."""
@@ -100,6 +101,8 @@ class FakeDaemon:
                              text: asyncio.Queue[M.TextAppend]) -> None:
         """A ``text_stream`` request: each ``$/text`` piece is spoken (as its bytes) at once."""
         if self.stream_unsupported:
+            while self.stream_unsupported == "at flush" and not (await text.get()).flush:
+                pass
             w.write(P.response(msgid, TTSError("unsupported", "streamed text is not served").to_wire()))
             return
         req = M.Synthesize.from_wire(params)

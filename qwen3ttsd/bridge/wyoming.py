@@ -9,11 +9,15 @@ the daemon still starts only when something must be spoken and exits when idle.
   (``facts.DaemonFacts``), falling back to Qwen3's built-in speakers: it never wakes the
   daemon.
 * ``synthesize`` speaks the whole text as one daemon request.
-* ``synthesize-start`` / ``-chunk`` / ``-stop``: text is cut at the first clause boundary
-  and each segment is requested as soon as it is known (``segments.OrderedSegments``), so
-  speech starts while the LLM is still writing. The whole-text ``synthesize`` that
-  streaming clients also send for old servers is ignored on a connection that streams; the
-  stream ends with ``synthesize-stopped``.
+* ``synthesize-start`` / ``-chunk`` / ``-stop``: the turn is ONE running generation
+  (``turns.StreamTurn``: a ``text_stream`` request fed each chunk's text as it comes), so
+  speech starts while the LLM is still writing, before any punctuation, with one prosody
+  for the whole answer; ``synthesize-stop`` flushes it. A daemon that cannot stream text
+  (sequential or upstream backend: ``unsupported``) gets the clause path instead, from the
+  text so far on: text is cut at each clause boundary and each segment requested as soon as
+  it is known (``segments.OrderedSegments``); so does SSML (one document, spoken at the
+  stop). The whole-text ``synthesize`` that streaming clients also send for old servers is
+  ignored on a connection that streams; the stream ends with ``synthesize-stopped``.
 * Requests on one connection are spoken one after the other; a request's daemon requests are
   sent only when its turn comes (at most three open at once), so a client that sends many
   never fills the daemon's queue, which every client shares.
@@ -21,7 +25,8 @@ the daemon still starts only when something must be spoken and exits when idle.
   16-bit, mono, chunk by chunk as the daemon produces it (a call's chunk profile).
 * Errors (unknown voice, empty text, daemon unavailable) become a Wyoming ``error`` event,
   then the connection closes - a client never waits for audio that will not come.
-* A client that disconnects cancels its generation (the daemon connections close).
+* A client that disconnects cancels its generation (the daemon connections close): the
+  daemon stops it within one step, also mid-turn.
 
 * Budgets: at most ``max_connections`` connections (more get a ``busy`` error event and
   are closed); a connection that sends no whole event for ``wyoming_idle_timeout`` while
@@ -40,7 +45,7 @@ import dataclasses
 import logging
 import time
 import uuid
-from typing import Any, AsyncIterator
+from typing import Any, AsyncGenerator, AsyncIterator, cast
 from urllib.parse import urlparse
 
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
@@ -56,7 +61,7 @@ from ..client import AsyncClient
 from ..config import BridgeConfig
 from ..errors import TTSError
 from ..formats import CHUNK_PROFILES, FORMATS, MODEL_RATE
-from ..messages import Synthesize as SynthesizeRequest, Warmup
+from ..messages import Chunk, Synthesize as SynthesizeRequest, Warmup
 from ..ratelog import RateLimitedLog
 from ..text.language import LANG_CODES
 from ..text.split import IncrementalSplitter, WholeDocument
@@ -65,9 +70,11 @@ from .facts import DaemonFacts
 from .listeners import MAX_WAITING_SEGMENTS
 from .metrics import Metrics
 from .openai_compat import VOICE_MAP, parse_json
-from .segments import OrderedSegments
+from .segments import OrderedSegments, Piece, Segment
+from .turns import StreamTurn
 
 log = logging.getLogger("qwen3tts.bridge.wyoming")
+Pieces = AsyncGenerator[Piece, None]          # a request's audio and captions (closed when left)
 
 FORMAT = "pcm16"                             # what we ask the daemon for: the model's rate, mono
 RATE, WIDTH, CHANNELS = MODEL_RATE, FORMATS[FORMAT].sample_width or 2, 1
@@ -153,13 +160,35 @@ async def read_event(reader: asyncio.StreamReader) -> Event | None:
         raise TTSError("bad_request", "a Wyoming event line is too long") from None
 
 
+def check_speakable(text: str) -> None:
+    if not any(ch.isalnum() for ch in text):
+        raise TTSError("bad_request", "nothing to speak: the text is empty")
+
+
 def as_ssml(text: str) -> str:
     """Wyoming's ``text_format: ssml`` may carry a fragment: give it its <speak> root."""
     return text if is_ssml(text) else f"<speak>{text}</speak>"
 
 
+class Turn(StreamTurn):
+    """A streamed utterance as one running generation. Unlike ``StreamTurn``'s own fallback
+    (the whole turn at the flush), a daemon that cannot stream text gets the utterance's
+    clause path at once: the text so far is split, the rest follows as it comes."""
+
+    def __init__(self, utterance: Utterance, request: SynthesizeRequest) -> None:
+        super().__init__(utterance.handler.service.cfg.tts_socket, 0, request)
+        self.utterance = utterance
+
+    async def _whole(self) -> AsyncIterator[Piece]:
+        self.utterance.to_clauses()
+        async with contextlib.aclosing(self.utterance.clauses()) as pieces:
+            async for piece in pieces:
+                yield piece
+
+
 class Utterance:
-    """One request being spoken: segments in, Wyoming audio events out."""
+    """One request being spoken: text in (one running generation, or segments), Wyoming
+    audio events out."""
 
     def __init__(self, handler: "WyomingHandler", voice: dict[str, Any] | None, streaming: bool,
                  ssml: bool = False) -> None:
@@ -178,6 +207,11 @@ class Utterance:
         self.splitter = WholeDocument(cfg.max_input_chars) if ssml else IncrementalSplitter()
         self.ssml = ssml
         self.chars = 0
+        self.reserved = 0  # of the connection's waiting_segments
+        self.turn: Turn | None = None  # the running generation, until a fallback to clauses
+        if streaming and not ssml and handler.streams_text:
+            self._reserve()
+            self.turn = Turn(self, dataclasses.replace(self.request, text="", text_stream=True))
         # a stream's text may take a while to reach its first clause: start the daemon and
         # load the voice's model meanwhile
         self.warm = asyncio.create_task(self._warm_up()) if streaming else None
@@ -187,12 +221,16 @@ class Utterance:
             async with AsyncClient(self.handler.service.cfg.tts_socket) as c:
                 await c.request(Warmup(voice=self.request.voice, language=self.request.language))
 
-    def add(self, text: str) -> None:
+    def _reserve(self) -> None:
         h = self.handler
         if h.waiting_segments >= MAX_WAITING_SEGMENTS:  # bounds the bridge's memory per connection
             raise TTSError("payload_too_large", f"at most {MAX_WAITING_SEGMENTS} segments may wait on one "
                            "connection; send more after audio-stop")
         h.waiting_segments += 1
+        self.reserved += 1
+
+    def add(self, text: str) -> None:
+        self._reserve()
         self.segments.add(dataclasses.replace(self.request, text=text))
 
     async def close(self) -> None:
@@ -204,15 +242,56 @@ class Utterance:
         self.chars += len(text)
         if self.chars > self.handler.service.cfg.max_input_chars:
             raise TTSError("payload_too_large", "text is longer than the bridge's max_input_chars")
-        for seg in self.splitter.feed(text):
-            self.add(seg)
+        if self.turn is not None:
+            self.turn.add(text)
+        else:
+            self.feed_clauses(text)
 
     def finish(self) -> None:
+        if self.turn is not None:
+            check_speakable(self.turn.text)
+            self.turn.flush()
+            return
         for seg in self.splitter.flush():
             self.add(as_ssml(seg) if self.ssml else seg)
         if self.segments.count == 0:
             raise TTSError("bad_request", "nothing to speak: the text is empty")
         self.segments.close()
+
+    def to_clauses(self) -> None:
+        """The daemon cannot stream text: the clause path from here on (this connection's
+        next streams too), the turn's text so far first."""
+        turn, self.turn = self.turn, None
+        assert turn is not None
+        self.handler.streams_text = False
+        self.feed_clauses(turn.text)
+        if turn.flushed.is_set():
+            self.finish()
+
+    def feed_clauses(self, text: str) -> None:
+        for seg in self.splitter.feed(text):
+            self.add(seg)
+
+    async def clauses(self) -> AsyncGenerator[Piece, None]:
+        """The segments' audio and captions, in order."""
+        async for seg in self.segments.in_order():
+            if isinstance(seg, Segment):
+                async with contextlib.aclosing(cast(Pieces, seg.pieces())) as pieces:
+                    async for piece in pieces:
+                        yield piece
+
+    async def audio(self) -> AsyncGenerator[bytes, None]:
+        """The utterance's audio as the daemon produces it; raises its TTSError."""
+        if self.turn is not None and not self.handler.streams_text:  # an earlier turn fell back
+            self.to_clauses()
+        source = cast(Pieces, self.turn.pieces()) if self.turn is not None else self.clauses()
+        try:
+            async with contextlib.aclosing(source) as pieces:
+                async for piece in pieces:
+                    if isinstance(piece, Chunk) and piece.audio:
+                        yield piece.audio
+        finally:
+            await self.segments.cancel()
 
     async def speak(self) -> None:
         """Send the audio as it comes; on failure an ``error`` event, then hang up."""
@@ -223,14 +302,15 @@ class Utterance:
         sent = 0
         self.segments.start()
         try:
-            async for data in self.segments.audio():
-                if sent == 0:
-                    await h.write_event(AudioStart(rate=RATE, width=WIDTH, channels=CHANNELS).event())
-                await h.write_event(AudioChunk(rate=RATE, width=WIDTH, channels=CHANNELS, audio=data,
-                                               timestamp=sent * 1000 // (RATE * WIDTH)).event())
-                sent += len(data)
-                if metrics is not None:
-                    metrics.audio_bytes += len(data)
+            async with contextlib.aclosing(self.audio()) as audio:  # a cancel closes the daemon requests
+                async for data in audio:
+                    if sent == 0:
+                        await h.write_event(AudioStart(rate=RATE, width=WIDTH, channels=CHANNELS).event())
+                    await h.write_event(AudioChunk(rate=RATE, width=WIDTH, channels=CHANNELS, audio=data,
+                                                   timestamp=sent * 1000 // (RATE * WIDTH)).event())
+                    sent += len(data)
+                    if metrics is not None:
+                        metrics.audio_bytes += len(data)
             if sent == 0:
                 await h.write_event(AudioStart(rate=RATE, width=WIDTH, channels=CHANNELS).event())
             await h.write_event(AudioStop(timestamp=sent * 1000 // (RATE * WIDTH)).event())
@@ -253,6 +333,7 @@ class WyomingHandler(AsyncEventHandler):
         self.service = service
         self.stream: Utterance | None = None      # the open synthesize-start .. -stop
         self.streamed = False                     # this connection is a streaming client's
+        self.streams_text = True                  # False once the daemon answered `unsupported`
         self.task: asyncio.Task[None] | None = None  # the latest utterance being spoken
         self.waiting_segments = 0                 # of the utterances not yet finished
         self.progress = time.monotonic()          # last whole event read, or speech ended
@@ -342,8 +423,7 @@ class WyomingHandler(AsyncEventHandler):
                 # from some clients, after synthesize-stop): one request per connection
                 return True
             text = str(event.data.get("text") or "")
-            if not any(ch.isalnum() for ch in text):
-                raise TTSError("bad_request", "nothing to speak: the text is empty")
+            check_speakable(text)
             if len(text) > self.service.cfg.max_input_chars:
                 raise TTSError("payload_too_large", "text is longer than the bridge's max_input_chars")
             u = Utterance(self, event.data.get("voice"), streaming=False)
@@ -364,7 +444,7 @@ class WyomingHandler(AsyncEventHandler):
                         await prev
                 await u.speak()
             finally:
-                self.waiting_segments -= u.segments.count
+                self.waiting_segments -= u.reserved
                 self.progress = time.monotonic()  # the idle clock starts when speech ends
                 await u.close()
 
