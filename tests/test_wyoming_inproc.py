@@ -16,6 +16,7 @@ from qwen3ttsd.formats import CHUNK_PROFILES, MODEL_RATE
 from qwen3ttsd.testing import free_port
 
 from .fakedaemon import FakeDaemon
+from .helpers import wait_for
 
 
 @pytest.fixture()
@@ -26,10 +27,10 @@ def daemon(tmp_path):
     d.close()
 
 
-def run_wyoming(tmp_path, events: list, until: str, count: int) -> list:
+def run_wyoming(tmp_path, events: list, until: str, count: int, **conf) -> list:
     async def go() -> list:
         port = free_port()
-        cfg = BridgeConfig(runtime_dir=str(tmp_path / "rt"), wyoming=f"tcp://127.0.0.1:{port}")
+        cfg = BridgeConfig(runtime_dir=str(tmp_path / "rt"), wyoming=f"tcp://127.0.0.1:{port}", **conf)
         service = WyomingService(cfg, DaemonFacts(cfg))
         await service.start()
         got = []
@@ -155,3 +156,12 @@ def test_a_chunk_of_thousands_of_clauses_is_refused_on_the_clause_path(tmp_path)
     finally:
         d.close()
     assert got[-1].type == "error" and got[-1].data["code"] == "payload_too_large", got[-1]
+
+
+def test_a_stream_left_open_is_closed_after_the_idle_timeout(tmp_path, daemon):
+    """synthesize-start, some text, then silence: the client, not the bridge, is the one
+    that should speak; its running generation must not hold the daemon for ever."""
+    got = run_wyoming(tmp_path, word_by_word(WORDS)[:3], "never", 1, wyoming_idle_timeout=0.5)
+    assert audio(got) == b"so here "  # what it sent was spoken, then the connection closed
+    wait_for(lambda: daemon.open_now == 0, 5, what="the generation cancelled")
+    assert daemon.texts == []

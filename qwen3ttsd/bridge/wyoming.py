@@ -30,8 +30,9 @@ the daemon still starts only when something must be spoken and exits when idle.
 
 * Budgets: at most ``max_connections`` connections (more get a ``busy`` error event and
   are closed); a connection that sends no whole event for ``wyoming_idle_timeout`` while
-  nothing is being spoken is closed (idle or stuck in half an event), as is one that stops
-  reading audio for as long; events are strict JSON of bounded size - anything else is a
+  nothing is being spoken is closed (idle, stuck in half an event, or silent in the middle
+  of a stream: its running generation waits in the daemon), as is one that stops reading
+  audio for as long; events are strict JSON of bounded size - anything else is a
   ``bad_request`` error event, then the connection closes.
 
 Wyoming has no authentication: bind it to the LAN interface Home Assistant uses.
@@ -360,8 +361,9 @@ class WyomingHandler(AsyncEventHandler):
             self.writer.close()
 
     def idle_for(self) -> float:
-        if self.task is not None and not self.task.done():
+        if self.stream is None and self.task is not None and not self.task.done():
             return 0.0  # speaking: the client waits for audio, it need not send anything
+        # (an open stream waits for the client's text: a client that sends none is idle)
         return time.monotonic() - self.progress
 
     async def next_event(self) -> Event | None:
