@@ -281,3 +281,29 @@ def test_daemon_that_cannot_start_gives_an_error_event_at_once(tiny_models, tmp_
             assert [e.type for e in got] == ["error"] and Error.from_event(got[0]).code == "unavailable"
     finally:
         b.stop()
+
+
+def test_the_sequential_engine_speaks_a_stream_clause_by_clause(tiny_models, tmp_path):
+    """The sequential engine cannot stream text (``unsupported``): the turn is spoken with
+    the clause path, as before issue 22 - Home Assistant sees no difference."""
+    port = free_port()
+    b = Bridge(tmp_path, tiny_models["custom_voice"].parent, extra_env={"QWEN3TTSD_ENGINE": "sequential"},
+               args=["--wyoming", f"tcp://127.0.0.1:{port}"])
+    b.wyoming_port = port
+    try:
+        async def go():
+            async with client(b) as c:
+                got: list = []
+                reader = asyncio.create_task(read_into(c, got, "synthesize-stopped"))
+                for ev in (SynthesizeStart(voice=SynthesizeVoice(name="ryan")), SynthesizeChunk(text="Okay, the"),
+                           SynthesizeChunk(text=" lights are off."), SynthesizeStop()):
+                    await c.write_event(ev.event())
+                await asyncio.wait_for(reader, 120)
+                return got
+
+        events = asyncio.run(go())
+        types = [e.type for e in events]
+        assert types[0] == "audio-start" and types[-2:] == ["audio-stop", "synthesize-stopped"], types
+        assert len(audio_of(events)) == (frame_budget("Okay,") + frame_budget("the lights are off.")) * FRAME_BYTES
+    finally:
+        b.stop()
