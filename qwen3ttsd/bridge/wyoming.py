@@ -213,8 +213,9 @@ class Utterance:
         if streaming and not ssml and handler.streams_text:
             self._reserve()
             self.turn = Turn(self, dataclasses.replace(self.request, text="", text_stream=True))
-        # a stream's text may take a while to reach its first clause: start the daemon and
-        # load the voice's model meanwhile
+        # a stream's text may take a while to reach its first clause (and its turn's own
+        # request waits for the utterances before it): start the daemon and load the
+        # voice's model meanwhile
         self.warm = asyncio.create_task(self._warm_up()) if streaming else None
 
     async def _warm_up(self) -> None:
