@@ -165,3 +165,31 @@ def test_a_stream_left_open_is_closed_after_the_idle_timeout(tmp_path, daemon):
     assert audio(got) == b"so here "  # what it sent was spoken, then the connection closed
     wait_for(lambda: daemon.open_now == 0, 5, what="the generation cancelled")
     assert daemon.texts == []
+
+
+def test_an_error_at_the_start_of_a_stream_reaches_a_client_still_writing(tmp_path):
+    """No daemon: the turn fails at synthesize-start while the client (Home Assistant writes
+    the LLM's chunks in its own task) is still sending. Its error event must not be lost to
+    a connection reset: the bridge reads what the client still sends before closing."""
+    (tmp_path / "rt").mkdir()  # no daemon socket in it
+
+    async def go() -> list:
+        port = free_port()
+        cfg = BridgeConfig(runtime_dir=str(tmp_path / "rt"), wyoming=f"tcp://127.0.0.1:{port}")
+        service = WyomingService(cfg, DaemonFacts(cfg))
+        await service.start()
+        try:
+            async with AsyncTcpClient("127.0.0.1", port) as c:
+                await c.write_event(SynthesizeStart().event())
+                await asyncio.sleep(0.5)  # the bridge has answered the error by now
+                for ev in word_by_word(WORDS)[1:]:
+                    await c.write_event(ev.event())
+                got = []
+                while (ev := await asyncio.wait_for(c.read_event(), 10)) is not None:
+                    got.append(ev)
+                return got
+        finally:
+            await service.stop()
+
+    got = asyncio.run(go())
+    assert [e.type for e in got] == ["error"] and got[0].data["code"] == "unavailable"

@@ -24,7 +24,11 @@ the daemon still starts only when something must be spoken and exits when idle.
 * Audio goes out as ``audio-start`` / ``audio-chunk`` / ``audio-stop``: the model's rate,
   16-bit, mono, chunk by chunk as the daemon produces it (a call's chunk profile).
 * Errors (unknown voice, empty text, daemon unavailable) become a Wyoming ``error`` event,
-  then the connection closes - a client never waits for audio that will not come.
+  then the connection closes - a client never waits for audio that will not come. A client
+  may still be writing then (a stream's turn fails at its start, while Home Assistant
+  sends the LLM's chunks from its own task): the bridge ends its side, stops the
+  generation, and reads and drops what still comes until the client hangs up (at most
+  ``LINGER_S``), as closing with data unread would reset the connection and lose the event.
 * A client that disconnects cancels its generation (the daemon connections close): the
   daemon stops it within one step, also mid-turn.
 
@@ -81,6 +85,7 @@ FORMAT = "pcm16"                             # what we ask the daemon for: the m
 RATE, WIDTH, CHANNELS = MODEL_RATE, FORMATS[FORMAT].sample_width or 2, 1
 CHUNKS = CHUNK_PROFILES["call"]              # a voice assistant is a call: first audio soonest
 MAX_EVENT_BYTES = 1 << 20                    # a text event is small; refuse anything bigger
+LINGER_S = 2.0                               # after an error event: what the client still sends is dropped so long
 QWEN = Attribution(name="Qwen team, Alibaba Cloud", url="https://github.com/QwenLM/Qwen3-TTS")
 PROGRAM = Attribution(name="qwen3ttsd", url="https://github.com/QwenLM/Qwen3-TTS")
 # Qwen language name -> ISO 639-1 (what Home Assistant pipelines use)
@@ -339,6 +344,7 @@ class WyomingHandler(AsyncEventHandler):
         self.task: asyncio.Task[None] | None = None  # the latest utterance being spoken
         self.waiting_segments = 0                 # of the utterances not yet finished
         self.progress = time.monotonic()          # last whole event read, or speech ended
+        self.failed_at: float | None = None       # when an error event was sent (then: linger)
 
     async def run(self) -> None:
         service = self.service
@@ -373,15 +379,20 @@ class WyomingHandler(AsyncEventHandler):
         read = asyncio.ensure_future(read_event(self.reader))
         try:
             while not read.done():
-                await asyncio.wait({read}, timeout=min(1.0, limit / 4))
+                await asyncio.wait({read}, timeout=min(1.0, limit / 4, LINGER_S / 4))
+                if self.lingered():
+                    return None
                 if not read.done() and self.idle_for() > limit:
                     log.info("wyoming: closing a connection idle for %.0f s", limit)
                     return None
             event = read.result()
             self.progress = time.monotonic()
-            return event
+            return None if self.lingered() else event
         finally:
             read.cancel()
+
+    def lingered(self) -> bool:
+        return self.failed_at is not None and time.monotonic() - self.failed_at > LINGER_S
 
     async def write_event(self, event: Event) -> None:
         """Bounded: a client that stops reading audio is cut off (``client_stalled``)."""
@@ -392,11 +403,13 @@ class WyomingHandler(AsyncEventHandler):
             raise TTSError("client_stalled", "the Wyoming client stopped reading audio") from None
 
     async def handle_event(self, event: Event) -> bool:
+        if self.failed_at is not None:
+            return True  # after the error event: dropped until the client hangs up
         try:
             return await self._handle(event)
         except TTSError as e:
             await self.fail(e)
-            return False
+            return True
 
     async def _handle(self, event: Event) -> bool:
         if Describe.is_type(event.type):
@@ -454,10 +467,17 @@ class WyomingHandler(AsyncEventHandler):
         self.task = asyncio.create_task(after_previous())
 
     async def fail(self, e: TTSError) -> None:
+        """The ``error`` event, then EOF; the generation stops; the read loop drops what the
+        client still sends until it hangs up or ``LINGER_S`` passed (module docstring)."""
+        if self.failed_at is not None:
+            return
+        self.failed_at = time.monotonic()
         log.info("wyoming: %s: %s", e.code, e.message)
         with contextlib.suppress(Exception):
             await self.write_event(Error(text=e.message, code=e.code).event())
-        await self.stop()  # reading ends -> disconnect() cancels whatever still runs
+            if self.writer.can_write_eof():
+                self.writer.write_eof()
+        await self.disconnect()
 
     async def disconnect(self) -> None:
         """The client went away (or we hung up): cancel generation in the daemon."""
