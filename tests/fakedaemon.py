@@ -1,7 +1,9 @@
 """A stand-in daemon for fast bridge and client tests: the real wire protocol on a real Unix
 socket, no model. It speaks each request's text back as its audio (``b"<text>|<n>;"`` per
 chunk), so a test can check what was spoken and in which order, and it counts how many
-synthesize requests are open at once. Runs its own event loop in a thread, so Starlette's
+synthesize requests are open at once. A ``text_stream`` request speaks each ``$/text`` piece
+as one chunk (its bytes) when it arrives, or answers ``unsupported`` (``stream_unsupported``:
+the sequential backend). Runs its own event loop in a thread, so Starlette's
 TestClient (another loop) and sync clients can talk to it."""
 
 from __future__ import annotations
@@ -21,6 +23,13 @@ MODELS = [{"name": "custom_voice", "type": "custom_voice", "size": "0.6B", "load
            "languages": ["auto", "english"]}]
 
 
+def done(req: M.Synthesize, chunks: int) -> M.SynthesizeResult:
+    """The response that ends a fake synthesis."""
+    return M.SynthesizeResult(chunks=chunks, bytes=0, samples=0, duration_s=0.1, frames=3, segments=1,
+                              first_audio_s=0.0, total_s=0.0, rtf=None, model="custom_voice",
+                              format=req.format, sample_rate=req.sample_rate, language="english")
+
+
 @dataclass
 class FakeDaemon:
     path: Path
@@ -33,6 +42,8 @@ class FakeDaemon:
     max_open: int = 0
     texts: list[str] = field(default_factory=list)           # synthesize texts in order of arrival
     requests: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    # answer text_stream requests `unsupported` (sequential backend): "at once" or "at flush"
+    stream_unsupported: str = ""
 
     def last(self, method: str = "tts.synthesize") -> dict[str, Any]:
         """The params of the last ``method`` request (the bridge also asks models/voices)."""
@@ -48,18 +59,30 @@ class FakeDaemon:
     def close(self) -> None:
         async def stop() -> None:
             self.server.close()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in tasks:  # open requests (a streamed turn waits for its text): end them here
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
         asyncio.run_coroutine_threadsafe(stop(), self.loop).result(5)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         tasks: list[asyncio.Task[None]] = []
+        streams: dict[int, asyncio.Queue[M.TextAppend]] = {}   # text_stream requests' $/text
         try:
             while (msg := await P.read_frame(reader, P.MAX_REQUEST_FRAME)) is not None:
                 if msg[0] != P.REQUEST:
-                    continue  # $/cancel: closing the connection is what the bridge does
+                    # $/cancel: closing the connection is what the bridge does
+                    if msg[1] == P.N_TEXT and (t := M.TextAppend.from_wire(msg[2])) and t.msgid in streams:
+                        streams[t.msgid].put_nowait(t)
+                    continue
                 msgid, method, params = P.parse_request(msg)
                 self.requests.append((method, params))
+                if params.get("text_stream"):
+                    streams[msgid] = asyncio.Queue()
+                    tasks.append(asyncio.create_task(self._answer_stream(writer, msgid, params, streams[msgid])))
+                    continue
                 tasks.append(asyncio.create_task(self._answer(writer, msgid, method, params)))
         except (ConnectionError, P.ProtocolError):
             pass
@@ -77,6 +100,30 @@ class FakeDaemon:
             w.write(P.response(msgid, None, result))
         except TTSError as e:
             w.write(P.response(msgid, e.to_wire()))
+
+    async def _answer_stream(self, w: asyncio.StreamWriter, msgid: int, params: dict[str, Any],
+                             text: asyncio.Queue[M.TextAppend]) -> None:
+        """A ``text_stream`` request: each ``$/text`` piece is spoken (as its bytes) at once."""
+        if self.stream_unsupported:
+            while self.stream_unsupported == "at flush" and not (await text.get()).flush:
+                pass
+            w.write(P.response(msgid, TTSError("unsupported", "streamed text is not served").to_wire()))
+            return
+        req = M.Synthesize.from_wire(params)
+        self.open_now += 1
+        try:
+            w.write(P.notification(M.Start.method, M.Start(msgid, req.sample_rate, req.format, "audio/pcm",
+                                                         "custom_voice", 1).to_wire()))
+            spoken, n = req.text, 0
+            while not (piece := await text.get()).flush:
+                spoken += piece.text
+                if piece.text:
+                    w.write(P.notification(M.Chunk.method, M.Chunk(msgid, n, piece.text.encode()).to_wire()))
+                    n += 1
+            self.texts.append(spoken)
+            w.write(P.response(msgid, None, done(req, n).to_wire()))
+        finally:
+            self.open_now -= 1
 
     def result(self, method: str, params: dict[str, Any]) -> Any:
         if method == "rpc.hello":
@@ -121,9 +168,6 @@ class FakeDaemon:
                 w.write(P.response(msgid, TTSError(self.fail_after_audio[text], "failed mid-stream").to_wire()))
                 return
             note(M.Caption(msgid, 0, text, 0.0, 0.1))
-            res = M.SynthesizeResult(chunks=self.chunks, bytes=0, samples=0, duration_s=0.1, frames=3, segments=1,
-                                     first_audio_s=0.0, total_s=0.0, rtf=None, model="custom_voice",
-                                     format=req.format, sample_rate=req.sample_rate, language="english")
-            w.write(P.response(msgid, None, {**res.to_wire(), "future_key": "x"}))
+            w.write(P.response(msgid, None, {**done(req, self.chunks).to_wire(), "future_key": "x"}))
         finally:
             self.open_now -= 1

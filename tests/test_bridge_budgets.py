@@ -304,11 +304,13 @@ def test_wyoming_text_over_the_limit_is_refused(capped):
     s.close()
 
 
-def test_a_wyoming_stream_of_thousands_of_segments_is_refused(capped):
-    """A 20,000-character chunk of "Hi. " would hold 5,000 segments in the bridge (~5 KB each)."""
+def test_a_wyoming_stream_over_the_text_limit_is_refused(capped):
+    """A streamed turn is one running generation (its text held in the bridge until sent):
+    at most ``max_input_chars`` of it. The clause path's bound on the segments a chunk of
+    "Hi. " holds: test_wyoming_inproc.py."""
     s = socket.create_connection(("127.0.0.1", capped.wyoming_port))
     f = s.makefile("rb")
-    data = json.dumps({"text": "Hi. " * 4_999}).encode()
+    data = json.dumps({"text": "Hi. " * 5_001}).encode()
     s.sendall(b'{"type": "synthesize-start"}\n'
               + json.dumps({"type": "synthesize-chunk", "data_length": len(data)}).encode() + b"\n" + data)
     s.settimeout(5)

@@ -13,7 +13,7 @@ from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.client import AsyncTcpClient
 from wyoming.error import Error
 from wyoming.info import Describe, Info
-from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeStopped, SynthesizeVoice
+from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeVoice
 
 from qwen3ttsd.bridge.wyoming import qwen_language, read_event, voice_params
 from qwen3ttsd.engine.engine import frame_budget
@@ -128,34 +128,71 @@ def test_bridge_with_wyoming_stays_small_and_torch_free(wy):
     assert rss_kb < 40 * 1024  # the budget; bench/bench_wyoming.py reports the exact figure
 
 
-def test_streaming_speaks_before_the_text_ends(wy):
-    first_clause = "Okay, "
-    rest = "the lights in the kitchen are now off."
+WORDS = "so the lights in the kitchen are now off and the front door is locked for the night".split()
+
+
+async def stream_words(c: AsyncTcpClient, got: list, until_audio: bool = False) -> int:
+    """An LLM's answer word by word (no punctuation), a word per 0.15 s, again and again
+    while ``until_audio`` and none came (the daemon may still be loading the model): how
+    many words were sent. ``got`` fills with the events read meanwhile."""
+    await c.write_event(SynthesizeStart(voice=SynthesizeVoice(name="aiden")).event())
+    sent = 0
+    while sent < len(WORDS) or until_audio and "audio-chunk" not in {e.type for e in got} and sent < 800:
+        await c.write_event(SynthesizeChunk(text=WORDS[sent % len(WORDS)] + " ").event())
+        sent += 1
+        await asyncio.sleep(0.15)
+    return sent
+
+
+async def read_into(c: AsyncTcpClient, got: list, until: str) -> None:
+    while (ev := await c.read_event()) is not None:
+        got.append(ev)
+        if ev.type in (until, "error"):
+            return
+
+
+def test_streaming_is_one_generation_heard_before_the_text_ends(wy):
+    """Issue 22: a streamed turn is ONE running generation fed as the words come; words
+    without punctuation are heard before synthesize-stop, and the events are as before."""
+    served_before = wy.admin("admin.status")["served"]
 
     async def go():
         async with client(wy) as c:
-            await c.write_event(SynthesizeStart(voice=SynthesizeVoice(name="aiden")).event())
-            for part in ("Oka", "y, the", " lights"):
-                await c.write_event(SynthesizeChunk(text=part).event())
-            # first audio arrives while the client is still "writing"
-            early = await read_until(c, "audio-chunk")
-            assert early[-1].type == "audio-chunk", [e.type for e in early]
-            for part in (" in the kitchen", " are now off."):
-                await c.write_event(SynthesizeChunk(text=part).event())
-            await c.write_event(Synthesize(text=first_clause + rest).event())  # for old servers: ignored
+            got: list = []
+            reader = asyncio.create_task(read_into(c, got, "synthesize-stopped"))
+            sent = await stream_words(c, got, until_audio=True)
+            heard = len(audio_of(got))
+            await c.write_event(Synthesize(text=" ".join(WORDS)).event())  # for old servers: ignored
             await c.write_event(SynthesizeStop().event())
-            late = await read_until(c, SynthesizeStopped().event().type)
-            return early + late
+            await asyncio.wait_for(reader, 120)
+            return sent, heard, got
 
-    events = asyncio.run(go())
+    sent, heard, events = asyncio.run(go())
+    assert heard > 0 and sent < 800  # audio while the "LLM" was still writing
     types = [e.type for e in events]
     assert types[0] == "audio-start" and types.count("audio-start") == 1
     assert types[-2:] == ["audio-stop", "synthesize-stopped"]
-    # two segments on one codec stream: the first clause, then the rest - nothing twice
-    expected = frame_budget("Okay,") + frame_budget(rest)
-    assert len(audio_of(events)) == expected * FRAME_BYTES
+    assert set(types[1:-2]) == {"audio-chunk"}
     stamps = [AudioChunk.from_event(e).timestamp for e in events if e.type == "audio-chunk"]
     assert stamps == sorted(stamps) and stamps[0] == 0
+    assert len(audio_of(events)) > heard
+    assert wy.admin("admin.status")["served"] == served_before + 1  # one generation, not one per clause
+
+
+def test_hanging_up_mid_turn_cancels_the_generation(wy):
+    served_before = wy.admin("admin.status")["served"]
+
+    async def go():
+        async with client(wy) as c:
+            got: list = []
+            reader = asyncio.create_task(read_into(c, got, "audio-chunk"))
+            await stream_words(c, got, until_audio=True)
+            await asyncio.wait_for(reader, 60)
+        # leaving the block closes the connection mid-turn (no synthesize-stop)
+
+    asyncio.run(go())
+    wait_for(lambda: wy.admin("admin.status")["active_streams"] == 0, 20, what="daemon stream cancelled")
+    assert wy.admin("admin.status")["served"] == served_before
 
 
 def test_whole_text_copy_after_synthesize_stop_is_not_spoken_again(wy):
@@ -242,5 +279,31 @@ def test_daemon_that_cannot_start_gives_an_error_event_at_once(tiny_models, tmp_
                        [SynthesizeStart(), SynthesizeChunk(text="Hello there, friend."), SynthesizeStop()]):
             got = asyncio.run(ask(*events))
             assert [e.type for e in got] == ["error"] and Error.from_event(got[0]).code == "unavailable"
+    finally:
+        b.stop()
+
+
+def test_the_sequential_engine_speaks_a_stream_clause_by_clause(tiny_models, tmp_path):
+    """The sequential engine cannot stream text (``unsupported``): the turn is spoken with
+    the clause path, as before issue 22 - Home Assistant sees no difference."""
+    port = free_port()
+    b = Bridge(tmp_path, tiny_models["custom_voice"].parent, extra_env={"QWEN3TTSD_ENGINE": "sequential"},
+               args=["--wyoming", f"tcp://127.0.0.1:{port}"])
+    b.wyoming_port = port
+    try:
+        async def go():
+            async with client(b) as c:
+                got: list = []
+                reader = asyncio.create_task(read_into(c, got, "synthesize-stopped"))
+                for ev in (SynthesizeStart(voice=SynthesizeVoice(name="ryan")), SynthesizeChunk(text="Okay, the"),
+                           SynthesizeChunk(text=" lights are off."), SynthesizeStop()):
+                    await c.write_event(ev.event())
+                await asyncio.wait_for(reader, 120)
+                return got
+
+        events = asyncio.run(go())
+        types = [e.type for e in events]
+        assert types[0] == "audio-start" and types[-2:] == ["audio-stop", "synthesize-stopped"], types
+        assert len(audio_of(events)) == (frame_budget("Okay,") + frame_budget("the lights are off.")) * FRAME_BYTES
     finally:
         b.stop()

@@ -9,24 +9,34 @@ the daemon still starts only when something must be spoken and exits when idle.
   (``facts.DaemonFacts``), falling back to Qwen3's built-in speakers: it never wakes the
   daemon.
 * ``synthesize`` speaks the whole text as one daemon request.
-* ``synthesize-start`` / ``-chunk`` / ``-stop``: text is cut at the first clause boundary
-  and each segment is requested as soon as it is known (``segments.OrderedSegments``), so
-  speech starts while the LLM is still writing. The whole-text ``synthesize`` that
-  streaming clients also send for old servers is ignored on a connection that streams; the
-  stream ends with ``synthesize-stopped``.
+* ``synthesize-start`` / ``-chunk`` / ``-stop``: the turn is ONE running generation
+  (``turns.StreamTurn``: a ``text_stream`` request fed each chunk's text as it comes), so
+  speech starts while the LLM is still writing, before any punctuation, with one prosody
+  for the whole answer; ``synthesize-stop`` flushes it. A daemon that cannot stream text
+  (sequential or upstream backend: ``unsupported``) gets the clause path instead, from the
+  text so far on: text is cut at each clause boundary and each segment requested as soon as
+  it is known (``segments.OrderedSegments``); so does SSML (one document, spoken at the
+  stop). The whole-text ``synthesize`` that streaming clients also send for old servers is
+  ignored on a connection that streams; the stream ends with ``synthesize-stopped``.
 * Requests on one connection are spoken one after the other; a request's daemon requests are
   sent only when its turn comes (at most three open at once), so a client that sends many
   never fills the daemon's queue, which every client shares.
 * Audio goes out as ``audio-start`` / ``audio-chunk`` / ``audio-stop``: the model's rate,
   16-bit, mono, chunk by chunk as the daemon produces it (a call's chunk profile).
 * Errors (unknown voice, empty text, daemon unavailable) become a Wyoming ``error`` event,
-  then the connection closes - a client never waits for audio that will not come.
-* A client that disconnects cancels its generation (the daemon connections close).
+  then the connection closes - a client never waits for audio that will not come. A client
+  may still be writing then (a stream's turn fails at its start, while Home Assistant
+  sends the LLM's chunks from its own task): the bridge ends its side, stops the
+  generation, and reads and drops what still comes until the client hangs up (at most
+  ``LINGER_S``), as closing with data unread would reset the connection and lose the event.
+* A client that disconnects cancels its generation (the daemon connections close): the
+  daemon stops it within one step, also mid-turn.
 
 * Budgets: at most ``max_connections`` connections (more get a ``busy`` error event and
   are closed); a connection that sends no whole event for ``wyoming_idle_timeout`` while
-  nothing is being spoken is closed (idle or stuck in half an event), as is one that stops
-  reading audio for as long; events are strict JSON of bounded size - anything else is a
+  nothing is being spoken is closed (idle, stuck in half an event, or silent in the middle
+  of a stream: its running generation waits in the daemon), as is one that stops reading
+  audio for as long; events are strict JSON of bounded size - anything else is a
   ``bad_request`` error event, then the connection closes.
 
 Wyoming has no authentication: bind it to the LAN interface Home Assistant uses.
@@ -40,7 +50,7 @@ import dataclasses
 import logging
 import time
 import uuid
-from typing import Any, AsyncIterator
+from typing import Any, AsyncGenerator, AsyncIterator, cast
 from urllib.parse import urlparse
 
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
@@ -56,7 +66,7 @@ from ..client import AsyncClient
 from ..config import BridgeConfig
 from ..errors import TTSError
 from ..formats import CHUNK_PROFILES, FORMATS, MODEL_RATE
-from ..messages import Synthesize as SynthesizeRequest, Warmup
+from ..messages import Chunk, Synthesize as SynthesizeRequest, Warmup
 from ..ratelog import RateLimitedLog
 from ..text.language import LANG_CODES
 from ..text.split import IncrementalSplitter, WholeDocument
@@ -65,14 +75,17 @@ from .facts import DaemonFacts
 from .listeners import MAX_WAITING_SEGMENTS
 from .metrics import Metrics
 from .openai_compat import VOICE_MAP, parse_json
-from .segments import OrderedSegments
+from .segments import OrderedSegments, Piece, Segment
+from .turns import StreamTurn
 
 log = logging.getLogger("qwen3tts.bridge.wyoming")
+Pieces = AsyncGenerator[Piece, None]          # a request's audio and captions (closed when left)
 
 FORMAT = "pcm16"                             # what we ask the daemon for: the model's rate, mono
 RATE, WIDTH, CHANNELS = MODEL_RATE, FORMATS[FORMAT].sample_width or 2, 1
 CHUNKS = CHUNK_PROFILES["call"]              # a voice assistant is a call: first audio soonest
 MAX_EVENT_BYTES = 1 << 20                    # a text event is small; refuse anything bigger
+LINGER_S = 2.0                               # after an error event: what the client still sends is dropped so long
 QWEN = Attribution(name="Qwen team, Alibaba Cloud", url="https://github.com/QwenLM/Qwen3-TTS")
 PROGRAM = Attribution(name="qwen3ttsd", url="https://github.com/QwenLM/Qwen3-TTS")
 # Qwen language name -> ISO 639-1 (what Home Assistant pipelines use)
@@ -153,13 +166,35 @@ async def read_event(reader: asyncio.StreamReader) -> Event | None:
         raise TTSError("bad_request", "a Wyoming event line is too long") from None
 
 
+def check_speakable(text: str) -> None:
+    if not any(ch.isalnum() for ch in text):
+        raise TTSError("bad_request", "nothing to speak: the text is empty")
+
+
 def as_ssml(text: str) -> str:
     """Wyoming's ``text_format: ssml`` may carry a fragment: give it its <speak> root."""
     return text if is_ssml(text) else f"<speak>{text}</speak>"
 
 
+class Turn(StreamTurn):
+    """A streamed utterance as one running generation. Unlike ``StreamTurn``'s own fallback
+    (the whole turn at the flush), a daemon that cannot stream text gets the utterance's
+    clause path at once: the text so far is split, the rest follows as it comes."""
+
+    def __init__(self, utterance: Utterance, request: SynthesizeRequest) -> None:
+        super().__init__(utterance.handler.service.cfg.tts_socket, 0, request)
+        self.utterance = utterance
+
+    async def _whole(self) -> AsyncIterator[Piece]:
+        self.utterance.to_clauses()
+        async with contextlib.aclosing(self.utterance.clauses()) as pieces:
+            async for piece in pieces:
+                yield piece
+
+
 class Utterance:
-    """One request being spoken: segments in, Wyoming audio events out."""
+    """One request being spoken: text in (one running generation, or segments), Wyoming
+    audio events out."""
 
     def __init__(self, handler: "WyomingHandler", voice: dict[str, Any] | None, streaming: bool,
                  ssml: bool = False) -> None:
@@ -178,8 +213,14 @@ class Utterance:
         self.splitter = WholeDocument(cfg.max_input_chars) if ssml else IncrementalSplitter()
         self.ssml = ssml
         self.chars = 0
-        # a stream's text may take a while to reach its first clause: start the daemon and
-        # load the voice's model meanwhile
+        self.reserved = 0  # of the connection's waiting_segments
+        self.turn: Turn | None = None  # the running generation, until a fallback to clauses
+        if streaming and not ssml and handler.streams_text:
+            self._reserve()
+            self.turn = Turn(self, dataclasses.replace(self.request, text="", text_stream=True))
+        # a stream's text may take a while to reach its first clause (and its turn's own
+        # request waits for the utterances before it): start the daemon and load the
+        # voice's model meanwhile
         self.warm = asyncio.create_task(self._warm_up()) if streaming else None
 
     async def _warm_up(self) -> None:
@@ -187,12 +228,16 @@ class Utterance:
             async with AsyncClient(self.handler.service.cfg.tts_socket) as c:
                 await c.request(Warmup(voice=self.request.voice, language=self.request.language))
 
-    def add(self, text: str) -> None:
+    def _reserve(self) -> None:
         h = self.handler
         if h.waiting_segments >= MAX_WAITING_SEGMENTS:  # bounds the bridge's memory per connection
             raise TTSError("payload_too_large", f"at most {MAX_WAITING_SEGMENTS} segments may wait on one "
                            "connection; send more after audio-stop")
         h.waiting_segments += 1
+        self.reserved += 1
+
+    def add(self, text: str) -> None:
+        self._reserve()
         self.segments.add(dataclasses.replace(self.request, text=text))
 
     async def close(self) -> None:
@@ -204,15 +249,56 @@ class Utterance:
         self.chars += len(text)
         if self.chars > self.handler.service.cfg.max_input_chars:
             raise TTSError("payload_too_large", "text is longer than the bridge's max_input_chars")
-        for seg in self.splitter.feed(text):
-            self.add(seg)
+        if self.turn is not None:
+            self.turn.add(text)
+        else:
+            self.feed_clauses(text)
 
     def finish(self) -> None:
+        if self.turn is not None:
+            check_speakable(self.turn.text)
+            self.turn.flush()
+            return
         for seg in self.splitter.flush():
             self.add(as_ssml(seg) if self.ssml else seg)
         if self.segments.count == 0:
             raise TTSError("bad_request", "nothing to speak: the text is empty")
         self.segments.close()
+
+    def to_clauses(self) -> None:
+        """The daemon cannot stream text: the clause path from here on (this connection's
+        next streams too), the turn's text so far first."""
+        turn, self.turn = self.turn, None
+        assert turn is not None
+        self.handler.streams_text = False
+        self.feed_clauses(turn.text)
+        if turn.flushed.is_set():
+            self.finish()
+
+    def feed_clauses(self, text: str) -> None:
+        for seg in self.splitter.feed(text):
+            self.add(seg)
+
+    async def clauses(self) -> AsyncGenerator[Piece, None]:
+        """The segments' audio and captions, in order."""
+        async for seg in self.segments.in_order():
+            if isinstance(seg, Segment):
+                async with contextlib.aclosing(cast(Pieces, seg.pieces())) as pieces:
+                    async for piece in pieces:
+                        yield piece
+
+    async def audio(self) -> AsyncGenerator[bytes, None]:
+        """The utterance's audio as the daemon produces it; raises its TTSError."""
+        if self.turn is not None and not self.handler.streams_text:  # an earlier turn fell back
+            self.to_clauses()
+        source = cast(Pieces, self.turn.pieces()) if self.turn is not None else self.clauses()
+        try:
+            async with contextlib.aclosing(source) as pieces:
+                async for piece in pieces:
+                    if isinstance(piece, Chunk) and piece.audio:
+                        yield piece.audio
+        finally:
+            await self.segments.cancel()
 
     async def speak(self) -> None:
         """Send the audio as it comes; on failure an ``error`` event, then hang up."""
@@ -223,14 +309,15 @@ class Utterance:
         sent = 0
         self.segments.start()
         try:
-            async for data in self.segments.audio():
-                if sent == 0:
-                    await h.write_event(AudioStart(rate=RATE, width=WIDTH, channels=CHANNELS).event())
-                await h.write_event(AudioChunk(rate=RATE, width=WIDTH, channels=CHANNELS, audio=data,
-                                               timestamp=sent * 1000 // (RATE * WIDTH)).event())
-                sent += len(data)
-                if metrics is not None:
-                    metrics.audio_bytes += len(data)
+            async with contextlib.aclosing(self.audio()) as audio:  # a cancel closes the daemon requests
+                async for data in audio:
+                    if sent == 0:
+                        await h.write_event(AudioStart(rate=RATE, width=WIDTH, channels=CHANNELS).event())
+                    await h.write_event(AudioChunk(rate=RATE, width=WIDTH, channels=CHANNELS, audio=data,
+                                                   timestamp=sent * 1000 // (RATE * WIDTH)).event())
+                    sent += len(data)
+                    if metrics is not None:
+                        metrics.audio_bytes += len(data)
             if sent == 0:
                 await h.write_event(AudioStart(rate=RATE, width=WIDTH, channels=CHANNELS).event())
             await h.write_event(AudioStop(timestamp=sent * 1000 // (RATE * WIDTH)).event())
@@ -253,9 +340,11 @@ class WyomingHandler(AsyncEventHandler):
         self.service = service
         self.stream: Utterance | None = None      # the open synthesize-start .. -stop
         self.streamed = False                     # this connection is a streaming client's
+        self.streams_text = True                  # False once the daemon answered `unsupported`
         self.task: asyncio.Task[None] | None = None  # the latest utterance being spoken
         self.waiting_segments = 0                 # of the utterances not yet finished
         self.progress = time.monotonic()          # last whole event read, or speech ended
+        self.failed_at: float | None = None       # when an error event was sent (then: linger)
 
     async def run(self) -> None:
         service = self.service
@@ -279,8 +368,9 @@ class WyomingHandler(AsyncEventHandler):
             self.writer.close()
 
     def idle_for(self) -> float:
-        if self.task is not None and not self.task.done():
+        if self.stream is None and self.task is not None and not self.task.done():
             return 0.0  # speaking: the client waits for audio, it need not send anything
+        # (an open stream waits for the client's text: a client that sends none is idle)
         return time.monotonic() - self.progress
 
     async def next_event(self) -> Event | None:
@@ -289,15 +379,20 @@ class WyomingHandler(AsyncEventHandler):
         read = asyncio.ensure_future(read_event(self.reader))
         try:
             while not read.done():
-                await asyncio.wait({read}, timeout=min(1.0, limit / 4))
+                await asyncio.wait({read}, timeout=min(1.0, limit / 4, LINGER_S / 4))
+                if self.lingered():
+                    return None
                 if not read.done() and self.idle_for() > limit:
                     log.info("wyoming: closing a connection idle for %.0f s", limit)
                     return None
             event = read.result()
             self.progress = time.monotonic()
-            return event
+            return None if self.lingered() else event
         finally:
             read.cancel()
+
+    def lingered(self) -> bool:
+        return self.failed_at is not None and time.monotonic() - self.failed_at > LINGER_S
 
     async def write_event(self, event: Event) -> None:
         """Bounded: a client that stops reading audio is cut off (``client_stalled``)."""
@@ -308,11 +403,13 @@ class WyomingHandler(AsyncEventHandler):
             raise TTSError("client_stalled", "the Wyoming client stopped reading audio") from None
 
     async def handle_event(self, event: Event) -> bool:
+        if self.failed_at is not None:
+            return True  # after the error event: dropped until the client hangs up
         try:
             return await self._handle(event)
         except TTSError as e:
             await self.fail(e)
-            return False
+            return True
 
     async def _handle(self, event: Event) -> bool:
         if Describe.is_type(event.type):
@@ -342,8 +439,7 @@ class WyomingHandler(AsyncEventHandler):
                 # from some clients, after synthesize-stop): one request per connection
                 return True
             text = str(event.data.get("text") or "")
-            if not any(ch.isalnum() for ch in text):
-                raise TTSError("bad_request", "nothing to speak: the text is empty")
+            check_speakable(text)
             if len(text) > self.service.cfg.max_input_chars:
                 raise TTSError("payload_too_large", "text is longer than the bridge's max_input_chars")
             u = Utterance(self, event.data.get("voice"), streaming=False)
@@ -364,17 +460,24 @@ class WyomingHandler(AsyncEventHandler):
                         await prev
                 await u.speak()
             finally:
-                self.waiting_segments -= u.segments.count
+                self.waiting_segments -= u.reserved
                 self.progress = time.monotonic()  # the idle clock starts when speech ends
                 await u.close()
 
         self.task = asyncio.create_task(after_previous())
 
     async def fail(self, e: TTSError) -> None:
+        """The ``error`` event, then EOF; the generation stops; the read loop drops what the
+        client still sends until it hangs up or ``LINGER_S`` passed (module docstring)."""
+        if self.failed_at is not None:
+            return
+        self.failed_at = time.monotonic()
         log.info("wyoming: %s: %s", e.code, e.message)
         with contextlib.suppress(Exception):
             await self.write_event(Error(text=e.message, code=e.code).event())
-        await self.stop()  # reading ends -> disconnect() cancels whatever still runs
+            if self.writer.can_write_eof():
+                self.writer.write_eof()
+        await self.disconnect()
 
     async def disconnect(self) -> None:
         """The client went away (or we hung up): cancel generation in the daemon."""
