@@ -40,9 +40,8 @@ def test_streamed_turn_is_heard_before_flush_and_cancels(bridge):
     async def call():
         async with websockets.connect(bridge.url.replace("http", "ws") + "/v1/audio/speech/stream") as raw:
             ws = _WS(raw)
-            assert json.loads(await ws.recv())["session"]["text_mode"] == "clause"  # the default, as before
-            await ws.send(json.dumps({"type": "session.update", "voice": "ryan", "seed": 1, "text_lookahead": 2,
-                                      "text_mode": "stream"}))
+            assert json.loads(await ws.recv())["session"]["text_mode"] == "stream"  # the default
+            await ws.send(json.dumps({"type": "session.update", "voice": "ryan", "seed": 1, "text_lookahead": 2}))
             assert json.loads(await ws.recv())["type"] == "session"
             while not ws.warm:  # the call opened the daemon and loaded the model: as an agent would, wait for it
                 with contextlib.suppress(asyncio.TimeoutError):

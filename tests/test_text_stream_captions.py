@@ -6,7 +6,8 @@ model: which generation speaks which text, and which captions come when (issue 2
 * a rollover's next generation gets the text its predecessor left;
 * a sentence's caption comes once the text after it is committed and the audio has
   reached its estimated end; the generation's end captions the rest, and the spans add
-  up to its audio exactly.
+  up to its audio exactly;
+* the bridge holds at most MAX_TURN_CHARS of a streamed turn.
 """
 
 from __future__ import annotations
@@ -114,3 +115,24 @@ def test_live_caption_spans_follow_the_speed(speed):
     pipe.duration_s = 100.0
     cap, = tl.live()
     assert cap["end"] == pytest.approx(spoken_seconds("One more thing.") / speed, abs=1e-3)
+
+
+def test_the_bridge_holds_at_most_max_turn_chars_of_a_streamed_turn():
+    """The WebSocket's default text_mode "stream" keeps a turn's text in the bridge as it
+    comes (to speak it whole on a daemon that cannot stream text): ``payload_too_large``
+    past MAX_TURN_CHARS (ws.py sends it as an error event; the call goes on)."""
+    import asyncio
+
+    from qwen3ttsd.bridge.turns import MAX_TURN_CHARS, StreamTurn
+    from qwen3ttsd.errors import TTSError
+    from qwen3ttsd.messages import Synthesize
+
+    async def go() -> str:
+        turn = StreamTurn("/nonexistent.sock", 0, Synthesize(text="", text_stream=True))
+        turn.add("x" * MAX_TURN_CHARS)
+        with pytest.raises(TTSError) as e:
+            turn.add("y")
+        assert e.value.code == "payload_too_large"
+        return turn.written
+
+    assert asyncio.run(go()) == "x" * MAX_TURN_CHARS
