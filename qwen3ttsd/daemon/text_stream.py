@@ -25,10 +25,10 @@ from __future__ import annotations
 
 import re
 import threading
-import unicodedata
 from collections.abc import Callable
 
 from ..audio.pipeline import MODEL_RATE, AudioPipeline
+from ..engine.request import wide_chars
 from ..engine.text_feed import DEFAULT_LOOKAHEAD, TextFeed
 from ..text import split_segments
 from ..text.markup import strip_markup
@@ -146,8 +146,7 @@ class TurnText:
 
 def spoken_seconds(text: str) -> float:
     """About how long ``text`` takes to say at speed 1 (a live caption's estimated span)."""
-    wide = sum(1 for c in text if unicodedata.east_asian_width(c) in ("W", "F"))
-    return (len(text) + (WIDE_CHAR_WEIGHT - 1) * wide) / SPOKEN_CHARS_PER_S
+    return (len(text) + (WIDE_CHAR_WEIGHT - 1) * wide_chars(text)) / SPOKEN_CHARS_PER_S
 
 
 class TurnTimeline:
