@@ -153,7 +153,7 @@ async def ws_call(url: str, t: Tally, turns: int = 1, sentences: int = 4) -> Non
         async with websockets.connect(url.replace("http", "ws") + "/v1/audio/speech/stream",
                                       open_timeout=30, max_size=None) as w:
             await w.send(json.dumps({"type": "session.update", "voice": "ryan", "format": "pcm16",
-                                     "max_frames": FRAMES}))
+                                     "max_frames": FRAMES, "text_mode": "clause"}))  # a request per sentence
             for _ in range(turns):
                 text = " ".join(random.choice(SENTENCES) for _ in range(sentences))
                 t.requests["ws_segment"] += sentences

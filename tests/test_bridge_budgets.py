@@ -192,6 +192,8 @@ def test_a_100kb_websocket_text_is_refused_and_health_stays_fast(capped):
     async def go():
         async with websockets.connect(url, max_size=None) as ws:
             assert json.loads(await ws.recv())["type"] == "session"
+            await ws.send(json.dumps({"type": "session.update", "text_mode": "clause"}))  # the segment budget
+            assert json.loads(await ws.recv())["type"] == "session"
             for _ in range(10):
                 await ws.send(json.dumps({"type": "text", "text": "Hi. " * 25_000}))  # 100 KB
                 msg = json.loads(await ws.recv())

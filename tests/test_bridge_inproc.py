@@ -112,7 +112,7 @@ def spoken(texts: list[str], chunks: int = 2) -> bytes:
 def ws_turn(http, text: str) -> tuple[bytes, list[dict]]:
     audio, events = bytearray(), []
     with http.websocket_connect("ws://127.0.0.1/v1/audio/speech/stream") as ws:
-        ws.send_json({"type": "session.update", "audio_header": False})
+        ws.send_json({"type": "session.update", "audio_header": False, "text_mode": "clause"})  # segments
         ws.send_json({"type": "text", "text": text})
         ws.send_json({"type": "flush"})
         while True:

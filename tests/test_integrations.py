@@ -194,7 +194,7 @@ def test_pipecat_call_warms_at_start_streams_tokens_and_gets_captions(bridge):
     audio = [f for f in sink.frames if isinstance(f, TTSAudioRawFrame)]
     assert audio and {(f.sample_rate, f.num_channels) for f in audio} == {(RATE, 1)}
     total = sum(len(f.audio) for f in audio)
-    assert total % (6 * FRAME * 2) == 0  # whole generations of max_frames (one per clause, or per turn)
+    assert total % (6 * FRAME * 2) == 0  # whole generations of max_frames (a turn goes on in the next past the cap)
     # the server's sentence captions became Pipecat's word timestamps: timed text frames
     captions = [e for e in spy.events if e["type"] == "caption"]
     assert " ".join(c["text"] for c in captions).split() == " ".join(REPLY).split()

@@ -24,8 +24,10 @@ def test_session_message_is_what_the_bridge_accepts():
                                extra={"max_frames": 4, "seed": 1, "format": "mulaw"}).message()
     # 24 kHz pcm16 with the timestamp header whatever `extra` says; unset fields are left out
     assert msg == {"type": "session.update", "voice": "narrator", "format": "pcm16", "sample_rate": 24000,
-                   "audio_header": True, "language": "en", "speed": 1.25, "max_frames": 4, "seed": 1}
+                   "audio_header": True, "language": "en", "speed": 1.25, "max_frames": 4, "seed": 1,
+                   "text_mode": "stream"}  # a reply is one running generation (issue 22)
     assert "voice" not in phone.SessionOptions().message()  # the server's default speaker
+    assert phone.SessionOptions(extra={"text_mode": "clause"}).message()["text_mode"] == "clause"
 
 
 def test_audio_frame_header():

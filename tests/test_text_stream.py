@@ -261,10 +261,11 @@ def test_daemon_speaks_streamed_words_before_flush(custom_voice_daemon):
     import asyncio
 
     from qwen3ttsd.client import AsyncClient
-    from qwen3ttsd.messages import Caption, Chunk, Synthesize, SynthesizeResult
+    from qwen3ttsd.messages import Caption, Chunk, Synthesize, SynthesizeResult, Warmup
 
     async def main():
         async with AsyncClient(str(custom_voice_daemon / "tts.sock")) as c:
+            await c.request(Warmup(voice="ryan", language="english"))  # as a call does: the load is not the turn's
             items, send_text = c.synthesize_streamed(Synthesize(text="", voice="ryan", language="english",
                                                                 seed=3, text_lookahead=2))
             words = "so here is a long answer without any punctuation at all for you".split()

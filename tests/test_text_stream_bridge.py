@@ -40,9 +40,8 @@ def test_streamed_turn_is_heard_before_flush_and_cancels(bridge):
     async def call():
         async with websockets.connect(bridge.url.replace("http", "ws") + "/v1/audio/speech/stream") as raw:
             ws = _WS(raw)
-            assert json.loads(await ws.recv())["session"]["text_mode"] == "clause"  # the default, as before
-            await ws.send(json.dumps({"type": "session.update", "voice": "ryan", "seed": 1, "text_lookahead": 2,
-                                      "text_mode": "stream"}))
+            assert json.loads(await ws.recv())["session"]["text_mode"] == "stream"  # the default
+            await ws.send(json.dumps({"type": "session.update", "voice": "ryan", "seed": 1, "text_lookahead": 2}))
             assert json.loads(await ws.recv())["type"] == "session"
             while not ws.warm:  # the call opened the daemon and loaded the model: as an agent would, wait for it
                 with contextlib.suppress(asyncio.TimeoutError):
@@ -96,3 +95,77 @@ def test_a_short_turn_sent_before_warm_is_spoken(bridge):
 
     audio, msgs = asyncio.run(call())
     assert audio > 0 and not [m for m in msgs if m["type"] == "error"]
+
+
+async def _streamed_turn(bridge, words: list[str], pause: float, **session) -> tuple[list[dict], list[int], int]:
+    """A stream-mode turn fed word by word: (its events in order, the audio bytes received
+    before each event, all the turn's audio bytes)."""
+    async with websockets.connect(bridge.url.replace("http", "ws") + "/v1/audio/speech/stream") as raw:
+        ws = _WS(raw)
+        await ws.recv()
+        await ws.send(json.dumps({"type": "session.update", "voice": "ryan", "seed": 2, "text_mode": "stream",
+                                  **session}))
+        assert json.loads(await ws.recv())["type"] == "session"
+        while not ws.warm:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(ws.recv(), 0.2)
+        events: list[dict] = []
+        audio_before: list[int] = []
+        audio = 0
+
+        async def read(until: str | None) -> None:
+            nonlocal audio
+            while True:
+                m = await ws.recv()
+                if isinstance(m, bytes):
+                    audio += len(m) - 8
+                    continue
+                events.append(json.loads(m))
+                audio_before.append(audio)
+                if events[-1]["type"] == until:
+                    return
+
+        reader = asyncio.create_task(read("flushed"))
+        for w in words:
+            await ws.send(json.dumps({"type": "text", "text": w + " "}))
+            await asyncio.sleep(pause)
+        await ws.send(json.dumps({"type": "flush"}))
+        await asyncio.wait_for(reader, 60)
+        return events, audio_before, audio
+
+
+def _caption_words(events: list[dict]) -> list[str]:
+    return " ".join(e["text"] for e in events if e["type"] == "caption").split()
+
+
+def test_streamed_turn_captions_cover_every_word_live_and_in_order(bridge):
+    """Issue 22: a turn's captions list all its words, sentence by sentence, in order on
+    the call's timeline - and a sentence's caption comes while the turn still speaks,
+    not only when it ends."""
+    text = ("Hello there, thanks for calling us today. I can help you move your booking to "
+            "another day this week. Which day would suit you best?")
+    events, audio_before, audio = asyncio.run(_streamed_turn(bridge, text.split(), 0.05))
+    assert not [e for e in events if e["type"] == "error"]
+    captions = [e for e in events if e["type"] == "caption"]
+    assert _caption_words(events) == text.split()
+    assert [c["text"] for c in captions] == ["Hello there, thanks for calling us today.",
+                                             "I can help you move your booking to another day this week.",
+                                             "Which day would suit you best?"]
+    done = next(e for e in events if e["type"] == "segment.done")
+    spans = [(c["start_ms"], c["end_ms"]) for c in captions]
+    assert spans[0][0] == done["start_ms"] and spans[-1][1] == done["end_ms"]  # the turn's audio, whole
+    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:])) and all(s < e for s, e in spans)
+    first = events.index(captions[0])
+    assert audio_before[first] < audio  # live: the turn's audio went on after its first caption
+
+
+def test_streamed_turn_whose_generation_ends_early_speaks_and_captions_the_rest(bridge):
+    """A generation that ends before the turn's text does (here its ``max_frames`` cap;
+    a model's end-of-speech likewise) leaves the rest to the next generation of the turn,
+    on the same codec stream: no word is dropped from the audio or the captions."""
+    words = "one two three four five six seven eight nine ten eleven twelve".split()
+    events, _, audio = asyncio.run(_streamed_turn(bridge, words, 0.15, max_frames=3, text_lookahead=1))
+    assert not [e for e in events if e["type"] == "error"]
+    assert _caption_words(events) == words
+    generation = 3 * 1920 * 2  # max_frames of pcm16 at 24 kHz
+    assert audio % generation == 0 and audio > generation  # more than one generation spoke the turn

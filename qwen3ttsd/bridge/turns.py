@@ -23,6 +23,7 @@ from ..errors import TTSError
 from ..messages import Caption, Chunk, Synthesize, SynthesizeResult
 from .segments import DaemonStream, Piece
 
+MAX_TURN_CHARS = 100_000   # one streamed turn's text (about two hours of speech): the bridge holds it all
 
 class StreamTurn:
     """One turn of a call spoken by one running generation (see the module docstring)."""
@@ -42,6 +43,10 @@ class StreamTurn:
         return self.written
 
     def add(self, text: str) -> None:
+        """The turn's next text; ``payload_too_large`` past ``MAX_TURN_CHARS`` (the turn goes on)."""
+        if len(self.written) + len(text) > MAX_TURN_CHARS:
+            raise TTSError("payload_too_large", f"a streamed turn takes at most {MAX_TURN_CHARS} characters; "
+                           "flush it and go on in the next turn")
         if text:
             self.written += text
             self._outbox.put_nowait((text, False))
@@ -97,4 +102,4 @@ class StreamTurn:
         self.result = ds.result
 
 
-__all__ = ["StreamTurn"]
+__all__ = ["MAX_TURN_CHARS", "StreamTurn"]

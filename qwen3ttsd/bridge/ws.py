@@ -4,13 +4,16 @@ Client -> server (JSON text messages):
 
   {"type": "session.update", "voice": "ryan", "language": "english", "format": "mulaw",
    "sample_rate": 8000, "instructions": "...", "speed": 1.0, "seed": 1, "model": "...",
-   "audio_header": true, "text_format": "text", "text_mode": "clause", "text_lookahead": 4}
-                                                  text_mode "stream": each turn is ONE running
-                                                  generation fed as the text arrives (heard before
-                                                  any punctuation; bridge/turns.py); "clause"
-                                                  (default): a generation per clause, as before
-  {"type": "text", "text": "Hello, how can I"}     LLM deltas; speech starts at the first clause
-                                                  (text_format "ssml": one SSML document, spoken at flush)
+   "audio_header": true, "text_format": "text", "text_mode": "stream", "text_lookahead": 4}
+                                                  text_mode "stream" (default): each turn is ONE
+                                                  running generation fed as the text arrives (heard
+                                                  before any punctuation, prosody unbroken;
+                                                  bridge/turns.py); "clause": a generation per
+                                                  clause (a daemon that cannot stream text - the
+                                                  sequential backend, upstreams - falls back to it)
+  {"type": "text", "text": "Hello, how can I"}     LLM deltas; speech starts once text_lookahead tokens
+                                                  are final ("clause": at the first clause;
+                                                  text_format "ssml": one SSML document, spoken at flush)
   {"type": "flush"}                               end of turn: speak what is buffered
   {"type": "cancel"}                              barge-in: stop now, report what was sent
 
@@ -19,12 +22,14 @@ Server -> client:
   {"type": "session", "session": {...}}           after connect and after each update (the
                                                   first also has "request_id": the x-request-id)
   {"type": "warm", "model": ..., "load_s": ...}   the session's model is loaded (any time)
-  {"type": "segment", "index": n, "text": "..."}  a segment was queued
+  {"type": "segment", "index": n, "text": "..."}  a segment was queued (a streamed turn: at its
+                                                  first text, with "text": "")
   binary frames: 8-byte header (u32 seq, u32 timestamp_ms, big-endian; the audio time of the
     frame's first sample since the session began) + audio in the session's format;
     with "audio_header": false, the audio alone
   {"type": "caption", "index": n, "text": "...", "start_ms": ..., "end_ms": ...}
-                                                  a sentence's span on the call's timeline (subtitles)
+                                                  a sentence's span on the call's timeline (subtitles);
+                                                  in a streamed turn, sent while the turn speaks
   {"type": "segment.done", "index": n, "sent_ms": ..., "start_ms": ..., "end_ms": ...}
   {"type": "flushed", "sent_ms": ...}             everything up to the flush has been sent
   {"type": "cancelled", "sent_ms": ..., "sent_bytes": ..., "segments_done": n}
@@ -32,15 +37,17 @@ Server -> client:
 
 Budgets: a message is strict JSON (no NaN/Infinity, deep nesting or lone surrogates:
 ``bad_request``); a ``text`` message carries at most ``max_input_chars`` characters and a
-call holds at most ``MAX_WAITING_SEGMENTS`` segments waiting in the bridge (else
-``payload_too_large``, and the call stays usable); a frame larger than a ``text`` message
+call holds at most ``MAX_WAITING_SEGMENTS`` segments waiting in the bridge, a streamed turn
+at most ``turns.MAX_TURN_CHARS`` characters (else ``payload_too_large``, and the call stays
+usable); a frame larger than a ``text`` message
 can need closes the socket with 1009 (uvicorn's ``ws_max_size``, set by ``bridge/main.py``).
 Large texts are split on a worker thread and their segments announced in batches, so the
 bridge's loop (``/health``, other calls) never waits on one.
 
-Each segment is its own daemon request with ``priority: realtime``; ``segments.OrderedSegments``
-keeps up to three of them open so the next ones generate while the current one plays, and
-holds the rest of a long turn in the bridge.
+In clause mode each segment is its own daemon request with ``priority: realtime``;
+``segments.OrderedSegments`` keeps up to three of them open so the next ones generate while
+the current one plays, and holds the rest of a long turn in the bridge. A streamed turn is
+one request (``text_stream``) that sits in the same order.
 
 While a call is open the session holds one extra daemon connection: it asks the daemon to
 load the session's model at once (``tts.warmup``: the first utterance does not pay the
@@ -78,7 +85,7 @@ log = logging.getLogger("qwen3tts.bridge.ws")
 CALL_CHUNKS = CHUNK_PROFILES["call"]
 FLUSHED = "flushed"   # the marker a flush leaves in the call's order
 SESSION_DEFAULTS = {"voice": DEFAULT_SPEAKER, "language": "auto", "format": "pcm16", "sample_rate": MODEL_RATE,
-                    "speed": 1.0, "audio_header": True, "text_format": "text", "text_mode": "clause"}
+                    "speed": 1.0, "audio_header": True, "text_format": "text", "text_mode": "stream"}
 TEXT_FORMATS = ("text", "ssml")   # ssml: the call's text is one SSML document, spoken at flush
 TEXT_MODES = ("stream", "clause")  # stream: a turn is one running generation fed as text comes (turns.py)
 OFF_LOOP_CHARS = 2000             # texts longer than this are split on a worker thread

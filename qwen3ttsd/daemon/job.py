@@ -83,6 +83,7 @@ class Job:
     # what takes the client's $/text notifications (daemon/text_stream.py)
     feeds: list[Any] | None = None
     text_in: Any = None
+    segment_end: Any = None                 # (index) -> None, engine thread: a segment ended, before the next
 
     def emit(self, event: JobEvent) -> None:
         """Thread-safe hand-off to the request's coroutine."""

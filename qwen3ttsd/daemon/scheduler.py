@@ -196,6 +196,8 @@ class Scheduler:
         assert isinstance(event, Done)
         job.frames += event.stats.frames
         job.codec = event.codec
+        if job.segment_end is not None:  # a streamed turn may continue in one more generation
+            job.segment_end(job.next_segment)
         job.emit(SegmentDone(job.next_segment, event.stats.samples))  # captions
         job.next_segment += 1
         if job.next_segment < len(job.segments):

@@ -241,6 +241,8 @@ class Synthesis:
                     if first_audio is None:
                         first_audio = time.monotonic() - t0
                     await chunk(await asyncio.to_thread(pipeline.feed, event.pcm))
+                    for cap in timeline.live():  # a streamed turn's sentences, as it speaks them
+                        await send(_notify(M.Caption(msgid, **cap)), stall)
                 elif isinstance(event, SegmentDone):  # the segment's last audio, then its caption
                     tail, caption, audio = await asyncio.to_thread(timeline.segment_done, event.index, event.samples)
                     await chunk(tail)

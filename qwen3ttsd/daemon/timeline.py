@@ -47,6 +47,11 @@ class Timeline:
                    "start": round(start, 3), "end": round(self.t, 3)}
         return tail, caption, self._enter(index + 1)
 
+    def live(self) -> list[dict]:
+        """Captions due while a segment speaks: none, each one follows its segment's end
+        (a streamed turn's timeline has some: daemon/text_stream.py)."""
+        return []
+
     def finish(self) -> bytes:
         return self._pause(self.trailing_pause_s)
 

@@ -43,6 +43,12 @@ class SynthesisStats:
     hit_frame_cap: bool = False
 
 
+def wide_chars(text: str) -> int:
+    """CJK (East Asian wide and fullwidth) characters in ``text``: each takes ~3-4 times as
+    long to say as a letter of an alphabet."""
+    return sum(1 for c in text if unicodedata.east_asian_width(c) in ("W", "F"))
+
+
 def frame_budget(text: str, language: str = "auto") -> int:
     """Upper bound on frames for ``text``: generous for real speech, fatal to runaways.
 
@@ -50,7 +56,7 @@ def frame_budget(text: str, language: str = "auto") -> int:
     max_new_tokens; scale the cap with how long the text could take to say.
     CJK characters get ~0.45 s each, other letters/digits ~0.12 s, plus 3 s slack.
     """
-    wide = sum(1 for c in text if unicodedata.east_asian_width(c) in ("W", "F"))
+    wide = wide_chars(text)
     narrow = sum(1 for c in text if c.isalnum()) - wide
     seconds = 3.0 + 0.45 * wide + 0.12 * max(narrow, 0)
     return max(8, min(int(seconds * FRAME_RATE), 8000))

@@ -107,6 +107,7 @@ class TextFeed:
         self._done = False               # flushed, and every piece pulled
         self._spoken: list[str] = []     # the committed spoken text, in pieces
         self._tokens = 0
+        self.committed = 0               # characters of the appended text that are final (captions)
         self._ahead: list[int] = []      # tokens pulled before a row took them (see :meth:`peek`)
         self.eos_sent = False            # the row has its tts_eos (set by :mod:`.text_rows`)
 
@@ -188,6 +189,7 @@ class TextFeed:
         self._buf += "".join(incoming)
         units, used = stable_units(self._buf, final)
         self._buf = self._buf[used:]
+        self.committed += used
         ids: list[int] = []
         for unit in units:
             text = self._spoken_form(unit)

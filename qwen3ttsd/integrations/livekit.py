@@ -5,10 +5,11 @@ Why not ``livekit.plugins.openai.TTS``: it is not streaming (one HTTP request pe
 after LiveKit's own sentence splitter), so the model restarts at every sentence and an
 interruption can only drop the HTTP response. Here an agent's reply is one stream on a pooled
 WebSocket: ``prewarm()`` (called by ``AgentSession`` when the call starts) opens it, and the
-bridge loads the model at connect; LLM tokens go in as they arrive, 24 kHz pcm16 frames come
-out, ``stream.aclose()`` on an interruption sends ``cancel`` (the server stops generating
-within a frame, and the connection goes back to the pool once the server says
-``cancelled``), and the server's sentence ``caption`` events become the aligned transcript
+bridge loads the model at connect; LLM tokens go in as they arrive into ONE running generation
+per reply (``text_mode: "stream"``), 24 kHz pcm16 frames come out, ``stream.aclose()`` on an
+interruption sends ``cancel`` (the server stops generating within a frame, and the connection
+goes back to the pool once the server says ``cancelled``), and the server's sentence
+``caption`` events, sent while the reply speaks, become the aligned transcript
 (``TimedString``) LiveKit syncs its captions with. Any voice works: built-in speakers, OpenAI
 names, saved clone voices.
 

@@ -46,11 +46,14 @@ class SessionOptions:
     language: str | None = None        # "en", "en-US", "english"; None: detected per sentence
     instructions: str | None = None    # a style prompt (CustomVoice / VoiceDesign checkpoints)
     speed: float | None = None
+    # "stream": a reply is ONE running generation fed as the LLM writes (no prosody restart at
+    # each clause, heard before any punctuation); "clause" (in ``extra`` too): one per clause
+    text_mode: str = "stream"
     extra: dict[str, Any] = field(default_factory=dict)  # any other field: seed, temperature, max_frames...
 
     def message(self) -> dict[str, Any]:
         msg: dict[str, Any] = {"type": "session.update", "format": "pcm16", "sample_rate": SAMPLE_RATE,
-                               "audio_header": True}
+                               "audio_header": True, "text_mode": self.extra.get("text_mode", self.text_mode)}
         if self.language:
             msg["language"] = re.split(r"[-_]", self.language.strip(), maxsplit=1)[0].lower()
         for key in ("voice", "model", "instructions", "speed"):

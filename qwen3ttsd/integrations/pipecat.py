@@ -5,11 +5,12 @@ Why not Pipecat's ``OpenAITTSService``: it makes one HTTP request per sentence, 
 3 s without audio, accepts only OpenAI's 13 voice names and cannot stop a generation on
 barge-in. This service keeps one WebSocket per call instead: it is opened when the pipeline
 starts (the bridge loads the model at connect, so the first reply is warm), LLM tokens go in as
-they arrive (``TextAggregationMode.TOKEN`` by default: the server finds the clause
-boundaries), audio comes back as 24 kHz pcm16 frames, an interruption becomes ``cancel`` (the
-server stops generating within a frame), and the server's sentence ``caption`` events become
-Pipecat's word timestamps, so its transcripts and sentence frames follow the audio. Any voice
-works: built-in speakers, OpenAI names, saved clone voices.
+they arrive (``TextAggregationMode.TOKEN`` by default) and a reply is ONE running generation fed
+as the LLM writes (``text_mode: "stream"``: heard before any punctuation, no prosody restart at
+each clause), audio comes back as 24 kHz pcm16 frames, an interruption becomes ``cancel`` (the
+server stops generating within a frame), and the server's sentence ``caption`` events - sent
+while the reply speaks - become Pipecat's word timestamps, so its transcripts and sentence
+frames follow the audio. Any voice works: built-in speakers, OpenAI names, saved clone voices.
 
 The wire protocol has no context ids: the call speaks its text in order, so audio belongs to
 the oldest context not yet ended, a ``flushed`` ends every context sent before that flush, and
