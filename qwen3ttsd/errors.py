@@ -69,3 +69,16 @@ class TTSError(Exception):
 class Cancelled(TTSError):
     def __init__(self, message: str = "cancelled") -> None:
         super().__init__("cancelled", message)
+
+
+def text_stream_unsupported(where: str) -> TTSError:
+    """A streamed-text request (``text_stream``) on a backend that cannot take one (the
+    sequential engine, an upstream front). Marked by ``param: text_stream``, so a front end
+    falls back to its clause path on this and only this ``unsupported`` (not, say, on "no
+    VoiceDesign model installed")."""
+    return TTSError("unsupported", f"streamed text (text_stream) is not served by {where}",
+                    data={"param": "text_stream"})
+
+
+def is_text_stream_unsupported(e: TTSError) -> bool:
+    return e.code == "unsupported" and (e.data or {}).get("param") == "text_stream"

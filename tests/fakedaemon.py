@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from qwen3ttsd import messages as M, protocol as P
-from qwen3ttsd.errors import TTSError
+from qwen3ttsd.errors import TTSError, text_stream_unsupported
 
 MODELS = [{"name": "custom_voice", "type": "custom_voice", "size": "0.6B", "loaded": False,
            "speakers": ["ryan", "vivian"], "languages": ["auto", "english"], "future_key": 1},
@@ -44,6 +44,8 @@ class FakeDaemon:
     requests: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     # answer text_stream requests `unsupported` (sequential backend): "at once" or "at flush"
     stream_unsupported: str = ""
+    stream_error: str = ""               # answer text_stream requests with this plain error code
+    stream_hang_up: int = 0              # close text_stream requests' connections this many times
 
     def last(self, method: str = "tts.synthesize") -> dict[str, Any]:
         """The params of the last ``method`` request (the bridge also asks models/voices)."""
@@ -107,7 +109,14 @@ class FakeDaemon:
         if self.stream_unsupported:
             while self.stream_unsupported == "at flush" and not (await text.get()).flush:
                 pass
-            w.write(P.response(msgid, TTSError("unsupported", "streamed text is not served").to_wire()))
+            w.write(P.response(msgid, text_stream_unsupported("the fake daemon").to_wire()))
+            return
+        if self.stream_error:
+            w.write(P.response(msgid, TTSError(self.stream_error, "no such model installed").to_wire()))
+            return
+        if self.stream_hang_up > 0:
+            self.stream_hang_up -= 1
+            w.close()
             return
         req = M.Synthesize.from_wire(params)
         self.open_now += 1

@@ -120,6 +120,32 @@ def test_a_daemon_that_cannot_stream_text_gets_clauses(tmp_path, when):
     assert [e.type for e in got][-2:] == ["audio-stop", "synthesize-stopped"]
 
 
+def test_only_the_text_stream_unsupported_answer_falls_back(tmp_path):
+    """Another ``unsupported`` (here: no model of the kind installed) is the turn's error,
+    not a reason to ask again clause by clause."""
+    (tmp_path / "rt").mkdir()
+    d = FakeDaemon(tmp_path / "rt" / "tts.sock", stream_error="unsupported")
+    try:
+        got = run_wyoming(tmp_path, word_by_word(WORDS[:3]), "error", 1)
+    finally:
+        d.close()
+    assert got[-1].type == "error" and got[-1].data["code"] == "unsupported"
+    assert [p.get("text_stream", False) for m, p in d.requests if m == "tts.synthesize"] == [True]
+
+
+def test_a_turn_whose_daemon_connection_drops_before_audio_is_asked_once_more(tmp_path):
+    """A daemon exiting as the turn began (idle exit) or crashing: the turn goes to a new
+    connection with its text so far, as the clause path retries a segment."""
+    (tmp_path / "rt").mkdir()
+    d = FakeDaemon(tmp_path / "rt" / "tts.sock", stream_hang_up=1)
+    try:
+        got = run_wyoming(tmp_path, word_by_word(WORDS), "synthesize-stopped", 1)
+    finally:
+        d.close()
+    assert audio(got) == "".join(w + " " for w in WORDS).encode()
+    assert [p.get("text_stream", False) for m, p in d.requests if m == "tts.synthesize"] == [True, True]
+
+
 def test_a_client_that_hangs_up_mid_turn_stops_the_generation(tmp_path, daemon):
     async def go() -> None:
         port = free_port()

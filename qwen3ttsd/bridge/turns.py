@@ -16,14 +16,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from ..client import AsyncClient
-from ..errors import TTSError
+from ..client import AsyncClient, ConnectionLost
+from ..errors import TTSError, is_text_stream_unsupported
 from ..messages import Caption, Chunk, Synthesize, SynthesizeResult
 from .segments import DaemonStream, Piece
 
+log = logging.getLogger("qwen3tts.bridge.turns")
+
 MAX_TURN_CHARS = 100_000   # one streamed turn's text (about two hours of speech): the bridge holds it all
+
 
 class StreamTurn:
     """One turn of a call spoken by one running generation (see the module docstring)."""
@@ -56,31 +60,55 @@ class StreamTurn:
         self._outbox.put_nowait(("", True))
 
     async def pieces(self) -> AsyncIterator[Piece]:
-        """Audio chunks and captions as the daemon speaks the turn; raises its TTSError."""
-        audio = False
-        try:
-            async with AsyncClient(self.tts_socket, connect_timeout=10) as client:
-                items, send_text = client.synthesize_streamed(self.request)
-                sender = asyncio.create_task(self._send(send_text))
-                try:
-                    async with contextlib.aclosing(items) as stream:
-                        async for item in stream:
-                            if isinstance(item, (Chunk, Caption)):
-                                audio = audio or isinstance(item, Chunk) and bool(item.audio)
-                                yield item
-                            elif isinstance(item, SynthesizeResult):
-                                self.result = item
-                finally:
-                    sender.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await sender
-        except TTSError as e:
-            if e.code != "unsupported" or audio:
-                raise
-            self.fell_back = True
-        if self.fell_back:
-            async for piece in self._whole():
-                yield piece
+        """Audio chunks and captions as the daemon speaks the turn; raises its TTSError.
+        A connection lost before any audio (a daemon exiting as the turn began, or one that
+        crashed) is tried once more on a new one, with the turn's text so far."""
+        heard = [False]
+        for attempt in (1, 2):
+            try:
+                async for piece in self._speak(heard):
+                    yield piece
+                return
+            except ConnectionLost as e:
+                if heard[0] or attempt == 2:
+                    raise
+                log.warning("daemon connection lost before the turn's first audio (%s); retrying once", e.message)
+                self._outbox = self._resend()
+            except TTSError as e:
+                if not is_text_stream_unsupported(e) or heard[0]:
+                    raise
+                self.fell_back = True
+                async for piece in self._whole():
+                    yield piece
+                return
+
+    async def _speak(self, heard: list[bool]) -> AsyncIterator[Piece]:
+        """One streamed request for the turn; ``heard[0]`` turns True with its first audio."""
+        async with AsyncClient(self.tts_socket, connect_timeout=10) as client:
+            items, send_text = client.synthesize_streamed(self.request)
+            sender = asyncio.create_task(self._send(send_text))
+            try:
+                async with contextlib.aclosing(items) as stream:
+                    async for item in stream:
+                        if isinstance(item, (Chunk, Caption)):
+                            heard[0] = heard[0] or isinstance(item, Chunk) and bool(item.audio)
+                            yield item
+                        elif isinstance(item, SynthesizeResult):
+                            self.result = item
+            finally:
+                sender.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await sender
+
+    def _resend(self) -> asyncio.Queue[tuple[str, bool]]:
+        """A new outbox for a second connection: the turn's text so far, its flush if it came
+        (text added from now on follows as usual)."""
+        box: asyncio.Queue[tuple[str, bool]] = asyncio.Queue()
+        if self.written:
+            box.put_nowait((self.written, False))
+        if self.flushed.is_set():
+            box.put_nowait(("", True))
+        return box
 
     async def _send(self, send_text: Callable[[str, bool], Awaitable[None]]) -> None:
         while True:

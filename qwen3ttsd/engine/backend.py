@@ -25,7 +25,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
-from ..errors import Cancelled, TTSError
+from ..errors import Cancelled, TTSError, text_stream_unsupported
 from .request import SynthesisRequest, SynthesisStats
 
 if TYPE_CHECKING:
@@ -144,7 +144,7 @@ def internal_error(e: BaseException) -> TTSError:
 def streamed_text_unsupported(where: str) -> Failed:
     """The end of a streamed-text request on a backend that cannot take one: ``unsupported``,
     which the front ends (bridge/turns.py) answer by falling back to their clause path."""
-    return Failed(TTSError("unsupported", f"streamed text (text_stream) is not served by {where}"))
+    return Failed(text_stream_unsupported(where))
 
 
 __all__ = ["Audio", "Backend", "BackendOptions", "Cancelled", "Done", "Failed", "Sink", "Stream",
