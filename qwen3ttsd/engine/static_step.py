@@ -169,6 +169,7 @@ class StaticStep:
             backend.kv.pinned = True
         self.generation = -1   # the RowKV generation the graphs were captured on
         self.steps = 0   # static steps taken (tests)
+        self._pinned: dict[int, Tensor] = {}   # per bucket: the params' host side (_upload)
 
     @staticmethod
     def takes(rows: list) -> bool:
@@ -193,7 +194,7 @@ class StaticStep:
         if buf is None:
             buf = self.buffers[n] = StepBuffers.of(n, be, past)
         params = [row_params(r, be.vocab, be.predictor.vocab_size) for r in rows] + [list(PAD)] * (n - b)
-        buf.params.copy_(torch.tensor(params, dtype=torch.float32))
+        self._upload(buf.params, torch.tensor(params, dtype=torch.float32))
         buf.past[:b].copy_(past)
         buf.text[:b].copy_(torch.stack([r.text() for r in rows]))
         buf.seen[:b].copy_(torch.stack([r.seen for r in rows]))
@@ -213,6 +214,19 @@ class StaticStep:
         self.steps += 1
         # clones: the frames wait in the rows' audio chunkers, the hidden rows for the next step
         return buf.frames[:b].clone(), buf.ids[:b], buf.hidden[:b].clone()
+
+    def _upload(self, dst: Tensor, src: Tensor) -> None:
+        """``dst.copy_(src)`` from the host without a stream sync: a plain host -> device
+        copy waits for the GPU to drain; from pinned memory it is queued. The pinned buffer
+        is reused next step, after the step's one read of the ids has waited for the GPU."""
+        if dst.device.type == "cpu":
+            dst.copy_(src)
+            return
+        pinned = self._pinned.get(dst.shape[0])
+        if pinned is None:
+            pinned = self._pinned[dst.shape[0]] = torch.empty(dst.shape, dtype=dst.dtype, pin_memory=True)
+        pinned.copy_(src)
+        dst.copy_(pinned, non_blocking=True)
 
 
 def _uses(r: Any, backend: Any) -> tuple[bool, bool, bool, bool]:
