@@ -6,6 +6,8 @@ one host sync per step, no CPU/CUDA mixing; graph capture itself is off here
 from __future__ import annotations
 
 import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from qwen3ttsd.engine.backend import Done
 from qwen3ttsd.testing.fake_cuda import fake_cuda_engine, write_shapes_checkpoint
@@ -34,6 +36,42 @@ def test_fake_cuda_static_step_one_sync(tmp_path):
         assert lane.counter.scalar_reads == 0
         bufs = [t for buf in b.static.buffers.values() for t in vars(buf).values()]
         assert bufs and all(t.device.type == "cuda" for t in bufs)   # the step's state stays on the device
+
+
+class BlockingUploads(TorchDispatchMode):
+    """Counts host -> device copies that wait for the GPU (not ``non_blocking``: torch then
+    synchronises the stream, a host sync the SyncCounter does not see)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        aten = torch.ops.aten
+        if func is aten._to_copy.default and args[0].device.type == "cpu" and "cuda" in str(kwargs.get("device")):
+            self.count += not kwargs.get("non_blocking", False)
+        elif func is aten.copy_.default and args[0].device.type == "cuda" and args[1].device.type == "cpu":
+            self.count += not (args[2] if len(args) > 2 else kwargs.get("non_blocking", False))
+        return func(*args, **kwargs)
+
+
+def test_fake_cuda_static_step_uploads_without_waiting(tmp_path):
+    """The static step's host inputs go up from pinned memory, queued: no stream sync."""
+    model = write_shapes_checkpoint(tmp_path / "tiny", "tiny")
+    with fake_cuda_engine(model, cuda_graphs=False) as lane:
+        b = lane.backend
+        events: list = []
+        for seed in (1, 2):
+            b.admit(_stream(events, 6, seed))
+        b.step()   # admission: the prefill's uploads
+        steps = b.static.steps
+        with BlockingUploads() as uploads:
+            for _ in range(3):
+                b.step()
+        assert b.static.steps - steps == 3 and uploads.count == 0, uploads.count
+        while b.active:
+            b.step()
 
 
 def test_fake_cuda_failed_capture_falls_back_to_eager(tmp_path):

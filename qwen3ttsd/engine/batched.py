@@ -505,7 +505,7 @@ class BatchedBackend:
         leaves, else it is the row's next frame's."""
         for r, tok, hidden in sampled:
             r.sampled += 1
-            r.seen[tok] = True
+            r.seen[tok].fill_(True)  # a fill kernel: `seen[tok] = True` copies a host scalar up (a CUDA stream sync)
             if tok == self.eos:
                 self._leave(r)
                 continue

@@ -52,7 +52,8 @@ class Captured:
         torch.cuda.current_stream().wait_stream(side)
         # what one step draws from a slot's carriers: the same per call eagerly or replayed
         self.d_sub, self.d_talk = self.sub[0].get_offset() - start[0], self.talk[0].get_offset() - start[1]
-        with torch.cuda.graph(self.graph):
+        # thread_local: the prompt builder threads may use the device during a capture
+        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
             step((self.sub, self.talk))
 
     def replay(self, rows: RowRng) -> None:
