@@ -22,6 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench_engine import sync
 from common import add_model_args, checkpoint
 
 from qwen3ttsd.engine import Engine, LoadOptions, SynthesisRequest
@@ -45,17 +46,12 @@ def run(b: BatchedBackend, n: int, frames: int, seed: int) -> tuple[float, dict[
                                seed=seed + i, max_frames=frames)
         b.admit(Stream(req, sink=lambda ev: done.append(ev.stats.frames) if isinstance(ev, Done) else None,
                        on_codes=lambda c, i=i: codes[i].append(c.cpu())))
-    sync(b)
+    sync(b.device.type)
     t0 = time.perf_counter()
     while b.active:
         b.step()
-    sync(b)
+    sync(b.device.type)
     return (time.perf_counter() - t0) / max(done), {i: torch.cat(c).tolist() for i, c in codes.items() if c}
-
-
-def sync(b: BatchedBackend) -> None:
-    if b.device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def main() -> int:
