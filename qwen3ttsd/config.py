@@ -74,6 +74,9 @@ class DaemonConfig:
     weight_cache: bool = True              # batched engine, own weights, quant on the CPU: keep the
                                            # quantized weights in <state_dir>/weight-cache between
                                            # starts (engine/weight_cache.py)
+    cuda_graphs: bool = True               # batched engine, CUDA: replay each batch bucket's decode
+                                           # step from a CUDA graph; 0: the same static step, eagerly
+                                           # (engine/cuda_graphs.py)
 
     def __post_init__(self) -> None:
         if not self.tts_socket:

@@ -23,6 +23,14 @@ def test_engine_and_max_batch_settings():
         "sequential", 4, "int8", False, True, 3)
 
 
+def test_cuda_graphs_setting_reaches_the_backend_options():
+    """Issue 24: ``cuda_graphs`` is a daemon setting (``QWEN3TTSD_CUDA_GRAPHS``), on by default."""
+    base = {"QWEN3TTSD_CONFIG": "/nonexistent"}
+    assert BackendOptions.from_config(config.load(config.DaemonConfig, "daemon", env=base)).cuda_graphs
+    d = config.load(config.DaemonConfig, "daemon", env={**base, "QWEN3TTSD_CUDA_GRAPHS": "0"})
+    assert d.cuda_graphs is False and BackendOptions.from_config(d).cuda_graphs is False
+
+
 def test_threads_setting_caps_torchs_cpu_threads(tiny_models):
     import torch
 

@@ -98,12 +98,13 @@ class BackendOptions:
                                    # batch size while idle (batched, CPU; engine/prewarm.py)
     prompts: str = "own"           # own | qwen-tts: who builds a stream's prompt (batched; own is
                                    # bitwise equal, off the engine thread: engine/prompts.py)
+    cuda_graphs: bool = True       # replay the static decode step from a CUDA graph per bucket (CUDA)
 
     @classmethod
     def from_config(cls, cfg: config.DaemonConfig) -> BackendOptions:
         return cls(kind=cfg.engine, max_batch=max(1, int(cfg.max_batch)), quant=cfg.quant,
                    codec_quant=cfg.codec_quant,
-                   batch_decode=cfg.batch_decode, overlap_decode=cfg.overlap_decode,
+                   batch_decode=cfg.batch_decode, overlap_decode=cfg.overlap_decode, cuda_graphs=cfg.cuda_graphs,
                    prewarm_frames=max(cfg.first_chunk_frames, cfg.chunk_frames) if cfg.prewarm else 0)
 
 

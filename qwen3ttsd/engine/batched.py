@@ -30,11 +30,11 @@ seed), so a seeded request gives qwen-tts's own codes on the same kernels (CPU f
 bitwise, tested; the fused layers of :mod:`.lean` differ from qwen-tts's modules only in
 float rounding).
 
-GPU: the hot path is two functions with static shapes for a given batch size,
-:meth:`BatchedBackend.predict` (15 predictor steps) and :meth:`BatchedBackend.talker_step`;
-they are what a CUDA-graph capture per batch bucket (with ``RowKV`` sized to a fixed
-capacity) would wrap. Attention always goes through SDPA (masks need it), whatever
-attention kernel the checkpoint was loaded with.
+GPU: when every row completes a frame and steps the talker (no row waits for text), the
+whole step - predictor, talker, logits rules, sampling - is one static call per batch
+bucket (:mod:`.static_step`), replayed from a CUDA graph (:mod:`.cuda_graphs`); the steps
+above are its dynamic form (CPU, rows waiting for text, more than 64 rows). Attention always
+goes through SDPA (masks need it), whatever attention kernel the checkpoint was loaded with.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ from .predictor_loop import StaticStepKV
 from .prewarm import Prewarm, codec_shapes
 from .prompt import Prompt, build_prompt, own_prompt, prompt_builder
 from .sampling import NEG_INF, Sampler, Sampling, row_generator
-from .static_step import static_talker
+from .static_step import static_step
 from .text_rows import TextRows, streaming
 
 log = logging.getLogger("qwen3ttsd.engine")
@@ -165,7 +165,7 @@ class BatchedBackend:
         self._leaving: list[tuple[Row, TTSError | None]] = []
         self._newcomers: list[Row] = []   # admitted, prefilled at the next step
         self._suppress_cache: dict[tuple, Tensor] = {}
-        self.static = static_talker(self)  # bucketed static talker step (+ CUDA graphs): static_step.py
+        self.static = static_step(self, options.cuda_graphs)  # the bucketed static step (+ CUDA graphs)
         self.host = HostRead(self.device)  # the step's one device -> host read (:mod:`.host_sync`)
         self.quant = options.quant if self.device.type == "cpu" else ""
         self.prompts = options.prompts
@@ -377,6 +377,9 @@ class BatchedBackend:
                 self.text.idle()  # parked turns wait for text: don't spin
             return
         self.text.feed(self.rows)
+        if self.static is not None and self.static.takes(self.rows):
+            self._static_step()
+            return
         rows = [r for r in self.rows if r.pending]  # the others wait for their next text
         work = []
         if rows:
@@ -390,10 +393,7 @@ class BatchedBackend:
                 r.frames += 1
                 r.pending = False
                 work.append((r.out, frame))
-            for r in list(rows):
-                if r.frames >= r.cap:
-                    r.out.stats.hit_frame_cap = True
-                    self._leave(r)
+            self._leave_capped(rows)
         self._drop_cancelled()
         self.lane.submit(work, self._take_leaving())  # decodes while the talker steps on
         self.lane.deliver()
@@ -412,6 +412,34 @@ class BatchedBackend:
             r.length += 1
         self._take_c0(rows, logits, hidden)
         self._take_built(wait=False)  # built during this step: prefilled at the next
+
+    def _static_step(self) -> None:
+        """The step as one static call (:mod:`.static_step`, a CUDA graph replay on CUDA):
+        every row completes its frame, steps the talker and samples its next codebook 0;
+        the rows that leave with this frame (frame cap, cancel) ignore the rest."""
+        rows = list(self.rows)
+        for r in rows:
+            r.frames += 1   # first: a row's text vector goes with its new frame (Row.text)
+        assert self.static is not None
+        frames, ids, hidden = self.static.step(rows)
+        work = []
+        for r, frame in zip(rows, frames):
+            r.frame, r.pending = frame, False
+            r.length += 1
+            work.append((r.out, frame))
+        self._leave_capped(rows)
+        self._drop_cancelled()
+        self.lane.submit(work, self._take_leaving())
+        self.lane.deliver()
+        tokens = self.host.ints(ids)
+        self._took_c0([(r, tok, hidden[i:i + 1]) for i, (r, tok) in enumerate(zip(rows, tokens)) if r in self.rows])
+        self._take_built(wait=False)
+
+    def _leave_capped(self, rows: list[Row]) -> None:
+        for r in list(rows):
+            if r.frames >= r.cap:
+                r.out.stats.hit_frame_cap = True
+                self._leave(r)
 
     def predict(self, past_hidden: Tensor, c0: Tensor, pick) -> Tensor:
         """Codebooks 1..15 for each row (B, 15): ``pick(j, logits (B, V)) -> ids (B,)``."""
@@ -446,8 +474,6 @@ class BatchedBackend:
         """One talker forward for B rows: input = the sum of each row's frame (B, 16)
         embeddings + its text vector (B, D), at position ``lengths[b]`` of its cache
         (the rows in slots 0..B-1, or in ``slots`` when some rows wait for text)."""
-        if self.static is not None and self.static.fits(len(lengths), slots):
-            return self.static.step(frames, text, lengths)  # else dynamic: rows wait for text, or > 64 rows
         parts = [F.embedding(frames[:, i:i + 1], table) for i, table in enumerate(self.code_tables)]
         x = torch.cat(parts, dim=1).sum(1, keepdim=True) + text.unsqueeze(1)
         span = max(lengths) + 1
@@ -472,15 +498,20 @@ class BatchedBackend:
         """Apply the talker's logits rules and sample codebook 0 of each row's next frame."""
         logits = self.talker_rules(rows, logits)
         ids = self.host.ints(Sampler([r.talk for r in rows], [r.gen for r in rows], self.vocab, self.device)(logits))
-        for i, (r, tok) in enumerate(list(zip(rows, ids))):
+        self._took_c0([(r, tok, hidden[i:i + 1]) for i, (r, tok) in enumerate(zip(rows, ids))])
+
+    def _took_c0(self, sampled: list[tuple[Row, int, Tensor]]) -> None:
+        """Each row's sampled codebook 0 (with the talker's hidden state for it): EOS
+        leaves, else it is the row's next frame's."""
+        for r, tok, hidden in sampled:
             r.sampled += 1
-            r.seen[tok] = True
+            r.seen[tok].fill_(True)  # a fill kernel: `seen[tok] = True` copies a host scalar up (a CUDA stream sync)
             if tok == self.eos:
                 self._leave(r)
                 continue
             r.c0 = tok
             r.pending = True
-            r.hidden = hidden[i:i + 1]
+            r.hidden = hidden
 
     def talker_rules(self, rows: list[Row], logits: Tensor) -> Tensor:
         """HF's logits processors in HF's order: repetition penalty, min_new_tokens, suppress."""

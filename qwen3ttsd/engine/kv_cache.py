@@ -29,11 +29,13 @@ class RowKV:
         self._rows: Tensor | None = None
         self._span = 0
         self.generation = 0   # bumped whenever the tensors are reallocated or dropped (CUDA graphs hold them)
+        self.min_slots = 0    # slots the first reservation makes at least (static_step.py, with CUDA graphs)
+        self.pinned = False   # kept when idle (clear): CUDA graphs were captured on these tensors
 
     def reserve(self, slots: int, length: int) -> None:
         if slots <= self.slots and length <= self.cap:
             return
-        new_slots = max(slots, self.slots)
+        new_slots = max(slots, self.slots, self.min_slots)
         new_cap = max(self.cap, 64)
         while new_cap < length:
             new_cap *= 2
@@ -47,6 +49,9 @@ class RowKV:
         self.generation += 1
 
     def clear(self) -> None:
+        """Drop the tensors (no rows left: a busy spell sized them), unless pinned."""
+        if self.pinned:
+            return
         self.k = [None] * self.n_layers
         self.v = [None] * self.n_layers
         self.slots = self.cap = 0

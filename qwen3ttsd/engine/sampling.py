@@ -50,6 +50,47 @@ class Sampling:
         return cls(do_sample, temp or 1.0, int(s.get(prefix + "top_k") or 0),
                    1.0 if top_p is None else float(top_p))
 
+    def warpers(self, vocab: int) -> tuple[float, int, float, bool]:
+        """(temperature, top-k, top-p, samples) as the warpers apply them: a row that does
+        not sample gets no-op values (1.0, 0, 1.0)."""
+        if not self.do_sample:
+            return 1.0, 0, 1.0, False
+        return self.temperature, min(self.top_k, vocab), self.top_p, True
+
+
+def top_p(logits: Tensor, p: Tensor) -> Tensor:
+    """HF's top-p warper, per row (``p`` (B, 1); rows with p >= 1 are left as they are)."""
+    sorted_logits, sorted_idx = torch.sort(logits, descending=False)
+    cum = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+    remove_sorted = cum <= (1 - p)
+    remove_sorted[..., -1:] = False
+    remove_sorted &= p < 1.0
+    return logits.masked_fill(remove_sorted.scatter(1, sorted_idx, remove_sorted), NEG_INF)
+
+
+def static_sample(logits: Tensor, warp: Tensor, gens: list, topk: bool, topp: bool) -> Tensor:
+    """:class:`Sampler`'s ids from tensors only, for a step a CUDA graph replays: every
+    warper runs whatever the rows' settings (their no-op values leave a row's logits as
+    they are, bitwise), and top-k's threshold comes from a full sort (no host ``k``).
+    ``warp`` (B, 4): each row's :meth:`Sampling.warpers` (top-k as its 0-based index, and
+    whether it samples); ``gens[i]``: row i's generator, None where it does not sample.
+    ``topk``/``topp``: whether any row uses that warper (else it is skipped, as Sampler does)."""
+    temps, k_index, p, sample_rows = warp[:, 0:1], warp[:, 1:2].long(), warp[:, 2:3], warp[:, 3:4] > 0
+    scores = logits / temps
+    if topk:
+        thresh = torch.sort(scores, dim=-1, descending=True).values.gather(1, k_index.clamp(min=0))
+        scores = scores.masked_fill((k_index >= 0) & (scores < thresh), NEG_INF)
+    if topp:
+        scores = top_p(scores, p)
+    probs = scores.softmax(dim=-1)
+    q = torch.empty_like(probs)
+    for i, gen in enumerate(gens):
+        if gen is None:
+            q[i].fill_(1.0)
+        else:
+            exponential(q[i], gen)
+    return torch.where(sample_rows, probs / q, logits).argmax(dim=-1)
+
 
 class Sampler:
     """HF's sampling for B rows, each with its own settings and generator, prepared once
@@ -66,16 +107,13 @@ class Sampler:
             return torch.tensor(values, device=device, dtype=dtype).unsqueeze(1)
 
         self.gens = gens
-        self.sampling = [r.do_sample for r in rules]
+        temps, ks, ps, self.sampling = zip(*(r.warpers(vocab) for r in rules))
         self.any_sample = any(self.sampling)
         self.sample_rows = col(self.sampling)
-        temps = [r.temperature if r.do_sample else 1.0 for r in rules]
         self.temps = col(temps, torch.float32) if any(t != 1.0 for t in temps) else None
-        ks = [min(r.top_k, vocab) if r.do_sample else 0 for r in rules]
         self.kmax = max(ks)
         self.k_index = col([max(k, 1) - 1 for k in ks])
         self.k_rows = None if all(ks) else col([k > 0 for k in ks])
-        ps = [r.top_p if r.do_sample else 1.0 for r in rules]
         self.p = col(ps, torch.float32) if any(p < 1.0 for p in ps) else None
 
     def warp(self, logits: Tensor) -> Tensor:
@@ -86,12 +124,7 @@ class Sampler:
             drop = logits < thresh
             logits = logits.masked_fill(drop if self.k_rows is None else self.k_rows & drop, NEG_INF)
         if self.p is not None:
-            sorted_logits, sorted_idx = torch.sort(logits, descending=False)
-            cum = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
-            remove_sorted = cum <= (1 - self.p)
-            remove_sorted[..., -1:] = False
-            remove_sorted &= self.p < 1.0
-            logits = logits.masked_fill(remove_sorted.scatter(1, sorted_idx, remove_sorted), NEG_INF)
+            logits = top_p(logits, self.p)
         return logits
 
     def __call__(self, logits: Tensor) -> Tensor:
@@ -110,4 +143,4 @@ class Sampler:
         return torch.where(self.sample_rows, probs / q, logits).argmax(dim=-1)
 
 
-__all__ = ["NEG_INF", "Sampler", "Sampling", "exponential", "row_generator"]
+__all__ = ["NEG_INF", "Sampler", "Sampling", "exponential", "row_generator", "static_sample", "top_p"]
