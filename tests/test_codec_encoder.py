@@ -1,5 +1,7 @@
 """ICL clones without qwen-tts (issue 19): the own resampler (engine/resample.py) is
-librosa's, the own codec encoder (engine/codec_encoder.py) gives qwen-tts's codes."""
+librosa's, the own codec encoder (engine/codec_encoder.py) gives qwen-tts's codes, and a
+clone registered on the own weights - x-vector or ICL, at any rate - is qwen-tts's
+``create_voice_clone_prompt`` item, with no transformers, qwen_tts or librosa import."""
 
 from __future__ import annotations
 
@@ -103,3 +105,57 @@ def test_an_unsupported_or_inconsistent_encoder_config_is_a_load_error(tmp_path,
         with pytest.raises(TTSError) as ei:
             load_codec_encoder(tmp_path)
         assert ei.value.code == "model_load_failed"
+
+
+# --- clone prompts on the own weights --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def own_base(tiny_models):
+    from qwen3ttsd.engine import Engine, LoadOptions
+
+    e = Engine(str(tiny_models["base"]), LoadOptions(weights="own"))
+    e.load()
+    return e
+
+
+@pytest.mark.parametrize("sr", [24000, 16000, 44100])
+@pytest.mark.parametrize("icl", [False, True])
+def test_clone_items_equal_qwen_tts_s(own_base, base_engine, sr, icl):
+    wav = _clip(int(1.3 * sr), sr, seed=sr)
+    ref_text = "A reference." if icl else None
+    got = own_base.add_voice(f"v{sr}{icl}", wav, sr, ref_text).item
+    want = base_engine.tts.create_voice_clone_prompt(ref_audio=(wav, sr), ref_text=ref_text,
+                                                     x_vector_only_mode=not icl)[0]
+    assert (got.x_vector_only_mode, got.icl_mode, got.ref_text) == (want.x_vector_only_mode, want.icl_mode,
+                                                                    want.ref_text)
+    assert torch.equal(got.ref_spk_embedding, want.ref_spk_embedding)
+    assert (got.ref_code is None) == (want.ref_code is None) == (not icl)
+    if icl:
+        assert torch.equal(got.ref_code, want.ref_code)
+    assert own_base.tts is None and (own_base.codec_encoder is not None or not icl)
+
+
+def test_an_icl_clone_without_text_is_a_bad_request(own_base):
+    with pytest.raises(TTSError) as ei:
+        own_base.add_voice("no-text", _clip(24000), 24000, None, x_vector_only=False)
+    assert ei.value.code == "bad_request"
+
+
+def test_seeded_speech_with_the_own_icl_clone_equals_the_qwen_tts_built_clone_s(own_base, base_engine,
+                                                                                monkeypatch):
+    from qwen3ttsd.engine import SynthesisRequest
+    from tests.test_engine_batched import run_batched
+
+    wav, text = _clip(int(1.5 * 16000), 16000, seed=3), "A reference."
+    own_base.add_voice("own-icl", wav, 16000, text)
+    with monkeypatch.context() as m:
+        m.setattr(own_base, "_clone_item", lambda *a: base_engine.tts.create_voice_clone_prompt(
+            ref_audio=(wav, 16000), ref_text=text)[0])
+        own_base.add_voice("ref-icl", wav, 16000, text)
+    reqs = [SynthesisRequest(text="Hello there.", voice=v, language="english", max_frames=6, seed=7)
+            for v in ("own-icl", "ref-icl")]
+    mine, ref = run_batched(own_base, reqs)
+    assert mine.result[0] == ref.result[0] == "done"
+    assert mine.all_codes.shape == (6, 16) and torch.equal(mine.all_codes, ref.all_codes)
+    assert np.array_equal(np.concatenate(mine.audio), np.concatenate(ref.audio))
