@@ -65,6 +65,17 @@ def test_codes_and_latents_equal_qwen_tts_s(own_encoder, base_engine, n):
 
 
 @pytest.mark.slow
+def test_bf16_codes_equal_qwen_tts_s_in_bf16(tiny_models):
+    """The dtype the daemon serves in on a GPU: qwen-tts loads its tokenizer in it too."""
+    from qwen3ttsd.engine.loader import LoadOptions, load_model
+
+    tokenizer = load_model(str(tiny_models["base"]), LoadOptions(dtype="bfloat16")).model.speech_tokenizer
+    own = load_codec_encoder(tiny_models["base"], torch.bfloat16)
+    wav = _clip(24000 * 3 + 17)
+    assert torch.equal(own.encode(wav), tokenizer.encode(wav, sr=24000).audio_codes[0])
+
+
+@pytest.mark.slow
 def test_0_6b_shaped_encoder_codes_equal_transformers_mimi(tmp_path):
     """The real tokenizer's widths (hidden 512, 8 layers, a 256-wide quantizer behind an input
     projection), random weights, against the transformers module qwen-tts loads."""
