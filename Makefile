@@ -10,7 +10,7 @@ HOST    ?= 127.0.0.1
 PORT    ?= 8880
 PYTEST_ARGS ?=
 
-.PHONY: install system-deps run tiny-model test test-fast lint bench bench-engine bench-bridge bench-text bench-text-stream bench-wyoming bench-concurrency bench-cold-start bench-upstream soak verify-units clean device-kit device-check
+.PHONY: install system-deps run tiny-model test test-fast lint bench bench-engine bench-bridge bench-text bench-text-stream bench-wyoming bench-concurrency bench-cold-start bench-clone bench-upstream soak verify-units clean device-kit device-check
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -93,6 +93,9 @@ bench-upstream: install
 
 bench-cold-start: install
 	$(BIN)/python bench/bench_cold_start.py --configs tiny@qwen_tts,tiny,0.6b+int8@qwen_tts,0.6b+int8
+
+bench-clone: install
+	nice $(BIN)/python bench/bench_clone.py
 
 # Mixed, partly hostile load on the bridge + daemon (loopback, tiny model) for 2 minutes;
 # then checks the daemon idles out and no temp files are left (issue 21).

@@ -61,8 +61,8 @@ class DaemonConfig:
     codec_quant: str = "none"              # int8: batched engine, CPU: the codec's convs in int8/bf16
                                            # where the audio holds 33 dB SNR vs fp32 (engine/codec_quant.py)
     weights: str = "own"                   # own: the batched engine loads the checkpoint itself (no
-                                           # transformers/qwen-tts import; Base loads qwen-tts only for
-                                           # an ICL clone's reference codes) | qwen_tts: from_pretrained
+                                           # transformers/qwen-tts import, Base clones included)
+                                           # | qwen_tts: from_pretrained
     batch_decode: bool = True              # batched engine: one codec call per step for all due
                                            # streams; a seeded request's PCM may then differ by
                                            # 1 LSB with load (codes identical)

@@ -166,7 +166,7 @@ def test_activation_without_fdnames_falls_back_to_socket_address(tiny_models, tm
 
 def test_the_default_engine_serves_without_transformers_qwen_tts_or_librosa(tiny_models, tmp_path):
     """Issue 19: the batched engine on its own weights (the default) loads a CustomVoice or
-    VoiceDesign checkpoint itself; a Base checkpoint still imports qwen-tts for clone prompts."""
+    VoiceDesign checkpoint itself (a Base one too: tests/test_speaker_encoder.py, test_codec_encoder.py)."""
     models = tiny_models["custom_voice"].parent
     env = daemon_env("", tmp_path / "state", idle_timeout=60, models_dir=models, default_model="custom_voice",
                      max_loaded_models=3)

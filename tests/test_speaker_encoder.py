@@ -45,18 +45,22 @@ e = Engine(sys.argv[1], LoadOptions(weights="own"))
 e.load()
 t = np.arange(24000) / 24000
 e.add_voice("v", (0.3 * np.sin(2 * np.pi * 190 * t)).astype(np.float32), 24000)
+t16 = np.arange(16000) / 16000
+assert e.add_voice("icl", (0.3 * np.sin(2 * np.pi * 190 * t16)).astype(np.float32), 16000,
+                   ref_text="A reference.").item.icl_mode
 b = BatchedBackend(e, BackendOptions(batch_decode=False))
 events = []
-b.admit(Stream(SynthesisRequest(text="Hello.", voice="v", language="english", max_frames=3, seed=1),
-               sink=events.append))
+for voice in ("v", "icl"):
+    b.admit(Stream(SynthesisRequest(text="Hello.", voice=voice, language="english", max_frames=3, seed=1),
+                   sink=events.append))
 while b.active:
     b.step()
-assert any(isinstance(ev, Done) for ev in events), events
+assert sum(isinstance(ev, Done) for ev in events) == 2, events
 print(sorted(k for k in sys.modules if k.split('.')[0] in ('transformers', 'qwen_tts', 'librosa')))
 """
 
 
-def test_a_base_checkpoint_serves_x_vector_clones_without_qwen_tts(tiny_models):
+def test_a_base_checkpoint_serves_x_vector_and_icl_clones_without_qwen_tts(tiny_models):
     import subprocess
     import sys
 
@@ -66,7 +70,8 @@ def test_a_base_checkpoint_serves_x_vector_clones_without_qwen_tts(tiny_models):
     assert r.stdout.strip().splitlines()[-1] == "[]"
 
 
-def test_own_base_clone_prompts_equal_qwen_tts_s_and_icl_loads_qwen_tts_on_demand(tiny_models, base_engine):
+def test_own_base_clone_prompts_equal_qwen_tts_s_and_icl_loads_the_codec_encoder_on_demand(tiny_models,
+                                                                                         base_engine):
     from qwen3ttsd.engine import Engine, LoadOptions, SynthesisRequest
     from qwen3ttsd.engine.prompt import build_prompt, own_prompt
 
@@ -81,6 +86,6 @@ def test_own_base_clone_prompts_equal_qwen_tts_s_and_icl_loads_qwen_tts_on_deman
     with torch.inference_mode():
         got, want = own_prompt(e, req), build_prompt(base_engine, req)
     assert torch.equal(got.embeds, want.embeds) and torch.equal(got.trailing, want.trailing)
-    assert e.tts is None
-    e.add_voice("icl", wav, 24000, ref_text="A reference.")   # needs the codec encoder: qwen-tts's
-    assert e.tts is not None and e.prompt_count == 2
+    assert e.tts is None and e.codec_encoder is None
+    e.add_voice("icl", wav, 24000, ref_text="A reference.")   # needs the codec encoder: the own one
+    assert e.tts is None and e.codec_encoder is not None and e.prompt_count == 2

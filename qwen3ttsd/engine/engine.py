@@ -127,6 +127,7 @@ class Engine:
         self.own: tuple[Any, Any] | None = None   # (TalkerWeights, CodecDecoder) with weights="own"
         self.weight_cache: Any = None             # WeightCache of the own weights' quantized form, if any
         self.speaker_encoder: Any = None          # the own one (Base, weights="own" without qwen-tts)
+        self.codec_encoder: Any = None            # the own one, loaded by the first ICL clone (ditto)
         self.load_info: dict[str, Any] = {}       # without qwen-tts (weights="own", not Base)
         self.lock = threading.Lock()
         self._voices: OrderedDict[str, VoicePrompt] = OrderedDict()
@@ -151,8 +152,8 @@ class Engine:
     def _lean_load(self) -> bool:
         """weights="own" without qwen-tts at all (issue 19): no transformers, qwen_tts or
         librosa import, weights by mmap. A Base checkpoint also gets the own speaker encoder
-        (x-vector clones); an ICL clone's reference codes still need qwen-tts's codec encoder,
-        loaded when the first such clone registers (:meth:`_clone_item`)."""
+        (x-vectors); an ICL clone's reference codes need the own codec encoder, loaded when
+        the first such clone registers (:meth:`_clone_item`)."""
         import time
 
         from .loader import resolve
@@ -295,18 +296,32 @@ class Engine:
             return prompt
 
     def _clone_item(self, wav: np.ndarray, sr: int, ref_text: str | None, xvec: bool) -> Any:
-        """A clone's prompt item (qwen-tts's ``VoiceClonePromptItem`` fields). An x-vector
-        clone at the model's rate on the own weights: the own speaker encoder (bitwise
-        qwen-tts's). Otherwise qwen-tts's ``create_voice_clone_prompt`` (loading qwen-tts's
-        model the first time, on the own weights: ICL reference codes need its codec encoder)."""
-        if self.tts is None and xvec and sr == SAMPLE_RATE:
-            mono = wav.mean(axis=-1).astype(np.float32) if wav.ndim > 1 else wav
-            return CloneItem(ref_code=None, ref_spk_embedding=self.speaker_encoder.embed(mono),
-                             x_vector_only_mode=True, icl_mode=False, ref_text=ref_text)
-        if self.tts is None:
-            log.info("loading qwen-tts's model for a clone's reference codes")
-            self.tts = load_model(self.model_dir, self.options)
-        return self.tts.create_voice_clone_prompt(ref_audio=(wav, sr), ref_text=ref_text, x_vector_only_mode=xvec)[0]
+        """A clone's prompt item: qwen-tts's ``create_voice_clone_prompt`` where qwen-tts is
+        loaded, else (the own weights) the same fields from the own modules - the clip
+        resampled as librosa does, the x-vector from the own speaker encoder, an ICL clone's
+        reference codes from the own codec encoder - each bitwise qwen-tts's."""
+        if self.tts is not None:
+            return self.tts.create_voice_clone_prompt(ref_audio=(wav, sr), ref_text=ref_text,
+                                                      x_vector_only_mode=xvec)[0]
+        from .resample import resample
+
+        if not xvec and not ref_text:
+            raise ValueError("ref_text is required for an ICL clone (x_vector_only_mode=False)")
+        mono = resample(wav.mean(axis=-1).astype(np.float32) if wav.ndim > 1 else wav, sr, SAMPLE_RATE)
+        code = None if xvec else self._own_codec_encoder().encode(mono)
+        return CloneItem(ref_code=code, ref_spk_embedding=self.speaker_encoder.embed(mono),
+                         x_vector_only_mode=xvec, icl_mode=not xvec, ref_text=ref_text)
+
+    def _own_codec_encoder(self) -> Any:
+        """The own codec encoder, loaded on first use (in the codec decoder's dtype and device)."""
+        if self.codec_encoder is None:
+            from .codec_encoder import load_codec_encoder
+
+            t0 = time.monotonic()
+            codec = self._codec_decoder
+            self.codec_encoder = load_codec_encoder(self.model_dir, codec.dtype, codec.device)
+            log.info("codec encoder loaded in %.2f s (ICL clone reference codes)", time.monotonic() - t0)
+        return self.codec_encoder
 
     def drop_voice(self, voice_id: str) -> None:
         with self.lock:

@@ -84,7 +84,7 @@ class LoadOptions:
     weights: str = "qwen_tts"   # qwen_tts | own: the batched engine's talker / predictor and the codec
                                 # decoder from the project's own loader (engine/talker_model.py,
                                 # codec_model.py), prompts (prompts.py) and x-vector clones
-                                # (speaker_encoder.py); qwen-tts only for ICL clones' reference codes
+                                # (speaker_encoder.py) and ICL clones' reference codes (codec_encoder.py)
     quant: str = ""             # the backend's quantization (BackendOptions.quant): with weights="own"
                                 # on the CPU, what the weight cache holds
     cache_dir: str = ""         # where quantized weights are cached between starts ("" = nowhere;

@@ -10,8 +10,8 @@ embedding, the text projection MLP, the codec embeddings), so it can later run f
 safetensors alone, and is thread-safe (any thread may build while the engine steps).
 
 Every variant: CustomVoice speakers (dialects, instruct on 1.7B), VoiceDesign (instruct),
-Base x-vector and ICL clones (the clone's x-vector and reference codes still come from
-qwen-tts's ``create_voice_clone_prompt``, through the engine's ``VoicePrompt``), ``auto`` and
+Base x-vector and ICL clones (the clone's x-vector and reference codes come from the engine's
+``VoicePrompt``: the own encoders, or qwen-tts's ``create_voice_clone_prompt``), ``auto`` and
 explicit languages. The math is qwen-tts's, op for op: the text projection runs on the same
 slices of ids qwen-tts projects (a matrix product's rounding can depend on its row count),
 and the reference codes' embeddings are summed the same way, so the embeddings are
