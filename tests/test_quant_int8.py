@@ -3,6 +3,8 @@
 * each Linear's int8 output stays within the error bound of its own row's scale (per-channel
   scales): trained heads and projections have rows of very different norms, and one scale
   per matrix rounds the small rows to a few levels;
+* every linear of the int8 hot path is int8, the talker's codec head included (it was an
+  fp32 copy: ``quantize_dynamic`` swaps a module's children, never the module passed);
 * the int8 backend's logits, teacher-forced on the fp32 backend's codes, stay close to
   fp32's, and the codes they pick mostly agree (the rate is reported and bounded).
 """
@@ -40,6 +42,22 @@ def test_int8_linears_bound_each_rows_error_by_its_own_scale():
         err = (q(x) - lin(x)).abs()
     bound = _row_bound(lin.weight.detach(), x)
     assert bool((err <= bound).all()), f"rows over their bound: {int((err > bound).sum())} of {err.numel()}"
+
+
+def _is_int8(m) -> bool:
+    return isinstance(m, torch.ao.nn.quantized.dynamic.Linear)
+
+
+def test_a_bare_linear_is_quantized_too():
+    assert _is_int8(quantize_int8(torch.nn.Linear(8, 4)))
+
+
+def test_the_int8_backends_heads_and_projections_are_int8(tiny_models):
+    b = BatchedBackend(_engine(tiny_models["custom_voice"]), BackendOptions(max_batch=2, quant="int8"))
+    layers = [*b.talker_layers, *b.predictor_layers]
+    linears = [b.codec_head, *b.lm_heads, *(m for layer in layers for m in (layer.qkv, layer.o_proj, layer.gate_up,
+                                                                          layer.down))]
+    assert [type(m).__name__ for m in linears if not _is_int8(m)] == []
 
 
 def _teacher_forced(b: BatchedBackend, hidden, c0, codes=None):
