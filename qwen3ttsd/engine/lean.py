@@ -81,7 +81,7 @@ def quantize_int8(module: torch.nn.Module, per_channel: bool = True) -> torch.nn
     import warnings
 
     if type(module) is torch.nn.Linear:  # quantize_dynamic swaps children, never the module it is
-        return quantize_int8(torch.nn.Sequential(module), per_channel)[0]  # given (it came back fp32)
+        return quantize_int8(torch.nn.Sequential(module), per_channel=per_channel)[0]  # given (it came back fp32)
     with warnings.catch_warnings():  # torch.ao is deprecated in favour of torchao; still the
         warnings.simplefilter("ignore", DeprecationWarning)  # dependency-free CPU int8 path
         from torch.ao.quantization import default_dynamic_qconfig, per_channel_dynamic_qconfig, quantize_dynamic
