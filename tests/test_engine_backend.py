@@ -61,9 +61,10 @@ def test_overlap_decode_is_auto_or_on_or_off(value, want):
 
 
 def test_a_bad_overlap_decode_value_is_a_clear_error():
+    """A ValueError: the daemon's start reports it as a bad configuration (exit 2), no traceback."""
     d = config.load(config.DaemonConfig, "daemon", env={"QWEN3TTSD_CONFIG": "/nonexistent",
                                                          "QWEN3TTSD_OVERLAP_DECODE": "sometimes"})
-    with pytest.raises(TTSError, match="auto, 1 or 0"):
+    with pytest.raises(ValueError, match="overlap_decode: expected auto, 1 or 0"):
         BackendOptions.from_config(d)
 
 

@@ -104,12 +104,13 @@ class BackendOptions:
     def from_config(cls, cfg: config.DaemonConfig) -> BackendOptions:
         return cls(kind=cfg.engine, max_batch=max(1, int(cfg.max_batch)), quant=cfg.quant,
                    codec_quant=cfg.codec_quant,
-                   batch_decode=cfg.batch_decode, overlap_decode=_auto_or_bool(cfg.overlap_decode),
+                   batch_decode=cfg.batch_decode, overlap_decode=_auto_or_bool("overlap_decode", cfg.overlap_decode),
                    prewarm_frames=max(cfg.first_chunk_frames, cfg.chunk_frames) if cfg.prewarm else 0)
 
 
-def _auto_or_bool(value: str | bool) -> bool | None:
-    """A setting that is ``auto`` (None: the backend chooses) or on/off."""
+def _auto_or_bool(name: str, value: str | bool) -> bool | None:
+    """A setting that is ``auto`` (None: the backend chooses) or on/off; anything else is a
+    ValueError (the daemon's start reports it as a bad configuration)."""
     if isinstance(value, bool):
         return value
     v = str(value).strip().lower()
@@ -119,7 +120,7 @@ def _auto_or_bool(value: str | bool) -> bool | None:
         return True
     if v in ("0", "false", "no", "off", ""):
         return False
-    raise TTSError("bad_request", f"expected auto, 1 or 0, got {value!r}")
+    raise ValueError(f"{name}: expected auto, 1 or 0, got {value!r}")
 
 
 class Backend(Protocol):
