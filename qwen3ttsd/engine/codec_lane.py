@@ -79,7 +79,7 @@ class CodecLane:
     memory-bound, so step n can decode on some cores while step n+1 generates on the
     others. On by default from ``OVERLAP_MIN_CORES`` cores (``QWEN3TTSD_OVERLAP_DECODE=auto``;
     1 / 0 force it): on the 2-core box, 0.6B int8, one thread each beat both threads for
-    the step then both for the codec by 19-31 % at B=1 (B=8: -8 % to +13 %, noise);
+    the step then both for the codec by 19-31 % at B=1 (B=8: -13 % to +14 %, noise);
     figures in bench/RESULTS.md (Issue 25, session 9).
 
     Jobs run in submission order, so every stream's chunks stay in order; at most
