@@ -17,6 +17,7 @@ Prints, side by side from one run:
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -31,7 +32,7 @@ from common import add_model_args, checkpoint
 from qwen3ttsd.engine import Engine, LoadOptions, SynthesisRequest, sequential
 from qwen3ttsd.engine.backend import BackendOptions, Done, Stream
 from qwen3ttsd.engine.batched import BatchedBackend
-from qwen3ttsd.engine.codec_lane import cpu_threads
+from qwen3ttsd.engine.codec_lane import cpu_threads, overlap_by_default
 from qwen3ttsd.engine.streaming_decoder import StreamingDecoder
 
 
@@ -40,11 +41,13 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def bench_backends(engine: Engine, frames: int, reps: int,
-                   quants: tuple[str, ...] = ("",)) -> list[tuple[str, float, int]]:
+def bench_backends(engine: Engine, frames: int, reps: int, quants: tuple[str, ...] = ("",),
+                   sequential_too: bool = True) -> list[tuple[str, float, int]]:
     """(label, seconds per step, streams per step): sequential vs batched B=1 / B=8, the
     codec decoded in the step (``serial``, all torch threads) or on its own lane
-    (``overlap``, the threads split between generation and the codec)."""
+    (``overlap``, the threads split between generation and the codec); each label names
+    the thread split it ran with, and ``default`` marks the split this host gets by default
+    (:func:`.codec_lane.overlap_by_default`)."""
     device = engine.info["device"]
     threads = cpu_threads()
 
@@ -52,18 +55,22 @@ def bench_backends(engine: Engine, frames: int, reps: int,
         return [SynthesisRequest(text="The quick brown fox jumps over the lazy dog.", speaker="ryan",
                                  seed=100 * rep + i, max_frames=frames) for i in range(n)]
 
-    seq = []
-    for r in range(reps):
-        st = sequential.generate(engine, reqs(1, r)[0], lambda pcm: None)
-        seq.append(st.total_s / st.frames)
-    rows = [("sequential (qwen-tts generate)", statistics.median(seq), 1)]
-    overlaps = (False, True) if device == "cpu" and threads > 1 else (False,)
-    for quant, overlap, b in [(q, o, b) for q in quants for o in overlaps for b in (1, 8)]:
-        per_step = []
+    rows = []
+    if sequential_too:
+        seq = []
         for r in range(reps):
-            torch.set_num_threads(threads)  # an overlapping lane takes half of them
+            st = sequential.generate(engine, reqs(1, r)[0], lambda pcm: None)
+            seq.append(st.total_s / st.frames)
+        rows.append(("sequential (qwen-tts generate)", statistics.median(seq), 1))
+    overlaps = (False, True) if device == "cpu" and threads > 1 else (False,)
+    configs = [(q, o, b) for q in quants for o in overlaps for b in (1, 8)]
+    per_step: dict[tuple, list[float]] = {c: [] for c in configs}
+    splits: dict[tuple, str] = {}
+    for r in range(reps):  # the configurations alternate within each rep: side by side on a noisy box
+        for quant, overlap, b in configs:
+            torch.set_num_threads(threads)  # an overlapping lane takes its share of them
             backend = BatchedBackend(engine, BackendOptions(max_batch=b, quant=quant, overlap_decode=overlap))
-            split = f"gen {torch.get_num_threads()} / codec {backend.lane.threads} threads"
+            splits[(quant, overlap, b)] = backend.lane.split
             done: list[int] = []
             for q in reqs(b, r):
                 backend.admit(Stream(q, sink=lambda ev: done.append(ev.stats.frames) if isinstance(ev, Done) else None))
@@ -72,9 +79,12 @@ def bench_backends(engine: Engine, frames: int, reps: int,
             while backend.active:
                 backend.step()
             sync(device)
-            per_step.append((time.perf_counter() - t0) / max(done))  # a step = one frame of every row
-        label = f"batched B={b}" + (f" {quant}" if quant else "") + (" overlap" if overlap else "") + f" ({split})"
-        rows.append((label, statistics.median(per_step), b))
+            per_step[(quant, overlap, b)].append((time.perf_counter() - t0) / max(done))  # a step: a frame per row
+    for (quant, overlap, b), times in per_step.items():
+        default = overlap == (threads > 1 and overlap_by_default(threads))
+        label = (f"batched B={b}" + (f" {quant}" if quant else "") + (" overlap" if overlap else "")
+                 + f" ({splits[(quant, overlap, b)]}{', default' if default else ''})")
+        rows.append((label, statistics.median(times), b))
     torch.set_num_threads(threads)
     return rows
 
@@ -165,6 +175,10 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--only", choices=["backends"], help="run only part 0")
     ap.add_argument("--int8", action="store_true", help="part 0 also with int8 weights (CPU)")
+    ap.add_argument("--quants", help="part 0's weights, e.g. int8 or none,int8 (default: none, or none,int8 "
+                    "with --int8)")
+    ap.add_argument("--no-sequential", action="store_true", help="part 0 without the sequential backend "
+                    "(ratios against batched B=1's first row)")
     a = ap.parse_args()
 
     model, tmp = checkpoint(a)
@@ -174,10 +188,14 @@ def main() -> int:
     print(f"\nmodel: {a.size} ({info['device']}, {info['dtype']}, attn={info['attn']}, "
           f"{torch.get_num_threads()} torch threads)")
 
-    rows = bench_backends(engine, a.frames, a.reps, ("", "int8") if a.int8 else ("",))
+    quants = a.quants.split(",") if a.quants else ["none", "int8"] if a.int8 else ["none"]
+    rows = bench_backends(engine, a.frames, a.reps, tuple("" if q == "none" else q for q in quants),
+                          not a.no_sequential)
     seq = rows[0][1]
-    print(f"\n0) per-frame time, {a.frames} frames per stream (80 ms of audio per frame), median of {a.reps}")
-    print(f"{'backend':58} {'ms/step':>9} {'ms/stream-frame':>16} {'vs sequential':>14} {'x-realtime aggr':>16}")
+    print(f"\n0) per-frame time, {a.frames} frames per stream (80 ms of audio per frame), median of {a.reps}; "
+          f"load average {os.getloadavg()[0]:.2f}")
+    print(f"{'backend':58} {'ms/step':>9} {'ms/stream-frame':>16} {'vs ' + rows[0][0][:10]:>14} "
+          f"{'x-realtime aggr':>16}")
     for name, per_step, b in rows:
         print(f"{name:58} {per_step * 1000:9.1f} {per_step / b * 1000:16.1f} {per_step / b / seq:13.2f}x "
               f"{0.08 * b / per_step:16.2f}")

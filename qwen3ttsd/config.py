@@ -66,8 +66,9 @@ class DaemonConfig:
     batch_decode: bool = True              # batched engine: one codec call per step for all due
                                            # streams; a seeded request's PCM may then differ by
                                            # 1 LSB with load (codes identical)
-    overlap_decode: bool = False           # batched engine, CPU: codec decode on its own thread
-                                           # while the next frame generates (engine/codec_lane.py)
+    overlap_decode: str = "auto"           # batched engine, CPU: codec decode on its own thread
+                                           # while the next frame generates (1 | 0 | auto: from the
+                                           # core count, engine/codec_lane.py)
     threads: int = 0                       # torch CPU threads; 0 = one per core
     prewarm: bool = True                   # batched engine, CPU: after a load, build the codec's
                                            # kernels for every batch shape while idle (engine/prewarm.py)

@@ -14,13 +14,13 @@ from qwen3ttsd.errors import TTSError
 def test_engine_and_max_batch_settings():
     d = config.load(config.DaemonConfig, "daemon", env={"QWEN3TTSD_CONFIG": "/nonexistent"})
     assert (d.engine, d.max_batch, d.quant, d.batch_decode, d.overlap_decode, d.threads) == (
-        "batched", 16, "", True, False, 0)
+        "batched", 16, "", True, "auto", 0)
     env = {"QWEN3TTSD_CONFIG": "/nonexistent", "QWEN3TTSD_ENGINE": "sequential", "QWEN3TTSD_MAX_BATCH": "4",
            "QWEN3TTSD_QUANT": "int8", "QWEN3TTSD_BATCH_DECODE": "0", "QWEN3TTSD_OVERLAP_DECODE": "1",
            "QWEN3TTSD_THREADS": "3"}
     d = config.load(config.DaemonConfig, "daemon", env=env)
     assert (d.engine, d.max_batch, d.quant, d.batch_decode, d.overlap_decode, d.threads) == (
-        "sequential", 4, "int8", False, True, 3)
+        "sequential", 4, "int8", False, "1", 3)
 
 
 def test_cuda_graphs_setting_reaches_the_backend_options():
@@ -59,6 +59,41 @@ def test_backend_options_come_from_the_config_with_one_default_each():
     d = config.load(config.DaemonConfig, "daemon", env={"QWEN3TTSD_CONFIG": "/nonexistent", "QWEN3TTSD_PREWARM": "0",
                                                          "QWEN3TTSD_ENGINE": "sequential", "QWEN3TTSD_MAX_BATCH": "0"})
     assert BackendOptions.from_config(d) == BackendOptions(kind="sequential", max_batch=1)
+
+
+@pytest.mark.parametrize("value, want", [("auto", None), ("1", True), ("on", True), ("0", False), ("false", False)])
+def test_overlap_decode_is_auto_or_on_or_off(value, want):
+    d = config.load(config.DaemonConfig, "daemon", env={"QWEN3TTSD_CONFIG": "/nonexistent",
+                                                         "QWEN3TTSD_OVERLAP_DECODE": value})
+    assert BackendOptions.from_config(d).overlap_decode is want
+
+
+def test_a_bad_overlap_decode_value_is_a_clear_error():
+    """A ValueError: the daemon's start reports it as a bad configuration (exit 2), no traceback."""
+    d = config.load(config.DaemonConfig, "daemon", env={"QWEN3TTSD_CONFIG": "/nonexistent",
+                                                         "QWEN3TTSD_OVERLAP_DECODE": "sometimes"})
+    with pytest.raises(ValueError, match="overlap_decode: expected auto, 1 or 0"):
+        BackendOptions.from_config(d)
+
+
+@pytest.mark.parametrize("cores", [1, 2, 4, 16])
+def test_the_codec_lane_is_chosen_from_the_core_count(custom_engine, monkeypatch, cores):
+    import torch
+
+    from qwen3ttsd.engine import batched, codec_lane
+    from qwen3ttsd.engine.batched import BatchedBackend
+
+    monkeypatch.setattr(batched, "cpu_threads", lambda: cores)
+    before = torch.get_num_threads()
+    try:
+        b = BatchedBackend(custom_engine, BackendOptions(max_batch=2))
+        assert b.lane.overlaps == (cores > 1 and codec_lane.overlap_by_default(cores))
+        assert b.status["threads"] == b.lane.split and ("overlapped" in b.lane.split) == b.lane.overlaps
+        assert BatchedBackend(custom_engine, BackendOptions(max_batch=2, overlap_decode=False)).lane.overlaps is False
+    finally:
+        torch.set_num_threads(before)
+    assert codec_lane.overlap_by_default(codec_lane.OVERLAP_MIN_CORES)
+    assert not codec_lane.overlap_by_default(codec_lane.OVERLAP_MIN_CORES - 1)
 
 
 def test_checkpoint_the_batched_engine_cannot_run_falls_back_to_sequential(custom_engine, monkeypatch):

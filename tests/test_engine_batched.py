@@ -31,8 +31,10 @@ from qwen3ttsd.engine.streaming_decoder import StreamingDecoder
 
 def backend(engine, max_batch: int = 16, **options) -> BatchedBackend:
     """A batched backend; batch_decode off unless asked (single decodes round like the
-    sequential engine's, so audio compares exactly)."""
-    return BatchedBackend(engine, BackendOptions(max_batch=max_batch, **{"batch_decode": False, **options}))
+    sequential engine's, so audio compares exactly), and the codec in the step unless asked
+    (the default follows the host's cores: tests step the same way on any host)."""
+    return BatchedBackend(engine, BackendOptions(max_batch=max_batch, **{"batch_decode": False,
+                                                                         "overlap_decode": False, **options}))
 
 
 class Run:

@@ -93,7 +93,8 @@ class BackendOptions:
     quant: str = ""                # "" | int8: the talker's and predictor's linears (batched, CPU)
     codec_quant: str = "none"      # none | int8: the codec's convolutions, per layer (batched, CPU)
     batch_decode: bool = True      # one codec call for all due streams per step (batched)
-    overlap_decode: bool = False   # codec on its own thread beside generation (batched, CPU)
+    overlap_decode: bool | None = None  # codec on its own thread beside generation (batched, CPU);
+                                   # None: chosen from the core count (codec_lane.overlap_by_default)
     prewarm_frames: int = 0        # build the codec's kernels for chunks of 1..N frames at every
                                    # batch size while idle (batched, CPU; engine/prewarm.py)
     prompts: str = "own"           # own | qwen-tts: who builds a stream's prompt (batched; own is
@@ -104,8 +105,24 @@ class BackendOptions:
     def from_config(cls, cfg: config.DaemonConfig) -> BackendOptions:
         return cls(kind=cfg.engine, max_batch=max(1, int(cfg.max_batch)), quant=cfg.quant,
                    codec_quant=cfg.codec_quant,
-                   batch_decode=cfg.batch_decode, overlap_decode=cfg.overlap_decode, cuda_graphs=cfg.cuda_graphs,
+                   batch_decode=cfg.batch_decode, overlap_decode=_auto_or_bool("overlap_decode", cfg.overlap_decode),
+                   cuda_graphs=cfg.cuda_graphs,
                    prewarm_frames=max(cfg.first_chunk_frames, cfg.chunk_frames) if cfg.prewarm else 0)
+
+
+def _auto_or_bool(name: str, value: str | bool) -> bool | None:
+    """A setting that is ``auto`` (None: the backend chooses) or on/off; anything else is a
+    ValueError (the daemon's start reports it as a bad configuration)."""
+    if isinstance(value, bool):
+        return value
+    v = str(value).strip().lower()
+    if v == "auto":
+        return None
+    if v in ("1", "true", "yes", "on"):
+        return True
+    if v in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"{name}: expected auto, 1 or 0, got {value!r}")
 
 
 class Backend(Protocol):

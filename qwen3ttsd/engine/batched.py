@@ -50,7 +50,7 @@ from torch import Tensor
 
 from ..errors import Cancelled, TTSError
 from .backend import Audio, BackendOptions, Failed, Stream, internal_error
-from .codec_lane import CodecLane, Leaving, cpu_threads
+from .codec_lane import CodecLane, Leaving, cpu_threads, overlap_by_default
 from .codec_quant import codec_precision
 from .engine import AudioOut, Engine, warmup_request
 from .host_sync import HostRead
@@ -120,9 +120,10 @@ class BatchedBackend:
         Faster with many streams, but batched kernels round differently from single ones, so
         a seeded request's PCM bytes then depend on what else was running (codes do not).
         ``overlap_decode``: run the codec on its own thread, alongside the next step
-        (:class:`CodecLane`; CPU only). ``prewarm_frames``: build the codec's kernels for
-        the batch shapes of chunks of up to that many frames on an idle-priority thread
-        (:mod:`.prewarm`; CPU, batched decode only)."""
+        (:class:`CodecLane`; CPU only; None: where the core count pays for it).
+        ``prewarm_frames``: build the codec's kernels for the batch shapes of chunks of up
+        to that many frames on an idle-priority thread (:mod:`.prewarm`; CPU, batched
+        decode only)."""
         self.engine = engine
         self.capacity = max(1, int(options.max_batch))
         self._cp_rope: list[tuple[Tensor, Tensor]] | None = None
@@ -159,8 +160,8 @@ class BatchedBackend:
         elif "_qwen3ttsd_fp32_released" in m.__dict__ or getattr(getattr(engine, "weight_cache", None), "hit", False):
             raise TTSError("internal", "this model serves int8: its fp32 linears were released")
         codec_precision(self.engine.new_decoder().decoder, options.codec_quant, self.device)
-        self.lane = CodecLane(options.overlap_decode and self.device.type == "cpu" and cpu_threads() > 1,
-                              options.batch_decode)
+        overlap = overlap_by_default(cpu_threads()) if options.overlap_decode is None else options.overlap_decode
+        self.lane = CodecLane(overlap and self.device.type == "cpu" and cpu_threads() > 1, options.batch_decode)
         self.rows: list[Row] = []
         self._leaving: list[tuple[Row, TTSError | None]] = []
         self._newcomers: list[Row] = []   # admitted, prefilled at the next step
@@ -197,6 +198,7 @@ class BatchedBackend:
     def status(self) -> dict[str, Any]:
         return {"kind": "batched", "capacity": self.capacity, "quant": self.quant or None,
                 "batch_decode": self.lane.batch_decode, "overlap_decode": self.lane.overlaps,
+                "threads": self.lane.split,
                 "codec_prewarm": self.prewarm.status if self.prewarm else None}
 
     def warmup(self) -> None:

@@ -55,6 +55,16 @@ def _split_threads() -> int:
     return lane
 
 
+# The fewest torch threads (cores) at which the codec gets its own lane (half the threads)
+# by default; below, it decodes inside the step (bench/RESULTS.md, Issue 25, session 9).
+OVERLAP_MIN_CORES = 2
+
+
+def overlap_by_default(cores: int) -> bool:
+    """Whether the codec decodes on its own lane when the configuration leaves it open."""
+    return cores >= OVERLAP_MIN_CORES
+
+
 @functools.cache
 def cpu_threads() -> int:
     """torch's CPU thread count before any lane took its share (process-wide)."""
@@ -67,9 +77,10 @@ class CodecLane:
 
     Why: on CPU the codec decoder is compute-bound while the talker and predictor are
     memory-bound, so step n can decode on some cores while step n+1 generates on the
-    others. On two cores it gains little (int8 generation wants both cores), so it is an
-    option (``QWEN3TTSD_OVERLAP_DECODE``) for hosts with cores to spare; figures in
-    bench/RESULTS.md (Design measurements).
+    others. On by default from ``OVERLAP_MIN_CORES`` cores (``QWEN3TTSD_OVERLAP_DECODE=auto``;
+    1 / 0 force it): on the 2-core box, 0.6B int8, one thread each beat both threads for
+    the step then both for the codec by 19-31 % at B=1 (B=8: -13 % to +14 %, noise);
+    figures in bench/RESULTS.md (Issue 25, session 9).
 
     Jobs run in submission order, so every stream's chunks stay in order; at most
     ``MAX_AHEAD`` are queued (a chunk of several frames decodes while several steps
@@ -89,6 +100,7 @@ class CodecLane:
             self.threads = _split_threads()
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="qwen3ttsd-codec", initializer=torch.set_num_threads,
                                             initargs=(self.threads,))
+        self.gen_threads = torch.get_num_threads()  # the stepping thread's (talker and predictor)
         self._jobs: deque[Future] = deque()
         self._done: list[tuple[Stream, StreamEvent]] = []
 
@@ -96,6 +108,12 @@ class CodecLane:
     def overlaps(self) -> bool:
         """Whether decoding runs on its own thread."""
         return self._pool is not None
+
+    @property
+    def split(self) -> str:
+        """How the CPU threads are shared out, as status and the benchmarks show it."""
+        how = "overlapped" if self.overlaps else "in the step"
+        return f"generation {self.gen_threads} / codec {self.threads} threads, {how}"
 
     @property
     def busy(self) -> bool:
@@ -179,4 +197,4 @@ class CodecLane:
         return reports, failed
 
 
-__all__ = ["CodecLane", "Leaving", "cpu_threads", "decode_many"]
+__all__ = ["CodecLane", "Leaving", "cpu_threads", "decode_many", "overlap_by_default"]

@@ -69,16 +69,25 @@ def _rows(parts: list[Tensor]) -> Tensor:
     return first.new_empty(0).set_(storage, first.storage_offset(), shape)
 
 
-def quantize_int8(module: torch.nn.Module) -> torch.nn.Module:
+def quantize_int8(module: torch.nn.Module, per_channel: bool = True) -> torch.nn.Module:
     """A copy of ``module`` with every Linear's weights in int8 (torch's dynamic
-    quantization: int8 weights, activations quantized on the fly; CPU only)."""
+    quantization: int8 weights, activations quantized on the fly; CPU only).
+
+    ``per_channel``: one scale per output row (fbgemm applies it in the same kernel, at no
+    measured cost), so a row's error is bounded by its own largest weight, not the whole
+    matrix's: trained lm heads and projections have rows of very different norms, which
+    one per-tensor scale rounds coarsely (a row 100x smaller than the largest keeps ~1 of
+    its 127 levels). bench/RESULTS.md (Issue 25, session 9) has the figures."""
     import warnings
 
+    if type(module) is torch.nn.Linear:  # quantize_dynamic swaps children, never the module it is
+        return quantize_int8(torch.nn.Sequential(module), per_channel=per_channel)[0]  # given (it came back fp32)
     with warnings.catch_warnings():  # torch.ao is deprecated in favour of torchao; still the
         warnings.simplefilter("ignore", DeprecationWarning)  # dependency-free CPU int8 path
-        from torch.ao.quantization import quantize_dynamic
+        from torch.ao.quantization import default_dynamic_qconfig, per_channel_dynamic_qconfig, quantize_dynamic
 
-        return quantize_dynamic(module, {torch.nn.Linear}, dtype=torch.qint8, inplace=False)
+        qconfig = per_channel_dynamic_qconfig if per_channel else default_dynamic_qconfig
+        return quantize_dynamic(module, {torch.nn.Linear: qconfig}, dtype=torch.qint8, inplace=False)
 
 
 def rope_tables(cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor]:

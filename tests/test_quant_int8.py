@@ -1,0 +1,101 @@
+"""int8 serving's accuracy against fp32 (issue 25 item 2: :func:`.lean.quantize_int8`).
+
+* each Linear's int8 output stays within the error bound of its own row's scale (per-channel
+  scales): trained heads and projections have rows of very different norms, and one scale
+  per matrix rounds the small rows to a few levels;
+* every linear of the int8 hot path is int8, the talker's codec head included (it was an
+  fp32 copy: ``quantize_dynamic`` swaps a module's children, never the module passed);
+* the int8 backend's logits, teacher-forced on the fp32 backend's codes, stay close to
+  fp32's, and the codes they pick mostly agree (the rate is reported and bounded).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from qwen3ttsd.engine.backend import BackendOptions
+from qwen3ttsd.engine.batched import BatchedBackend
+from qwen3ttsd.engine.lean import quantize_int8
+from tests.conftest import _engine
+
+
+def _row_bound(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A worst-case bound on |int8 linear - fp32 linear| per (input row, output row): with
+    ``w`` rounded to its row's step ``max|w_r| / 127`` and ``x`` to the dynamic activation
+    step ``range(x) / 127`` (fbgemm's 7-bit reduced range, 0 inside the range), each
+    product errs by at most ``|x| dw + |w| dx + dw dx``. Full steps (rounding errs by half
+    of one): a 2x margin for the float accumulation."""
+    dw = w.abs().amax(1) / 127                                   # (out,)
+    dx = (x.amax(1).clamp(min=0) - x.amin(1).clamp(max=0)) / 127  # (batch,)
+    return (x.abs().sum(1, keepdim=True) * dw + dx[:, None] * w.abs().sum(1) + w.shape[1] * dx[:, None] * dw)
+
+
+def test_int8_linears_bound_each_rows_error_by_its_own_scale():
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(256, 64, bias=False)
+    with torch.no_grad():
+        lin.weight *= torch.logspace(0, -2, 64).unsqueeze(1)   # row norms spread over 100x
+    q = quantize_int8(torch.nn.Sequential(lin))[0]
+    x = torch.randn(8, 256)
+    with torch.no_grad():
+        err = (q(x) - lin(x)).abs()
+    bound = _row_bound(lin.weight.detach(), x)
+    assert bool((err <= bound).all()), f"rows over their bound: {int((err > bound).sum())} of {err.numel()}"
+
+
+def _is_int8(m) -> bool:
+    return isinstance(m, torch.ao.nn.quantized.dynamic.Linear)
+
+
+def test_a_bare_linear_is_quantized_too():
+    assert _is_int8(quantize_int8(torch.nn.Linear(8, 4)))
+
+
+def test_the_int8_backends_heads_and_projections_are_int8(tiny_models):
+    b = BatchedBackend(_engine(tiny_models["custom_voice"]), BackendOptions(max_batch=2, quant="int8"))
+    layers = [*b.talker_layers, *b.predictor_layers]
+    linears = [b.codec_head, *b.lm_heads, *(m for layer in layers for m in (layer.qkv, layer.o_proj, layer.gate_up,
+                                                                          layer.down))]
+    assert [type(m).__name__ for m in linears if not _is_int8(m)] == []
+
+
+def _teacher_forced(b: BatchedBackend, hidden, c0, codes=None):
+    """(codes, logits (B, 15, V)) of one frame's predictor steps; with ``codes``, those are
+    fed back instead of this backend's own picks."""
+    logits: list[torch.Tensor] = []
+
+    def pick(j, lg):
+        logits.append(lg.clone())
+        return lg.argmax(-1) if codes is None else codes[:, j]
+
+    got = b.predict(hidden, c0, pick)
+    return got, torch.stack(logits, 1)
+
+
+# Measured on the tiny model (hidden 16: an int8 activation row has few values, its error
+# the largest of any size): max |dlogit| 0.56 of the logits' std, picks agreeing 93 %.
+# The bounds leave a margin for other CPUs' kernels and catch a broken scale (error >> std).
+MAX_REL_ERR = 1.0
+MIN_AGREEMENT = 0.85
+
+
+@pytest.mark.slow
+def test_int8_predictor_logits_stay_near_fp32_teacher_forced(custom_engine, tiny_models):
+    ref = BatchedBackend(custom_engine, BackendOptions(max_batch=8, batch_decode=False))
+    q = BatchedBackend(_engine(tiny_models["custom_voice"]), BackendOptions(max_batch=8, quant="int8",
+                                                                            batch_decode=False))
+    g = torch.Generator().manual_seed(0)
+    rel, agree, n = [], 0, 0
+    with torch.inference_mode():
+        for _ in range(4):
+            hidden = torch.randn(8, 1, ref.code_tables[0].shape[1], generator=g)
+            c0 = torch.randint(0, ref.code_tables[1].shape[0], (8,), generator=g)
+            codes, want = _teacher_forced(ref, hidden, c0)
+            _, got = _teacher_forced(q, hidden, c0, codes)
+            rel.append(float((got - want).abs().max() / want.std()))
+            agree += int((got.argmax(-1) == codes).sum())
+            n += codes.numel()
+    print(f"int8 vs fp32, teacher-forced: max |dlogit| / std {max(rel):.3f}, picks agreeing {agree / n:.3f}")
+    assert max(rel) <= MAX_REL_ERR
+    assert agree / n >= MIN_AGREEMENT
