@@ -193,7 +193,7 @@ class Activator:
         """Tell the waiting clients why no daemon serves them (each gets a ``$/error``)."""
         refusal = TTSError("unavailable", self.error or "the daemon cannot start")
         for s in self.sockets.values():
-            refuse_pending(s, refusal)
+            refuse_pending(s, refusal, self._loop)
 
     async def _spawn(self) -> None:
         fds = [self.sockets[n].fileno() for n in NAMES]

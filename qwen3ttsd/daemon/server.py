@@ -223,7 +223,8 @@ class Server:
                 return
             if len(self.connections) + self.pending_accepts >= self.max_connections:
                 self.refusals.hit("%d connections open: refusing new ones on %s", self.max_connections, kind)
-                refuse(conn, TTSError("busy", "too many connections to the daemon; try again later"))
+                refuse(conn, TTSError("busy", "too many connections to the daemon; try again later"),
+                       asyncio.get_running_loop())
                 continue
             self.pending_accepts += 1  # counted before any await: the idle check sees it
             asyncio.get_running_loop().create_task(self._handle(kind, conn))
