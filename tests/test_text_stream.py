@@ -308,7 +308,7 @@ def test_a_flushed_turn_shorter_than_the_lookahead_starts() -> None:
     stream = SimpleNamespace(text=feed, voice=None, cancel=threading.Event(), sink=sunk.append)
     rows = TextRows(engine=None)
     rows.parked.append(stream)  # type: ignore[arg-type]
-    assert rows.starting() == [stream] and not rows.parked and not sunk
+    assert rows.starting(1) == [stream] and not rows.parked and not sunk
 
 
 def test_an_icl_clone_turn_starts_once_flushed() -> None:
@@ -324,9 +324,9 @@ def test_an_icl_clone_turn_starts_once_flushed() -> None:
     stream = SimpleNamespace(text=feed, voice=SimpleNamespace(ref_text="ref"), cancel=threading.Event(),
                              sink=lambda item: None)
     rows.parked.append(stream)  # type: ignore[arg-type]
-    assert rows.starting() == [] and rows.parked == [stream]
+    assert rows.starting(1) == [] and rows.parked == [stream]
     feed.flush()
-    assert rows.starting() == [stream]
+    assert rows.starting(1) == [stream]
 
 
 def test_an_engine_with_only_parked_turns_sleeps_instead_of_spinning(custom_engine):
@@ -349,3 +349,66 @@ def test_an_engine_with_only_parked_turns_sleeps_instead_of_spinning(custom_engi
     while b.active:
         b.step()
     assert isinstance(run.result, Done)
+
+
+@pytest.mark.slow
+def test_turns_left_open_do_not_hold_the_slots_of_other_callers(tiny_models, tmp_path):
+    """Found by a user test (HIGH): 16 calls whose turns had text but no flush (an LLM in a
+    tool call, or an attacker) held every slot; the next caller got no audio for 120 s and
+    then 'not started (GPU busy)'. A generation that waits ``QUIET_TURN_S`` for text ends
+    where its text does and frees its slot; the turn's later text goes on in a new
+    generation (same codec stream), so nothing is lost."""
+    import asyncio
+
+    from qwen3ttsd.client import AsyncClient
+    from qwen3ttsd.engine.text_rows import QUIET_TURN_S
+    from qwen3ttsd.messages import Caption, Chunk, Synthesize, SynthesizeResult, Warmup
+
+    from .helpers import daemon_env, start_daemon
+
+    rt = tmp_path / "rt"
+    p = start_daemon(rt, daemon_env(tiny_models["custom_voice"], rt / "state", idle_timeout=-1, max_batch=2,
+                                           queue_timeout=30))
+    sock = str(rt / "tts.sock")
+
+    async def open_turn(c: AsyncClient, got: list):
+        items, send_text = c.synthesize_streamed(Synthesize(text="", voice="ryan", language="english", seed=1))
+
+        async def read():
+            async for item in items:
+                got.append(item)
+
+        reader = asyncio.create_task(read())
+        await send_text("Well I was just going to say that ", False)
+        return reader, send_text
+
+    async def main():
+        async with AsyncClient(sock) as a, AsyncClient(sock) as b, AsyncClient(sock) as third:
+            await a.request(Warmup(voice="ryan", language="english"))
+            got_a: list = []
+            got_b: list = []
+            reader_a, send_a = await open_turn(a, got_a)
+            reader_b, send_b = await open_turn(b, got_b)
+            for _ in range(300):   # both speak what they have, then wait for text
+                if any(isinstance(i, Chunk) for i in got_a) and any(isinstance(i, Chunk) for i in got_b):
+                    break
+                await asyncio.sleep(0.05)
+            t0 = asyncio.get_running_loop().time()
+            items = [i async for i in third.synthesize(Synthesize(text="Me too.", voice="ryan", max_frames=4))]
+            waited = asyncio.get_running_loop().time() - t0
+            await send_a("the weather is nice.", True)
+            await send_b("", True)
+            await asyncio.wait_for(asyncio.gather(reader_a, reader_b), 120)
+            return items, waited, got_a, got_b
+
+    try:
+        items, waited, got_a, got_b = asyncio.run(main())
+    finally:
+        p.terminate()
+        p.wait(30)
+    assert isinstance(items[-1], SynthesizeResult) and items[-1].frames == 4
+    assert waited < QUIET_TURN_S + 30, waited
+    assert isinstance(got_a[-1], SynthesizeResult) and isinstance(got_b[-1], SynthesizeResult)
+    words = " ".join(c.text for c in got_a if isinstance(c, Caption)).split()
+    assert words == "Well I was just going to say that the weather is nice.".split()
+    assert " ".join(c.text for c in got_b if isinstance(c, Caption)).split() == "Well I was just going to say that".split()

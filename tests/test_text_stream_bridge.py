@@ -169,3 +169,38 @@ def test_streamed_turn_whose_generation_ends_early_speaks_and_captions_the_rest(
     assert _caption_words(events) == words
     generation = 3 * 1920 * 2  # max_frames of pcm16 at 24 kHz
     assert audio % generation == 0 and audio > generation  # more than one generation spoke the turn
+
+
+def test_a_turn_with_nothing_to_say_and_a_format_change_mid_turn(bridge):
+    """Found by a user test: in stream mode "..." or an emoji alone was spoken as seconds of
+    audio with no caption (the clause path says nothing); a ``session.update`` of the format
+    while a turn was open made that turn's frames carry the new format's timestamps (the
+    call's timeline 22 s off). Now: no audio for nothing speakable; the format changes
+    between turns (a clear error mid-turn, the call goes on)."""
+    async def call():
+        async with websockets.connect(bridge.url.replace("http", "ws") + "/v1/audio/speech/stream") as raw:
+            ws = _WS(raw)
+            await ws.recv()
+            await ws.send(json.dumps({"type": "session.update", "voice": "ryan", "seed": 1}))
+            await _until(ws, "session")
+            out = []
+            for text in ("...", "\U0001F600"):
+                await ws.send(json.dumps({"type": "text", "text": text}))
+                await ws.send(json.dumps({"type": "flush"}))
+                out.append(await _until(ws, "flushed"))
+            await ws.send(json.dumps({"type": "text", "text": "Hello there "}))
+            await ws.send(json.dumps({"type": "session.update", "format": "mulaw"}))
+            _, refused = await _until(ws, "error")
+            await ws.send(json.dumps({"type": "text", "text": "and goodbye."}))
+            await ws.send(json.dumps({"type": "flush"}))
+            audio, msgs = await _until(ws, "flushed")
+            return out, refused[-1], audio, msgs
+
+    out, refused, audio, msgs = asyncio.run(call())
+    for got, msgs_ in out:
+        assert got == 0 and msgs_[-1].get("sent_ms", 0) == 0, msgs_
+    assert refused["code"] == "bad_request" and "between turns" in refused["message"]
+    done = next(m for m in msgs if m["type"] == "segment.done")
+    caps = [m for m in msgs if m["type"] == "caption"]
+    assert caps[-1]["end_ms"] == pytest.approx(done["end_ms"], abs=2)   # one timeline, in pcm16's own terms
+    assert msgs[-1]["sent_ms"] == pytest.approx(audio / 2 / 24, abs=2)   # 24 kHz, 2 bytes a sample

@@ -142,6 +142,10 @@ class Session:
         Bool().check("audio_header", c["audio_header"], True, None)
         lang = c["language"].lower()
         c["language"] = LANG_CODES.get(lang, lang)
+        if self.turn is not None and (c["format"], c["sample_rate"]) != (self.conf["format"], self.conf["sample_rate"]):
+            # the open turn's audio is already coming in its format: the call's timeline would break
+            raise TTSError("bad_request", "the audio format changes between turns: flush the open turn first",
+                           data={"param": "format"})
         if c["text_format"] != self.conf["text_format"]:
             self.splitter = self.new_splitter(c["text_format"])
         self.conf = c

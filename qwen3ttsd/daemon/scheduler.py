@@ -150,7 +150,7 @@ class Scheduler:
         """Whether the job's model can take one more stream (a model not loaded yet can:
         admitting loads it)."""
         lm = self.registry.loaded.get(job.model.name)
-        return lm is None or lm.backend.active < lm.backend.capacity
+        return lm is None or getattr(lm.backend, "occupied", lm.backend.active) < lm.backend.capacity
 
     def _step(self) -> None:
         for b in self.registry.backends():

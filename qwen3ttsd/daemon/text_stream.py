@@ -70,8 +70,13 @@ class TurnText:
         job.segment_end = self.generation_ended
         self._next_feed()
 
-    def _next_feed(self) -> None:
+    def _new_feed(self) -> TextFeed:
         feed = TextFeed(self.lookahead, self.normalize)
+        feed.on_quiet = lambda: self._quiet(feed)
+        return feed
+
+    def _next_feed(self) -> None:
+        feed = self._new_feed()
         self.written.append("")
         assert self.job.feeds is not None
         if self.job.feeds:
@@ -96,6 +101,17 @@ class TurnText:
             if flush:
                 self.flushed = True
                 self.job.feeds[-1].flush()
+
+    def _quiet(self, feed: TextFeed) -> None:
+        """The engine saw ``feed``'s generation wait ``QUIET_TURN_S`` for text: it ends at
+        the text it has (its slot freed), and the turn's later text goes to a new generation
+        on the same codec stream, as at a rollover (the engine thread)."""
+        with self._lock:
+            assert self.job.feeds is not None
+            if self.flushed or feed is not self.job.feeds[-1] or feed.flushed:
+                return
+            self._next_feed()
+            feed.flush()
 
     def _append(self, text: str) -> None:
         assert self.job.feeds is not None
@@ -125,7 +141,7 @@ class TurnText:
 
     def _refeed(self, index: int, text: str, flush: bool) -> None:
         assert self.job.feeds is not None
-        feed = self.job.feeds[index] = TextFeed(self.lookahead, self.normalize)
+        feed = self.job.feeds[index] = self._new_feed()
         self.written[index] = text
         if text:
             feed.append(text)

@@ -103,6 +103,7 @@ class Row:
         self.hidden: Tensor | None = None   # (1, 1, D) talker output for the pending token
         self.frame: Tensor | None = None    # (16,) the last completed frame
         self.pending = False      # c0 sampled, its frame not yet completed (else: waiting for text)
+        self.waiting_since: float | None = None  # since when it waits for streamed text (text_rows.quiet)
 
     def text(self) -> Tensor:
         """The text vector that goes with the last completed frame (qwen-tts's
@@ -191,8 +192,14 @@ class BatchedBackend:
     @property
     def active(self) -> int:
         """Rows generating, plus any whose audio work or final report is still pending."""
+        return self.occupied + len(self.text.parked)
+
+    @property
+    def occupied(self) -> int:
+        """What counts against ``capacity``: :attr:`active` less the streamed turns parked
+        until their text can start them (they hold no slot; they start as slots free)."""
         return (len(self.rows) + len(self._newcomers) + len(self._building) + len(self._leaving)
-                + len(self.text.parked) + int(self.lane.busy))
+                + int(self.lane.busy))
 
     @property
     def status(self) -> dict[str, Any]:
@@ -288,7 +295,8 @@ class BatchedBackend:
 
     def _start_texts(self) -> None:
         """Streamed-text streams whose text can start them go to the builder pool."""
-        for stream in self.text.starting():
+        room = self.capacity - (len(self.rows) + len(self._newcomers) + len(self._building))
+        for stream in self.text.starting(room):
             self._building.append((stream, self._builder_pool().submit(self._prompt, stream)))
 
     def _take_built(self, wait: bool) -> None:
@@ -379,6 +387,7 @@ class BatchedBackend:
                 self.text.idle()  # parked turns wait for text: don't spin
             return
         self.text.feed(self.rows)
+        self.text.quiet(self.rows)
         if self.static is not None and self.static.takes(self.rows):
             self._static_step()
             return

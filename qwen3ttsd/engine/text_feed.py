@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 import unicodedata
 from collections.abc import Callable
 
@@ -97,6 +98,8 @@ class TextFeed:
         self.normalize = normalize
         self.max_chars = max_chars
         self.on_text = on_text           # wakes an idle engine thread
+        self.on_quiet: Callable[[], None] | None = None  # the turn's hook for :meth:`quiet`
+        self.last_text_at = time.monotonic()  # when text last arrived (or the feed was made)
         self._lock = threading.Lock()
         self._incoming: list[str] = []
         self._received = 0
@@ -125,6 +128,7 @@ class TextFeed:
                 raise TTSError("bad_request", f"a streamed turn takes at most {self.max_chars} characters")
             self._received += len(text)
             self._incoming.append(text)
+            self.last_text_at = time.monotonic()
         self._wake()
 
     def flush(self) -> None:
@@ -132,6 +136,13 @@ class TextFeed:
         with self._lock:
             self._flushed = True
         self._wake()
+
+    def quiet(self) -> None:
+        """The engine's word that this generation has waited for text ``QUIET_TURN_S``
+        (:mod:`.text_rows`): its turn (``on_quiet``) ends it at the text it has and sends
+        later text to a new generation, so a silent turn does not hold a batch slot."""
+        if self.on_quiet is not None:
+            self.on_quiet()
 
     @property
     def flushed(self) -> bool:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 from typing import Any
 
 import torch
@@ -29,6 +30,14 @@ from .prompts import Prompt
 from .request import SynthesisStats, frame_budget
 
 IDLE_WAIT_S = 0.01   # longest sleep of an engine whose every row waits for text (a new call waits at most this)
+QUIET_TURN_S = 2.0   # a streamed generation with no text to go on for this long ends where its text does
+                     # (TextFeed.quiet): a turn left open (an LLM in a tool call, a stuck client) holds no slot
+
+
+def speakable(spoken: str) -> bool:
+    """Whether text has anything to say (a letter or digit): a turn of only "..." or emoji
+    starts no generation, as the clause path refuses such text."""
+    return any(ch.isalnum() for ch in spoken)
 
 
 def streaming(stream: Stream) -> bool:
@@ -58,10 +67,13 @@ class TextRows:
         feed.on_text = on_text
         self.parked.append(stream)
 
-    def starting(self) -> list[Stream]:
-        """Parked streams whose text can start them now; cancelled ones fail, and a turn
-        flushed with nothing to say ends cleanly (no generation)."""
+    def starting(self, room: int) -> list[Stream]:
+        """Parked streams whose text can start them now, at most ``room`` (parked ones hold
+        no slot: they wait for a free one); cancelled ones fail, and a turn flushed with
+        nothing to say ends cleanly (no generation). One holding text short of its lookahead
+        for ``QUIET_TURN_S`` is made final (:meth:`.TextFeed.quiet`): it speaks what it has."""
         out, keep = [], []
+        now = time.monotonic()
         for s in self.parked:
             feed = s.text
             try:
@@ -72,11 +84,13 @@ class TextRows:
             icl = s.voice is not None and bool(s.voice.ref_text)   # its prompt needs all of the text
             if s.cancel.is_set():
                 s.sink(Failed(Cancelled()))
-            elif feed.ended and n == 0:
-                s.sink(Done(SynthesisStats(), codec=s.continues))
-            elif feed.final or (n >= feed.lookahead and not icl):  # not ``ended``: peek holds tokens
+            elif (feed.ended and n == 0) or (feed.final and not speakable(feed.spoken)):
+                s.sink(Done(SynthesisStats(), codec=s.continues))   # nothing to say: no generation
+            elif (feed.final or (n >= feed.lookahead and not icl)) and speakable(feed.spoken) and len(out) < room:
                 out.append(s)
             else:
+                if n and not feed.final and now - feed.last_text_at >= QUIET_TURN_S:
+                    feed.quiet()
                 keep.append(s)
         self.parked = keep
         return out
@@ -111,6 +125,19 @@ class TextRows:
             if r.stream.request.max_frames is None:
                 r.cap = frame_budget(feed.spoken)
 
+    def quiet(self, rows: list[Any]) -> None:
+        """Rows that have waited ``QUIET_TURN_S`` for their next text end where their text
+        does (:meth:`.TextFeed.quiet`; the turn's later text starts a new generation)."""
+        now = time.monotonic()
+        for r in rows:
+            feed = r.stream.text
+            if feed is None or feed.flushed or self.ready(r):
+                r.waiting_since = None
+            elif r.waiting_since is None:
+                r.waiting_since = now
+            elif now - r.waiting_since >= QUIET_TURN_S:
+                feed.quiet()
+
     @staticmethod
     def ready(row: Any) -> bool:
         """Whether the row's next text vector is there (or its text has ended)."""
@@ -123,4 +150,4 @@ class TextRows:
         self._wake.clear()
 
 
-__all__ = ["TextRows", "streaming"]
+__all__ = ["QUIET_TURN_S", "TextRows", "streaming"]
