@@ -72,7 +72,8 @@ class TextRows:
         no slot: they wait for a free one); cancelled ones fail, and a turn flushed with
         nothing to say ends cleanly (no generation). One holding text short of its lookahead
         for ``QUIET_TURN_S`` is made final (:meth:`.TextFeed.quiet`): it speaks what it has."""
-        out, keep = [], []
+        out: list[Stream] = []
+        keep: list[Stream] = []
         now = time.monotonic()
         for s in self.parked:
             feed = s.text
