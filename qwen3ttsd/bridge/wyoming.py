@@ -255,13 +255,15 @@ class Utterance:
             self.feed_clauses(text)
 
     def finish(self) -> None:
+        """The text is complete. A streamed answer with nothing to say (an emoji, "...") ends
+        with no audio, as an empty answer should (the daemon starts no generation for it);
+        a whole-text ``synthesize`` of nothing is refused before it gets here."""
         if self.turn is not None:
-            check_speakable(self.turn.text)
             self.turn.flush()
             return
         for seg in self.splitter.flush():
             self.add(as_ssml(seg) if self.ssml else seg)
-        if self.segments.count == 0:
+        if self.segments.count == 0 and not self.streaming:
             raise TTSError("bad_request", "nothing to speak: the text is empty")
         self.segments.close()
 
