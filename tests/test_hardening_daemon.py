@@ -269,3 +269,36 @@ def test_a_stalled_client_that_reads_again_gets_client_stalled(tiny_models, tmp_
         if p.poll() is None:
             p.kill()
         p.wait(10)
+
+
+@pytest.mark.parametrize("gone", [True, False])
+def test_a_client_hanging_up_mid_answer_is_not_logged_as_a_failure(caplog, gone):
+    """Found by a user test: ordinary hang-ups (a caller closing while its request was being
+    answered) filled the daemon's log with "handler tts.synthesize failed" tracebacks
+    (BrokenPipe on the 'queued' progress). A connection error on a closed connection is a
+    hang-up (logged at INFO); on an open one it is still a failure, answered and logged."""
+    import asyncio
+    import logging
+    from types import SimpleNamespace
+
+    from qwen3ttsd.daemon.server import Server
+
+    sent: list[bytes] = []
+
+    async def handler(conn, msgid, method, params):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    async def send(data: bytes, timeout: float | None = None) -> None:
+        sent.append(data)
+
+    srv = Server.__new__(Server)
+    srv.handler, srv.touch = handler, lambda: None
+    conn = SimpleNamespace(closed=gone, writer=SimpleNamespace(is_closing=lambda: gone), early_text={},
+                           active=False, send=send)
+    with caplog.at_level(logging.INFO, logger="qwen3ttsd"):
+        asyncio.run(srv._run_handler(conn, 1, "tts.synthesize", {}))
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    if gone:
+        assert not errors and not sent and "went away" in caplog.text
+    else:
+        assert errors and len(sent) == 1

@@ -344,6 +344,12 @@ class Server:
             raise
         except TTSError as e:
             await self._reply_error(conn, msgid, e)
+        except ConnectionError as e:
+            if conn.closed or conn.writer.is_closing():  # the client hung up while answered: ordinary
+                log.info("%s: the client went away (%s)", method, type(e).__name__)
+            else:
+                log.exception("handler %s failed", method)
+                await self._reply_error(conn, msgid, TTSError("internal", f"{type(e).__name__}: {e}"))
         except Exception as e:
             log.exception("handler %s failed", method)
             await self._reply_error(conn, msgid, TTSError("internal", f"{type(e).__name__}: {e}"))
