@@ -26,6 +26,7 @@ from common import add_model_args, checkpoint
 from qwen3ttsd.engine import Engine, LoadOptions, lean
 from qwen3ttsd.engine.backend import BackendOptions
 from qwen3ttsd.engine.batched import BatchedBackend
+from qwen3ttsd.testing.teacher_forcing import predictor_frame
 
 
 def load(model: str, spread: float) -> Engine:
@@ -38,16 +39,6 @@ def load(model: str, spread: float) -> Engine:
                 rows = torch.rand(m.weight.shape[0], generator=g) * -torch.log(torch.tensor(spread))
                 m.weight.data *= rows.exp().unsqueeze(1)
     return e
-
-
-def frame(b: BatchedBackend, hidden, c0, codes=None):
-    logits: list[torch.Tensor] = []
-
-    def pick(j, lg):
-        logits.append(lg.clone())
-        return lg.argmax(-1) if codes is None else codes[:, j]
-
-    return b.predict(hidden, c0, pick), torch.stack(logits, 1)
 
 
 def main() -> int:
@@ -63,7 +54,7 @@ def main() -> int:
     cases = [(torch.randn(8, 1, ref.code_tables[0].shape[1], generator=g),
               torch.randint(0, ref.code_tables[1].shape[0], (8,), generator=g)) for _ in range(a.frames)]
     with torch.inference_mode():
-        want = [frame(ref, h, c0) for h, c0 in cases]
+        want = [predictor_frame(ref, h, c0) for h, c0 in cases]
         d_head = ref.predictor.lm_head[0].in_features
         x = torch.randn(64, d_head, generator=g)
         xt = torch.randn(64, 1, ref.code_tables[0].shape[1], generator=g)
@@ -78,8 +69,8 @@ def main() -> int:
         rel, agree, free_agree, n = 0.0, 0, 0, 0
         with torch.inference_mode():
             for (h, c0), (codes, lg) in zip(cases, want):
-                _, lq = frame(b, h, c0, codes)
-                free, _ = frame(b, h, c0)
+                _, lq = predictor_frame(b, h, c0, codes)
+                free, _ = predictor_frame(b, h, c0)
                 rel = max(rel, float((lq - lg).abs().max() / lg.std()))
                 agree += int((lq.argmax(-1) == codes).sum())
                 free_agree += int((free == codes).sum())

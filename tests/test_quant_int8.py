@@ -17,6 +17,7 @@ import torch
 from qwen3ttsd.engine.backend import BackendOptions
 from qwen3ttsd.engine.batched import BatchedBackend
 from qwen3ttsd.engine.lean import quantize_int8
+from qwen3ttsd.testing.teacher_forcing import predictor_frame
 from tests.conftest import _engine
 
 
@@ -60,19 +61,6 @@ def test_the_int8_backends_heads_and_projections_are_int8(tiny_models):
     assert [type(m).__name__ for m in linears if not _is_int8(m)] == []
 
 
-def _teacher_forced(b: BatchedBackend, hidden, c0, codes=None):
-    """(codes, logits (B, 15, V)) of one frame's predictor steps; with ``codes``, those are
-    fed back instead of this backend's own picks."""
-    logits: list[torch.Tensor] = []
-
-    def pick(j, lg):
-        logits.append(lg.clone())
-        return lg.argmax(-1) if codes is None else codes[:, j]
-
-    got = b.predict(hidden, c0, pick)
-    return got, torch.stack(logits, 1)
-
-
 # Measured on the tiny model (hidden 16: an int8 activation row has few values, its error
 # the largest of any size): max |dlogit| 0.56 of the logits' std, picks agreeing 93 %.
 # The bounds leave a margin for other CPUs' kernels and catch a broken scale (error >> std).
@@ -81,7 +69,7 @@ MIN_AGREEMENT = 0.85
 
 
 @pytest.mark.slow
-def test_int8_predictor_logits_stay_near_fp32_teacher_forced(custom_engine, tiny_models):
+def test_int8_predictor_logits_stay_near_fp32predictor_frame(custom_engine, tiny_models):
     ref = BatchedBackend(custom_engine, BackendOptions(max_batch=8, batch_decode=False))
     q = BatchedBackend(_engine(tiny_models["custom_voice"]), BackendOptions(max_batch=8, quant="int8",
                                                                             batch_decode=False))
@@ -91,8 +79,8 @@ def test_int8_predictor_logits_stay_near_fp32_teacher_forced(custom_engine, tiny
         for _ in range(4):
             hidden = torch.randn(8, 1, ref.code_tables[0].shape[1], generator=g)
             c0 = torch.randint(0, ref.code_tables[1].shape[0], (8,), generator=g)
-            codes, want = _teacher_forced(ref, hidden, c0)
-            _, got = _teacher_forced(q, hidden, c0, codes)
+            codes, want = predictor_frame(ref, hidden, c0)
+            _, got = predictor_frame(q, hidden, c0, codes)
             rel.append(float((got - want).abs().max() / want.std()))
             agree += int((got.argmax(-1) == codes).sum())
             n += codes.numel()

@@ -4,6 +4,8 @@ for, and how many requests one connection holds open. Fast: no model, no uvicorn
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 import pytest
 from wyoming.client import AsyncTcpClient
@@ -27,23 +29,29 @@ def daemon(tmp_path):
     d.close()
 
 
+@contextlib.asynccontextmanager
+async def serving_wyoming(tmp_path, **conf) -> AsyncIterator[int]:
+    """The bridge's Wyoming service on a free loopback port (yielded), for the block's length."""
+    port = free_port()
+    cfg = BridgeConfig(runtime_dir=str(tmp_path / "rt"), wyoming=f"tcp://127.0.0.1:{port}", **conf)
+    service = WyomingService(cfg, DaemonFacts(cfg))
+    await service.start()
+    try:
+        yield port
+    finally:
+        await service.stop()
+
+
 def run_wyoming(tmp_path, events: list, until: str, count: int, **conf) -> list:
     async def go() -> list:
-        port = free_port()
-        cfg = BridgeConfig(runtime_dir=str(tmp_path / "rt"), wyoming=f"tcp://127.0.0.1:{port}", **conf)
-        service = WyomingService(cfg, DaemonFacts(cfg))
-        await service.start()
         got = []
-        try:
-            async with AsyncTcpClient("127.0.0.1", port) as c:
-                for ev in events:
-                    await c.write_event(ev.event())
-                while (ev := await asyncio.wait_for(c.read_event(), 30)) is not None:
-                    got.append(ev)
-                    if ev.type in (until, "error") and sum(e.type == until for e in got) == count:
-                        break
-        finally:
-            await service.stop()
+        async with serving_wyoming(tmp_path, **conf) as port, AsyncTcpClient("127.0.0.1", port) as c:
+            for ev in events:
+                await c.write_event(ev.event())
+            while (ev := await asyncio.wait_for(c.read_event(), 30)) is not None:
+                got.append(ev)
+                if ev.type in (until, "error") and sum(e.type == until for e in got) == count:
+                    break
         return got
 
     return asyncio.run(go())
@@ -148,11 +156,7 @@ def test_a_turn_whose_daemon_connection_drops_before_audio_is_asked_once_more(tm
 
 def test_a_client_that_hangs_up_mid_turn_stops_the_generation(tmp_path, daemon):
     async def go() -> None:
-        port = free_port()
-        cfg = BridgeConfig(runtime_dir=str(tmp_path / "rt"), wyoming=f"tcp://127.0.0.1:{port}")
-        service = WyomingService(cfg, DaemonFacts(cfg))
-        await service.start()
-        try:
+        async with serving_wyoming(tmp_path) as port:
             async with AsyncTcpClient("127.0.0.1", port) as c:
                 for ev in word_by_word(WORDS)[:4]:  # no synthesize-stop: the turn is still open
                     await c.write_event(ev.event())
@@ -164,8 +168,6 @@ def test_a_client_that_hangs_up_mid_turn_stops_the_generation(tmp_path, daemon):
                     break
                 await asyncio.sleep(0.01)
             assert daemon.open_now == 0 and daemon.texts == []  # cancelled, never finished
-        finally:
-            await service.stop()
 
     asyncio.run(go())
 
@@ -200,22 +202,15 @@ def test_an_error_at_the_start_of_a_stream_reaches_a_client_still_writing(tmp_pa
     (tmp_path / "rt").mkdir()  # no daemon socket in it
 
     async def go() -> list:
-        port = free_port()
-        cfg = BridgeConfig(runtime_dir=str(tmp_path / "rt"), wyoming=f"tcp://127.0.0.1:{port}")
-        service = WyomingService(cfg, DaemonFacts(cfg))
-        await service.start()
-        try:
-            async with AsyncTcpClient("127.0.0.1", port) as c:
-                await c.write_event(SynthesizeStart().event())
-                await asyncio.sleep(0.5)  # the bridge has answered the error by now
-                for ev in word_by_word(WORDS)[1:]:
-                    await c.write_event(ev.event())
-                got = []
-                while (ev := await asyncio.wait_for(c.read_event(), 10)) is not None:
-                    got.append(ev)
-                return got
-        finally:
-            await service.stop()
+        async with serving_wyoming(tmp_path) as port, AsyncTcpClient("127.0.0.1", port) as c:
+            await c.write_event(SynthesizeStart().event())
+            await asyncio.sleep(0.5)  # the bridge has answered the error by now
+            for ev in word_by_word(WORDS)[1:]:
+                await c.write_event(ev.event())
+            got = []
+            while (ev := await asyncio.wait_for(c.read_event(), 10)) is not None:
+                got.append(ev)
+            return got
 
     got = asyncio.run(go())
     assert [e.type for e in got] == ["error"] and got[0].data["code"] == "unavailable"
