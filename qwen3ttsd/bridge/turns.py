@@ -39,6 +39,7 @@ class StreamTurn:
         self.written = ""                     # the turn's text so far (a fallback speaks it)
         self.flushed = asyncio.Event()
         self.fell_back = False
+        self.heard = False                    # some of its audio came (no second try after that)
         self.result: SynthesizeResult | None = None
         self._outbox: asyncio.Queue[tuple[str, bool]] = asyncio.Queue()
 
@@ -63,27 +64,26 @@ class StreamTurn:
         """Audio chunks and captions as the daemon speaks the turn; raises its TTSError.
         A connection lost before any audio (a daemon exiting as the turn began, or one that
         crashed) is tried once more on a new one, with the turn's text so far."""
-        heard = [False]
         for attempt in (1, 2):
             try:
-                async for piece in self._speak(heard):
+                async for piece in self._speak():
                     yield piece
                 return
             except ConnectionLost as e:
-                if heard[0] or attempt == 2:
+                if self.heard or attempt == 2:
                     raise
                 log.warning("daemon connection lost before the turn's first audio (%s); retrying once", e.message)
                 self._outbox = self._resend()
             except TTSError as e:
-                if not is_text_stream_unsupported(e) or heard[0]:
+                if not is_text_stream_unsupported(e) or self.heard:
                     raise
                 self.fell_back = True
                 async for piece in self._whole():
                     yield piece
                 return
 
-    async def _speak(self, heard: list[bool]) -> AsyncIterator[Piece]:
-        """One streamed request for the turn; ``heard[0]`` turns True with its first audio."""
+    async def _speak(self) -> AsyncIterator[Piece]:
+        """One streamed request for the turn (:attr:`heard` turns True with its first audio)."""
         async with AsyncClient(self.tts_socket, connect_timeout=10) as client:
             items, send_text = client.synthesize_streamed(self.request)
             sender = asyncio.create_task(self._send(send_text))
@@ -91,7 +91,7 @@ class StreamTurn:
                 async with contextlib.aclosing(items) as stream:
                     async for item in stream:
                         if isinstance(item, (Chunk, Caption)):
-                            heard[0] = heard[0] or isinstance(item, Chunk) and bool(item.audio)
+                            self.heard = self.heard or isinstance(item, Chunk) and bool(item.audio)
                             yield item
                         elif isinstance(item, SynthesizeResult):
                             self.result = item

@@ -92,9 +92,7 @@ class TurnText:
                 if cut is None:
                     break
                 self._append(text[:cut])
-                current = self.job.feeds[-1]
-                self._next_feed()
-                current.flush()
+                self._end_current()
                 text = text[cut:].lstrip()
             if text:
                 self._append(text)
@@ -110,8 +108,16 @@ class TurnText:
             assert self.job.feeds is not None
             if self.flushed or feed is not self.job.feeds[-1] or feed.flushed:
                 return
-            self._next_feed()
-            feed.flush()
+            self._end_current()
+
+    def _end_current(self) -> None:
+        """End the current generation at its text (rollover, quiet): the next feed is
+        registered with the job *before* the current one is flushed, so the scheduler runs
+        it next on the same codec stream."""
+        assert self.job.feeds is not None
+        current = self.job.feeds[-1]
+        self._next_feed()
+        current.flush()
 
     def _append(self, text: str) -> None:
         assert self.job.feeds is not None

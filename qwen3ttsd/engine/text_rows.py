@@ -83,11 +83,12 @@ class TextRows:
                 s.sink(Failed(e))
                 continue
             icl = s.voice is not None and bool(s.voice.ref_text)   # its prompt needs all of the text
+            says = speakable(feed.spoken)
             if s.cancel.is_set():
                 s.sink(Failed(Cancelled()))
-            elif (feed.ended and n == 0) or (feed.final and not speakable(feed.spoken)):
+            elif (feed.ended and n == 0) or (feed.final and not says):
                 s.sink(Done(SynthesisStats(), codec=s.continues))   # nothing to say: no generation
-            elif (feed.final or (n >= feed.lookahead and not icl)) and speakable(feed.spoken) and len(out) < room:
+            elif (feed.final or (n >= feed.lookahead and not icl)) and says and len(out) < room:
                 out.append(s)
             else:
                 if n and not feed.final and now - feed.last_text_at >= QUIET_TURN_S:
