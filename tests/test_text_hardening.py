@@ -72,3 +72,32 @@ def test_markup_and_terminal_escapes_in_plain_text_are_not_spoken(raw, spoken):
 ])
 def test_phone_numbers_are_digits_and_ranges_stay_ranges(raw, spoken):
     assert normalize(raw, "english") == spoken
+
+
+def test_english_number_words_are_right_when_threads_normalize_at_once():
+    """The daemon normalizes on several threads (prompt builders, the event loop); inflect's
+    engine keeps per-call state on itself, so two threads at once read '1524' as 'one million
+    five hundred twenty-four thousand' - and the words cache then kept the wrong reading for
+    the process's life (a flaky '$five' in a caption test was one such race)."""
+    import threading
+
+    from qwen3ttsd.text import english
+
+    numbers = list(range(1, 6001))
+    expected = {n: english.words(n) for n in numbers}
+    wrong: list[tuple[int, str]] = []
+    for _ in range(2):
+        english.words.cache_clear()
+
+        def say_all(k: int) -> None:
+            for n in numbers[k::4] + numbers[:k:-1]:
+                if english.words(n) != expected[n]:
+                    wrong.append((n, english.words(n)))
+
+        threads = [threading.Thread(target=say_all, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    wrong += [(n, english.words(n)) for n in numbers if english.words(n) != expected[n]]
+    assert wrong == []

@@ -9,16 +9,27 @@ after the phone rule has taken "555-123-4567".
 from __future__ import annotations
 
 import re
+import threading
 from functools import lru_cache
 
 from .numerals import LONG_DIGITS, Locale, compile_rules, shape_rules
 
+_INFLECT_LOCK = threading.Lock()
+
 
 @lru_cache(maxsize=1)
-def _inflect():
+def _engine():
     import inflect
 
     return inflect.engine()
+
+
+def _inflect(method: str, *args, **kw) -> str:
+    """``inflect.engine().<method>(...)``, one thread at a time: the engine keeps per-call
+    state on itself (two threads at once read 1524 as 'one million ... thousand'), and the
+    daemon normalizes on several threads."""
+    with _INFLECT_LOCK:
+        return getattr(_engine(), method)(*args, **kw)
 
 
 @lru_cache(maxsize=4096)   # inflect is slow (type-checked calls); the same numbers recur
@@ -27,13 +38,13 @@ def words(n: int | str) -> str:
     s = str(n).lstrip("0") or "0"
     if len(s) > 15:
         return digits(s)
-    w = _inflect().number_to_words(s, andword="", comma="")
+    w = _inflect("number_to_words", s, andword="", comma="")
     return re.sub(r"\s+", " ", w).strip()
 
 
 @lru_cache(maxsize=4096)
 def ordinal(n: int | str) -> str:
-    return _inflect().ordinal(words(n))
+    return _inflect("ordinal", words(n))
 
 
 DIGIT_NAMES = "zero one two three four five six seven eight nine".split()
@@ -237,7 +248,7 @@ def _ordinal(m: re.Match) -> str:
 def _year(m: re.Match) -> str:
     y = int(m.group(1))
     if m.group(2):  # 1990s
-        return year(y).rsplit(" ", 1)[0] + " " + _inflect().plural(year(y).rsplit(" ", 1)[-1]) \
+        return year(y).rsplit(" ", 1)[0] + " " + _inflect("plural", year(y).rsplit(" ", 1)[-1]) \
             if y % 100 else words(y // 100) + " hundreds"
     return year(y)
 
@@ -307,7 +318,7 @@ _NUMBER_RULES = compile_rules([
     _SHAPES["range"],   # "5-10 km" -> "5 to 10 km", "1939-1945" -> two years
     (r"\b(\d{1,3}(?:,\d{3})*|\d+)(?:st|nd|rd|th)\b", _ordinal),
     (r"(?<![\d.,])\b(1[1-9]\d\d|20\d\d)(s)?\b(?![.,]\d)", _year),
-    (r"(?<![\w'’])['’]?([1-9]0)s\b", lambda m: _inflect().plural(words(m.group(1)))),   # the 90s: nineties
+    (r"(?<![\w'’])['’]?([1-9]0)s\b", lambda m: _inflect("plural", words(m.group(1)))),   # the 90s: nineties
     _SHAPES["version"], _SHAPES["slash"], _SHAPES["id"],
     (rf"(?:(?P<sym>{_CUR_SYMS})\s?(?P<num>{_NUM})|(?P<num2>{_NUM})\s?(?P<code2>{_CUR_CODES})\b)"
      rf"(?:\s?(?P<scale>thousand|million|billion|trillion|bn|tn|mm|[kKmMbBtT])\b)?", _money),
