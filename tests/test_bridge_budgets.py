@@ -243,6 +243,26 @@ def test_a_websocket_frame_over_the_size_limit_closes_cleanly(capped):
     assert _health_ok(capped)
 
 
+def test_the_largest_text_message_fits_the_frame_limit_even_all_emoji(capped):
+    """``max_input_chars`` emoji, JSON-escaped as most clients send them (a surrogate pair,
+    12 bytes a character), is a text the bridge answers, not a frame it closes with 1009."""
+    from qwen3ttsd import config
+    from qwen3ttsd.bridge.main import ws_max_size
+
+    cfg = config.BridgeConfig()
+    message = json.dumps({"type": "text", "text": "\U0001F600" * cfg.max_input_chars})
+    assert len(message) <= ws_max_size(cfg)
+    url = capped.url.replace("http", "ws") + "/v1/audio/speech/stream"
+
+    async def go() -> dict:
+        async with websockets.connect(url, max_size=None) as ws:
+            await ws.recv()
+            await ws.send(message)
+            return json.loads(await asyncio.wait_for(ws.recv(), 30))
+
+    assert asyncio.run(go())["type"] in ("segment", "error")
+
+
 # --- 3. hostile JSON --------------------------------------------------------------------------
 
 HOSTILE = {

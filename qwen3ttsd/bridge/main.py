@@ -20,8 +20,9 @@ from .. import __version__, config
 
 def ws_max_size(cfg: config.BridgeConfig) -> int:
     """The largest WebSocket message: one text message of ``max_input_chars``, each
-    character a JSON ``\\uXXXX`` escape at worst, plus the envelope. Bigger closes with 1009."""
-    return cfg.max_input_chars * 6 + 16 * 1024
+    character a JSON escape at worst (an emoji is a surrogate pair, ``\\ud83d\\ude00``: 12
+    bytes), plus the envelope. Bigger closes with 1009."""
+    return cfg.max_input_chars * 12 + 16 * 1024
 
 
 def main(argv: list[str] | None = None) -> int:
