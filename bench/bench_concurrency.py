@@ -38,16 +38,18 @@ BYTES_PER_SECOND = 24000 * 2  # pcm16 mono 24 kHz
 
 
 def start_daemon(model: str, runtime: Path, engine: str, max_batch: int, device: str = "auto") -> subprocess.Popen:
-    """``engine``: sequential | batched (the daemon's defaults), with options: ``+rowdecode``
-    (one codec call per stream, not one per step), ``+overlap`` (the codec on its own lane),
-    ``+int8`` (int8 linears, CPU), ``+noprewarm`` (no codec kernel prewarm after the load)."""
+    """``engine``: sequential | batched (the daemon's defaults: on the CPU int8 linears and the
+    codec on its own lane from 2 cores), with options: ``+rowdecode`` (one codec call per
+    stream, not one per step), ``+overlap`` / ``+nooverlap`` (the codec lane forced on / off),
+    ``+int8`` / ``+fp32`` (the linears' QWEN3TTSD_QUANT forced), ``+noprewarm`` (no codec
+    kernel prewarm after the load)."""
     engine, *flags = engine.split("+")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("QWEN3TTSD_", "LISTEN_", "NOTIFY_"))}
     env.update(QWEN3TTSD_MODEL=model, QWEN3TTSD_STATE_DIR=str(runtime / "state"), QWEN3TTSD_CONFIG="/nonexistent",
                QWEN3TTSD_IDLE_TIMEOUT="-1", QWEN3TTSD_ENGINE=engine, QWEN3TTSD_MAX_BATCH=str(max_batch),
                QWEN3TTSD_QUEUE_MAX="256", QWEN3TTSD_BATCH_DECODE="0" if "rowdecode" in flags else "1",
-               QWEN3TTSD_OVERLAP_DECODE="1" if "overlap" in flags else "0",
-               QWEN3TTSD_QUANT="int8" if "int8" in flags else "",
+               QWEN3TTSD_OVERLAP_DECODE="1" if "overlap" in flags else "0" if "nooverlap" in flags else "auto",
+               QWEN3TTSD_QUANT="int8" if "int8" in flags else "none" if "fp32" in flags else "auto",
                QWEN3TTSD_PREWARM="0" if "noprewarm" in flags else "1",
                QWEN3TTSD_DEVICE=device, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     p = subprocess.Popen([sys.executable, "-m", "qwen3ttsd.daemon.main", "--runtime-dir", str(runtime)],
@@ -144,7 +146,11 @@ def main() -> int:
     ap.add_argument("--max-batch", type=int, default=16)
     ap.add_argument("--waves", type=int, default=3, help="waves per level; statistics pool their streams")
     ap.add_argument("--engines", default="sequential,batched",
-                    help="comma list of sequential, batched, batched+rowdecode, batched+overlap, batched+int8")
+                    help="comma list of sequential, batched and batched+FLAG[+FLAG] (rowdecode, overlap, "
+                         "nooverlap, int8, fp32, noprewarm; see start_daemon)")
+    ap.add_argument("--sequential-levels", default="",
+                    help="the sequential engine only at these N (default: --levels): it serves one stream "
+                         "at a time, so N=8 of the 0.6B model takes minutes per wave")
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (the daemon's QWEN3TTSD_DEVICE)")
     ap.add_argument("--threads", type=int, default=0,
                     help="torch threads in the daemon (OMP_NUM_THREADS; 0 = torch's default, one per "
@@ -153,9 +159,11 @@ def main() -> int:
     if a.threads:
         os.environ["OMP_NUM_THREADS"] = str(a.threads)
     levels = [int(x) for x in a.levels.split(",")]
+    seq_levels = [int(x) for x in a.sequential_levels.split(",")] if a.sequential_levels else levels
     model, tmp = checkpoint(a)
     engines = a.engines.split(",")
-    res = {e: run_backend(model, e, levels, a.frames, a.max_batch, a.waves, a.device) for e in engines}
+    res = {e: run_backend(model, e, seq_levels if e == "sequential" else levels, a.frames, a.max_batch,
+                          a.waves, a.device) for e in engines}
     print(f"\nmodel {a.size}, {a.frames} frames ({a.frames / 12.5:.1f} s audio) per stream, {a.waves} waves per level, "
           f"{os.cpu_count()} CPUs, {a.threads or 'default'} torch threads, chunk 4 frames")
     cols = ["first p50 s", "first p95 s", "min x-rt", "aggr x-rt"]
@@ -164,15 +172,24 @@ def main() -> int:
     print(f"{'N':>3} {'engine':{w}} " + " ".join(f"{c:>12}" for c in cols))
     for n in levels:
         for e in engines:
-            r = res[e][n]
-            print(f"{n:>3} {e:{w}} " + " ".join(f"{r[k]:12.3f}" for k in keys))
+            r = res[e].get(n)
+            if r is not None:
+                print(f"{n:>3} {e:{w}} " + " ".join(f"{r[k]:12.3f}" for k in keys))
         for e in engines[1:]:
-            s, b = res[engines[0]][n], res[e][n]
-            print(f"{n:>3} {'ratio ' + e:{w}} " + " ".join(f"{b[k] / s[k]:11.2f}x" for k in keys))
-    if "batched" in res and 1 in levels:
-        b = res["batched"]
-        for n in levels:
-            print(f"batched first-audio p95 at N={n}: {b[n]['first_p95'] / b[1]['first_p50']:.2f}x solo")
+            s, b = res[engines[0]].get(n), res[e].get(n)
+            if s is not None and b is not None:
+                print(f"{n:>3} {'ratio ' + e:{w}} " + " ".join(f"{b[k] / s[k]:11.2f}x" for k in keys))
+    if 1 in levels:
+        for e in engines:
+            solo = res[e].get(1)
+            if solo is None:
+                continue
+            print(f"{e}: per-frame time at N=1 {80 / solo['rt_min']:.1f} ms (x-rt {solo['rt_min']:.2f})")
+            for n in levels[1:]:
+                r = res[e].get(n)
+                if r is not None:
+                    print(f"{e}: N={n} first-audio p95 {r['first_p95'] / solo['first_p50']:.2f}x solo, "
+                          f"aggregate {r['aggregate'] / solo['aggregate']:.2f}x solo")
     if tmp:
         tmp.cleanup()
     return 0

@@ -57,7 +57,8 @@ class DaemonConfig:
                                            # http(s)://host:port[/prefix][?cap=N] (docs/scale-out.md)
     upstream_key: str = ""                 # engine=upstream: bearer key for the HTTP upstreams
     max_batch: int = 16                    # streams the batched engine steps together
-    quant: str = ""                        # int8: batched engine's linear weights in int8 (CPU)
+    quant: str = "auto"                    # batched engine's talker/predictor linears: auto (int8 on
+                                           # the CPU, none on a GPU) | int8 | none (engine/backend.py)
     codec_quant: str = "none"              # int8: batched engine, CPU: the codec's convs in int8/bf16
                                            # where the audio holds 33 dB SNR vs fp32 (engine/codec_quant.py)
     weights: str = "own"                   # own: the batched engine loads the checkpoint itself (no

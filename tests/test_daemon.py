@@ -182,7 +182,7 @@ def test_the_default_engine_serves_without_transformers_qwen_tts_or_librosa(tiny
         assert st["torch_imported"] is True and st["heavy_imports"] == []
         assert st["loaded"]["custom_voice"]["weights"] == "own"
         assert set(st["loaded"]["custom_voice"]["memory_bytes"]) == {"text_embedding", "talker", "code_predictor",
-                                                                     "codec"}
+                                                                     "codec", "int8"}   # the CPU default
     finally:
         p.terminate()
         p.wait(30)

@@ -14,7 +14,7 @@ from qwen3ttsd.errors import TTSError
 def test_engine_and_max_batch_settings():
     d = config.load(config.DaemonConfig, "daemon", env={"QWEN3TTSD_CONFIG": "/nonexistent"})
     assert (d.engine, d.max_batch, d.quant, d.batch_decode, d.overlap_decode, d.threads) == (
-        "batched", 16, "", True, "auto", 0)
+        "batched", 16, "auto", True, "auto", 0)
     env = {"QWEN3TTSD_CONFIG": "/nonexistent", "QWEN3TTSD_ENGINE": "sequential", "QWEN3TTSD_MAX_BATCH": "4",
            "QWEN3TTSD_QUANT": "int8", "QWEN3TTSD_BATCH_DECODE": "0", "QWEN3TTSD_OVERLAP_DECODE": "1",
            "QWEN3TTSD_THREADS": "3"}
@@ -55,7 +55,8 @@ def test_unknown_engine_is_refused():
 
 def test_backend_options_come_from_the_config_with_one_default_each():
     d = config.load(config.DaemonConfig, "daemon", env={"QWEN3TTSD_CONFIG": "/nonexistent"})
-    assert BackendOptions.from_config(d) == BackendOptions(prewarm_frames=4)
+    # the engine's own default is exact (none: equal to qwen-tts); the service's is auto
+    assert BackendOptions.from_config(d) == BackendOptions(prewarm_frames=4, quant="auto")
     d = config.load(config.DaemonConfig, "daemon", env={"QWEN3TTSD_CONFIG": "/nonexistent", "QWEN3TTSD_PREWARM": "0",
                                                          "QWEN3TTSD_ENGINE": "sequential", "QWEN3TTSD_MAX_BATCH": "0"})
     assert BackendOptions.from_config(d) == BackendOptions(kind="sequential", max_batch=1)
@@ -105,3 +106,17 @@ def test_checkpoint_the_batched_engine_cannot_run_falls_back_to_sequential(custo
     monkeypatch.setattr(batched.BatchedBackend, "__init__", unsupported)
     backend = make_backend(custom_engine, BackendOptions())
     assert isinstance(backend, SequentialBackend) and backend.capacity == 1
+
+
+def test_quant_setting_auto_is_int8_on_the_cpu_and_none_on_a_gpu():
+    """Issue 25: int8 is the CPU default (``auto``); ``none`` is fp32/bf16; a typo is refused
+    at start, not served as fp32."""
+    from qwen3ttsd.engine.backend import serving_quant
+
+    d = config.load(config.DaemonConfig, "daemon", env={"QWEN3TTSD_CONFIG": "/nonexistent"})
+    assert BackendOptions.from_config(d).quant == "auto"
+    assert [serving_quant(s, "cpu") for s in ("auto", "int8", "none", "", "INT8")] == ["int8", "int8", "", "", "int8"]
+    assert [serving_quant(s, "cuda") for s in ("auto", "int8", "none")] == ["", "", ""]
+    bad = config.load(config.DaemonConfig, "daemon", env={"QWEN3TTSD_CONFIG": "/nonexistent", "QWEN3TTSD_QUANT": "int4"})
+    with pytest.raises(ValueError, match="quant must be one of auto, int8, none"):
+        BackendOptions.from_config(bad)

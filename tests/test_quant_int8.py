@@ -87,3 +87,31 @@ def test_int8_predictor_logits_stay_near_fp32predictor_frame(custom_engine, tiny
     print(f"int8 vs fp32, teacher-forced: max |dlogit| / std {max(rel):.3f}, picks agreeing {agree / n:.3f}")
     assert max(rel) <= MAX_REL_ERR
     assert agree / n >= MIN_AGREEMENT
+
+
+@pytest.fixture(scope="module")
+def int8_engine(tiny_models):
+    return _engine(tiny_models["custom_voice"])   # its own: int8 releases the fp32 linears
+
+
+def test_a_seeded_request_speaks_the_same_alone_and_among_other_calls(int8_engine):
+    """int8's activations are quantized with one scale per input: a seeded row computed in
+    a batch would take its scale from the other rows. A seeded row is quantized on its
+    own (prefill and every step), so its seed gives the same speech whatever else runs;
+    unseeded rows stay batched."""
+    import numpy as np
+
+    from qwen3ttsd.engine import SynthesisRequest
+    from tests.test_engine_batched import mixed_requests, run_batched
+
+    seeded = mixed_requests()[:5]
+    unseeded = [SynthesisRequest(text=f"An unseeded call, number {i}.", speaker="ryan", language="english",
+                                 max_frames=9) for i in range(4)]
+    solo = [run_batched(int8_engine, [r], quant="int8", batch_decode=False)[0] for r in seeded]
+    mixed = run_batched(int8_engine, [seeded[0], *unseeded[:2], *seeded[1:], *unseeded[2:]],
+                        admit_at=[0, 0, 0, 0, 2, 2, 3, 3, 5], quant="int8", batch_decode=False)
+    together = [mixed[0], *mixed[3:7]]
+    for s, t in zip(solo, together):
+        assert t.result[0] == "done"
+        assert torch.equal(s.all_codes, t.all_codes)
+        assert np.array_equal(np.concatenate(s.audio), np.concatenate(t.audio))

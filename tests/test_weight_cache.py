@@ -189,31 +189,46 @@ def test_the_pickle_resolves_nothing_outside_torch_and_the_engine(tmp_path, tiny
     assert not c2.load() and not c2.path.exists()
 
 
-def _daemon_serves(model: Path, rt: Path, state: Path) -> dict:
-    """A real int8 daemon: one request, then its weight cache state (waiting for the write)."""
+def _daemon_serves(model: Path, rt: Path, state: Path, **settings: object) -> tuple[str | None, dict]:
+    """A real daemon with its CPU defaults (plus ``settings``): one request, then its weight
+    cache state (waiting for the write; None: no cache) and its backend's status."""
     from qwen3ttsd.client import Client
     from tests.helpers import daemon_env, start_daemon, wait_for
 
-    p = start_daemon(rt, daemon_env(model, state, idle_timeout=-1, quant="int8", prewarm=0))
+    p = start_daemon(rt, daemon_env(model, state, idle_timeout=-1, prewarm=0, **settings))
     try:
         with Client(str(rt / "tts.sock"), timeout=120) as c:
             chunks = [ev for ev in c.synthesize(text="Hello.", voice="vivian", language="english", max_frames=3,
                                                 format="pcm16") if ev.kind == "chunk" and ev.audio]
         assert chunks
 
-        def state_now() -> str | None:
+        def loaded() -> dict:
             with Client(str(rt / "admin.sock"), timeout=30) as c:
-                s = next(iter(c.call("admin.status", {})["loaded"].values()))["weight_cache"]["state"]
+                return next(iter(c.call("admin.status", {})["loaded"].values()))
+
+        def state_now() -> str | None:
+            s = (loaded().get("weight_cache") or {"state": "none"})["state"]
             return s if s not in ("miss", "rebuilt") else None
 
-        return wait_for(state_now, 60, what="weight cache written")
+        cache_state = wait_for(state_now, 60, what="weight cache written")
+        return (None if cache_state == "none" else cache_state), loaded()["backend"]
     finally:
         p.terminate()
         p.wait(30)
 
 
-def test_a_daemon_writes_the_cache_and_the_next_start_uses_it(tiny_models, tmp_path):
+def test_a_daemon_serves_int8_by_default_on_the_cpu_and_the_next_start_uses_the_cache(tiny_models, tmp_path):
+    """Issue 25: no knobs - a CPU daemon's defaults serve the int8 linears, and the cache
+    they are kept in (issue 19) makes the next start read them."""
     state = tmp_path / "state"
-    assert _daemon_serves(tiny_models["custom_voice"], tmp_path / "rt1", state) == "written"
+    cache_state, backend = _daemon_serves(tiny_models["custom_voice"], tmp_path / "rt1", state)
+    assert (cache_state, backend["quant"]) == ("written", "int8")
     assert len(_files(state / "weight-cache")) == 1
-    assert _daemon_serves(tiny_models["custom_voice"], tmp_path / "rt2", state) == "hit"
+    assert _daemon_serves(tiny_models["custom_voice"], tmp_path / "rt2", state)[0] == "hit"
+
+
+def test_quant_none_serves_fp32_and_keeps_no_cache(tiny_models, tmp_path):
+    state = tmp_path / "state"
+    cache_state, backend = _daemon_serves(tiny_models["custom_voice"], tmp_path / "rt", state, quant="none")
+    assert (cache_state, backend["quant"]) == (None, None)
+    assert not (state / "weight-cache").exists()

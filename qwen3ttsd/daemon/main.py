@@ -51,7 +51,10 @@ def parse_args(argv: list[str] | None) -> dict:
 
 def weight_cache_dir(cfg: config.DaemonConfig) -> str:
     """Where quantized weights are kept between starts ("" = not kept)."""
-    return os.path.join(cfg.state_dir, config.WEIGHT_CACHE_DIR) if cfg.weight_cache and cfg.quant else ""
+    from ..engine.backend import quant_setting  # torch-free
+
+    keep = cfg.weight_cache and quant_setting(cfg.quant) != "none"
+    return os.path.join(cfg.state_dir, config.WEIGHT_CACHE_DIR) if keep else ""
 
 
 def load_for_the_waiting_caller(registry: ModelRegistry, scheduler: Scheduler) -> None:
@@ -107,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
                 cfg.model, cfg.models_dir, cfg.default_model, cfg.max_loaded_models,
                 LoadOptions(cfg.device, cfg.dtype, cfg.attn, cfg.compile, cfg.threads,
                             weights=cfg.weights if cfg.engine == "batched" else "qwen_tts",
-                            quant=cfg.quant if cfg.engine == "batched" else "",
+                            quant=cfg.quant if cfg.engine == "batched" else "none",
                             cache_dir=weight_cache_dir(cfg)),
                 BackendOptions.from_config(cfg))
     except ValueError as e:

@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import Cancelled, TTSError
-from .backend import Audio, BackendOptions, Failed, Stream, internal_error
+from .backend import Audio, BackendOptions, Failed, Stream, internal_error, serving_quant
 from .codec_lane import CodecLane, Leaving, cpu_threads, overlap_by_default
 from .codec_quant import codec_precision
 from .engine import AudioOut, Engine, warmup_request
@@ -154,10 +154,14 @@ class BatchedBackend:
         self.to_predictor = dense(self.predictor.small_to_mtp_projection)
         self.cache_writer: Any = None   # the thread writing the weight cache after a miss (engine/weight_cache.py)
         self._store_cache: Any = None
-        if options.quant == "int8":
+        try:
+            self.quant = serving_quant(options.quant, self.device.type)
+        except ValueError as e:
+            raise TTSError("bad_request", str(e)) from None
+        if self.quant == "int8":
             self._use_int8()
-        elif options.quant:
-            raise TTSError("bad_request", f"unknown quantization {options.quant!r} (supported: int8)")
+        elif options.quant == "int8":
+            log.warning("QWEN3TTSD_QUANT=int8 is a CPU option; running unquantized on %s", self.device)
         elif "_qwen3ttsd_fp32_released" in m.__dict__ or getattr(getattr(engine, "weight_cache", None), "hit", False):
             raise TTSError("internal", "this model serves int8: its fp32 linears were released")
         codec_precision(self.engine.new_decoder().decoder, options.codec_quant, self.device)
@@ -169,7 +173,6 @@ class BatchedBackend:
         self._suppress_cache: dict[tuple, Tensor] = {}
         self.static = static_step(self, options.cuda_graphs)  # the bucketed static step (+ CUDA graphs)
         self.host = HostRead(self.device)  # the step's one device -> host read (:mod:`.host_sync`)
-        self.quant = options.quant if self.device.type == "cpu" else ""
         self.prompts = options.prompts
         if self.prompts not in PROMPT_SOURCES:
             raise TTSError("bad_request", f"unknown prompt source {self.prompts!r} (supported: {PROMPT_SOURCES})")
@@ -226,9 +229,6 @@ class BatchedBackend:
         vector products read 4x fewer bytes). Embeddings, norms and the codec stay fp32.
         Built once per loaded model, and then the fp32 linears are freed: qwen-tts's own
         talker modules can no longer run (a loaded model has one backend)."""
-        if self.device.type != "cpu":
-            log.warning("QWEN3TTSD_QUANT=int8 is a CPU option; running unquantized on %s", self.device)
-            return
         from .lean import quantize_int8
         from .weight_cache import from_cache_or, store_when_idle
 

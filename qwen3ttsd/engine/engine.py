@@ -22,7 +22,7 @@ import numpy as np
 from ..errors import TTSError
 from ..formats import MODEL_RATE as SAMPLE_RATE
 from . import host_sync
-from .backend import VoiceSource
+from .backend import VoiceSource, serving_quant
 from .loader import LoadOptions, load_model
 from .request import SynthesisRequest, SynthesisStats, checked, frame_budget  # noqa: F401 - frame_budget: re-exported
 from .streaming_decoder import StreamingDecoder
@@ -205,13 +205,14 @@ class Engine:
         """The weight cache for this load, where one applies: a quantized CPU backend and a
         cache directory."""
         o = self.options
-        if not (o.cache_dir and o.quant and str(device) == "cpu"):
+        mode = serving_quant(o.quant, str(device).split(":")[0])
+        if not (o.cache_dir and mode):
             return None
         from .checkpoint import WEIGHTS_FILE
         from .weight_cache import WeightCache
 
         try:
-            return WeightCache(o.cache_dir, self.model_dir, ["config.json", WEIGHTS_FILE], o.quant, device, dtype)
+            return WeightCache(o.cache_dir, self.model_dir, ["config.json", WEIGHTS_FILE], mode, device, dtype)
         except OSError as e:
             log.warning("no weight cache for %s: %s", self.model_dir, e)
             return None

@@ -85,8 +85,8 @@ class LoadOptions:
                                 # decoder from the project's own loader (engine/talker_model.py,
                                 # codec_model.py), prompts (prompts.py) and x-vector clones
                                 # (speaker_encoder.py) and ICL clones' reference codes (codec_encoder.py)
-    quant: str = ""             # the backend's quantization (BackendOptions.quant): with weights="own"
-                                # on the CPU, what the weight cache holds
+    quant: str = "none"         # the backend's quantization setting (BackendOptions.quant): with
+                                # weights="own" on the CPU, what the weight cache holds
     cache_dir: str = ""         # where quantized weights are cached between starts ("" = nowhere;
                                 # the daemon: <state_dir>/weight-cache; engine/weight_cache.py)
 
