@@ -56,8 +56,8 @@ def test_a_bare_linear_is_quantized_too():
 def test_the_int8_backends_heads_and_projections_are_int8(tiny_models):
     b = BatchedBackend(_engine(tiny_models["custom_voice"]), BackendOptions(max_batch=2, quant="int8"))
     layers = [*b.talker_layers, *b.predictor_layers]
-    linears = [b.codec_head, *b.lm_heads, *(m for layer in layers for m in (layer.qkv, layer.o_proj, layer.gate_up,
-                                                                          layer.down))]
+    heads = [head.args[0] for head in (b.codec_head, *b.lm_heads)]   # called through lean.dense's partial
+    linears = [*heads, *(m for layer in layers for m in (layer.qkv, layer.o_proj, layer.gate_up, layer.down))]
     assert [type(m).__name__ for m in linears if not _is_int8(m)] == []
 
 

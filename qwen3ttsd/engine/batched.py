@@ -39,6 +39,7 @@ goes through SDPA (masks need it), whatever attention kernel the checkpoint was 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -55,7 +56,7 @@ from .codec_quant import codec_precision
 from .engine import AudioOut, Engine, warmup_request
 from .host_sync import HostRead
 from .kv_cache import RowKV
-from .lean import Norm, dense, lean_layers, rope_tables
+from .lean import Norm, alone_spans, dense, int8_rows, lean_layers, rope_tables
 from .loader import derived
 from .predictor_loop import StaticStepKV
 from .prewarm import Prewarm, codec_shapes
@@ -90,6 +91,7 @@ class Row:
         self.prompt = prompt
         self.out = out
         self.gen = gen
+        self.seeded = stream.request.seed is not None  # int8: computed as if alone (lean.Int8Rows)
         self.talk = Sampling.of(s)
         self.sub = Sampling.of(s, "subtalker_")
         self.penalty = float(s.get("repetition_penalty") or 1.0)
@@ -234,10 +236,11 @@ class BatchedBackend:
 
         fp32_layers = self.talker_layers + self.predictor_layers
         cache = getattr(self.engine, "weight_cache", None)
-        self.talker_layers, self.predictor_layers, self.codec_head, self.lm_heads = derived(
+        self.talker_layers, self.predictor_layers, codec_head, lm_heads = derived(
             self.model, "_qwen3ttsd_int8", lambda: from_cache_or(cache, lambda: (
                 [layer.int8() for layer in self.talker_layers], [layer.int8() for layer in self.predictor_layers],
                 quantize_int8(self.talker.codec_head), list(quantize_int8(self.predictor.lm_head)))))
+        self.codec_head, self.lm_heads = dense(codec_head), [dense(head) for head in lm_heads]
         derived(self.model, "_qwen3ttsd_fp32_released", lambda: self._release_fp32(fp32_layers))
         if cache is not None and not cache.hit:
             self._store_cache = lambda: store_when_idle(cache, self, "_qwen3ttsd_int8", self.talker)
@@ -342,11 +345,24 @@ class BatchedBackend:
         lengths = [r.prompt.embeds.shape[1] for r in rows]
         self.kv.reserve(slot + len(rows), max(n + (r.cap + 1 if r.cap < 512 else 512)
                                               for n, r in zip(lengths, rows)))
-        logits, hidden = self.prefill(slot, [r.prompt.embeds for r in rows])
-        for r, n in zip(rows, lengths):
-            r.length = n
-        self.rows.extend(rows)
-        self._take_c0(rows, logits, hidden)
+        for group in self._prefill_groups(rows):
+            logits, hidden = self.prefill(slot, [r.prompt.embeds for r in group])
+            for r in group:
+                r.length = r.prompt.embeds.shape[1]
+            self.rows.extend(group)
+            self._take_c0(group, logits, hidden)
+            slot += len(group)
+
+    def _prefill_groups(self, rows: list[Row]) -> list[list[Row]]:
+        """The newcomers prefilled together: all of them, but with int8 each seeded row
+        alone (padded to the others' length its activations' scale would change)."""
+        if not self.quant or not any(r.seeded for r in rows):
+            return [rows]
+        return [[r] for r in rows if r.seeded] + ([others] if (others := [r for r in rows if not r.seeded]) else [])
+
+    def _as_if_alone(self, rows: list[Row]) -> contextlib.AbstractContextManager:
+        """int8: each seeded row's activations quantized on their own (:class:`.lean.Int8Rows`)."""
+        return int8_rows(alone_spans([r.seeded for r in rows]) if self.quant else None)
 
     def prefill(self, slot: int, prompts: list[Tensor]) -> tuple[Tensor, Tensor]:
         """Run prompts (1, L_i, D) into slots ``slot``, ``slot + 1``, ...: right-padded into
@@ -397,7 +413,8 @@ class BatchedBackend:
             c0 = torch.tensor([r.c0 for r in rows], device=self.device)
             past = torch.cat([r.hidden for r in rows], dim=0)
             sub = Sampler([r.sub for r in rows], [r.gen for r in rows], self.predictor.vocab_size, self.device)
-            codes = self.predict(past, c0, lambda j, logits: sub(logits))
+            with self._as_if_alone(rows):
+                codes = self.predict(past, c0, lambda j, logits: sub(logits))
             frames = torch.cat([c0.unsqueeze(1), codes], dim=1)
             for r, frame in zip(rows, frames):
                 r.frame = frame
@@ -416,9 +433,10 @@ class BatchedBackend:
                 self.text.idle()  # every row waits for text
             return
         slots = None if len(rows) == len(self.rows) else [self.rows.index(r) for r in rows]
-        logits, hidden = self.talker_step(torch.stack([r.frame for r in rows]),
-                                          torch.stack([r.text() for r in rows]), [r.length for r in rows],
-                                          slots)
+        with self._as_if_alone(rows):
+            logits, hidden = self.talker_step(torch.stack([r.frame for r in rows]),
+                                              torch.stack([r.text() for r in rows]), [r.length for r in rows],
+                                              slots)
         for r in rows:
             r.length += 1
         self._take_c0(rows, logits, hidden)
