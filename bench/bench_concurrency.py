@@ -2,7 +2,8 @@
 
 For each engine backend a daemon is started on a random-weight checkpoint; after a warm-up
 (and once its codec kernels are built: engine/prewarm.py), N = 1, 2, 4, 8 (and 16) clients
-each send one seeded sentence at the same moment, in ``--waves`` waves per N. Printed, side
+each send one sentence at the same moment (unseeded, as calls are; ``--seeded``: seeded,
+which int8 computes as if alone), in ``--waves`` waves per N. Printed, side
 by side from one run:
 
   first audio p50 / p95 over all streams of the waves (client side: request sent -> first
@@ -62,14 +63,14 @@ def start_daemon(model: str, runtime: Path, engine: str, max_batch: int, device:
     return p
 
 
-def one_stream(sock: str, i: int, frames: int, start: threading.Event, out: list) -> None:
+def one_stream(sock: str, i: int, frames: int, start: threading.Event, out: list, seeded: bool) -> None:
     with Client(sock, timeout=1200) as c:
         start.wait()
         t0 = time.monotonic()
         first = None
         nbytes = 0
         for ev in c.synthesize(text=f"This is concurrent stream number {i}, speaking one sentence.",
-                               voice=SPEAKERS[i % len(SPEAKERS)], language="english", seed=1000 + i,
+                               voice=SPEAKERS[i % len(SPEAKERS)], language="english", seed=1000 + i if seeded else None,
                                max_frames=frames, chunk_frames=4, format="pcm16"):
             if ev.kind == "chunk" and ev.audio:
                 nbytes += len(ev.audio)
@@ -79,12 +80,12 @@ def one_stream(sock: str, i: int, frames: int, start: threading.Event, out: list
     out[i] = (first, total, nbytes / BYTES_PER_SECOND)
 
 
-def wave(sock: str, n: int, frames: int) -> dict:
+def wave(sock: str, n: int, frames: int, seeded: bool = False) -> dict:
     """``n`` streams started together: each one's first-audio delay and x-realtime, and the
     wave's aggregate x-realtime."""
     out: list = [None] * n
     start = threading.Event()
-    threads = [threading.Thread(target=one_stream, args=(sock, i, frames, start, out)) for i in range(n)]
+    threads = [threading.Thread(target=one_stream, args=(sock, i, frames, start, out, seeded)) for i in range(n)]
     for t in threads:
         t.start()
     time.sleep(0.2)  # all connected
@@ -97,11 +98,11 @@ def wave(sock: str, n: int, frames: int) -> dict:
             "aggregate": sum(r[2] for r in out) / wall}
 
 
-def level(sock: str, n: int, frames: int, waves: int) -> dict:
+def level(sock: str, n: int, frames: int, waves: int, seeded: bool) -> dict:
     """``waves`` waves of ``n`` streams: first-audio p50/p95 over all their streams (one wave
     of 8 is too few samples for a stable p95), the slowest stream's x-realtime, the median
     wave's aggregate."""
-    runs = [wave(sock, n, frames) for _ in range(waves)]
+    runs = [wave(sock, n, frames, seeded) for _ in range(waves)]
     firsts = sorted(f for r in runs for f in r["firsts"])
     return {
         "first_p50": statistics.median(firsts),
@@ -124,7 +125,7 @@ def wait_prewarm(runtime: Path, timeout: float = 900) -> None:
 
 
 def run_backend(model: str, engine: str, levels: list[int], frames: int, max_batch: int,
-                waves: int, device: str = "auto") -> dict[int, dict]:
+                waves: int, device: str = "auto", seeded: bool = False) -> dict[int, dict]:
     with tempfile.TemporaryDirectory() as tmp:
         rt = Path(tmp)
         p = start_daemon(model, rt, engine, max_batch, device)
@@ -132,7 +133,7 @@ def run_backend(model: str, engine: str, levels: list[int], frames: int, max_bat
             sock = str(rt / "tts.sock")
             wave(sock, 2, 4)  # load the model, warm up kernels
             wait_prewarm(rt)
-            return {n: level(sock, n, frames, waves) for n in levels}
+            return {n: level(sock, n, frames, waves, seeded) for n in levels}
         finally:
             p.terminate()
             p.wait(30)
@@ -148,6 +149,7 @@ def main() -> int:
     ap.add_argument("--engines", default="sequential,batched",
                     help="comma list of sequential, batched and batched+FLAG[+FLAG] (rowdecode, overlap, "
                          "nooverlap, int8, fp32, noprewarm; see start_daemon)")
+    ap.add_argument("--seeded", action="store_true", help="seeded requests (int8 computes each as if alone)")
     ap.add_argument("--sequential-levels", default="",
                     help="the sequential engine only at these N (default: --levels): it serves one stream "
                          "at a time, so N=8 of the 0.6B model takes minutes per wave")
@@ -163,9 +165,10 @@ def main() -> int:
     model, tmp = checkpoint(a)
     engines = a.engines.split(",")
     res = {e: run_backend(model, e, seq_levels if e == "sequential" else levels, a.frames, a.max_batch,
-                          a.waves, a.device) for e in engines}
+                          a.waves, a.device, a.seeded) for e in engines}
     print(f"\nmodel {a.size}, {a.frames} frames ({a.frames / 12.5:.1f} s audio) per stream, {a.waves} waves per level, "
-          f"{os.cpu_count()} CPUs, {a.threads or 'default'} torch threads, chunk 4 frames")
+          f"{os.cpu_count()} CPUs, {a.threads or 'default'} torch threads, chunk 4 frames, "
+          f"{'seeded' if a.seeded else 'unseeded'} requests")
     cols = ["first p50 s", "first p95 s", "min x-rt", "aggr x-rt"]
     keys = ["first_p50", "first_p95", "rt_min", "aggregate"]
     w = max(15, *(len(e) + 6 for e in engines))
