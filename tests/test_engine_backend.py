@@ -59,7 +59,7 @@ def test_backend_options_come_from_the_config_with_one_default_each():
     assert BackendOptions.from_config(d) == BackendOptions(prewarm_frames=4, quant="auto")
     d = config.load(config.DaemonConfig, "daemon", env={"QWEN3TTSD_CONFIG": "/nonexistent", "QWEN3TTSD_PREWARM": "0",
                                                          "QWEN3TTSD_ENGINE": "sequential", "QWEN3TTSD_MAX_BATCH": "0"})
-    assert BackendOptions.from_config(d) == BackendOptions(kind="sequential", max_batch=1)
+    assert BackendOptions.from_config(d) == BackendOptions(kind="sequential", max_batch=1, quant="auto")
 
 
 @pytest.mark.parametrize("value, want", [("auto", None), ("1", True), ("on", True), ("0", False), ("false", False)])
