@@ -115,3 +115,32 @@ def test_a_seeded_request_speaks_the_same_alone_and_among_other_calls(int8_engin
         assert t.result[0] == "done"
         assert torch.equal(s.all_codes, t.all_codes)
         assert np.array_equal(np.concatenate(s.audio), np.concatenate(t.audio))
+
+
+def test_auto_serves_fp32_where_the_cpu_has_no_int8_kernels_and_int8_says_why(tiny_models, tmp_path, monkeypatch):
+    """A NAS CPU without AVX2 (a Celeron J4125) may have no torch int8 engine: its linear
+    prepack raises. The CPU default (auto) must still serve - fp32, said in the log - and an
+    explicit int8 must be a clear error, not an internal one."""
+    from qwen3ttsd.engine import lean
+    from qwen3ttsd.engine.loader import LoadOptions
+    from qwen3ttsd.errors import TTSError
+
+    def no_engine(*args, **kwargs):
+        raise RuntimeError("Didn't find engine for operation quantized::linear_prepack NoQEngine")
+
+    monkeypatch.setattr(lean, "quantize_int8", no_engine)
+    lean.int8_unavailable.cache_clear()
+    try:
+        engine = _engine(tiny_models["custom_voice"])
+        assert BatchedBackend(engine, BackendOptions(max_batch=2, quant="auto")).status["quant"] is None
+        with pytest.raises(TTSError) as e:
+            BatchedBackend(engine, BackendOptions(max_batch=2, quant="int8"))
+        assert e.value.code == "unsupported" and "int8" in e.value.message
+        from qwen3ttsd.engine.engine import Engine
+
+        cached = Engine(str(tiny_models["custom_voice"]), LoadOptions(weights="own", quant="auto",
+                                                                      cache_dir=str(tmp_path)))
+        cached.load()
+        assert cached.weight_cache is None   # nothing to cache: it serves fp32
+    finally:
+        lean.int8_unavailable.cache_clear()

@@ -50,13 +50,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import Cancelled, TTSError
-from .backend import Audio, BackendOptions, Failed, Stream, internal_error, serving_quant
+from .backend import Audio, BackendOptions, Failed, Stream, internal_error, quant_setting
 from .codec_lane import CodecLane, Leaving, cpu_threads, overlap_by_default
 from .codec_quant import codec_precision
 from .engine import AudioOut, Engine, warmup_request
 from .host_sync import HostRead
 from .kv_cache import RowKV
-from .lean import Norm, alone_spans, dense, int8_rows, lean_layers, rope_tables
+from .lean import Norm, alone_spans, dense, int8_rows, int8_unavailable, lean_layers, rope_tables, serving_int8
 from .loader import derived
 from .predictor_loop import StaticStepKV
 from .prewarm import Prewarm, codec_shapes
@@ -156,14 +156,9 @@ class BatchedBackend:
         self.to_predictor = dense(self.predictor.small_to_mtp_projection)
         self.cache_writer: Any = None   # the thread writing the weight cache after a miss (engine/weight_cache.py)
         self._store_cache: Any = None
-        try:
-            self.quant = serving_quant(options.quant, self.device.type)
-        except ValueError as e:
-            raise TTSError("bad_request", str(e)) from None
+        self.quant = self._serving_quant(options.quant)
         if self.quant == "int8":
             self._use_int8()
-        elif options.quant == "int8":
-            log.warning("QWEN3TTSD_QUANT=int8 is a CPU option; running unquantized on %s", self.device)
         elif "_qwen3ttsd_fp32_released" in m.__dict__ or getattr(getattr(engine, "weight_cache", None), "hit", False):
             raise TTSError("internal", "this model serves int8: its fp32 linears were released")
         codec_precision(self.engine.new_decoder().decoder, options.codec_quant, self.device)
@@ -225,6 +220,21 @@ class BatchedBackend:
             self.step()
         if failed:
             raise failed[0].error
+
+    def _serving_quant(self, setting: str) -> str:
+        """"int8" or "" (see :func:`.lean.serving_int8`); where a setting asking for int8
+        is not served as int8, the log says why."""
+        try:
+            setting = quant_setting(setting)
+            if serving_int8(setting, self.device.type):
+                return "int8"
+        except ValueError as e:
+            raise TTSError("bad_request", str(e)) from None
+        if setting == "int8":
+            log.warning("QWEN3TTSD_QUANT=int8 is a CPU option; serving unquantized on %s", self.device)
+        elif setting == "auto" and self.device.type == "cpu":
+            log.warning("torch's int8 kernels do not run on this CPU (%s): serving fp32", int8_unavailable())
+        return ""
 
     def _use_int8(self) -> None:
         """int8 weights for the talker's and predictor's linears (CPU: memory-bound matrix-

@@ -22,7 +22,7 @@ import numpy as np
 from ..errors import TTSError
 from ..formats import MODEL_RATE as SAMPLE_RATE
 from . import host_sync
-from .backend import VoiceSource, serving_quant
+from .backend import VoiceSource
 from .loader import LoadOptions, load_model
 from .request import SynthesisRequest, SynthesisStats, checked, frame_budget  # noqa: F401 - frame_budget: re-exported
 from .streaming_decoder import StreamingDecoder
@@ -204,10 +204,12 @@ class Engine:
     def _open_weight_cache(self, device: Any, dtype: Any) -> Any:
         """The weight cache for this load, where one applies: a quantized CPU backend and a
         cache directory."""
+        from .lean import serving_int8
+
         o = self.options
-        mode = serving_quant(o.quant, str(device).split(":")[0])
-        if not (o.cache_dir and mode):
+        if not (o.cache_dir and serving_int8(o.quant, str(device).split(":")[0])):
             return None
+        mode = "int8"
         from .checkpoint import WEIGHTS_FILE
         from .weight_cache import WeightCache
 

@@ -92,6 +92,35 @@ def quantize_int8(module: torch.nn.Module, per_channel: bool = True) -> torch.nn
         return quantize_dynamic(module, {torch.nn.Linear: qconfig}, dtype=torch.qint8, inplace=False)
 
 
+@functools.cache
+def int8_unavailable() -> str | None:
+    """None where torch's int8 Linear (:func:`quantize_int8`) runs on this CPU, else why not:
+    a CPU without AVX2 (many NAS Celerons) may have no quantized engine at all."""
+    try:
+        quantize_int8(torch.nn.Linear(8, 8))(torch.zeros(2, 8))
+    except Exception as e:  # noqa: BLE001 - whatever it is, this CPU serves fp32
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+def serving_int8(setting: str, device_type: str) -> bool:
+    """Whether the linears serve int8: :func:`.backend.serving_quant`'s choice, where this
+    CPU runs torch's int8 kernels. Without them ``auto`` serves fp32 and ``int8`` is an
+    ``unsupported`` error."""
+    from ..errors import TTSError
+    from .backend import quant_setting, serving_quant
+
+    if not serving_quant(setting, device_type):
+        return False
+    why = int8_unavailable()
+    if why is None:
+        return True
+    if quant_setting(setting) == "int8":
+        raise TTSError("unsupported", f"QWEN3TTSD_QUANT=int8: torch's int8 kernels do not run on this CPU "
+                                      f"({why}); set it to auto or none")
+    return False
+
+
 def rope_tables(cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor]:
     """HF's cos/sin (B or 1, T, head_dim) as :class:`LeanLayer` takes them: with a heads
     axis, and the sign of ``rotate_half`` folded into sin (built once per step, shared by
