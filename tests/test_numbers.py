@@ -293,3 +293,20 @@ def test_no_ascii_digit_left_and_idempotent(tokens, lang):
 def test_sentence_boundaries_survive(sentences, lang):
     out = normalize(" ".join(sentences), lang)
     assert re.findall(r"[.!?](?=\s|$)", out) == [s[-1] for s in sentences], out
+
+
+def test_english_numbers_cost_no_slow_import():
+    """A daemon's first English request with a number must not wait for an import: inflect
+    (typeguard instruments its every method when imported) took 3-4 s on the 2-core box -
+    on the first caller's clock after every idle exit."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from qwen3ttsd.text.normalize import normalize; "
+            "print(normalize('I paid $5 on the 3rd; the 1990s, the 90s and 1,234 people.', 'english')); "
+            "print(sorted(m for m in ('inflect', 'typeguard') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    said, imported = out.strip().splitlines()
+    assert said == ("I paid five dollars on the third; the nineteen nineties, the nineties and one thousand "
+                    "two hundred thirty-four people.")
+    assert imported == "[]"

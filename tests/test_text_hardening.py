@@ -75,10 +75,10 @@ def test_phone_numbers_are_digits_and_ranges_stay_ranges(raw, spoken):
 
 
 def test_english_number_words_are_right_when_threads_normalize_at_once():
-    """The daemon normalizes on several threads (prompt builders, the event loop); inflect's
-    engine keeps per-call state on itself, so two threads at once read '1524' as 'one million
-    five hundred twenty-four thousand' - and the words cache then kept the wrong reading for
-    the process's life (a flaky '$five' in a caption test was one such race)."""
+    """The daemon normalizes on several threads (prompt builders, the event loop). inflect's
+    engine (the number words' source until session 10) kept per-call state on itself: two
+    threads at once read '1524' as 'one million five hundred twenty-four thousand', and the
+    words cache kept the wrong reading for the process's life (a flaky '$five' caption)."""
     import threading
 
     from qwen3ttsd.text import english

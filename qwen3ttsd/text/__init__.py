@@ -1,7 +1,7 @@
 """Text front end: SSML, normalisation, language detection, splitting for streaming. Pure Python.
 
 The bridge imports only ``text.split`` and ``text.language`` (for WebSocket deltas and
-language codes); normalisation (num2words, inflect, cn2an) loads on first use so the
+language codes); normalisation (num2words, cn2an) loads on first use so the
 bridge stays small.
 
 A request's text becomes ``Segment``s: split first (so every segment keeps the words as

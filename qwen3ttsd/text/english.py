@@ -1,4 +1,4 @@
-"""English: say numbers, money, dates, times, units, URLs... the way people do (inflect).
+"""English: say numbers, money, dates, times, units, URLs... the way people do.
 
 English has the most written shapes of its own (phones, US dates, am/pm, $3B, 1990s), so
 its rules interleave with the shared number shapes of ``numerals`` instead of running
@@ -9,42 +9,44 @@ after the phone rule has taken "555-123-4567".
 from __future__ import annotations
 
 import re
-import threading
 from functools import lru_cache
 
-from .numerals import LONG_DIGITS, Locale, compile_rules, shape_rules
+from .numerals import LONG_DIGITS, Locale, compile_rules, n2w, shape_rules
 
-_INFLECT_LOCK = threading.Lock()
-
-
-@lru_cache(maxsize=1)
-def _engine():
-    import inflect
-
-    return inflect.engine()
+# Number words come from num2words (already the other languages'; thread-safe, imported in
+# ~35 ms). inflect read them the same but took 3-4 s to import (typeguard instruments its
+# every method) - on the first caller's clock after each idle exit - and was not thread-safe.
 
 
-def _inflect(method: str, *args, **kw) -> str:
-    """``inflect.engine().<method>(...)``, one thread at a time: the engine keeps per-call
-    state on itself (two threads at once read 1524 as 'one million ... thousand'), and the
-    daemon normalizes on several threads."""
-    with _INFLECT_LOCK:
-        return getattr(_engine(), method)(*args, **kw)
+def _said(w: str) -> str:
+    """num2words' English as said here: no commas, no "and" ('one thousand two hundred thirty-four')."""
+    return " ".join(w.replace(",", "").replace(" and ", " ").split())
 
 
-@lru_cache(maxsize=4096)   # inflect is slow (type-checked calls); the same numbers recur
+@lru_cache(maxsize=4096)
 def words(n: int | str) -> str:
     """Cardinal in words: 1234 -> 'one thousand two hundred thirty-four'."""
     s = str(n).lstrip("0") or "0"
     if len(s) > 15:
         return digits(s)
-    w = _inflect("number_to_words", s, andword="", comma="")
-    return re.sub(r"\s+", " ", w).strip()
+    return _said(n2w(int(s), "en"))
 
 
 @lru_cache(maxsize=4096)
 def ordinal(n: int | str) -> str:
-    return _inflect("ordinal", words(n))
+    """1234 -> 'one thousand two hundred thirty-fourth' (past 15 digits: digit by digit, the last ordinal)."""
+    s = str(n).lstrip("0") or "0"
+    if len(s) > 15:
+        head, _, last = digits(s).rpartition(" ")
+        return f"{head} {_said(n2w(DIGIT_NAMES.index(last), 'en', 'ordinal'))}".strip()
+    return _said(n2w(int(s), "en", "ordinal"))
+
+
+def plural(word: str) -> str:
+    """A number word's plural: 'ninety' -> 'nineties', 'six' -> 'sixes', 'hundred' -> 'hundreds'."""
+    if word.endswith("y"):
+        return word[:-1] + "ies"
+    return word + ("es" if word.endswith("x") else "s")
 
 
 DIGIT_NAMES = "zero one two three four five six seven eight nine".split()
@@ -248,7 +250,7 @@ def _ordinal(m: re.Match) -> str:
 def _year(m: re.Match) -> str:
     y = int(m.group(1))
     if m.group(2):  # 1990s
-        return year(y).rsplit(" ", 1)[0] + " " + _inflect("plural", year(y).rsplit(" ", 1)[-1]) \
+        return year(y).rsplit(" ", 1)[0] + " " + plural(year(y).rsplit(" ", 1)[-1]) \
             if y % 100 else words(y // 100) + " hundreds"
     return year(y)
 
@@ -318,7 +320,7 @@ _NUMBER_RULES = compile_rules([
     _SHAPES["range"],   # "5-10 km" -> "5 to 10 km", "1939-1945" -> two years
     (r"\b(\d{1,3}(?:,\d{3})*|\d+)(?:st|nd|rd|th)\b", _ordinal),
     (r"(?<![\d.,])\b(1[1-9]\d\d|20\d\d)(s)?\b(?![.,]\d)", _year),
-    (r"(?<![\w'’])['’]?([1-9]0)s\b", lambda m: _inflect("plural", words(m.group(1)))),   # the 90s: nineties
+    (r"(?<![\w'’])['’]?([1-9]0)s\b", lambda m: plural(words(m.group(1)))),   # the 90s: nineties
     _SHAPES["version"], _SHAPES["slash"], _SHAPES["id"],
     (rf"(?:(?P<sym>{_CUR_SYMS})\s?(?P<num>{_NUM})|(?P<num2>{_NUM})\s?(?P<code2>{_CUR_CODES})\b)"
      rf"(?:\s?(?P<scale>thousand|million|billion|trillion|bn|tn|mm|[kKmMbBtT])\b)?", _money),

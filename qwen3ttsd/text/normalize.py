@@ -1,7 +1,7 @@
 """Text normalisation: say numbers, money, dates, times, units, URLs... the way people do.
 
 One entry point for every language; the readings live in one module per concern:
-``english`` (inflect), ``chinese`` (cn2an), ``european`` (German, French, Spanish, Italian,
+``english`` (num2words), ``chinese`` (cn2an), ``european`` (German, French, Spanish, Italian,
 Portuguese, Russian) and ``cjk`` (Japanese, Korean) on the shared shapes of ``numerals``
 (num2words). Languages and scripts without rules (Arabic, Thai...) pass through apart from
 whitespace. ``normalize`` never fails on text: a rule that cannot handle a match leaves it

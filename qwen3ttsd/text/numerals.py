@@ -3,7 +3,7 @@
 Why one engine: every language writes numbers in the same few shapes - a sign, thousands
 groups, a decimal part, a fraction, a range, a dotted version, an id with letters, a long
 digit run - but says them with its own words and separators. The engine finds the shapes;
-the locale says them (cardinals and ordinals come from num2words or inflect, loaded on
+the locale says them (cardinals and ordinals come from num2words, loaded on
 first use, so importing this module stays cheap). A locale's own ``rules`` (dates, money,
 counters...) run first; the shapes below catch what they leave; a last pass reads any digit
 still left one by one, so a supported language never reaches the model with digits in it.
