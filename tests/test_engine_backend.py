@@ -117,6 +117,7 @@ def test_quant_setting_auto_is_int8_on_the_cpu_and_none_on_a_gpu():
     assert BackendOptions.from_config(d).quant == "auto"
     assert [serving_quant(s, "cpu") for s in ("auto", "int8", "none", "", "INT8")] == ["int8", "int8", "", "", "int8"]
     assert [serving_quant(s, "cuda") for s in ("auto", "int8", "none")] == ["", "", ""]
-    bad = config.load(config.DaemonConfig, "daemon", env={"QWEN3TTSD_CONFIG": "/nonexistent", "QWEN3TTSD_QUANT": "int4"})
+    bad = config.load(config.DaemonConfig, "daemon",
+                      env={"QWEN3TTSD_CONFIG": "/nonexistent", "QWEN3TTSD_QUANT": "int4"})
     with pytest.raises(ValueError, match="quant must be one of auto, int8, none"):
         BackendOptions.from_config(bad)

@@ -413,3 +413,38 @@ def test_turns_left_open_do_not_hold_the_slots_of_other_callers(tiny_models, tmp
     assert words == "Well I was just going to say that the weather is nice.".split()
     said_b = " ".join(c.text for c in got_b if isinstance(c, Caption)).split()
     assert said_b == "Well I was just going to say that".split()
+
+
+def test_a_long_text_sent_at_once_is_normalised_as_it_is_spoken_not_before_its_first_word() -> None:
+    """A client sending a whole 20,000-character text in one message: the turn's first audio
+    waited for every word to be normalised and tokenized (0.9 s on the tiny model through
+    the phone WebSocket). The feed readies what the start needs and the rest as it is spoken."""
+    from types import SimpleNamespace
+
+    from qwen3ttsd.engine.text_rows import TextRows
+
+    normalised: list[str] = []
+    feed = TextFeed(lookahead=4, normalize=lambda s: normalised.append(s) or s)
+    feed.bind(lambda text: [len(w) for w in text.split()])   # a token a word
+    feed.append("word " * 4000)
+    feed.flush()
+    stream = SimpleNamespace(text=feed, voice=None, cancel=threading.Event(), sink=lambda item: None)
+    rows = TextRows(engine=None)
+    rows.parked.append(stream)  # type: ignore[arg-type]
+    assert rows.starting(1) == [stream]
+    assert len(normalised) <= feed.lookahead
+    from qwen3ttsd.engine.text_feed import AHEAD_TOKENS
+
+    ids = feed.pull(AHEAD_TOKENS)
+    assert len(normalised) <= AHEAD_TOKENS and not feed.ended
+    while not feed.ended:
+        ids += feed.pull(AHEAD_TOKENS)
+    assert ids == [4] * 4000 and feed.spoken == " ".join(["word"] * 4000)
+
+
+def test_a_long_text_at_once_speaks_as_word_by_word(custom_engine):
+    text = " ".join([TEXT] * 6)
+    at_once = stream_run(custom_engine, [text])
+    by_word = stream_run(custom_engine, splits(text)["word"])
+    assert isinstance(at_once.result, Done) and at_once.all_codes.shape[0] == REQ["max_frames"]
+    assert torch.equal(at_once.all_codes, by_word.all_codes)

@@ -17,7 +17,10 @@ decides which part of the buffer is final:
   normaliser may read them together ("March 5", "Dr. Smith");
 * each piece between two used cuts is normalised on its own. Which cuts are used depends
   on the text alone, never on how it was split into appends: the same text gives the same
-  tokens in any split (per character, per word, all at once, with pauses).
+  tokens in any split (per character, per word, all at once, with pauses);
+* pieces are normalised and tokenized only as the generation needs them (a caller asks for
+  a number of tokens; :data:`AHEAD_TOKENS` ahead of its row): a 20,000-character text sent
+  at once starts speaking after its first words, not after all of them were read (0.9 s).
 
 Torch-free: the daemon appends on its event loop, the engine thread pulls tokens
 (:mod:`.text_rows` feeds them to the batched engine's rows).
@@ -29,6 +32,7 @@ import re
 import threading
 import time
 import unicodedata
+from collections import deque
 from collections.abc import Callable
 
 from ..errors import TTSError
@@ -36,6 +40,7 @@ from ..errors import TTSError
 DEFAULT_LOOKAHEAD = 4          # tokens buffered before a generation starts (bench_text_stream.py)
 MAX_LOOKAHEAD = 64
 MAX_FEED_CHARS = 100_000       # text one streamed generation may be given, in all
+AHEAD_TOKENS = 32              # final tokens kept ready beyond what a row has taken (~2.5 s of speech)
 CJK_STOPS = "，。！？；：、"    # clause punctuation of unspaced scripts: cut points before them
 
 _OPEN = "\"'“‘«(\\["
@@ -107,6 +112,9 @@ class TextFeed:
         # engine thread only
         self._encode: Callable[[str], list[int]] | None = None
         self._buf = ""
+        self._units: deque[str] = deque()  # final pieces not yet normalised (read as the row needs them)
+        self._split_all = False          # flushed, and the whole text split into final pieces
+        self._says = False               # some committed piece has a letter or digit
         self._done = False               # flushed, and every piece pulled
         self._spoken: list[str] = []     # the committed spoken text, in pieces
         self._tokens = 0
@@ -159,20 +167,27 @@ class TextFeed:
         """The model's tokenizer (plain text -> ids, no special tokens added)."""
         self._encode = encode
 
-    def pull(self) -> list[int]:
-        """Ids that became final since the last pull (pieces tokenized one by one)."""
+    def pull(self, limit: int | None = None) -> list[int]:
+        """Ids that became final since the last pull (pieces tokenized one by one): all of
+        them, or about ``limit`` (pieces are read whole; more until one says something)."""
         ids, self._ahead = self._ahead, []
-        return ids + self._commit()
+        return ids + self._commit(None if limit is None else limit - len(ids))
 
-    def peek(self) -> int:
-        """How many final tokens are waiting to be pulled (pulls them into a holding list)."""
-        self._ahead += self._commit()
+    def peek(self, want: int | None = None) -> int:
+        """How many final tokens are waiting to be pulled (pulls them into a holding list):
+        all there are, or about ``want`` (as :meth:`pull`'s ``limit``)."""
+        self._ahead += self._commit(None if want is None else want - len(self._ahead))
         return len(self._ahead)
 
     @property
     def final(self) -> bool:
         """Flushed, and every piece committed (tokens may still wait in :meth:`peek`'s hold)."""
         return self._done
+
+    @property
+    def says(self) -> bool:
+        """Whether the committed text has anything to say (a letter or digit)."""
+        return self._says
 
     @property
     def ended(self) -> bool:
@@ -189,27 +204,39 @@ class TextFeed:
         """The final spoken text so far (for the generation's frame budget)."""
         return "".join(self._spoken)
 
-    def _commit(self) -> list[int]:
+    def _commit(self, limit: int | None = None) -> list[int]:
+        """Normalise and tokenize final pieces: all, or until ``limit`` tokens came and the
+        text says something."""
         if self._done:
             return []
         if self._encode is None:
             raise TTSError("internal", "text feed used before its tokenizer was bound")
-        with self._lock:
-            incoming, self._incoming = self._incoming, []
-            final = self._flushed
-        self._buf += "".join(incoming)
-        units, used = stable_units(self._buf, final)
-        self._buf = self._buf[used:]
-        self.committed += used
+        self._split_final()
         ids: list[int] = []
-        for unit in units:
+        while self._units and (limit is None or len(ids) < limit or not self._says):
+            unit = self._units.popleft()
+            self.committed += len(unit)
             text = self._spoken_form(unit)
             if text:
                 self._spoken.append(text)
+                self._says = self._says or any(ch.isalnum() for ch in text)
                 ids += self._encode(text)
         self._tokens += len(ids)
-        self._done = final
+        self._done = self._split_all and not self._units
         return ids
+
+    def _split_final(self) -> None:
+        """The text appended since the last look, split into the pieces that are final now."""
+        with self._lock:
+            incoming, self._incoming = self._incoming, []
+            final = self._flushed
+        if not incoming and self._split_all == final:
+            return
+        self._buf += "".join(incoming)
+        units, used = stable_units(self._buf, final)
+        self._buf = self._buf[used:]
+        self._units.extend(units)
+        self._split_all = final
 
     def _spoken_form(self, unit: str) -> str:
         """A unit as the model reads it: its own normalisation, whitespace collapsed to one
@@ -223,4 +250,4 @@ class TextFeed:
         return body if not self._spoken else " " + body if unit[:1].isspace() else body
 
 
-__all__ = ["DEFAULT_LOOKAHEAD", "MAX_LOOKAHEAD", "TextFeed", "plain", "stable_units"]
+__all__ = ["AHEAD_TOKENS", "DEFAULT_LOOKAHEAD", "MAX_LOOKAHEAD", "TextFeed", "plain", "stable_units"]

@@ -3,7 +3,8 @@
 A stream with a :class:`.text_feed.TextFeed` (``Stream.text``) is parked at admission until
 ``text_lookahead`` tokens are final or the turn is flushed; then its streaming-text prompt
 is built (:meth:`.prompts.PromptBuilder.build_streaming`) and it joins like any row. Every
-step, each such row's new tokens are projected and appended to its trailing text; a row
+step, each such row's new tokens (read up to ``AHEAD_TOKENS`` ahead of it, so a long text
+given at once is read as it is spoken) are projected and appended to its trailing text; a row
 whose next text vector has not arrived yet *waits*: it is left out of the step (its pending
 frame is still completed and its audio delivered) and the rest of the batch goes on - it
 never generates ahead on ``tts_pad``. At flush it gets ``tts_eos`` and finishes as qwen-tts
@@ -28,16 +29,11 @@ from .backend import Done, Failed, Stream
 from .prompt import prompt_builder
 from .prompts import Prompt
 from .request import SynthesisStats, frame_budget
+from .text_feed import AHEAD_TOKENS
 
 IDLE_WAIT_S = 0.01   # longest sleep of an engine whose every row waits for text (a new call waits at most this)
 QUIET_TURN_S = 2.0   # a streamed generation with no text to go on for this long ends where its text does
                      # (TextFeed.quiet): a turn left open (an LLM in a tool call, a stuck client) holds no slot
-
-
-def speakable(spoken: str) -> bool:
-    """Whether text has anything to say (a letter or digit): a turn of only "..." or emoji
-    starts no generation, as the clause path refuses such text."""
-    return any(ch.isalnum() for ch in spoken)
 
 
 def streaming(stream: Stream) -> bool:
@@ -77,13 +73,13 @@ class TextRows:
         now = time.monotonic()
         for s in self.parked:
             feed = s.text
+            icl = s.voice is not None and bool(s.voice.ref_text)   # its prompt needs all of the text
             try:
-                n = feed.peek()
+                n = feed.peek(None if icl else feed.lookahead)
             except TTSError as e:
                 s.sink(Failed(e))
                 continue
-            icl = s.voice is not None and bool(s.voice.ref_text)   # its prompt needs all of the text
-            says = speakable(feed.spoken)
+            says = feed.says   # a turn of only "..." or emoji starts no generation, as a clause would not
             if s.cancel.is_set():
                 s.sink(Failed(Cancelled()))
             elif (feed.ended and n == 0) or (feed.final and not says):
@@ -100,7 +96,7 @@ class TextRows:
     def prompt(self, stream: Stream, voice: Any) -> Prompt:
         """The stream's streaming-text prompt, from the tokens final now (builder thread)."""
         feed = stream.text
-        ids = feed.pull()
+        ids = feed.pull(AHEAD_TOKENS)
         req = dataclasses.replace(stream.request, text=feed.spoken)
         prompt = prompt_builder(self.engine).build_streaming(req, voice, ids, feed.ended)
         feed.eos_sent = feed.ended
@@ -115,7 +111,8 @@ class TextRows:
             feed = r.stream.text
             if feed is None or feed.eos_sent:
                 continue
-            ids = feed.pull()
+            ahead = r.prompt.trailing.shape[0] - (r.frames - 1)   # its text vectors not yet stepped on
+            ids = feed.pull(AHEAD_TOKENS - ahead)
             if not ids and not feed.ended:
                 continue
             builder = builder or prompt_builder(self.engine)
