@@ -32,7 +32,7 @@ def _step(lane) -> int:
 @pytest.mark.parametrize("size", ["tiny", "0.6b", "1.7b"])
 def test_fake_cuda_engine_steps_with_one_sync(size, tmp_path):
     model = write_shapes_checkpoint(tmp_path / size, size)
-    with fake_cuda_engine(model) as lane:
+    with fake_cuda_engine(model, cache_dir=str(tmp_path / "weight-cache")) as lane:   # the daemon's defaults
         b = lane.backend
         talker = b.talker
         for name, p in talker.named_parameters():
@@ -40,7 +40,7 @@ def test_fake_cuda_engine_steps_with_one_sync(size, tmp_path):
                 assert p.device.type == "cuda" and p.dtype == torch.bfloat16, name
         assert all(p.device.type == "cuda" and p.dtype == torch.bfloat16
                    for p in lane.engine.own[1].parameters())
-        assert b.quant == ""
+        assert b.quant == "" and lane.engine.weight_cache is None   # auto: bf16 on a GPU, nothing cached
         events: list = []
         b.admit(_stream(events, 4, 1))
         b.admit(_stream(events, 6, None))

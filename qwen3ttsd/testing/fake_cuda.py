@@ -198,8 +198,10 @@ class FakeLane:
 
 
 @contextlib.contextmanager
-def fake_cuda_engine(model_dir: str | Path, max_batch: int = 64, **backend_options: Any) -> Iterator[FakeLane]:
-    """The default engine loaded on fake ``cuda`` (bf16) and a batched backend on it."""
+def fake_cuda_engine(model_dir: str | Path, max_batch: int = 64, quant: str = "auto", cache_dir: str = "",
+                     **backend_options: Any) -> Iterator[FakeLane]:
+    """The default engine loaded on fake ``cuda`` (bf16) and a batched backend on it, with the
+    daemon's settings (``quant``: its QWEN3TTSD_QUANT, ``cache_dir``: its weight cache)."""
     from ..engine import batched, checkpoint as ckpt, cpu_conv, host_sync, lean, loader, sampling
     from ..engine.backend import BackendOptions
     from ..engine.engine import Engine
@@ -265,9 +267,9 @@ def fake_cuda_engine(model_dir: str | Path, max_batch: int = 64, **backend_optio
             stack.enter_context(p)
         stack.enter_context(FakeTensorMode(allow_non_fake_inputs=True))
         counter = stack.enter_context(SyncCounter())
-        engine = Engine(str(model_dir), LoadOptions(device="cuda", weights="own"))
+        engine = Engine(str(model_dir), LoadOptions(device="cuda", weights="own", quant=quant, cache_dir=cache_dir))
         engine.load()
-        backend = batched.BatchedBackend(engine, BackendOptions(max_batch=max_batch, **backend_options))
+        backend = batched.BatchedBackend(engine, BackendOptions(max_batch=max_batch, quant=quant, **backend_options))
         lane = FakeLane(engine, backend, counter)
         yield lane
 
