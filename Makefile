@@ -6,6 +6,10 @@ MODEL   ?=
 MODELS_DIR ?= $(CURDIR)/.models
 TINY_MODEL := $(MODELS_DIR)/tiny-custom_voice
 RUNDIR  ?= $(CURDIR)/.run
+# saved voices and the int8 weight cache: the service's directory where this user may write it,
+# else one in the checkout (without it every start would quantize the model again)
+STATE_DIR ?= $(shell d=/var/lib/qwen3ttsd; if [ -w $$d ] || { [ ! -e $$d ] && [ -w $${d%/*} ]; }; \
+               then echo $$d; else echo $(CURDIR)/.state; fi)
 HOST    ?= 127.0.0.1
 PORT    ?= 8880
 PYTEST_ARGS ?=
@@ -49,7 +53,7 @@ run: install
 	  printf '\n*** MODEL not set: serving the tiny RANDOM-WEIGHT model, audio is noise. ***\n*** For real voices: make run MODEL=1.7b-customvoice (or 0.6b-customvoice, 1.7b-base, ...) ***\n\n' >&2; \
 	elif [ -f "$(MODEL)/config.json" ]; then model="$(MODEL)"; \
 	else model=$$($(BIN)/qwen3tts-ctl models pull "$(MODEL)" --if-missing --models-dir "$(MODELS_DIR)") || exit 1; fi; \
-	QWEN3TTSD_MODEL="$$model" exec $(BIN)/qwen3tts-bridge --activate --runtime-dir $(RUNDIR) \
+	QWEN3TTSD_MODEL="$$model" QWEN3TTSD_STATE_DIR="$(STATE_DIR)" exec $(BIN)/qwen3tts-bridge --activate --runtime-dir $(RUNDIR) \
 	  --host $(HOST) --port $(PORT)
 
 test: install
@@ -116,4 +120,4 @@ verify-units:
 	$(BIN)/python -m pytest -q tests/test_systemd_units.py
 
 clean:
-	rm -rf $(VENV) .models .run .pytest_cache build *.egg-info
+	rm -rf $(VENV) .models .run .state .pytest_cache build *.egg-info
