@@ -41,6 +41,7 @@ class FakeBackend:
     most: int = 0                                              # the most streams held at once
     gate: threading.Event = field(default_factory=threading.Event)
     status: dict[str, Any] = field(default_factory=dict)
+    warmups: int = 0                                           # warmup() calls
 
     @property
     def active(self) -> int:
@@ -66,7 +67,7 @@ class FakeBackend:
                 stream.sink(Done(SynthesisStats(frames=self.frames, samples=self.frames * 1920), codec=object()))
 
     def warmup(self) -> None:
-        pass
+        self.warmups += 1
 
     def abort_all(self, err: TTSError) -> None:
         for stream, _ in self.streams:
@@ -249,6 +250,31 @@ def test_unloading_a_model_lets_go_of_its_backend():
         run(go())
         gc.collect()
         assert engine() is None and not registry.backends()
+    finally:
+        s.stop()
+
+
+def test_a_load_for_a_waiting_request_skips_the_warm_up():
+    """The load warm-up (a 2-frame stream) ran inside every load, so the first caller after a
+    spawn waited for it before its own first step (issue 19, cold start). A load that a
+    request (or a caller waking the daemon) triggers skips it; admin load, preload and
+    tts.warmup still warm."""
+    registry, opened = fake_registry()
+    s = Scheduler(registry, queue_max=8)
+
+    async def go() -> None:
+        loop = asyncio.get_running_loop()
+        j = job(loop, "hello.")
+        s.submit(j)
+        assert (await outcome(j))[0] == "done"
+        assert await s.run_call(registry.unload, loop) == ["fake"]
+        await s.run_call(lambda: registry.load(MODEL), loop)   # admin load, preload, tts.warmup
+
+    try:
+        run(go())
+        assert [b.warmups for b in opened] == [0, 1]
+        assert registry.load(MODEL, warm=False) is registry.loaded["fake"]   # loaded: nothing to do
+        assert opened[1].warmups == 1
     finally:
         s.stop()
 

@@ -69,7 +69,8 @@ def load_for_the_waiting_caller(registry: ModelRegistry, scheduler: Scheduler) -
         if not fut.cancelled() and fut.exception() is not None:
             log.error("loading %s failed: %s", entry.name, fut.exception())
 
-    scheduler.run_call(lambda: registry.load(entry), asyncio.get_running_loop()).add_done_callback(report)
+    scheduler.run_call(lambda: registry.load(entry, warm=False),  # no warm-up: the caller's request is next
+                       asyncio.get_running_loop()).add_done_callback(report)
 
 
 def cannot_start(why: str, sockets: dict[str, socket.socket], notifier: Notifier) -> int:

@@ -128,8 +128,14 @@ class ModelRegistry:
 
     # --- engine thread -----------------------------------------------------------------
 
-    def load(self, entry: ModelEntry, on_loading: Callable[[], None] | None = None) -> LoadedModel:
-        """``entry`` loaded with its backend (loading it now if needed; engine thread only)."""
+    def load(self, entry: ModelEntry, on_loading: Callable[[], None] | None = None,
+             warm: bool = True) -> LoadedModel:
+        """``entry`` loaded with its backend (loading it now if needed; engine thread only).
+
+        ``warm``: run the backend's warm-up (a 2-frame stream that builds the kernels) after
+        a load. A load that a waiting request triggers passes False: the request's own first
+        steps build the same kernels, and the warm-up only delayed its first audio (issue
+        19: a cold start's time to first audio); admin load, preload and tts.warmup warm."""
         with self._lock:
             lm = self.loaded.get(entry.name)
             if lm is not None:
@@ -146,6 +152,8 @@ class ModelRegistry:
         try:
             with _collector_paused():
                 engine, backend = self._open(entry)
+                if warm:
+                    backend.warmup()
         finally:
             self.loading = None
         lm = LoadedModel(entry, engine, backend, load_s=time.monotonic() - t0)
@@ -159,9 +167,7 @@ class ModelRegistry:
 
         engine = Engine(entry.path, self.load_options or LoadOptions())
         engine.load()
-        backend = factory.make_backend(engine, self.backend_options)
-        backend.warmup()
-        return engine, backend
+        return engine, factory.make_backend(engine, self.backend_options)
 
     def unload(self, name: str | None = None) -> builtins.list[str]:  # (list: the method above)
         """Drop ``name`` (or every model); one with streams in flight retires first."""

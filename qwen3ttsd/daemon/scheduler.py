@@ -169,7 +169,7 @@ class Scheduler:
                     raise TTSError("timeout", f"waited {waited:.0f} s in the queue (limit {job.queue_timeout:.0f} s)")
                 job.started = time.monotonic()
             lm = self.registry.load(job.model, on_loading=lambda: job.emit(
-                Progress({"stage": "loading", "model": job.model.name})))
+                Progress({"stage": "loading", "model": job.model.name})), warm=False)   # it is waiting
             if job.next_segment == 0:
                 job.emit(Progress({"stage": "generating", "segments": len(job.segments)}))
                 job.codec = job.session.codec if job.session is not None else None
