@@ -527,3 +527,29 @@ def test_prewarm_waits_while_streams_run_and_stops_with_the_backend():
     assert got == [Backend.engine]
     del backend
     assert prewarm._idle_engine(ref) is None
+
+
+def test_prewarm_starts_only_after_a_quiet_spell(monkeypatch):
+    """The prewarm starts as the model loads, while the first caller's request is still being
+    admitted (a cold start: the load it triggered just ended): its first decode competed
+    with that request's first steps. It now starts after START_QUIET_S with no stream in
+    flight, and a stream in that spell starts the wait again."""
+    monkeypatch.setattr(prewarm, "START_QUIET_S", 0.4)
+    decoded: list[float] = []
+    monkeypatch.setattr(prewarm.StreamingDecoder, "push_many", staticmethod(lambda *a: decoded.append(time.monotonic())))
+
+    class Backend:
+        engine = SimpleNamespace(loaded=True, new_decoder=lambda: SimpleNamespace(config=SimpleNamespace(num_quantizers=2)))
+        active = 0
+
+    backend = Backend()
+    t0 = time.monotonic()
+    pw = prewarm.Prewarm(backend, [(1, 1), (1, 2)], threads=1)
+    time.sleep(0.2)
+    backend.active = 1   # the first request, admitted
+    time.sleep(0.2)
+    assert not decoded
+    backend.active = 0
+    t1 = time.monotonic()
+    pw.thread.join(5)
+    assert len(decoded) == 2 and decoded[0] - t1 >= 0.35 and decoded[0] - t0 >= 0.75

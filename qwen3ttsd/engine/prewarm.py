@@ -27,10 +27,12 @@ import torch
 
 from .serving_size import trim_heap
 from .streaming_decoder import StreamingDecoder
+from .weight_cache import IDLE_GRACE_S
 
 log = logging.getLogger("qwen3ttsd.engine")
 
 IDLE_POLL_S = 0.02  # how often a waiting prewarm looks whether the streams are done
+START_QUIET_S = IDLE_GRACE_S  # idle before the first shape: a load's first caller may be just being admitted
 
 
 def codec_shapes(max_batch: int, max_frames: int) -> list[tuple[int, int]]:
@@ -64,8 +66,8 @@ class Prewarm:
         built = 0
         try:
             with torch.inference_mode():
-                for batch, frames in shapes:
-                    if not _decode_silence(backend_ref, batch, frames):
+                for i, (batch, frames) in enumerate(shapes):
+                    if not _decode_silence(backend_ref, batch, frames, START_QUIET_S if i == 0 else 0.0):
                         return  # the model was unloaded
                     built += 1
                     self._report(built=built, seconds=round(time.monotonic() - t0, 2))
@@ -77,9 +79,9 @@ class Prewarm:
             log.info("codec kernels built for %d of %d shapes in %.1f s", built, len(shapes), time.monotonic() - t0)
 
 
-def _decode_silence(backend_ref: weakref.ref, batch: int, frames: int) -> bool:
-    """One shape, once no stream is running (False: the model is gone)."""
-    engine = _idle_engine(backend_ref)
+def _decode_silence(backend_ref: weakref.ref, batch: int, frames: int, quiet_s: float = 0.0) -> bool:
+    """One shape, once no stream has run for ``quiet_s`` (False: the model is gone)."""
+    engine = _idle_engine(backend_ref, quiet_s)
     if engine is None:
         return False
     decoders = [engine.new_decoder() for _ in range(batch)]
@@ -89,17 +91,23 @@ def _decode_silence(backend_ref: weakref.ref, batch: int, frames: int) -> bool:
     return True
 
 
-def _idle_engine(backend_ref: weakref.ref) -> Any:
-    """The backend's engine once it has no stream in flight; None once the model is gone.
+def _idle_engine(backend_ref: weakref.ref, quiet_s: float = 0.0) -> Any:
+    """The backend's engine once it has had no stream in flight for ``quiet_s``; None once
+    the model is gone.
 
     Why wait: CPU priority alone does not keep a prewarm off the streams' backs. The talker
     and predictor are memory-bound, and a stream ran markedly slower while a nice-19
-    prewarm decoded beside it (bench/RESULTS.md (Design measurements))."""
+    prewarm decoded beside it (bench/RESULTS.md (Design measurements)). The first shape
+    waits for a quiet spell too: the prewarm starts as a load ends, and a cold start's
+    first request is admitted just after (issue 19)."""
+    since = time.monotonic()
     while True:
         backend = backend_ref()
         if backend is None or not backend.engine.loaded:
             return None
-        if not backend.active:
+        if backend.active:
+            since = time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
             return backend.engine
         del backend
         time.sleep(IDLE_POLL_S)
