@@ -263,6 +263,23 @@ def test_the_largest_text_message_fits_the_frame_limit_even_all_emoji(capped):
     assert asyncio.run(go())["type"] in ("segment", "error")
 
 
+def test_http_speech_body_holds_max_input_chars_of_json_escaped_emoji(capped):
+    """The HTTP body limit and the WebSocket frame limit are one bound: the longest input a
+    client may send, every character a JSON escape (an emoji: 12 bytes), is read and
+    answered on its merits (here 503: this bridge has no daemon), never refused as 413."""
+    from qwen3ttsd import config
+
+    cfg = config.BridgeConfig()
+    body = json.dumps({"model": "tts-1", "voice": "alloy", "input": "\U0001F600" * cfg.max_input_chars})
+    r = httpx.post(capped.url + "/v1/audio/speech", content=body, headers={"content-type": "application/json"},
+                   timeout=30)
+    assert r.status_code != 413, r.text
+    assert r.headers["content-type"] == "application/json"
+    r = httpx.post(capped.url + "/v1/audio/speech", content=body + " " * len(body),
+                   headers={"content-type": "application/json"}, timeout=30)
+    assert r.status_code == 413
+
+
 # --- 3. hostile JSON --------------------------------------------------------------------------
 
 HOSTILE = {

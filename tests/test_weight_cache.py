@@ -232,3 +232,60 @@ def test_quant_none_serves_fp32_and_keeps_no_cache(tiny_models, tmp_path):
     cache_state, backend = _daemon_serves(tiny_models["custom_voice"], tmp_path / "rt", state, quant="none")
     assert (cache_state, backend["quant"]) == (None, None)
     assert not (state / "weight-cache").exists()
+
+
+def _with_pickle(c: wc.WeightCache, data: bytes) -> None:
+    """Replace the pickle in ``c``'s file (its checksum made to match)."""
+    raw_file = bytearray(c.path.read_bytes())
+    n = int.from_bytes(raw_file[:8], "little")
+    header = json.loads(raw_file[8:8 + n])
+    header["__metadata__"]["pickle"] = base64.b64encode(data).decode()
+    header["__metadata__"]["pickle_crc"] = str(__import__("zlib").crc32(data))
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    c.path.write_bytes(len(raw).to_bytes(8, "little") + raw + bytes(raw_file[8 + n:]))
+
+
+def _global(module: str, name: str) -> bytes:
+    """Protocol-4 STACK_GLOBAL of ``module``/``name`` (a dotted name walks attributes)."""
+    def text(s: str) -> bytes:
+        b = s.encode()
+        return b"\x8c" + bytes([len(b)]) + b
+    return text(module) + text(name) + b"\x93"
+
+
+def test_weight_cache_unpickler_refuses_dotted_names_that_leave_the_allow_list(tmp_path, tiny_models):
+    """An allowed module prefix must not be a way out: pickle protocol 4 resolves a dotted
+    name attribute by attribute (``torch.nn.functional`` -> ``torch.serialization.os.system``)."""
+    marker = tmp_path / "pwned"
+    c = wc.WeightCache(tmp_path, tiny_models["custom_voice"], ["config.json"], "int8", "cpu", torch.float32)
+    assert c.store({"x": torch.ones(2)}, [])
+    evil = (b"\x80\x04" + _global("torch.nn.functional", "torch.serialization.os.system")
+            + b"\x8c" + bytes([len(f"touch {marker}")]) + f"touch {marker}".encode() + b"\x85R.")
+    _with_pickle(c, evil)
+    c2 = wc.WeightCache(tmp_path, tiny_models["custom_voice"], ["config.json"], "int8", "cpu", torch.float32)
+    assert not c2.load() and not c2.path.exists()
+    assert not marker.exists()
+    for module, name in [("torch.nn.functional", "torch"), ("torch.nn.modules.linear", "F")]:
+        _ = c.store({"x": torch.ones(2)}, [])   # not-a-class attributes of allowed modules
+        _with_pickle(c, b"\x80\x04" + _global(module, name) + b".")
+        c3 = wc.WeightCache(tmp_path, tiny_models["custom_voice"], ["config.json"], "int8", "cpu", torch.float32)
+        assert not c3.load(), (module, name)
+
+
+def test_a_cache_with_valid_checksums_but_the_wrong_structure_is_rebuilt_and_serves(cached, tiny_models):
+    """A file whose key and checksums match but whose structure is not what the int8 backend
+    builds (another code version's layout, a hand-made file): never a failed load (a 500 at
+    every request until someone deletes it), rebuilt from the checkpoint instead."""
+    cache_dir, codes = cached
+    [path] = _files(cache_dir)
+    c = wc.WeightCache(cache_dir, tiny_models["custom_voice"], ["config.json", "model.safetensors"], "int8", "cpu",
+                       torch.float32)
+    assert c.load()
+    released = c.released
+    for bogus in ({"x": torch.ones(2)}, (c.value[0], c.value[1], c.value[2])):
+        assert c.store(bogus, released)   # same key, the fp32 linears still skipped by the loader
+        e, again = _serve(tiny_models["custom_voice"], cache_dir)
+        assert e.weight_cache.status["state"] == "written" and torch.equal(again, codes)
+        assert wc.WeightCache(cache_dir, tiny_models["custom_voice"], ["config.json", "model.safetensors"], "int8",
+                              "cpu", torch.float32).load()

@@ -45,9 +45,18 @@ from .metrics import Metrics
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 SMALL_BODY = 64 * 1024            # anything that is not a speech request or an upload
+# a text character as a client may send it: a JSON escape of a surrogate pair ("\ud83d\ude00"),
+# the worst case in UTF-8 or escaped JSON; the HTTP body and WebSocket frame limits both use it
+MAX_BYTES_PER_INPUT_CHAR = 12
+
 DEFAULT_PORTS = {"http": "80", "https": "443", "ws": "80", "wss": "443"}
 CROSS_SITE = frozenset({"cross-site", "same-site"})   # Sec-Fetch-Site values of another origin
 NO_FRAMING = [(b"x-frame-options", b"DENY"), (b"content-security-policy", b"frame-ancestors 'none'")]
+
+
+def text_bytes(max_chars: int) -> int:
+    """The most bytes ``max_chars`` characters of text take in a JSON message."""
+    return max_chars * MAX_BYTES_PER_INPUT_CHAR
 
 
 class BodyTooLarge(Exception):
@@ -120,7 +129,7 @@ class Guard:
         self.hosts = _csv(cfg.allowed_hosts)
         self.origins = _csv(cfg.allowed_origins)
         self.limits = {
-            "/v1/audio/speech": cfg.max_input_chars * 4 + SMALL_BODY,  # JSON, UTF-8 worst case
+            "/v1/audio/speech": text_bytes(cfg.max_input_chars) + SMALL_BODY,
             "/v1/audio/speech/clone": cfg.max_upload_bytes + SMALL_BODY,
             "/v1/audio/voices": cfg.max_upload_bytes + SMALL_BODY,
             "/v1/audio/encode": MAX_ENCODE_BYTES,

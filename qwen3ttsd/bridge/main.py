@@ -20,9 +20,11 @@ from .. import __version__, config
 
 def ws_max_size(cfg: config.BridgeConfig) -> int:
     """The largest WebSocket message: one text message of ``max_input_chars``, each
-    character a JSON escape at worst (an emoji is a surrogate pair, ``\\ud83d\\ude00``: 12
-    bytes), plus the envelope. Bigger closes with 1009."""
-    return cfg.max_input_chars * 12 + 16 * 1024
+    character a JSON escape at worst (guard.text_bytes), plus the envelope. Bigger closes
+    with 1009."""
+    from .guard import text_bytes
+
+    return text_bytes(cfg.max_input_chars) + 16 * 1024
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -227,6 +227,7 @@ class BatchedBackend:
         try:
             setting = quant_setting(setting)
             if serving_int8(setting, self.device.type):
+                log.info("serving int8 linears on %s (QWEN3TTSD_QUANT=%s)", self.device, setting)
                 return "int8"
         except ValueError as e:
             raise TTSError("bad_request", str(e)) from None
@@ -234,6 +235,8 @@ class BatchedBackend:
             log.warning("QWEN3TTSD_QUANT=int8 is a CPU option; serving unquantized on %s", self.device)
         elif setting == "auto" and self.device.type == "cpu":
             log.warning("torch's int8 kernels do not run on this CPU (%s): serving fp32", int8_unavailable())
+        else:
+            log.info("serving unquantized linears on %s (QWEN3TTSD_QUANT=%s)", self.device, setting)
         return ""
 
     def _use_int8(self) -> None:

@@ -214,10 +214,22 @@ class Engine:
         from .weight_cache import WeightCache
 
         try:
-            return WeightCache(o.cache_dir, self.model_dir, ["config.json", WEIGHTS_FILE], mode, device, dtype)
+            cache = WeightCache(o.cache_dir, self.model_dir, ["config.json", WEIGHTS_FILE], mode, device, dtype)
         except OSError as e:
             log.warning("no weight cache for %s: %s", self.model_dir, e)
             return None
+        cache.check = self._int8_layout_check()
+        return cache
+
+    def _int8_layout_check(self) -> Any:
+        """The weight cache's structure check for this checkpoint's int8 layout (lean.py)."""
+        from .checkpoint import read_config
+        from .lean import int8_layout_problem
+
+        talker = read_config(self.model_dir).talker_config
+        predictor = talker.code_predictor_config
+        return lambda value: int8_layout_problem(value, talker.num_hidden_layers, predictor.num_hidden_layers,
+                                                 predictor.num_code_groups - 1)
 
     @property
     def loaded(self) -> bool:

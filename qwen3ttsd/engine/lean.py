@@ -71,6 +71,24 @@ def _rows(parts: list[Tensor]) -> Tensor:
     return first.new_empty(0).set_(storage, first.storage_offset(), shape)
 
 
+def int8_layout_problem(value: Any, talker_layers: int, predictor_layers: int, heads: int) -> str | None:
+    """What keeps ``value`` from being the int8 structure the batched backend builds (and the
+    weight cache keeps): (talker layers, predictor layers, codec head, predictor lm heads)
+    with these counts; None where it is one."""
+    if not (isinstance(value, (tuple, list)) and len(value) == 4):
+        return f"a {type(value).__name__}, not the 4 int8 parts"
+    talker, predictor, codec_head, lm_heads = value
+    for what, got, n in (("talker layers", talker, talker_layers), ("predictor layers", predictor, predictor_layers)):
+        if not (isinstance(got, list) and len(got) == n and all(isinstance(x, LeanLayer) for x in got)):
+            return f"{what}: expected {n} LeanLayers"
+    if not isinstance(codec_head, torch.nn.Module):
+        return "codec head: not a module"
+    if not (isinstance(lm_heads, list) and len(lm_heads) == heads
+            and all(isinstance(h, torch.nn.Module) for h in lm_heads)):
+        return f"predictor lm heads: expected {heads} modules"
+    return None
+
+
 def quantize_int8(module: torch.nn.Module, per_channel: bool = True) -> torch.nn.Module:
     """A copy of ``module`` with every Linear's weights in int8 (torch's dynamic
     quantization: int8 weights, activations quantized on the fly; CPU only).

@@ -38,6 +38,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import inspect
 import io
 import json
 import logging
@@ -181,6 +182,13 @@ _ALLOWED = {("collections", "OrderedDict"), ("functools", "partial"), ("builtins
             ("builtins", "frozenset"), ("builtins", "slice"), ("torch", "ScriptObject"), ("torch", "Size")}
 
 
+def _defined_in_allowed_module(obj: Any) -> bool:
+    """A class or Python function whose own module is an allowed one (``torch.nn.functional.silu``
+    yes; ``torch.nn.functional.torch``, a module it imported, no)."""
+    return (isinstance(obj, type) or inspect.isfunction(obj)) and \
+        str(getattr(obj, "__module__", "")).startswith(_ALLOWED_PREFIXES)
+
+
 class _Unpickler(pickle.Unpickler):
     """Resolves only torch's module classes and dtypes and this package's engine classes;
     tensors come from ``tensor(pid)``."""
@@ -190,10 +198,18 @@ class _Unpickler(pickle.Unpickler):
         self.tensor = tensor
 
     def find_class(self, module: str, name: str) -> Any:
-        if module.startswith(_ALLOWED_PREFIXES) or (module, name) in _ALLOWED:
-            return super().find_class(module, name)
-        if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
-            return getattr(torch, name)
+        # A dotted name would walk attributes out of an allowed module (protocol 4:
+        # torch.nn.functional -> torch.serialization.os.system); a prefix gives only the
+        # classes and functions defined there, not what those modules imported.
+        if "." not in name:
+            if (module, name) in _ALLOWED:
+                return super().find_class(module, name)
+            if module.startswith(_ALLOWED_PREFIXES):
+                found = super().find_class(module, name)
+                if _defined_in_allowed_module(found):
+                    return found
+            if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
+                return getattr(torch, name)
         raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a weight cache")
 
     def persistent_load(self, pid: Any) -> Any:
@@ -222,6 +238,9 @@ class WeightCache:
         self.path = self.root / f"{self.slot}-{hashlib.sha256(key_json.encode()).hexdigest()[:20]}.safetensors"
         self.value: Any = None
         self.released: list[str] = []
+        # what is wrong with a read structure for its user (None: usable); a file that fails
+        # it is removed like a damaged one (another code version's layout, a hand-made file)
+        self.check: Callable[[Any], str | None] = lambda value: None
         self.hit = False
         self.status: dict[str, Any] = {"path": str(self.path), "state": "unused"}
 
@@ -235,6 +254,9 @@ class WeightCache:
             return False
         try:
             self.value, self.released = self._read()
+            if (problem := self.check(self.value)) is not None:
+                self.value = None
+                raise ValueError(f"not the structure this code builds: {problem}")
         except Exception as e:  # noqa: BLE001 - whatever is wrong with it, it is not used
             log.warning("weight cache %s unusable (%s: %s): quantizing again", self.path, type(e).__name__, e)
             with contextlib.suppress(OSError):
