@@ -14,9 +14,13 @@ own weights, QUANT=auto, a weight cache), each trial a fresh ``python`` (page ca
   codec             of which: StreamingDecoder pushes before that first audio
 
     python bench/profile_cold_start.py --checkpoint /tmp/ck06 --trials 3
+    python bench/profile_cold_start.py --checkpoint /tmp/ck06 --tree before+warm=/tmp/old-checkout --tree after=.
 
-The first trial fills the weight cache (a miss: it quantizes, then writes) and is not
-counted. Ratios are to ``import torch`` measured in the same trials.
+``--tree LABEL=DIR`` profiles that checkout's package (repeatable; trials alternate between the
+trees, side by side in one run; ``+warm`` in a label runs the load warm-up, as every load did
+before issue 19). Each tree's first trial fills its weight cache (a miss: it quantizes, then
+writes) and is not counted. Ratios are to ``import torch`` measured in the same trials;
+"codec" counts the pushes of the thread that serves (not the prewarm's).
 """
 
 from __future__ import annotations
@@ -28,10 +32,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, os.environ.get("PROFILE_TREE") or str(Path(__file__).resolve().parents[1]))
 
 STAGES = ["import torch", "import engine", "load", "cache read", "backend", "warm-up", "first audio", "codec"]
 
@@ -52,18 +58,23 @@ def trial(checkpoint: str, cache_dir: str, warm: bool) -> dict[str, float]:
     t_import = time.monotonic()
     spent = {"cache read": 0.0, "codec": 0.0}
 
-    def timed(key: str, fn):  # noqa: ANN001, ANN202 - a wrapper for any signature
-        def wrapper(*a, **k):  # noqa: ANN002, ANN003, ANN202
+    main = threading.current_thread()
+
+    def timed(key: str, fn: Any, main_only: bool = True) -> Any:  # a wrapper for any signature
+        def wrapper(*a: Any, **k: Any) -> Any:
             s = time.monotonic()
             try:
                 return fn(*a, **k)
             finally:
-                spent[key] += time.monotonic() - s
+                here = threading.current_thread()
+                if here is main or not (main_only or "prewarm" in here.name):
+                    spent[key] += time.monotonic() - s
         return wrapper
 
-    WeightCache._read = timed("cache read", WeightCache._read)
-    StreamingDecoder.push = timed("codec", StreamingDecoder.push)
-    StreamingDecoder.push_many = classmethod(timed("codec", StreamingDecoder.push_many.__func__))
+    WeightCache.load = timed("cache read", WeightCache.load, main_only=False)   # on a thread of its own: timed there
+    spent["cache read"] = 0.0
+    StreamingDecoder.push = timed("codec", StreamingDecoder.push, main_only=False)   # not the prewarm's
+    StreamingDecoder.push_many = classmethod(timed("codec", StreamingDecoder.push_many.__func__, main_only=False))
 
     cfg = load(DaemonConfig, "daemon", env={})
     engine = Engine(checkpoint, LoadOptions(cfg.device, cfg.dtype, cfg.attn, cfg.compile, cfg.threads,
@@ -103,26 +114,38 @@ def main() -> int:
     ap.add_argument("--checkpoint", required=True, help="a checkpoint dir (qwen3ttsd.testing.tinymodel)")
     ap.add_argument("--trials", type=int, default=3)
     ap.add_argument("--warm", action="store_true", help="run the load warm-up too (as before issue 19)")
+    ap.add_argument("--tree", action="append", default=[], metavar="LABEL=DIR",
+                    help="profile this checkout (repeatable; '+warm' in LABEL: with the load warm-up)")
     ap.add_argument("--trial", help=argparse.SUPPRESS)   # internal: one trial, JSON on stdout
     a = ap.parse_args()
     if a.trial:
         print(json.dumps(trial(a.checkpoint, a.trial, a.warm)), flush=True)
         os._exit(0)   # the prewarm's daemon thread may be mid-decode: no interpreter teardown
-    with tempfile.TemporaryDirectory() as cache:
-        def run() -> dict:
-            cmd = [sys.executable, __file__, "--checkpoint", a.checkpoint, "--trial", cache] + (["--warm"] * a.warm)
-            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    here = str(Path(__file__).resolve().parents[1])
+    trees = [tuple(t.split("=", 1)) for t in a.tree] or [("this tree" + "+warm" * a.warm, here)]
+    with tempfile.TemporaryDirectory() as tmp:
+        def run(label: str, tree: str) -> dict:
+            cmd = [sys.executable, __file__, "--checkpoint", a.checkpoint, "--trial", f"{tmp}/{label}"]
+            env = dict(os.environ, PROFILE_TREE=str(Path(tree).resolve()), PYTHONPATH=str(Path(tree).resolve()))
+            out = subprocess.run(cmd + ["--warm"] * ("+warm" in label), check=True, capture_output=True,
+                                 text=True, env=env).stdout
             return json.loads(out.strip().splitlines()[-1])
 
-        first = run()
-        runs = [run() for _ in range(a.trials)]
-    med = {k: statistics.median(r[k] for r in runs) for k in [*STAGES, "total", "rss"]}
-    torch_s = med["import torch"]
-    print(f"{a.checkpoint}: {a.trials} trials (median), weight cache {runs[-1]['cache']}; "
-          f"first trial ({first['cache']}): {first['total']:.2f} s")
-    for k in STAGES:
-        print(f"  {k:<14} {med[k]:>7.2f} s  {med[k] / torch_s:>6.2f}x torch")
-    print(f"  {'total':<14} {med['total']:>7.2f} s  {med['total'] / torch_s:>6.2f}x torch   RSS {med['rss']:.0f} MB")
+        first = {label: run(label, tree) for label, tree in trees}
+        runs: dict[str, list[dict]] = {label: [] for label, _ in trees}
+        for _ in range(a.trials):
+            for label, tree in trees:
+                runs[label].append(run(label, tree))
+    meds = {label: {k: statistics.median(r[k] for r in rs) for k in [*STAGES, "total", "rss"]}
+            for label, rs in runs.items()}
+    print(f"{a.checkpoint}: median of {a.trials} trials each, alternating; seconds (x import torch)")
+    print(f"  {'stage':<14}" + "".join(f"{label:>24}" for label in meds))
+    for k in [*STAGES, "total"]:
+        print(f"  {k:<14}" + "".join(f"{m[k]:>13.2f} ({m[k] / m['import torch']:>5.2f}x)" for m in meds.values()))
+    print(f"  {'RSS MB':<14}" + "".join(f"{m['rss']:>24.0f}" for m in meds.values()))
+    print("  weight cache: " + ", ".join(f"{label}: first trial {first[label]['cache']} "
+                                         f"{first[label]['total']:.2f} s, then {rs[-1]['cache']}"
+                                         for label, rs in runs.items()))
     return 0
 
 

@@ -536,10 +536,12 @@ def test_prewarm_starts_only_after_a_quiet_spell(monkeypatch):
     flight, and a stream in that spell starts the wait again."""
     monkeypatch.setattr(prewarm, "START_QUIET_S", 0.4)
     decoded: list[float] = []
-    monkeypatch.setattr(prewarm.StreamingDecoder, "push_many", staticmethod(lambda *a: decoded.append(time.monotonic())))
+    monkeypatch.setattr(prewarm.StreamingDecoder, "push_many",
+                        staticmethod(lambda *a: decoded.append(time.monotonic())))
+    decoder = SimpleNamespace(config=SimpleNamespace(num_quantizers=2))
 
     class Backend:
-        engine = SimpleNamespace(loaded=True, new_decoder=lambda: SimpleNamespace(config=SimpleNamespace(num_quantizers=2)))
+        engine = SimpleNamespace(loaded=True, new_decoder=lambda: decoder)
         active = 0
 
     backend = Backend()
