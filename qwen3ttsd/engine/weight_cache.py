@@ -11,7 +11,8 @@ another scheme tomorrow), pickled with every tensor kept out of the pickle, as a
 a safetensors file (quantized ones as their integers plus scale/zero point), and the names
 of the checkpoint's tensors the quantized form replaced (``released``: a cached start does
 not load them). The pickle names only classes of torch and of this package, and is read
-back by an unpickler that resolves nothing else.
+back by an unpickler that resolves nothing else. Reading repacks the int8 linears for
+fbgemm (most of a read's time) on a small pool while the unpickling goes on (:class:`_Pending`).
 
 The key (all of it must match, or the file is not used):
 
