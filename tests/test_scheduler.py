@@ -267,12 +267,16 @@ def test_a_load_for_a_waiting_request_skips_the_warm_up():
         j = job(loop, "hello.")
         s.submit(j)
         assert (await outcome(j))[0] == "done"
+        assert opened[0].warmups == 0
+        await s.run_call(lambda: registry.load(MODEL), loop)   # a tts.warmup after it: now warm
+        await s.run_call(lambda: registry.load(MODEL), loop)   # once
+        assert opened[0].warmups == 1
         assert await s.run_call(registry.unload, loop) == ["fake"]
         await s.run_call(lambda: registry.load(MODEL), loop)   # admin load, preload, tts.warmup
 
     try:
         run(go())
-        assert [b.warmups for b in opened] == [0, 1]
+        assert [b.warmups for b in opened] == [1, 1]
         assert registry.load(MODEL, warm=False) is registry.loaded["fake"]   # loaded: nothing to do
         assert opened[1].warmups == 1
     finally:

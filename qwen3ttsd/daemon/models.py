@@ -38,6 +38,7 @@ class LoadedModel:
     model: Any          # engine.Engine
     backend: Any        # engine.backend.Backend
     load_s: float = 0.0
+    warmed: bool = False   # the backend's warm-up ran (ModelRegistry.load(warm=True))
 
     @property
     def info(self) -> dict[str, Any]:
@@ -140,7 +141,11 @@ class ModelRegistry:
             lm = self.loaded.get(entry.name)
             if lm is not None:
                 self.loaded.move_to_end(entry.name)
-                return lm
+        if lm is not None:
+            if warm and not lm.warmed and not lm.backend.active:  # loaded for a caller, unwarmed:
+                lm.backend.warmup()          # a tts.warmup / admin load still leaves it warm
+                lm.warmed = True
+            return lm
         if on_loading:
             on_loading()
         while len(self.loaded) >= self.max_loaded:
@@ -156,7 +161,7 @@ class ModelRegistry:
                     backend.warmup()
         finally:
             self.loading = None
-        lm = LoadedModel(entry, engine, backend, load_s=time.monotonic() - t0)
+        lm = LoadedModel(entry, engine, backend, load_s=time.monotonic() - t0, warmed=warm)
         log.info("loaded %s in %.1f s (%s engine)", entry.name, lm.load_s, backend.status.get("kind"))
         with self._lock:
             self.loaded[entry.name] = lm
