@@ -494,10 +494,11 @@ class BatchedBackend:
             if j > 0:
                 x = project(F.embedding(out[-1], tables[j]).unsqueeze(1))
             cos, sin = ropes[j]
-            h = x
+            b, t, d = x.shape
+            h = x.view(b * t, d)  # the layers' rows (LeanLayer.rows): no views between layers
             for layer in self.predictor_layers:
-                h = layer(h, cos, sin, cache, None)
-            logits = self.lm_heads[j](self.predictor_norm(h[:, -1]))
+                h = layer.rows(h, b, t, cos, sin, cache, None)
+            logits = self.lm_heads[j](self.predictor_norm(h if t == 1 else h.view(b, t, d)[:, -1]))
             out.append(pick(j, logits if logits.dtype == torch.float32 else logits.float()))
         return torch.stack(out, dim=1)
 
