@@ -289,3 +289,25 @@ def test_a_cache_with_valid_checksums_but_the_wrong_structure_is_rebuilt_and_ser
         assert e.weight_cache.status["state"] == "written" and torch.equal(again, codes)
         assert wc.WeightCache(cache_dir, tiny_models["custom_voice"], ["config.json", "model.safetensors"], "int8",
                               "cpu", torch.float32).load()
+
+
+def test_an_idle_exit_waits_for_the_cache_write_so_the_next_start_hits(tiny_models, tmp_path):
+    """The writer starts after a second of quiet; an idle timeout shorter than that (or than
+    the write) used to end the daemon first - no cache, and every start quantized again."""
+    from qwen3ttsd.client import Client
+    from tests.helpers import daemon_env, start_daemon
+
+    state, rt = tmp_path / "state", tmp_path / "rt"
+    p = start_daemon(rt, daemon_env(tiny_models["custom_voice"], state, idle_timeout=0.3, prewarm=0))
+    try:
+        with Client(str(rt / "tts.sock"), timeout=120) as c:
+            assert any(ev.kind == "chunk" for ev in c.synthesize(text="Hello.", voice="vivian", language="english",
+                                                                max_frames=3, format="pcm16"))
+        assert p.wait(60) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert len(_files(state / "weight-cache")) == 1 and not list((state / "weight-cache").glob(".*"))
+    c = wc.WeightCache(state / "weight-cache", tiny_models["custom_voice"], ["config.json", "model.safetensors"],
+                       "int8", "cpu", torch.float32)
+    assert c.load()

@@ -15,6 +15,7 @@ import logging
 import os
 import socket
 import sys
+from typing import Any
 
 from .. import __version__, checkpoints, config
 from ..errors import TTSError
@@ -47,6 +48,12 @@ def parse_args(argv: list[str] | None) -> dict:
     ap.add_argument("--log-level")
     ap.add_argument("--version", action="version", version=__version__)
     return vars(ap.parse_args(argv))
+
+
+def writing_weight_cache(registry: Any) -> bool:
+    """A loaded model's weight cache is being written (after a miss, at idle time): an idle
+    exit waits for it, else a short idle timeout ends every start before its cache exists."""
+    return any(w is not None and w.is_alive() for w in (getattr(b, "cache_writer", None) for b in registry.backends()))
 
 
 def weight_cache_dir(cfg: config.DaemonConfig) -> str:
@@ -128,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     server = Server(sockets, service.handle, notifier=notifier, idle_timeout=cfg.idle_timeout,
                     conn_idle_timeout=cfg.conn_idle_timeout, admin_group=cfg.admin_group,
                     is_busy=lambda: scheduler.busy, drain_timeout=cfg.drain_timeout,
-                    max_connections=cfg.max_connections)
+                    max_connections=cfg.max_connections, finishing=lambda: writing_weight_cache(registry))
     state.server = server
     state.sockets_info = sock_info
 

@@ -110,7 +110,7 @@ class Server:
     def __init__(self, sockets: dict[str, socket.socket], handler: Handler, *, notifier,
                  idle_timeout: float, conn_idle_timeout: float, admin_group: str,
                  is_busy: Callable[[], bool], drain_timeout: float = 25.0,
-                 max_connections: int = 1024) -> None:
+                 max_connections: int = 1024, finishing: Callable[[], bool] = lambda: False) -> None:
         self.sockets = sockets
         self.handler = handler
         self.notifier = notifier
@@ -118,6 +118,7 @@ class Server:
         self.conn_idle_timeout = conn_idle_timeout
         self.admin_group = admin_group
         self.is_busy = is_busy
+        self.finishing = finishing   # background work an idle exit waits for (the weight cache write)
         self.drain_timeout = drain_timeout
         self.max_connections = max_connections
         self.refusals = RateLimitedLog(log)
@@ -158,9 +159,9 @@ class Server:
         return any(c.active for c in self.connections) or self.is_busy()
 
     def _holding(self) -> bool:
-        """Something must be served before an exit (an accepted socket, a passive
-        connection); it does not restart the idle clock."""
-        return bool(self.connections) or self.pending_accepts > 0
+        """Something must be served or finished before an exit (an accepted socket, a
+        passive connection, a weight cache being written); it does not restart the idle clock."""
+        return bool(self.connections) or self.pending_accepts > 0 or self.finishing()
 
     async def _idle_ticker(self) -> None:
         while not self.stopping:
