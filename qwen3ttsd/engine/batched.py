@@ -488,16 +488,17 @@ class BatchedBackend:
         tables, project = self.code_tables, self.to_predictor
         x = project(torch.cat([past_hidden, F.embedding(c0, tables[0]).unsqueeze(1)], dim=1))
         ropes = self._predictor_ropes(x)
-        cache = self.step_kv.start(x.shape[0], x)
+        b, t, d = x.shape
+        cache = self.step_kv.start(b, x)
+        h = x.view(b * t, d)  # the layers' rows (LeanLayer.rows): no views between layers
         out: list[Tensor] = []
         for j in range(self.groups - 1):
-            if j > 0:
-                x = project(F.embedding(out[-1], tables[j]).unsqueeze(1))
+            if j > 0:  # one token a row: the embeddings are the rows
+                h, t = project(F.embedding(out[-1], tables[j])), 1
             cos, sin = ropes[j]
-            h = x
             for layer in self.predictor_layers:
-                h = layer(h, cos, sin, cache, None)
-            logits = self.lm_heads[j](self.predictor_norm(h[:, -1]))
+                h = layer.rows(h, b, t, cos, sin, cache, None)
+            logits = self.lm_heads[j](self.predictor_norm(h if t == 1 else h.view(b, t, d)[:, -1]))
             out.append(pick(j, logits if logits.dtype == torch.float32 else logits.float()))
         return torch.stack(out, dim=1)
 
