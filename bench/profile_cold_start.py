@@ -7,7 +7,8 @@ own weights, QUANT=auto, a weight cache), each trial a fresh ``python`` (page ca
   import torch      ``import torch`` inside the trial (the floor: compare with the total)
   import engine     the engine and backend modules (qwen3ttsd.engine.*)
   load              Engine.load(): the checkpoint, the codec; the weight cache read beside it
-  cache read        of which: WeightCache._read on its own thread (check, unpickle, repack)
+  cache read        of which: WeightCache.load on its own thread (check, unpickle; the repacking
+                    it starts goes on into the backend stage)
   backend           the backend: int8 layers from the cache, prompts, the codec's first push
   warm-up           the backend's warm-up (what a load for a waiting request now skips)
   first audio       a request admitted -> its first Audio (prompt, first steps, first codec)

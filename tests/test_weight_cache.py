@@ -161,11 +161,73 @@ def test_int8_weights_are_repacked_on_a_pool_off_the_unpickling_thread(tmp_path,
     monkeypatch.setattr(wc, "REPACK_THREADS", 2)
     c2 = wc.WeightCache(tmp_path, tiny_models["custom_voice"], ["config.json"], "int8", "cpu", torch.float32)
     assert c2.load()
+    c2.packed()   # the packing goes on after load() returns (the backend is built meanwhile)
     assert len(threads) == 6 and threading.current_thread().name not in threads
     x = torch.randn(3, 64)
     assert torch.equal(c2.value["m"](x), m(x))
     assert c2.value["heads"][0] is c2.value["m"][0]   # shared modules stay shared
     assert not any(isinstance(v, wc._Pending) for mod in c2.value["m"].modules() for v in vars(mod).values())
+
+
+def test_the_backend_is_built_while_the_cached_int8_weights_pack(cached, tiny_models, monkeypatch):
+    """A cold start from the cache spent ~1.5 s (0.6B, 2 cores) packing the int8 weights
+    for fbgemm before the backend's own set-up (the text tokenizer, the codec's first
+    push: ~0.4 s on one core) could begin. The packing now goes on while the backend is
+    built; it is waited for before the backend's first step, and the codes are the same."""
+    cache_dir, codes = cached
+    from qwen3ttsd.engine import batched
+
+    built = threading.Event()
+    packed_after_build: list[bool] = []
+    real_prepack, real_builder = wc._prepack, batched.prompt_builder
+
+    def prepack(w: torch.Tensor, b: torch.Tensor | None) -> object:
+        packed_after_build.append(built.wait(0 if packed_after_build else 10))   # held until the set-up ran
+        return real_prepack(w, b)
+
+    def prompt_builder(engine: object) -> object:   # the backend's set-up, as it calls it
+        built.set()
+        return real_builder(engine)
+
+    monkeypatch.setattr(wc, "_prepack", prepack)
+    monkeypatch.setattr(batched, "prompt_builder", prompt_builder)
+    e, again = _serve(tiny_models["custom_voice"], cache_dir)
+    assert e.weight_cache.hit and packed_after_build and all(packed_after_build)
+    assert torch.equal(again, codes)
+
+
+def test_a_cache_whose_packing_fails_is_removed_and_the_next_load_serves(cached, tiny_models, monkeypatch):
+    """The packing finishes after the load (while the backend is built): a file that
+    passes its checks but that fbgemm refuses is removed and raises Unusable from the
+    backend's build; the daemon's registry then loads again (quantizing afresh) and serves
+    the same codes - the caller never sees the bad file."""
+    cache_dir, codes = cached
+    from qwen3ttsd.daemon.models import ModelRegistry
+    from qwen3ttsd.engine.backend import BackendOptions
+
+    real, refused = wc._prepack, []
+
+    def refuse_once(w: torch.Tensor, b: torch.Tensor | None) -> object:
+        if not refused:
+            refused.append(True)
+            raise RuntimeError("fbgemm refuses")
+        return real(w, b)
+
+    monkeypatch.setattr(wc, "_prepack", refuse_once)
+    with pytest.raises(wc.Unusable, match="fbgemm refuses"):
+        _serve(tiny_models["custom_voice"], cache_dir)
+    assert _files(cache_dir) == []
+    _serve(tiny_models["custom_voice"], cache_dir)   # quantized again, written again
+    refused.clear()
+    registry = ModelRegistry(str(tiny_models["custom_voice"]), load_options=LoadOptions(
+        weights="own", quant="int8", cache_dir=str(cache_dir)), backend_options=BackendOptions(quant="int8"))
+    lm = registry.load(registry.pick(None), warm=False)
+    assert refused and not lm.model.weight_cache.hit   # refused, removed, loaded again
+    run = Run(SynthesisRequest(text="Hello world.", speaker="vivian", language="english", max_frames=5, seed=3))
+    lm.backend.admit(run.stream)
+    while lm.backend.active:
+        lm.backend.step()
+    assert torch.equal(run.all_codes, codes)
 
 
 WRITER = """

@@ -156,6 +156,7 @@ class BatchedBackend:
         self.to_predictor = dense(self.predictor.small_to_mtp_projection)
         self.cache_writer: Any = None   # the thread writing the weight cache after a miss (engine/weight_cache.py)
         self._store_cache: Any = None
+        self._cached: Any = None        # the weight cache whose int8 weights are still packing
         self.quant = self._serving_quant(options.quant)
         if self.quant == "int8":
             self._use_int8()
@@ -186,6 +187,8 @@ class BatchedBackend:
         self.prewarm: Prewarm | None = None
         if options.prewarm_frames > 0 and options.batch_decode and self.device.type == "cpu":
             self.prewarm = Prewarm(self, codec_shapes(self.capacity, options.prewarm_frames), self.lane.threads)
+        if self._cached is not None:
+            self._cached.packed()   # the int8 weights read from the cache packed meanwhile
         if self._store_cache is not None:
             self.cache_writer = self._store_cache()
 
@@ -255,6 +258,8 @@ class BatchedBackend:
                 quantize_int8(self.talker.codec_head), list(quantize_int8(self.predictor.lm_head)))))
         self.codec_head, self.lm_heads = dense(codec_head), [dense(head) for head in lm_heads]
         derived(self.model, "_qwen3ttsd_fp32_released", lambda: self._release_fp32(fp32_layers))
+        if cache is not None and cache.hit:
+            self._cached = cache
         if cache is not None and not cache.hit:
             self._store_cache = lambda: store_when_idle(cache, self, "_qwen3ttsd_int8", self.talker)
 

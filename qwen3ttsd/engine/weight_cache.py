@@ -12,7 +12,8 @@ a safetensors file (quantized ones as their integers plus scale/zero point), and
 of the checkpoint's tensors the quantized form replaced (``released``: a cached start does
 not load them). The pickle names only classes of torch and of this package, and is read
 back by an unpickler that resolves nothing else. Reading repacks the int8 linears for
-fbgemm (most of a read's time) on a small pool while the unpickling goes on (:class:`_Pending`).
+fbgemm (most of a read's time) on a small pool while the unpickling goes on (:class:`_Pending`)
+and after it, while the backend is built (:meth:`WeightCache.packed`).
 
 The key (all of it must match, or the file is not used):
 
@@ -78,6 +79,11 @@ _DTYPES = {torch.int8: "I8", torch.uint8: "U8", torch.int16: "I16", torch.int32:
 
 class Uncacheable(Exception):
     """The built structure holds something the cache cannot store (a GPU tensor, ...)."""
+
+
+class Unusable(Exception):
+    """A cache file read as a hit could not be packed after all (it is removed): the model
+    that took its structure cannot serve; load it again (it is quantized afresh)."""
 
 
 # --- the key --------------------------------------------------------------------------
@@ -245,8 +251,10 @@ class _Pending:
 
 def _prepack(weight: torch.Tensor, bias: torch.Tensor | None) -> Any:
     """An int8 Linear's packed parameters (what ``LinearPackedParamsBase.__setstate__``
-    builds), with the GIL released while fbgemm packs."""
-    return torch.ops.quantized.linear_prepack(weight, bias)
+    builds), with the GIL released while fbgemm packs. Inference mode: the per-channel
+    scales it reads one by one are not tracked as autograd views (5 % of the packing)."""
+    with torch.inference_mode():
+        return torch.ops.quantized.linear_prepack(weight, bias)
 
 
 def _done(value: Any) -> Any:
@@ -311,8 +319,11 @@ def _resolve(value: Any) -> Any:
 class WeightCache:
     """One checkpoint's cache file for one quantization mode (see the module docstring).
 
-    ``load()`` at model load: the cached structure (kept in :attr:`value`) and the names of
-    the checkpoint tensors it replaces (:attr:`released`: the loader skips them), or None.
+    ``load()`` at model load: the cached structure (:attr:`value`) and the names of the
+    checkpoint tensors it replaces (:attr:`released`: the loader skips them), or None.
+    The int8 weights go on packing on a pool after ``load()`` returns: :meth:`take` hands
+    the structure over as it is and :meth:`packed` waits for the packing (the backend is
+    built in between: issue 19); :attr:`value` waits for it.
     ``store(value, released)`` after a quantization that missed."""
 
     def __init__(self, root: str | os.PathLike, checkpoint: str | os.PathLike, files: Iterable[str],
@@ -325,7 +336,8 @@ class WeightCache:
         slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", ckpt.name)[:40] or "model"
         self.slot = f"{slug}-{hashlib.sha256(str(ckpt).encode()).hexdigest()[:8]}-{re.sub(r'[^a-z0-9]+', '', mode)}"
         self.path = self.root / f"{self.slot}-{hashlib.sha256(key_json.encode()).hexdigest()[:20]}.safetensors"
-        self.value: Any = None
+        self._value: Any = None
+        self._packing: tuple[ThreadPoolExecutor, Any] | None = None   # (pool, structure) until packed()
         self.released: list[str] = []
         # what is wrong with a read structure for its user (None: usable); a file that fails
         # it is removed like a damaged one (another code version's layout, a hand-made file)
@@ -342,19 +354,54 @@ class WeightCache:
             self.status["state"] = "miss"
             return False
         try:
-            self.value, self.released = self._read()
-            if (problem := self.check(self.value)) is not None:
-                self.value = None
+            self._value, self.released = self._read()
+            if (problem := self.check(self._value)) is not None:
                 raise ValueError(f"not the structure this code builds: {problem}")
         except Exception as e:  # noqa: BLE001 - whatever is wrong with it, it is not used
-            log.warning("weight cache %s unusable (%s: %s): quantizing again", self.path, type(e).__name__, e)
-            with contextlib.suppress(OSError):
-                self.path.unlink()
-            self.status["state"] = "rebuilt"
+            self._discard(e)
             return False
         self.hit = True
         self.status["state"] = "hit"
         return True
+
+    @property
+    def value(self) -> Any:
+        """The structure read by :meth:`load`, every weight packed (None: none, or taken)."""
+        self.packed()
+        return self._value
+
+    def take(self) -> Any:
+        """The structure read by :meth:`load`, handed over (the model holds it from here);
+        its int8 weights may still be packing: call :meth:`packed` before using them."""
+        value, self._value = self._value, None
+        return value
+
+    def packed(self) -> None:
+        """Wait until every int8 weight of the read structure is packed (in place). A
+        packing that fails (a file that passed its checks, but fbgemm refuses) removes the
+        file and raises :class:`Unusable`: the structure cannot serve, and a new load
+        quantizes again."""
+        job, self._packing = self._packing, None
+        if job is None:
+            return
+        pool, value = job
+        try:
+            _resolve(value)
+        except Exception as e:
+            self._discard(e)
+            raise Unusable(f"weight cache {self.path.name}: {type(e).__name__}: {e}") from e
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _discard(self, why: Exception) -> None:
+        """The file is not used: said, removed (rebuilt by the next store), nothing kept."""
+        log.warning("weight cache %s unusable (%s: %s): quantizing again", self.path, type(why).__name__, why)
+        if self._packing is not None:
+            self._packing[0].shutdown(wait=True, cancel_futures=True)
+        self._value, self._packing, self.hit = None, None, False
+        with contextlib.suppress(OSError):
+            self.path.unlink()
+        self.status["state"] = "rebuilt"
 
     def peek(self) -> list[str] | None:
         """The released names of a cache file whose header matches the key (nothing else is
@@ -386,8 +433,8 @@ class WeightCache:
         crcs: dict[str, int] = json.loads(meta["crc"])
         # Two mappings: quantized weights are repacked on load (their pages read once,
         # the mapping gone with them); plain tensors are used in place from the second.
-        with (safe_open(str(self.path), framework="pt") as packed, safe_open(str(self.path), framework="pt") as kept,
-              ThreadPoolExecutor(REPACK_THREADS, thread_name_prefix="qwen3ttsd-repack") as pool):
+        pool = ThreadPoolExecutor(REPACK_THREADS, thread_name_prefix="qwen3ttsd-repack")
+        with safe_open(str(self.path), framework="pt") as packed, safe_open(str(self.path), framework="pt") as kept:
             def tensor(pid: tuple) -> torch.Tensor:
                 kind, name = pid[0], pid[1]
                 t = (packed if kind in ("q", "qc") else kept).get_tensor(name)
@@ -411,9 +458,11 @@ class WeightCache:
                 return q
 
             try:
-                value = _resolve(_DeferringUnpickler(data, tensor, pool).load())
-            finally:   # on an error: no packing left running after the read
+                value = _DeferringUnpickler(data, tensor, pool).load()
+            except BaseException:   # no packing left running after a failed read
                 pool.shutdown(wait=True, cancel_futures=True)
+                raise
+        self._packing = (pool, value)   # the packing goes on: packed() waits for it
         return value, list(json.loads(meta["released"]))
 
     # --- writing --------------------------------------------------------------------------
@@ -520,8 +569,7 @@ def from_cache_or(cache: WeightCache | None, build: Callable[[], Any]) -> Any:
     """The cached structure where ``cache`` has one, else ``build()`` (the hook a quantizer
     goes through; it stays generic: the cache stores whatever ``build`` returns)."""
     if cache is not None and cache.hit:
-        value, cache.value = cache.value, None   # the model holds it from here
-        return value
+        return cache.take()   # the model holds it from here; cache.packed() before using it
     return build()
 
 
