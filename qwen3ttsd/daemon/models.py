@@ -169,18 +169,10 @@ class ModelRegistry:
 
     def _open_checkpoint(self, entry: ModelEntry) -> tuple[Any, Any]:
         from ..engine import Engine, LoadOptions
-        from ..engine.weight_cache import Unusable
 
-        for attempt in (1, 2):
-            engine = Engine(entry.path, self.load_options or LoadOptions())
-            engine.load()
-            try:
-                return engine, factory.make_backend(engine, self.backend_options)
-            except Unusable as e:   # removed: the second load quantizes afresh
-                if attempt == 2:
-                    raise
-                log.warning("%s: loading again without it", e)
-        raise AssertionError("unreachable")
+        engine = Engine(entry.path, self.load_options or LoadOptions())
+        engine.load()
+        return engine, factory.make_backend(engine, self.backend_options)
 
     def unload(self, name: str | None = None) -> builtins.list[str]:  # (list: the method above)
         """Drop ``name`` (or every model); one with streams in flight retires first."""

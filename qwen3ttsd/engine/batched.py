@@ -156,7 +156,7 @@ class BatchedBackend:
         self.to_predictor = dense(self.predictor.small_to_mtp_projection)
         self.cache_writer: Any = None   # the thread writing the weight cache after a miss (engine/weight_cache.py)
         self._store_cache: Any = None
-        self._cached: Any = None        # the weight cache whose int8 weights are still packing
+        self._cached: Any = None        # the weight cache whose int8 weights are still packing (_settle_weights)
         self.quant = self._serving_quant(options.quant)
         if self.quant == "int8":
             self._use_int8()
@@ -187,8 +187,6 @@ class BatchedBackend:
         self.prewarm: Prewarm | None = None
         if options.prewarm_frames > 0 and options.batch_decode and self.device.type == "cpu":
             self.prewarm = Prewarm(self, codec_shapes(self.capacity, options.prewarm_frames), self.lane.threads)
-        if self._cached is not None:
-            self._cached.packed()   # the int8 weights read from the cache packed meanwhile
         if self._store_cache is not None:
             self.cache_writer = self._store_cache()
 
@@ -407,10 +405,22 @@ class BatchedBackend:
         except BaseException as e:  # noqa: BLE001 - one failure fails the batch, not the thread
             self.abort_all(internal_error(e))
 
+    def _settle_weights(self) -> None:
+        """A cold start's int8 weights from the weight cache, still being packed for fbgemm:
+        unseeded rows are served from the plain weights meanwhile (``lean.unpacked_int8``);
+        with a seeded row the step waits for the packing (its codes are fbgemm's, whenever
+        it runs). Once packed, the packed objects are put in place."""
+        if any(r.seeded for r in (*self.rows, *self._newcomers)):
+            self._cached.packed()
+        if self._cached.settled():
+            self._cached = None
+
     def _step(self) -> None:
         if self.text.parked:
             self._start_texts()
         self._take_built(wait=not self.rows)  # idle: nothing to overlap a build with
+        if self._cached is not None:
+            self._settle_weights()
         if self._newcomers:
             self._prefill_newcomers()
         self._drop_cancelled()
