@@ -237,12 +237,14 @@ def test_the_first_request_is_served_while_the_int8_weights_pack(cached, tiny_mo
         b.step()
     assert run.result[0] == "done" and run.all_codes.shape[0] == 5
     assert e.weight_cache.hit and e.weight_cache.status["packed"] is False and not release.is_set()
+    int8_bytes = e.info["memory_bytes"]["int8"]   # admin.status while packing (it unpacked every weight)
     release.set()
     seeded = Run(SynthesisRequest(text="Hello world.", speaker="vivian", language="english", max_frames=5, seed=3))
     b.admit(seeded.stream)
     while b.active:
         b.step()
     assert e.weight_cache.status["packed"] is True and torch.equal(seeded.all_codes, codes)
+    assert e.info["memory_bytes"]["int8"] == int8_bytes > 0
     import gc
 
     gc.collect()   # the plain weights are not held beside the packed ones once packed
