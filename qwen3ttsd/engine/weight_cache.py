@@ -12,8 +12,9 @@ a safetensors file (quantized ones as their integers plus scale/zero point), and
 of the checkpoint's tensors the quantized form replaced (``released``: a cached start does
 not load them). The pickle names only classes of torch and of this package, and is read
 back by an unpickler that resolves nothing else. Reading repacks the int8 linears for
-fbgemm (most of a read's time) on a small pool while the unpickling goes on (:class:`_Pending`)
-and after it, while the backend is built (:meth:`WeightCache.packed`).
+fbgemm (most of a start's CPU: ~3.6 s at 0.6B) on a small pool while the unpickling goes on
+(:class:`_Pending`) and after it: the first requests are served from the plain int8 weights
+meanwhile (``lean.unpacked_int8``), and a thread puts each packed weight in place.
 
 The key (all of it must match, or the file is not used):
 
@@ -227,8 +228,9 @@ class _Unpickler(pickle.Unpickler):
 
 class _Pending:
     """Stands in for a ``torch.ScriptObject`` while a cache is unpickled: its state (an int8
-    Linear's weight and bias) is packed on a pool (:func:`_prepack`) meanwhile, and
-    :func:`_resolve` puts the packed object in its place once unpickling is done.
+    Linear's weight and bias) is packed on a pool (:func:`_prepack`) meanwhile and after,
+    while the int8 call serves from the plain weight (:meth:`ready`), and
+    :meth:`WeightCache.packed` puts the packed object in its place once all are packed.
 
     Why: unpickled as it is, a ScriptObject packs in ``__setstate__`` - fbgemm's prepack,
     3.2 s of the 0.6B cache's 3.7 s read, one linear after another, holding the GIL (the
@@ -368,8 +370,8 @@ class WeightCache:
     ``load()`` at model load: the cached structure (:attr:`value`) and the names of the
     checkpoint tensors it replaces (:attr:`released`: the loader skips them), or None.
     The int8 weights go on packing on a pool after ``load()`` returns: :meth:`take` hands
-    the structure over as it is and :meth:`packed` waits for the packing (the backend is
-    built in between: issue 19); :attr:`value` waits for it.
+    the structure over as it is (each weight serves unpacked until packed: issue 19),
+    :meth:`packed` waits for the packing, :attr:`value` too.
     ``store(value, released)`` after a quantization that missed."""
 
     def __init__(self, root: str | os.PathLike, checkpoint: str | os.PathLike, files: Iterable[str],
