@@ -69,6 +69,12 @@ def worker(model: str) -> None:
             StreamingDecoder.push_many(self.streams, codes(self.batch, CHUNK, self.n))
 
     live: dict[int, Streams] = {}
+
+    def streams(batch: int) -> Streams:
+        if batch not in live:
+            live[batch] = Streams(batch)
+        return live[batch]
+
     print("ready", flush=True)
     for line in sys.stdin:
         cmd, *args = line.split()
@@ -79,7 +85,7 @@ def worker(model: str) -> None:
                 out = {f"B={b} {name}": decode(b, [n for n in plan if n]) for b in (1, 8)
                        for name, plan in plans.items()}
             elif cmd == "count":
-                run = live.setdefault(int(args[0]), Streams(int(args[0])))
+                run = streams(int(args[0]))
                 with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
                     run()
                 with OpCounter() as oc:
@@ -90,7 +96,7 @@ def worker(model: str) -> None:
                        "cat": oc.ops["cat"], "dispatched": sum(oc.ops.values()), "allocating": oc.allocs}
             else:  # time BATCH REPS
                 batch = int(args[0])
-                run = live.setdefault(batch, Streams(batch))
+                run = streams(batch)
                 times = []
                 for _ in range(int(args[1])):
                     t = time.thread_time()
@@ -101,6 +107,7 @@ def worker(model: str) -> None:
 
 
 def main() -> int:
+    sys.stdout.reconfigure(line_buffering=True)
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", required=True, help="checkpoint dir (qwen3ttsd/testing/tinymodel.py --size 0.6b)")
     ap.add_argument("--old", required=True, help="source tree to compare against (e.g. /work/main)")
