@@ -95,6 +95,19 @@ class ActivatingBridge:
             c.call("admin.shutdown", {})
         self._wait(lambda: self.daemon_pid() is None, "daemon exit", 120)
 
+    def wait_packed(self, timeout: float = 120) -> None:
+        """After a start from the weight cache: wait until its int8 weights are packed (the
+        first request is served while they pack: engine/weight_cache.py), so the RSS read
+        next is the steady one, not the plain weights' pages beside the packed copies."""
+        def packing() -> bool:
+            with Client(str(self.rt / "admin.sock"), timeout=60) as c:
+                loaded = c.call("admin.status", {}).get("loaded") or {}
+            return any((m.get("weight_cache") or {}).get("packed") is False for m in loaded.values())
+
+        end = time.monotonic() + timeout
+        while packing() and time.monotonic() < end:
+            time.sleep(0.2)
+
     def wait_weight_cache(self, timeout: float = 300) -> str | None:
         """After a start that quantized: wait until the daemon has written its weight cache
         (idle time; engine/weight_cache.py), so later trials start from it. Its state."""
@@ -116,7 +129,7 @@ class ActivatingBridge:
     def first_audio_socket(self) -> float:
         t0 = time.monotonic()
         with Client(str(self.rt / "tts.sock"), timeout=600) as c:
-            for ev in c.synthesize(text=TEXT, voice="ryan", language="english", seed=1,
+            for ev in c.synthesize(text=TEXT, voice="ryan", language="english",   # no seed: as a call sends
                                    max_frames=8, chunk_frames=2, format="pcm16"):
                 if ev.kind == "chunk" and ev.audio:
                     return time.monotonic() - t0
@@ -153,6 +166,7 @@ def measure(model: str, quant: str, weights: str, trials: int) -> dict:
             for _ in range(trials):
                 b.stop_daemon()
                 socket_s.append(b.first_audio_socket())
+                b.wait_packed()
                 rss.append(b.rss_mb())
                 b.stop_daemon()
                 bridge_s.append(b.first_audio_bridge())

@@ -7,7 +7,8 @@ own weights, QUANT=auto, a weight cache), each trial a fresh ``python`` (page ca
   import torch      ``import torch`` inside the trial (the floor: compare with the total)
   import engine     the engine and backend modules (qwen3ttsd.engine.*)
   load              Engine.load(): the checkpoint, the codec; the weight cache read beside it
-  cache read        of which: WeightCache._read on its own thread (check, unpickle, repack)
+  cache read        of which: WeightCache.load on its own thread (check, unpickle; the repacking
+                    it starts goes on into the backend stage)
   backend           the backend: int8 layers from the cache, prompts, the codec's first push
   warm-up           the backend's warm-up (what a load for a waiting request now skips)
   first audio       a request admitted -> its first Audio (prompt, first steps, first codec)
@@ -90,6 +91,7 @@ def trial(checkpoint: str, cache_dir: str, warm: bool) -> dict[str, float]:
     spent["codec"] = 0.0
     req = warmup_request(engine)
     req.text, req.max_frames, req.first_chunk_frames = "Hello, this is the first sentence after a quiet spell.", 8, 1
+    req.seed = None   # as a call sends it (a seeded request waits for the int8 packing: batched.py)
     got: list[float] = []
     backend.admit(Stream(req, sink=lambda ev: got.append(time.monotonic()) if isinstance(ev, Audio) else None))
     while not got and backend.active:
@@ -101,6 +103,8 @@ def trial(checkpoint: str, cache_dir: str, warm: bool) -> dict[str, float]:
     writer = getattr(backend, "cache_writer", None)
     if writer is not None:
         writer.join(300)
+    if engine.weight_cache is not None:
+        engine.weight_cache.packed()   # the steady RSS: the plain weights' pages gone once packed
     with open("/proc/self/status") as f:
         rss = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
     return {"import torch": t_torch - t0, "import engine": t_import - t_torch, "load": t_load - t_import,

@@ -161,11 +161,113 @@ def test_int8_weights_are_repacked_on_a_pool_off_the_unpickling_thread(tmp_path,
     monkeypatch.setattr(wc, "REPACK_THREADS", 2)
     c2 = wc.WeightCache(tmp_path, tiny_models["custom_voice"], ["config.json"], "int8", "cpu", torch.float32)
     assert c2.load()
+    c2.packed()   # the packing goes on after load() returns (the backend is built meanwhile)
     assert len(threads) == 6 and threading.current_thread().name not in threads
     x = torch.randn(3, 64)
     assert torch.equal(c2.value["m"](x), m(x))
     assert c2.value["heads"][0] is c2.value["m"][0]   # shared modules stay shared
     assert not any(isinstance(v, wc._Pending) for mod in c2.value["m"].modules() for v in vars(mod).values())
+
+
+def test_the_backend_is_built_while_the_cached_int8_weights_pack(cached, tiny_models, monkeypatch):
+    """A cold start from the cache spent ~1.5 s (0.6B, 2 cores) packing the int8 weights
+    for fbgemm before the backend's own set-up (the text tokenizer, the codec's first
+    push: ~0.4 s on one core) could begin. The packing now goes on while the backend is
+    built; it is waited for before the backend's first step, and the codes are the same."""
+    cache_dir, codes = cached
+    from qwen3ttsd.engine import batched
+
+    built = threading.Event()
+    packed_after_build: list[bool] = []
+    real_prepack, real_builder = wc._prepack, batched.prompt_builder
+
+    def prepack(w: torch.Tensor, b: torch.Tensor | None) -> object:
+        packed_after_build.append(built.wait(0 if packed_after_build else 10))   # held until the set-up ran
+        return real_prepack(w, b)
+
+    def prompt_builder(engine: object) -> object:   # the backend's set-up, as it calls it
+        built.set()
+        return real_builder(engine)
+
+    monkeypatch.setattr(wc, "_prepack", prepack)
+    monkeypatch.setattr(batched, "prompt_builder", prompt_builder)
+    e, again = _serve(tiny_models["custom_voice"], cache_dir)
+    assert e.weight_cache.hit and packed_after_build and all(packed_after_build)
+    assert torch.equal(again, codes)
+
+
+def test_a_cache_whose_packing_fails_serves_unpacked_and_is_removed(cached, tiny_models, monkeypatch):
+    """A file that passes its checks but whose weights fbgemm refuses to pack: those
+    weights go on serving from their plain integers (the request is served), the file is
+    removed, and the next load quantizes again and writes a good one."""
+    cache_dir, codes = cached
+
+    def refuse(w: torch.Tensor, b: torch.Tensor | None) -> object:
+        raise RuntimeError("fbgemm refuses")
+
+    with monkeypatch.context() as m:
+        m.setattr(wc, "_prepack", refuse)
+        e, served = _serve(tiny_models["custom_voice"], cache_dir)
+    assert e.weight_cache.hit and served.numel() > 0
+    assert e.weight_cache.status["state"] == "rebuilt" and _files(cache_dir) == []
+    e, again = _serve(tiny_models["custom_voice"], cache_dir)
+    assert not e.weight_cache.hit and torch.equal(again, codes) and len(_files(cache_dir)) == 1
+
+
+def test_the_first_request_is_served_while_the_int8_weights_pack(cached, tiny_models, monkeypatch):
+    """Issue 19: a cold start from the cache waited for fbgemm to pack every int8 weight
+    (~3.6 s of CPU at 0.6B) before its first step. An unseeded request is now served from
+    the plain weights while the packing goes on (here: held until the request is done);
+    once packed, the packed objects serve and a seeded request gets the warm codes."""
+    cache_dir, codes = cached
+    release = threading.Event()
+    real = wc._prepack
+
+    def held(w: torch.Tensor, b: torch.Tensor | None) -> object:
+        release.wait(30)
+        return real(w, b)
+
+    monkeypatch.setattr(wc, "_prepack", held)
+    e = Engine(str(tiny_models["custom_voice"]), LoadOptions(weights="own", quant="int8", cache_dir=str(cache_dir)))
+    e.load()
+    b = backend(e, quant="int8")
+    run = Run(SynthesisRequest(text="Hello world.", speaker="vivian", language="english", max_frames=5))
+    b.admit(run.stream)
+    while b.active:
+        b.step()
+    assert run.result[0] == "done" and run.all_codes.shape[0] == 5
+    assert e.weight_cache.hit and e.weight_cache.status["packed"] is False and not release.is_set()
+    int8_bytes = e.info["memory_bytes"]["int8"]   # admin.status while packing (it unpacked every weight)
+    release.set()
+    seeded = Run(SynthesisRequest(text="Hello world.", speaker="vivian", language="english", max_frames=5, seed=3))
+    b.admit(seeded.stream)
+    while b.active:
+        b.step()
+    assert e.weight_cache.status["packed"] is True and torch.equal(seeded.all_codes, codes)
+    assert e.info["memory_bytes"]["int8"] == int8_bytes > 0
+    import gc
+
+    gc.collect()   # the plain weights are not held beside the packed ones once packed
+    assert not [o for o in gc.get_objects() if isinstance(o, wc._Pending)]
+
+
+def test_unpacked_int8_is_close_to_fp32_and_each_row_is_its_own():
+    """lean.unpacked_int8 (a cold start's int8 Linear before fbgemm has packed it): within
+    int8 rounding of the fp32 Linear, and a row's result does not depend on its batch."""
+    from qwen3ttsd.engine.lean import quantize_int8, unpacked_int8
+
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(256, 96)
+    q = quantize_int8(lin)
+    w = q.weight()
+    x = torch.randn(5, 256) * torch.logspace(-2, 1, 5).unsqueeze(1)   # rows of very different sizes
+    out = unpacked_int8(x, w.int_repr(), w.q_per_channel_scales().float(), q.bias())
+    ref = lin(x).detach()
+    rel = ((out - ref).norm(dim=1) / ref.norm(dim=1)).max().item()
+    assert rel < 0.02
+    for i in range(5):
+        alone = unpacked_int8(x[i:i + 1], w.int_repr(), w.q_per_channel_scales().float(), q.bias())
+        assert torch.equal(alone, out[i:i + 1])
 
 
 WRITER = """

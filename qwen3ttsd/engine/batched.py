@@ -156,6 +156,7 @@ class BatchedBackend:
         self.to_predictor = dense(self.predictor.small_to_mtp_projection)
         self.cache_writer: Any = None   # the thread writing the weight cache after a miss (engine/weight_cache.py)
         self._store_cache: Any = None
+        self._cached: Any = None        # the weight cache whose int8 weights are still packing (_settle_weights)
         self.quant = self._serving_quant(options.quant)
         if self.quant == "int8":
             self._use_int8()
@@ -255,6 +256,8 @@ class BatchedBackend:
                 quantize_int8(self.talker.codec_head), list(quantize_int8(self.predictor.lm_head)))))
         self.codec_head, self.lm_heads = dense(codec_head), [dense(head) for head in lm_heads]
         derived(self.model, "_qwen3ttsd_fp32_released", lambda: self._release_fp32(fp32_layers))
+        if cache is not None and cache.hit:
+            self._cached = cache
         if cache is not None and not cache.hit:
             self._store_cache = lambda: store_when_idle(cache, self, "_qwen3ttsd_int8", self.talker)
 
@@ -402,10 +405,22 @@ class BatchedBackend:
         except BaseException as e:  # noqa: BLE001 - one failure fails the batch, not the thread
             self.abort_all(internal_error(e))
 
+    def _settle_weights(self) -> None:
+        """A cold start's int8 weights from the weight cache, still being packed for fbgemm:
+        unseeded rows are served from the plain weights meanwhile (``lean.unpacked_int8``);
+        with a seeded row the step waits for the packing (its codes are fbgemm's, whenever
+        it runs). Once packed, the packed objects are put in place."""
+        if any(r.seeded for r in (*self.rows, *self._newcomers)):
+            self._cached.packed()
+        if self._cached.settled():
+            self._cached = None
+
     def _step(self) -> None:
         if self.text.parked:
             self._start_texts()
         self._take_built(wait=not self.rows)  # idle: nothing to overlap a build with
+        if self._cached is not None:
+            self._settle_weights()
         if self._newcomers:
             self._prefill_newcomers()
         self._drop_cancelled()

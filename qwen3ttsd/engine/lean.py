@@ -199,13 +199,41 @@ def _int8_by_rows(linear: torch.nn.Module, x: Tensor) -> Tensor:
 def _int8(linear: Any, x: Tensor) -> Tensor:
     """The dynamic int8 Linear's forward without the module call and its no-op ``.to``
     (float32 in, float32 out): ~5 us less per call, 75+ calls a predictor frame. Other
-    packed dtypes (float16) and inputs go through the module."""
+    packed dtypes (float16) and inputs go through the module. A weight read from the
+    weight cache that fbgemm is still packing (a cold start) is computed from its plain
+    integers meanwhile (:func:`unpacked_int8`)."""
     packed = linear._packed_params
     if packed.dtype != torch.qint8 or x.dtype != torch.float32:
         return linear(x)
+    params = packed._packed_params
+    if type(params) is not torch.ScriptObject:   # weight_cache._Pending: still packing
+        ready = params.ready()
+        if ready is None:
+            return unpacked_int8(x, params.int8, params.scales, params.bias)
+        packed._packed_params = params = ready
     version = linear.version
-    return torch.ops.quantized.linear_dynamic(x, packed._packed_params,
-                                              reduce_range=version is not None and version >= 4)
+    return torch.ops.quantized.linear_dynamic(x, params, reduce_range=version is not None and version >= 4)
+
+
+def unpacked_int8(x: Tensor, weight: Tensor, scales: Tensor, bias: Tensor | None) -> Tensor:
+    """``x @ (weight * scales).T + bias`` for an int8 ``weight`` (out, in) as it is, with no
+    fbgemm packing: each row of ``x`` quantized symmetrically to int8, ``torch._int_mm``
+    (exact int32), scaled back.
+
+    Why: packing a checkpoint's int8 weights for fbgemm costs ~3.6 s of CPU at 0.6B
+    (fbgemm's scalar PackBMatrix), and a cold start's first request waited for all of it.
+    This needs no packing and, on the 2-core box, runs a 0.6B talker frame 1.08x and a
+    predictor frame 1.06x fbgemm's time at one row (1.6x at 8 rows), so the first requests
+    after an idle exit are served while the packing goes on (bench/RESULTS.md, session 12).
+    Its rounding differs from fbgemm's (per-row 8-bit activations, not per-batch 7-bit), so
+    seeded requests wait for the packing (batched.py); each row is computed on its own."""
+    rows = x.reshape(-1, x.shape[-1])
+    step = rows.abs().amax(1, keepdim=True).clamp_min_(1e-12).div_(127.0)
+    out = torch._int_mm(torch.div(rows, step).round_().to(torch.int8), weight.t()).float()
+    out = out.mul_(step).mul_(scales)
+    if bias is not None:
+        out = out.add_(bias)
+    return out.view(*x.shape[:-1], weight.shape[0])
 
 
 @contextlib.contextmanager

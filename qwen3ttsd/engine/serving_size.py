@@ -99,14 +99,11 @@ def _tensor_bytes(tensors: Iterable[Tensor], seen: set[int]) -> int:
 
 
 def _int8_bytes(modules: Iterable[Any]) -> int:
-    """Bytes of dynamically quantized Linear weights (packed: not parameters)."""
-    total = 0
-    for m in modules:
-        weight = getattr(m, "weight", None)
-        if callable(weight) and not isinstance(m, torch.nn.Linear):
-            w = weight()
-            total += w.numel() * w.element_size()
-    return total
+    """Bytes of dynamically quantized Linear weights (packed: not parameters), one per
+    weight, from the module's shape: ``weight()`` would unpack each (a copy of all of them,
+    seconds of CPU at 0.6B, on every admin.status), and fails while one is still packing."""
+    return sum(m.in_features * m.out_features for m in modules
+               if not isinstance(m, torch.nn.Linear) and hasattr(m, "in_features"))
 
 
 def memory_by_part(model: Any, codec: Any = None) -> dict[str, int]:

@@ -12,7 +12,9 @@ a safetensors file (quantized ones as their integers plus scale/zero point), and
 of the checkpoint's tensors the quantized form replaced (``released``: a cached start does
 not load them). The pickle names only classes of torch and of this package, and is read
 back by an unpickler that resolves nothing else. Reading repacks the int8 linears for
-fbgemm (most of a read's time) on a small pool while the unpickling goes on (:class:`_Pending`).
+fbgemm (most of a start's CPU: ~3.6 s at 0.6B) on a small pool while the unpickling goes on
+(:class:`_Pending`) and after it: the first requests are served from the plain int8 weights
+meanwhile (``lean.unpacked_int8``), and a thread puts each packed weight in place.
 
 The key (all of it must match, or the file is not used):
 
@@ -53,7 +55,7 @@ import time
 import weakref
 import zlib
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait as wait_all
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,6 +71,7 @@ _META = "qwen3ttsd.weight_cache"
 IDLE_POLL_S = 0.05   # how often a waiting writer looks whether the streams are done
 IDLE_GRACE_S = 1.0   # quiet before a writer starts (a first request may be just being admitted)
 REPACK_THREADS = max(1, min(4, os.cpu_count() or 1))   # int8 linears packed at once on a read
+PACK_NICE = 10   # the packing threads' nice value: the first request's generation goes first
 _PACKED_LINEAR = "__torch__.torch.classes.quantized.LinearPackedParamsBase"
 
 _DTYPES = {torch.int8: "I8", torch.uint8: "U8", torch.int16: "I16", torch.int32: "I32", torch.int64: "I64",
@@ -78,6 +81,8 @@ _DTYPES = {torch.int8: "I8", torch.uint8: "U8", torch.int16: "I16", torch.int32:
 
 class Uncacheable(Exception):
     """The built structure holds something the cache cannot store (a GPU tensor, ...)."""
+
+
 
 
 # --- the key --------------------------------------------------------------------------
@@ -223,30 +228,78 @@ class _Unpickler(pickle.Unpickler):
 
 class _Pending:
     """Stands in for a ``torch.ScriptObject`` while a cache is unpickled: its state (an int8
-    Linear's weight and bias) is packed on a pool (:func:`_prepack`) meanwhile, and
-    :func:`_resolve` puts the packed object in its place once unpickling is done.
+    Linear's weight and bias) is packed on a pool (:func:`_prepack`) meanwhile and after,
+    while the int8 call serves from the plain weight (:meth:`ready`), and
+    :meth:`WeightCache.packed` puts the packed object in its place once all are packed.
 
     Why: unpickled as it is, a ScriptObject packs in ``__setstate__`` - fbgemm's prepack,
     3.2 s of the 0.6B cache's 3.7 s read, one linear after another, holding the GIL (the
     load running beside the read waited too). ``torch.ops.quantized.linear_prepack`` does
     the same packing (the same engine) and lets go of the GIL."""
 
-    pool: Any = None   # the reader's ThreadPoolExecutor, set by _DeferringUnpickler
+    # set per read by _DeferringUnpickler: its pool, the int8 integers (mapped) of each
+    # quantized weight by id, and every _Pending made
+    pool: Any = None
+    plain: dict[int, torch.Tensor] = {}
+    made: list["_Pending"] = []
+    # Until packed, an int8 Linear can be computed from its plain weight (lean.unpacked_int8):
+    int8: torch.Tensor | None = None      # (out, in) int8, symmetric (zero points 0); None: wait
+    scales: torch.Tensor | None = None    # (out,) float32
+    bias: torch.Tensor | None = None
 
     def __setstate__(self, state: Any) -> None:
         if (isinstance(state, tuple) and len(state) == 2 and state[1] == _PACKED_LINEAR
                 and isinstance(state[0], tuple) and len(state[0]) == 2):
+            weight, self.bias = state[0]
+            self._plain(weight)
             self.future = self.pool.submit(lambda: _prepack(*state[0]))
+            self.made.append(self)
         else:   # another TorchScript class: built as the plain unpickler builds it
             obj = torch.ScriptObject.__new__(torch.ScriptObject)
             obj.__setstate__(state)
             self.future = _done(obj)
 
+    def _plain(self, weight: torch.Tensor) -> None:
+        """The weight's integers and per-row scales, where its quantization is symmetric."""
+        t = self.plain.pop(id(weight), None)
+        if t is None or weight.dtype != torch.qint8:
+            return
+        if weight.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
+            if not bool((weight.q_per_channel_zero_points() == 0).all()) or weight.q_per_channel_axis() != 0:
+                return
+            self.scales = weight.q_per_channel_scales().to(torch.float32)
+        elif weight.q_zero_point() == 0:
+            self.scales = torch.full((weight.shape[0],), weight.q_scale(), dtype=torch.float32)
+        else:
+            return
+        self.int8 = t
+
+    def ready(self) -> Any:
+        """The packed object once packed, else None (meanwhile: :attr:`int8`, or wait with
+        :meth:`packed`). A packing that failed stays None: the plain weight serves."""
+        if self.int8 is None:
+            return self.packed()
+        f = self.future
+        return f.result() if f.done() and f.exception() is None else None
+
+    def packed(self) -> Any:
+        """The packed object, waiting for it."""
+        return self.future.result()
+
+
+def _yield_cpu() -> None:
+    """A packing thread's priority: below the threads that serve (the first request's
+    generation and codec), above idle-time work (prewarm, cache writes: nice 19)."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), PACK_NICE)
+
 
 def _prepack(weight: torch.Tensor, bias: torch.Tensor | None) -> Any:
     """An int8 Linear's packed parameters (what ``LinearPackedParamsBase.__setstate__``
-    builds), with the GIL released while fbgemm packs."""
-    return torch.ops.quantized.linear_prepack(weight, bias)
+    builds), with the GIL released while fbgemm packs. Inference mode: the per-channel
+    scales it reads one by one are not tracked as autograd views (5 % of the packing)."""
+    with torch.inference_mode():
+        return torch.ops.quantized.linear_prepack(weight, bias)
 
 
 def _done(value: Any) -> Any:
@@ -260,19 +313,22 @@ def _done(value: Any) -> Any:
 class _DeferringUnpickler(_Unpickler):
     """:class:`_Unpickler` with each ScriptObject a :class:`_Pending` packed on ``pool``."""
 
-    def __init__(self, data: bytes, tensor: Callable[[tuple], torch.Tensor], pool: Any) -> None:
+    def __init__(self, data: bytes, tensor: Callable[[tuple], torch.Tensor], pool: Any,
+                 plain: dict[int, torch.Tensor]) -> None:
         super().__init__(data, tensor)
-        self.pending = type("_PendingOnPool", (_Pending,), {"pool": pool})
+        self.made: list[_Pending] = []
+        self.pending = type("_PendingOnPool", (_Pending,), {"pool": pool, "plain": plain, "made": self.made})
 
     def find_class(self, module: str, name: str) -> Any:
         found = super().find_class(module, name)   # the allow-list decides, as for any name
         return self.pending if found is torch.ScriptObject else found
 
 
-def _resolve(value: Any) -> Any:
-    """``value`` with every :class:`_Pending` in it replaced by its packed object (waiting
-    for each), in place: in dicts (a module's attributes), lists, and the attributes of
-    objects; one left in a tuple (immutable) is an error (the file is rebuilt)."""
+
+def _resolve(value: Any, swap: Callable[[_Pending], Any] = lambda p: p.packed()) -> Any:
+    """``value`` with every :class:`_Pending` in it replaced by ``swap(it)`` (by default its
+    packed object, waiting for each), in place: in dicts (a module's attributes), lists, and
+    the attributes of objects; one in a tuple (immutable) is an error (the file is rebuilt)."""
     seen: set[int] = set()
     stack = [value]
     while stack:
@@ -283,13 +339,13 @@ def _resolve(value: Any) -> Any:
         if isinstance(obj, dict):
             for k, v in obj.items():
                 if isinstance(v, _Pending):
-                    obj[k] = v.future.result()
+                    obj[k] = swap(v)
                 else:
                     stack.append(v)
         elif isinstance(obj, list):
             for i, v in enumerate(obj):
                 if isinstance(v, _Pending):
-                    obj[i] = v.future.result()
+                    obj[i] = swap(v)
                 else:
                     stack.append(v)
         elif isinstance(obj, (tuple, set, frozenset)):
@@ -311,8 +367,11 @@ def _resolve(value: Any) -> Any:
 class WeightCache:
     """One checkpoint's cache file for one quantization mode (see the module docstring).
 
-    ``load()`` at model load: the cached structure (kept in :attr:`value`) and the names of
-    the checkpoint tensors it replaces (:attr:`released`: the loader skips them), or None.
+    ``load()`` at model load: the cached structure (:attr:`value`) and the names of the
+    checkpoint tensors it replaces (:attr:`released`: the loader skips them), or None.
+    The int8 weights go on packing on a pool after ``load()`` returns: :meth:`take` hands
+    the structure over as it is (each weight serves unpacked until packed: issue 19),
+    :meth:`packed` waits for the packing, :attr:`value` too.
     ``store(value, released)`` after a quantization that missed."""
 
     def __init__(self, root: str | os.PathLike, checkpoint: str | os.PathLike, files: Iterable[str],
@@ -325,7 +384,10 @@ class WeightCache:
         slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", ckpt.name)[:40] or "model"
         self.slot = f"{slug}-{hashlib.sha256(str(ckpt).encode()).hexdigest()[:8]}-{re.sub(r'[^a-z0-9]+', '', mode)}"
         self.path = self.root / f"{self.slot}-{hashlib.sha256(key_json.encode()).hexdigest()[:20]}.safetensors"
-        self.value: Any = None
+        self._value: Any = None
+        # (pool, structure, its _Pendings) while the int8 weights pack: until packed()
+        self._packing: tuple[ThreadPoolExecutor, Any, list[_Pending]] | None = None
+        self._settle_lock = threading.Lock()
         self.released: list[str] = []
         # what is wrong with a read structure for its user (None: usable); a file that fails
         # it is removed like a damaged one (another code version's layout, a hand-made file)
@@ -342,19 +404,74 @@ class WeightCache:
             self.status["state"] = "miss"
             return False
         try:
-            self.value, self.released = self._read()
-            if (problem := self.check(self.value)) is not None:
-                self.value = None
+            self._value, self.released = self._read()
+            if (problem := self.check(self._value)) is not None:
                 raise ValueError(f"not the structure this code builds: {problem}")
         except Exception as e:  # noqa: BLE001 - whatever is wrong with it, it is not used
-            log.warning("weight cache %s unusable (%s: %s): quantizing again", self.path, type(e).__name__, e)
-            with contextlib.suppress(OSError):
-                self.path.unlink()
-            self.status["state"] = "rebuilt"
+            self._discard(e)
             return False
         self.hit = True
         self.status["state"] = "hit"
         return True
+
+    @property
+    def value(self) -> Any:
+        """The structure read by :meth:`load`, every weight packed (None: none, or taken)."""
+        self.packed()
+        return self._value
+
+    def take(self) -> Any:
+        """The structure read by :meth:`load`, handed over (the model holds it from here).
+        Its int8 Linears may still be packing: each serves from its plain weight until its
+        packed object is ready (``lean``'s int8 call); :meth:`settled` / :meth:`packed` put
+        the packed objects in place."""
+        value, self._value = self._value, None
+        return value
+
+    def settled(self) -> bool:
+        """Whether the packing is over and the packed objects are in place (never waits)."""
+        return self._packing is None
+
+    def packed(self) -> None:
+        """Wait until every int8 weight of the read structure is packed, and put the packed
+        objects in place (a thread started by the read does this as soon as they are, so the
+        plain weights' pages go: the weights are not held twice). A weight whose packing
+        failed (a file that passed its checks, but fbgemm refuses) goes on serving from its
+        plain weight, and the file is removed (the next load quantizes again)."""
+        job = self._packing
+        if job is None:
+            return
+        pool, value, made = job
+        wait_all([p.future for p in made])
+        with self._settle_lock:
+            if self._packing is None:   # settled meanwhile by the other caller
+                return
+            failed = [p for p in made if p.future.exception() is not None]
+            try:
+                _resolve(value, lambda p: p if p in failed and p.int8 is not None else p.packed())
+            finally:
+                pool.shutdown(wait=True)
+                made.clear()   # the per-read _Pending class holds this list: no cycle left
+                self._packing = None
+                self.status["packed"] = True
+        if failed:
+            log.warning("weight cache %s: %d weights failed to pack (%s); serving them unpacked, "
+                        "the file is removed", self.path, len(failed), failed[0].future.exception())
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+            self.status["state"] = "rebuilt"
+
+    def _discard(self, why: Exception) -> None:
+        """The file is not used: said, removed (rebuilt by the next store), nothing kept."""
+        log.warning("weight cache %s unusable (%s: %s): quantizing again", self.path, type(why).__name__, why)
+        with self._settle_lock:
+            if self._packing is not None:
+                self._packing[0].shutdown(wait=True, cancel_futures=True)
+                self._packing[2].clear()
+            self._value, self._packing, self.hit = None, None, False
+        with contextlib.suppress(OSError):
+            self.path.unlink()
+        self.status["state"] = "rebuilt"
 
     def peek(self) -> list[str] | None:
         """The released names of a cache file whose header matches the key (nothing else is
@@ -386,8 +503,9 @@ class WeightCache:
         crcs: dict[str, int] = json.loads(meta["crc"])
         # Two mappings: quantized weights are repacked on load (their pages read once,
         # the mapping gone with them); plain tensors are used in place from the second.
-        with (safe_open(str(self.path), framework="pt") as packed, safe_open(str(self.path), framework="pt") as kept,
-              ThreadPoolExecutor(REPACK_THREADS, thread_name_prefix="qwen3ttsd-repack") as pool):
+        pool = ThreadPoolExecutor(REPACK_THREADS, thread_name_prefix="qwen3ttsd-repack", initializer=_yield_cpu)
+        plain: dict[int, torch.Tensor] = {}
+        with safe_open(str(self.path), framework="pt") as packed, safe_open(str(self.path), framework="pt") as kept:
             def tensor(pid: tuple) -> torch.Tensor:
                 kind, name = pid[0], pid[1]
                 t = (packed if kind in ("q", "qc") else kept).get_tensor(name)
@@ -408,12 +526,19 @@ class WeightCache:
                     q = torch._make_per_channel_quantized_tensor(t, scales, zeros, pid[5])
                 if q.dtype != qdtype:
                     raise ValueError(f"{name}: {q.dtype}, expected {qdtype}")
+                plain[id(q)] = t   # held with q until its _Pending takes it
                 return q
 
+            unpickler = _DeferringUnpickler(data, tensor, pool, plain)
             try:
-                value = _resolve(_DeferringUnpickler(data, tensor, pool).load())
-            finally:   # on an error: no packing left running after the read
+                value = _resolve(unpickler.load(), swap=lambda p: p)   # (a _Pending in a tuple: an error)
+            except BaseException:   # no packing left running after a failed read
                 pool.shutdown(wait=True, cancel_futures=True)
+                raise
+        self._packing = (pool, value, unpickler.made)   # the packing goes on: settled(), packed()
+        self.status["packed"] = False
+        plain.clear()   # (what no _Pending took: not symmetric int8)
+        threading.Thread(target=self.packed, name="qwen3ttsd-weight-settle", daemon=True).start()
         return value, list(json.loads(meta["released"]))
 
     # --- writing --------------------------------------------------------------------------
@@ -520,8 +645,7 @@ def from_cache_or(cache: WeightCache | None, build: Callable[[], Any]) -> Any:
     """The cached structure where ``cache`` has one, else ``build()`` (the hook a quantizer
     goes through; it stays generic: the cache stores whatever ``build`` returns)."""
     if cache is not None and cache.hit:
-        value, cache.value = cache.value, None   # the model holds it from here
-        return value
+        return cache.take()   # the model holds it from here; cache.packed() before using it
     return build()
 
 
