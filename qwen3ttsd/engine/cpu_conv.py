@@ -49,7 +49,7 @@ def conv1d(conv: torch.nn.Conv1d, x: Tensor) -> Tensor:
     b, _, t, _ = cols.shape
     y = torch.matmul(cols.permute(0, 2, 1, 3).reshape(b, t, cin * k), w.reshape(cout, cin * k).t())
     if conv.bias is not None:
-        y = y + conv.bias
+        y.add_(conv.bias)   # in place on the GEMM's own output: the same sum, one allocation less
     return y.transpose(1, 2)
 
 
@@ -69,5 +69,5 @@ def conv_transpose1d(conv: torch.nn.ConvTranspose1d, x: Tensor) -> Tensor:
     n = (t - 1) * s + k
     y = F.fold(cols.transpose(1, 2), (1, n), (1, k), stride=(1, s)).view(b, cout, n)
     if conv.bias is not None:
-        y = y + conv.bias.view(1, -1, 1)
+        y.add_(conv.bias.view(1, -1, 1))
     return y

@@ -109,8 +109,9 @@ class StreamingDecoder:
             keys = set().union(*(getattr(d, attr) for d in decoders))
             stacked = {}
             for k in keys:
-                like = next(getattr(d, attr)[k] for d in decoders if k in getattr(d, attr))
-                stacked[k] = torch.cat([getattr(d, attr).get(k, torch.zeros_like(like)) for d in decoders])
+                rows = [getattr(d, attr).get(k) for d in decoders]
+                like = next(r for r in rows if r is not None)
+                stacked[k] = torch.cat([torch.zeros_like(like) if r is None else r for r in rows])
             setattr(batch, attr, stacked)
         for i in range(len(batch._kv)):
             kvs = [d._kv[i] for d in decoders]
@@ -152,7 +153,7 @@ class StreamingDecoder:
         for block in dec.decoder:
             hidden = self._module(block, hidden)
         self._frames = [f + codes.shape[-1] for f in self._frames]
-        return hidden.clamp(min=-1, max=1).squeeze(1)
+        return hidden.clamp_(min=-1, max=1).squeeze(1)
 
     # --- building blocks -------------------------------------------------------------
 
@@ -169,23 +170,36 @@ class StreamingDecoder:
                 x = self._module(sub, x)
             return x
         if kind == "residual":
-            y = self._conv(m.conv1, self._module(m.act1, x))
-            return self._conv(m.conv2, self._module(m.act2, y)) + x
+            y = self._conv(m.conv1, x, act=m.act1)
+            y = self._conv(m.conv2, y, act=m.act2)
+            return y.add_(x) if _fresh(y) else y + x
         if kind == "snake":
             return _snake(m, x)
         return m(x)  # point-wise in time: no state
 
-    def _conv(self, m: torch.nn.Module, x: Tensor) -> Tensor:
+    def _conv(self, m: torch.nn.Module, x: Tensor, act: torch.nn.Module | None = None) -> Tensor:
+        """``m`` on ``x`` (first through the Snake ``act``, if given) after the carried tail.
+
+        The conv's input - tail, then this chunk - is one new buffer that the Snake writes
+        into directly (no ``cat``: one pass and one allocation less per conv); the tail kept
+        for the next chunk is a copy, so the buffer is freed as soon as the conv has run."""
         if m.stride != 1:
             raise NotImplementedError("streaming decode assumes stride-1 causal convs")
         keep = m.kernel_size - 1  # effective kernel incl. dilation
         if keep == 0:
-            return conv1d(m.conv, x)
+            return conv1d(m.conv, x if act is None else _snake(act, x))
+        b, c, t = x.shape
+        xe = x.new_empty(b, c, keep + t)
         tail = self._conv_tail.get(id(m))
         if tail is None:
-            tail = x.new_zeros(x.shape[0], x.shape[1], keep)
-        xe = torch.cat([tail, x], dim=-1)
-        self._conv_tail[id(m)] = xe[..., -keep:]
+            xe[..., :keep].zero_()
+        else:
+            xe[..., :keep].copy_(tail)
+        if act is None:
+            xe[..., keep:].copy_(x)
+        else:
+            _snake(act, x, out=xe[..., keep:])
+        self._conv_tail[id(m)] = xe[..., -keep:].clone()
         return conv1d(m.conv, xe)
 
     def _trans_conv(self, m: torch.nn.Module, x: Tensor) -> Tensor:
@@ -280,14 +294,27 @@ def _dequantize_rvq(rvq: torch.nn.Module, codes: Tensor) -> Tensor:
     return rvq.output_proj(summed)
 
 
-def _snake(m: torch.nn.Module, x: Tensor) -> Tensor:
+def _snake(m: torch.nn.Module, x: Tensor, out: Tensor | None = None) -> Tensor:
     """qwen-tts's SnakeBeta ``x + 1 / (exp(beta) + 1e-9) * sin(x * exp(alpha)) ** 2`` with
     its per-channel factors computed once per loaded model (its forward recomputes them
-    in ~8 small ops on every call; the decoder has 29 of them). Same ops on the same values."""
+    in ~8 small ops on every call; the decoder has 29 of them).
+
+    The same five ops on the same values, each but the first in place, into ``out`` when
+    given (a conv's input buffer): one allocation instead of four, none with ``out``. The
+    swapped operands of the last multiply and add give the same bits (IEEE ``*`` and ``+``
+    commute); a fused ``addcmul`` would not (it rounds once, as an FMA)."""
     alpha, inv_beta = derived(m, "_qwen3ttsd_factors", lambda: (
         torch.exp(m.alpha.detach().view(1, -1, 1)),
         1.0 / (torch.exp(m.beta.detach().view(1, -1, 1)) + m.no_div_by_zero)))
-    return x + inv_beta * torch.sin(x * alpha).pow_(2)
+    y = torch.mul(x, alpha) if out is None else torch.mul(x, alpha, out=out)
+    return y.sin_().pow_(2).mul_(inv_beta).add_(x)
+
+
+def _fresh(y: Tensor) -> bool:
+    """Whether ``y``, a conv's output (always a new tensor), takes the residual in place:
+    when contiguous, so the sum keeps the layout ``y + x`` gives (the GEMM convs return a
+    transposed view; those keep the out-of-place add)."""
+    return y.is_contiguous()
 
 
 def _left_pad(x: Tensor, n: int) -> Tensor:
