@@ -273,6 +273,37 @@ def test_unpacked_int8_is_close_to_fp32_and_each_row_is_its_own():
         assert torch.equal(alone, out[i:i + 1])
 
 
+@pytest.mark.parametrize("int_mm", [True, False])
+def test_a_still_packing_int8_linear_serves_unpacked_or_waits_where_int_mm_does_not_run(monkeypatch, int_mm):
+    """Where torch._int_mm does not run (checked once), a weight still being packed waits
+    for fbgemm instead of serving unpacked; either way the call gives its Linear's result."""
+    from qwen3ttsd.engine import lean
+
+    torch.manual_seed(0)
+    q = lean.quantize_int8(torch.nn.Linear(64, 48))
+    packed = q._packed_params._packed_params
+    w = q.weight()
+
+    class StillPacking:
+        int8, scales, bias = w.int_repr(), w.q_per_channel_scales().float(), q.bias()
+
+        def ready(self) -> object:
+            return None
+
+        def packed(self) -> object:
+            return packed
+
+    monkeypatch.setattr(lean, "unpacked_int8_runs", lambda: int_mm)
+    q._packed_params._packed_params = StillPacking()
+    x = torch.randn(3, 64)
+    got = lean._int8(q, x)
+    if int_mm:
+        assert torch.equal(got, lean.unpacked_int8(x, StillPacking.int8, StillPacking.scales, StillPacking.bias))
+        assert isinstance(q._packed_params._packed_params, StillPacking)
+    else:
+        assert q._packed_params._packed_params is packed and torch.equal(got, q(x))
+
+
 WRITER = """
 import sys, torch
 from qwen3ttsd.engine import weight_cache as wc

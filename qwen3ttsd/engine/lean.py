@@ -209,10 +209,23 @@ def _int8(linear: Any, x: Tensor) -> Tensor:
     if type(params) is not torch.ScriptObject:   # weight_cache._Pending: still packing
         ready = params.ready()
         if ready is None:
-            return unpacked_int8(x, params.int8, params.scales, params.bias)
+            if unpacked_int8_runs():
+                return unpacked_int8(x, params.int8, params.scales, params.bias)
+            ready = params.packed()   # no torch._int_mm on this CPU: wait for fbgemm
         packed._packed_params = params = ready
     version = linear.version
     return torch.ops.quantized.linear_dynamic(x, params, reduce_range=version is not None and version >= 4)
+
+
+@functools.cache
+def unpacked_int8_runs() -> bool:
+    """Whether ``torch._int_mm`` runs on this CPU and is exact (checked once, ~1 ms)."""
+    try:
+        a = torch.arange(-64, 64, dtype=torch.int8).reshape(2, 64)
+        b = torch.arange(127, -129, -1, dtype=torch.int16).clamp(-127, 127).to(torch.int8).reshape(64, 4)
+        return torch.equal(torch._int_mm(a, b), a.int() @ b.int())
+    except Exception:  # noqa: BLE001 - any failure: not used
+        return False
 
 
 def unpacked_int8(x: Tensor, weight: Tensor, scales: Tensor, bias: Tensor | None) -> Tensor:
