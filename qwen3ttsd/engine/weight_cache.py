@@ -83,8 +83,6 @@ class Uncacheable(Exception):
     """The built structure holds something the cache cannot store (a GPU tensor, ...)."""
 
 
-
-
 # --- the key --------------------------------------------------------------------------
 
 
@@ -322,7 +320,6 @@ class _DeferringUnpickler(_Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         found = super().find_class(module, name)   # the allow-list decides, as for any name
         return self.pending if found is torch.ScriptObject else found
-
 
 
 def _resolve(value: Any, swap: Callable[[_Pending], Any] = lambda p: p.packed()) -> Any:
