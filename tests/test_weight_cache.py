@@ -222,7 +222,11 @@ def test_the_first_request_is_served_while_the_int8_weights_pack(cached, tiny_mo
     the plain weights while the packing goes on (here: held until the request is done);
     once packed, the packed objects serve and a seeded request gets the warm codes."""
     cache_dir, codes = cached
+    from qwen3ttsd.engine.lean import unpacked_int8_runs
+
     release = threading.Event()
+    if not unpacked_int8_runs():   # a CPU without torch._int_mm: the request waits for the packing
+        release.set()
     real = wc._prepack
 
     def held(w: torch.Tensor, b: torch.Tensor | None) -> object:
@@ -238,11 +242,13 @@ def test_the_first_request_is_served_while_the_int8_weights_pack(cached, tiny_mo
     while b.active:
         b.step()
     assert run.result[0] == "done" and run.all_codes.shape[0] == 5
-    assert e.weight_cache.hit and e.weight_cache.status["packed"] is False and not release.is_set()
-    first_qkv = e.serving_model.__dict__["_qwen3ttsd_int8"][0][0].qkv
-    pending = weakref.ref(first_qkv._packed_params._packed_params)   # a _Pending (with the plain weight)
-    assert isinstance(pending(), wc._Pending)
     int8_bytes = e.info["memory_bytes"]["int8"]   # admin.status while packing (it unpacked every weight)
+    pending = lambda: None  # noqa: E731 - replaced where the plain weights serve
+    if not release.is_set():
+        assert e.weight_cache.hit and e.weight_cache.status["packed"] is False
+        first_qkv = e.serving_model.__dict__["_qwen3ttsd_int8"][0][0].qkv
+        pending = weakref.ref(first_qkv._packed_params._packed_params)   # a _Pending (with the plain weight)
+        assert isinstance(pending(), wc._Pending)
     release.set()
     seeded = Run(SynthesisRequest(text="Hello world.", speaker="vivian", language="english", max_frames=5, seed=3))
     b.admit(seeded.stream)
