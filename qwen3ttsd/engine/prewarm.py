@@ -17,7 +17,6 @@ unloaded; afterwards the freed buffers go back to the OS (``malloc_trim``).
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 import weakref
@@ -27,6 +26,7 @@ import torch
 
 from .serving_size import trim_heap
 from .streaming_decoder import StreamingDecoder
+from .thread_priority import IDLE_NICE, set_thread_nice
 from .weight_cache import IDLE_GRACE_S
 
 log = logging.getLogger("qwen3ttsd.engine")
@@ -60,7 +60,7 @@ class Prewarm:
         self.status = dict(self.status, **progress)
 
     def _run(self, backend_ref: weakref.ref, shapes: list[tuple[int, int]], threads: int) -> None:
-        _lowest_priority()
+        set_thread_nice(IDLE_NICE)
         torch.set_num_threads(threads)
         t0 = time.monotonic()
         built = 0
@@ -111,14 +111,6 @@ def _idle_engine(backend_ref: weakref.ref, quiet_s: float = 0.0) -> Any:
             return backend.engine
         del backend
         time.sleep(IDLE_POLL_S)
-
-
-def _lowest_priority() -> None:
-    """Nice 19 for this thread (and the OpenMP workers it starts): Linux schedules threads."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-    except (AttributeError, OSError):
-        pass
 
 
 __all__ = ["Prewarm", "codec_shapes"]

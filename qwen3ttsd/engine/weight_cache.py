@@ -62,6 +62,8 @@ from typing import Any
 
 import torch
 
+from .thread_priority import IDLE_NICE, PACK_NICE, set_thread_nice
+
 log = logging.getLogger("qwen3ttsd.engine")
 
 FORMAT = 1
@@ -71,7 +73,6 @@ _META = "qwen3ttsd.weight_cache"
 IDLE_POLL_S = 0.05   # how often a waiting writer looks whether the streams are done
 IDLE_GRACE_S = 1.0   # quiet before a writer starts (a first request may be just being admitted)
 REPACK_THREADS = max(1, min(4, os.cpu_count() or 1))   # int8 linears packed at once on a read
-PACK_NICE = 10   # the packing threads' nice value: the first request's generation goes first
 _PACKED_LINEAR = "__torch__.torch.classes.quantized.LinearPackedParamsBase"
 
 _DTYPES = {torch.int8: "I8", torch.uint8: "U8", torch.int16: "I16", torch.int32: "I32", torch.int64: "I64",
@@ -285,13 +286,6 @@ class _Pending:
         return self.future.result()
 
 
-def _yield_cpu() -> None:
-    """A packing thread's priority: below the threads that serve (the first request's
-    generation and codec), above idle-time work (prewarm, cache writes: nice 19)."""
-    with contextlib.suppress(OSError, AttributeError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), PACK_NICE)
-
-
 def _prepack(weight: torch.Tensor, bias: torch.Tensor | None) -> Any:
     """An int8 Linear's packed parameters (what ``LinearPackedParamsBase.__setstate__``
     builds), with the GIL released while fbgemm packs. Inference mode: the per-channel
@@ -500,7 +494,8 @@ class WeightCache:
         crcs: dict[str, int] = json.loads(meta["crc"])
         # Two mappings: quantized weights are repacked on load (their pages read once,
         # the mapping gone with them); plain tensors are used in place from the second.
-        pool = ThreadPoolExecutor(REPACK_THREADS, thread_name_prefix="qwen3ttsd-repack", initializer=_yield_cpu)
+        pool = ThreadPoolExecutor(REPACK_THREADS, thread_name_prefix="qwen3ttsd-repack",
+                                  initializer=set_thread_nice, initargs=(PACK_NICE,))
         plain: dict[int, torch.Tensor] = {}
         with safe_open(str(self.path), framework="pt") as packed, safe_open(str(self.path), framework="pt") as kept:
             def tensor(pid: tuple) -> torch.Tensor:
@@ -669,8 +664,7 @@ def store_when_idle(cache: WeightCache, backend: Any, attr: str, module: torch.n
             time.sleep(IDLE_POLL_S)
 
     def run() -> None:
-        with contextlib.suppress(AttributeError, OSError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        set_thread_nice(IDLE_NICE)
         try:
             wait_idle(IDLE_GRACE_S)
             b = ref()
