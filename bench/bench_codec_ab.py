@@ -18,13 +18,10 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
-import os
-import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
+
+from ab import TreeWorkers, op_counts, ratio_line, serve, thread_ms
 
 CHUNK = 4       # frames per push (the daemon's chunk_frames default)
 FRAMES = 24     # codes per stream for the bit-identity check
@@ -36,7 +33,6 @@ def worker(model: str) -> None:
 
     from qwen3ttsd.engine.codec_model import load_codec_decoder
     from qwen3ttsd.engine.streaming_decoder import StreamingDecoder
-    from qwen3ttsd.testing.op_count import OpCounter
 
     torch.set_num_threads(1)
     dec = load_codec_decoder(model)
@@ -75,35 +71,18 @@ def worker(model: str) -> None:
             live[batch] = Streams(batch)
         return live[batch]
 
-    print("ready", flush=True)
-    for line in sys.stdin:
-        cmd, *args = line.split()
-        with torch.inference_mode():
-            if cmd == "audio":
-                plans = {"daemon": [1] + [CHUNK] * ((FRAMES - 1) // CHUNK) + [(FRAMES - 1) % CHUNK],
-                         "by3": [3] * (FRAMES // 3), "one-shot": [FRAMES]}
-                out = {f"B={b} {name}": decode(b, [n for n in plan if n]) for b in (1, 8)
-                       for name, plan in plans.items()}
-            elif cmd == "count":
-                run = streams(int(args[0]))
-                with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-                    run()
-                with OpCounter() as oc:
-                    run()
-                events = list(prof.events())
-                out = {"top-level": sum(e.cpu_parent is None for e in events), "all": len(events),
-                       "empty": sum(e.name in ("aten::empty", "aten::empty_strided") for e in events),
-                       "cat": oc.ops["cat"], "dispatched": sum(oc.ops.values()), "allocating": oc.allocs}
-            else:  # time BATCH REPS
-                batch = int(args[0])
-                run = streams(batch)
-                times = []
-                for _ in range(int(args[1])):
-                    t = time.thread_time()
-                    run()
-                    times.append(time.thread_time() - t)
-                out = statistics.median(times) * 1000 / (batch * CHUNK)
-        print(json.dumps(out), flush=True)
+    def handle(cmd: str, args: list[str]) -> object:
+        if cmd == "audio":
+            plans = {"daemon": [1] + [CHUNK] * ((FRAMES - 1) // CHUNK) + [(FRAMES - 1) % CHUNK],
+                     "by3": [3] * (FRAMES // 3), "one-shot": [FRAMES]}
+            return {f"B={b} {name}": decode(b, [n for n in plan if n]) for b in (1, 8)
+                    for name, plan in plans.items()}
+        batch = int(args[0])
+        if cmd == "count":
+            return op_counts(streams(batch), ops=("cat",))
+        return thread_ms(streams(batch), int(args[1])) / (batch * CHUNK)  # time BATCH REPS
+
+    serve(handle)
 
 
 def main() -> int:
@@ -123,43 +102,21 @@ def main() -> int:
     if a.worker:
         worker(a.model)
         return 0
-    trees = {"old": str(Path(a.old).resolve()), "new": str(Path(a.new).resolve())}
-    extra = {"old": {}, "new": dict(kv.split("=", 1) for kv in a.new_env)}
-    procs = {name: subprocess.Popen(
-        [sys.executable, str(Path(__file__).resolve()), "--worker", "--model", a.model, "--old", "-"],
-        cwd=tree, env={**os.environ, "PYTHONPATH": tree, **extra[name]},
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        for name, tree in trees.items()}
-    for p in procs.values():
-        if p.stdout.readline().strip() != "ready":
-            raise SystemExit("a worker failed to start")
-
-    def ask(name: str, cmd: str):
-        procs[name].stdin.write(cmd + "\n")
-        procs[name].stdin.flush()
-        return json.loads(procs[name].stdout.readline())
-
+    w = TreeWorkers(__file__, {"old": a.old, "new": a.new}, ["--model", a.model, "--old", "-"],
+                    env={"new": dict(kv.split("=", 1) for kv in a.new_env)})
     batches = [int(b) for b in a.batches.split(",")]
-    print(f"model {a.model}, 1 thread, {CHUNK}-frame pushes; old {trees['old']}, new {trees['new']} {extra['new']}")
-    audio = {} if a.no_check else {name: ask(name, "audio") for name in procs}
+    print(f"model {a.model}, 1 thread, {CHUNK}-frame pushes; old {w.trees['old']}, new {w.trees['new']} "
+          f"{a.new_env}")
+    audio = {} if a.no_check else w.ask_all("audio")
     for case in audio.get("old", ()):
         print(f"audio bits identical, {case:14}: {audio['old'][case] == audio['new'][case]}")
     for batch in [] if a.no_check else batches:
-        counts = {name: ask(name, f"count {batch}") for name in procs}
+        counts = w.ask_all(f"count {batch}")
         for key in counts["old"]:
             print(f"B={batch} {key:11} ops/push: old {counts['old'][key]:6}  new {counts['new'][key]:6}")
     for batch in batches:
-        t: dict[str, list[float]] = {name: [] for name in procs}
-        for r in range(a.rounds):
-            for name in (procs if r % 2 == 0 else reversed(list(procs))):
-                t[name].append(ask(name, f"time {batch} {a.reps}"))
-        old, new = statistics.median(t["old"]), statistics.median(t["new"])
-        ratios = [round(n / o, 3) for o, n in zip(t["old"], t["new"])]
-        print(f"B={batch} CPU ms/stream-frame: old {old:.2f}  new {new:.2f}  new/old {new / old:.3f}  "
-              f"(median of per-round ratios {statistics.median(ratios):.3f})  per round {ratios}")
-    for p in procs.values():
-        p.stdin.close()
-        p.wait()
+        print(ratio_line(f"B={batch} CPU ms/stream-frame", w.alternate(f"time {batch} {a.reps}", a.rounds)))
+    w.close()
     return 0
 
 
