@@ -121,3 +121,42 @@ def test_quant_setting_auto_is_int8_on_the_cpu_and_none_on_a_gpu():
                       env={"QWEN3TTSD_CONFIG": "/nonexistent", "QWEN3TTSD_QUANT": "int4"})
     with pytest.raises(ValueError, match="quant must be one of auto, int8, none"):
         BackendOptions.from_config(bad)
+
+
+def test_helper_threads_start_no_openmp_team_of_their_own(custom_engine):
+    """The prompt builders, the weight cache's packers and the codec lane run torch on the
+    threads they were given, never on a team of their own: libgomp counts every team's
+    threads, and once they outnumber the cores it stops spinning between parallel regions,
+    so each of the stepping thread's hundreds of small parallel ops a frame waits for a
+    futex wake-up (measured: the 0.6B predictor frame 80 -> 130 ms at 2 threads while one
+    idle builder thread held a team). The stepping thread keeps its own count."""
+    import threading
+
+    import torch
+
+    from qwen3ttsd.engine.batched import BatchedBackend
+    from qwen3ttsd.engine.thread_priority import IDLE_NICE, background_thread, on_own_team
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        b = BatchedBackend(custom_engine, BackendOptions(max_batch=2, overlap_decode=False))
+        assert b._builder_pool().submit(torch.get_num_threads).result() == 1
+        assert torch.get_num_threads() == 2
+
+        seen: list[int] = []
+
+        def helper() -> None:
+            background_thread(IDLE_NICE)
+            seen.append(torch.get_num_threads())
+
+        t = threading.Thread(target=helper)
+        t.start()
+        t.join()
+        assert seen == [1] and torch.get_num_threads() == 2
+        # work that needs a team (the prewarm's decodes) gets one on a thread that ends with it
+        assert on_own_team(2, IDLE_NICE, torch.get_num_threads) == 2 and torch.get_num_threads() == 2
+        with pytest.raises(ZeroDivisionError):
+            on_own_team(1, IDLE_NICE, lambda: 1 / 0)
+    finally:
+        torch.set_num_threads(before)

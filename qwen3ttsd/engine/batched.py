@@ -64,6 +64,7 @@ from .prompt import Prompt, build_prompt, own_prompt, prompt_builder
 from .sampling import NEG_INF, Sampler, Sampling, row_generator
 from .static_step import static_step
 from .text_rows import TextRows, streaming
+from .thread_priority import pin_torch_threads
 
 log = logging.getLogger("qwen3ttsd.engine")
 
@@ -300,7 +301,8 @@ class BatchedBackend:
 
     def _builder_pool(self) -> ThreadPoolExecutor:
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(PROMPT_THREADS, thread_name_prefix="qwen3ttsd-prompt")
+            self._pool = ThreadPoolExecutor(PROMPT_THREADS, thread_name_prefix="qwen3ttsd-prompt",
+                                            initializer=pin_torch_threads, initargs=(1,))
         return self._pool
 
     def _prompt(self, stream: Stream) -> Prompt:

@@ -19,6 +19,7 @@ from ..errors import TTSError
 from .backend import Done, Failed, Stream, StreamEvent, internal_error
 from .engine import AudioOut
 from .streaming_decoder import StreamingDecoder
+from .thread_priority import pin_torch_threads
 
 Leaving = tuple[Stream, AudioOut, "TTSError | None"]  # a stream's last flush and report (None: done)
 
@@ -56,8 +57,11 @@ def _split_threads() -> int:
 
 
 # The fewest torch threads (cores) at which the codec gets its own lane (half the threads)
-# by default; below, it decodes inside the step (bench/RESULTS.md, Issue 25, session 9).
-OVERLAP_MIN_CORES = 2
+# by default; below, it decodes inside the step on all of them. Measured on 2 cores once
+# helper threads no longer throttled the stepping thread's OpenMP team (thread_priority):
+# in the step is 23 % faster at B=1 and 10 % at B=8 (bench/RESULTS.md, session 13); the
+# lane's 2 + 2 split on 4 cores is not measured (2-core machines only).
+OVERLAP_MIN_CORES = 4
 
 
 def overlap_by_default(cores: int) -> bool:
@@ -98,7 +102,7 @@ class CodecLane:
         self.threads = torch.get_num_threads()  # torch threads of the thread that decodes
         if overlap:
             self.threads = _split_threads()
-            self._pool = ThreadPoolExecutor(1, thread_name_prefix="qwen3ttsd-codec", initializer=torch.set_num_threads,
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="qwen3ttsd-codec", initializer=pin_torch_threads,
                                             initargs=(self.threads,))
         self.gen_threads = torch.get_num_threads()  # the stepping thread's (talker and predictor)
         self._jobs: deque[Future] = deque()

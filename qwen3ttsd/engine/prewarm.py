@@ -26,7 +26,7 @@ import torch
 
 from .serving_size import trim_heap
 from .streaming_decoder import StreamingDecoder
-from .thread_priority import IDLE_NICE, set_thread_nice
+from .thread_priority import IDLE_NICE, background_thread, on_own_team
 from .weight_cache import IDLE_GRACE_S
 
 log = logging.getLogger("qwen3ttsd.engine")
@@ -60,17 +60,15 @@ class Prewarm:
         self.status = dict(self.status, **progress)
 
     def _run(self, backend_ref: weakref.ref, shapes: list[tuple[int, int]], threads: int) -> None:
-        set_thread_nice(IDLE_NICE)
-        torch.set_num_threads(threads)
+        background_thread(IDLE_NICE)   # this thread waits; each decode runs on a team of its own
         t0 = time.monotonic()
         built = 0
         try:
-            with torch.inference_mode():
-                for i, (batch, frames) in enumerate(shapes):
-                    if not _decode_silence(backend_ref, batch, frames, START_QUIET_S if i == 0 else 0.0):
-                        return  # the model was unloaded
-                    built += 1
-                    self._report(built=built, seconds=round(time.monotonic() - t0, 2))
+            for i, (batch, frames) in enumerate(shapes):
+                if not _decode_silence(backend_ref, batch, frames, threads, START_QUIET_S if i == 0 else 0.0):
+                    return  # the model was unloaded
+                built += 1
+                self._report(built=built, seconds=round(time.monotonic() - t0, 2))
         except Exception:  # an optimisation: never worth a crash
             log.exception("codec prewarm failed")
         finally:
@@ -79,15 +77,21 @@ class Prewarm:
             log.info("codec kernels built for %d of %d shapes in %.1f s", built, len(shapes), time.monotonic() - t0)
 
 
-def _decode_silence(backend_ref: weakref.ref, batch: int, frames: int, quiet_s: float = 0.0) -> bool:
-    """One shape, once no stream has run for ``quiet_s`` (False: the model is gone)."""
+def _decode_silence(backend_ref: weakref.ref, batch: int, frames: int, threads: int, quiet_s: float = 0.0) -> bool:
+    """One shape, once no stream has run for ``quiet_s``, on ``threads`` torch threads of a
+    thread that ends with it (False: the model is gone)."""
     engine = _idle_engine(backend_ref, quiet_s)
     if engine is None:
         return False
     decoders = [engine.new_decoder() for _ in range(batch)]
     groups = int(decoders[0].config.num_quantizers)
     del engine  # only the decoders (and so the model) stay alive, and only for this call
-    StreamingDecoder.push_many(decoders, torch.zeros(batch, frames, groups, dtype=torch.long))
+
+    def decode() -> None:
+        with torch.inference_mode():
+            StreamingDecoder.push_many(decoders, torch.zeros(batch, frames, groups, dtype=torch.long))
+
+    on_own_team(threads, IDLE_NICE, decode)
     return True
 
 

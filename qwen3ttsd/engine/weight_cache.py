@@ -62,7 +62,7 @@ from typing import Any
 
 import torch
 
-from .thread_priority import IDLE_NICE, PACK_NICE, set_thread_nice
+from .thread_priority import IDLE_NICE, PACK_NICE, background_thread
 
 log = logging.getLogger("qwen3ttsd.engine")
 
@@ -495,7 +495,7 @@ class WeightCache:
         # Two mappings: quantized weights are repacked on load (their pages read once,
         # the mapping gone with them); plain tensors are used in place from the second.
         pool = ThreadPoolExecutor(REPACK_THREADS, thread_name_prefix="qwen3ttsd-repack",
-                                  initializer=set_thread_nice, initargs=(PACK_NICE,))
+                                  initializer=background_thread, initargs=(PACK_NICE,))
         plain: dict[int, torch.Tensor] = {}
         with safe_open(str(self.path), framework="pt") as packed, safe_open(str(self.path), framework="pt") as kept:
             def tensor(pid: tuple) -> torch.Tensor:
@@ -664,7 +664,7 @@ def store_when_idle(cache: WeightCache, backend: Any, attr: str, module: torch.n
             time.sleep(IDLE_POLL_S)
 
     def run() -> None:
-        set_thread_nice(IDLE_NICE)
+        background_thread(IDLE_NICE)
         try:
             wait_idle(IDLE_GRACE_S)
             b = ref()
