@@ -1,7 +1,7 @@
 """Where a frame's CPU time goes (issue 25 items 2 and 4): the batched backend's real steps,
 timed by part - the predictor's 15 lm heads, its 15 codebook-embedding lookups, the rest of
 the predictor, the talker's codebook-embedding sum, its codec head, the rest of the talker,
-and the codec - at B=1 and B=8, side by side for each ``--quants`` mode.
+and the codec - at B=1 and B=8, side by side for each ``--quants`` mode (fp32 first), unseeded as calls are.
 
 The parts are timed by wrapping the backend's own callables (``lm_heads``, ``codec_head``,
 ``F.embedding`` as :mod:`qwen3ttsd.engine.batched` calls it, ``predict``, ``talker_step``,
@@ -79,7 +79,7 @@ def patched_embedding(clock: Clock) -> SimpleNamespace:
     return ns
 
 
-def run(engine: Engine, quant: str, batch: int, frames: int, seed: int) -> dict[str, float]:
+def run(engine: Engine, quant: str, batch: int, frames: int, seed: int | None) -> dict[str, float]:
     """ms per step (= per frame of every row) of each part, over ``frames`` steps."""
     b = BatchedBackend(engine, BackendOptions(max_batch=batch, quant=quant, prewarm_frames=0))
     clock = Clock()
@@ -87,7 +87,7 @@ def run(engine: Engine, quant: str, batch: int, frames: int, seed: int) -> dict[
     batched_mod.F = patched_embedding(clock)  # type: ignore[assignment]
     for i in range(batch):
         req = SynthesisRequest(text="The quick brown fox jumps over the lazy dog. " * 4, speaker="ryan",
-                               seed=seed + i, max_frames=frames)
+                               seed=None if seed is None else seed + i, max_frames=frames)
         b.admit(Stream(req, sink=lambda ev: None))
     b.step()  # the prefill and the first frame: not timed
     clock.s.clear()
@@ -114,25 +114,28 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--quants", default="int8")
     ap.add_argument("--batches", default="1,8")
+    ap.add_argument("--seeded", action="store_true",
+                    help="seeded requests (int8 then computes each row as if alone: B=8 costs ~8 rows' M=1 time)")
     a = ap.parse_args()
     threads = [int(x) for x in a.threads.split(",")]
     model, tmp = checkpoint(a)
     engine = Engine(model, LoadOptions(device="cpu", dtype="float32", weights="own"))
     engine.load()
-    quants = ["" if q == "none" else q for q in a.quants.split(",")]
+    quants = sorted(("" if q == "none" else q for q in a.quants.split(",")), key=bool)  # fp32 first
     batches = [int(x) for x in a.batches.split(",")]
-    modes = [(q, b, n) for q in quants for b in batches for n in threads]
     results: dict[tuple[str, int, int], list[dict[str, float]]] = defaultdict(list)
     loads = [os.getloadavg()[0]]
-    for rep in range(a.reps + 1):  # rep 0 warms up (kernels for every shape); modes alternate: side by side
-        for quant, batch, n in modes:
-            torch.set_num_threads(n)
-            r = run(engine, quant, batch, a.frames, 100 * rep)
-            if rep:
-                results[(quant, batch, n)].append(r)
-        loads.append(os.getloadavg()[0])
-    print(f"model {a.size}, {a.frames} frames, median of {a.reps}; "
-          f"load average {min(loads):.2f}-{max(loads):.2f}")
+    for quant in quants:  # in turn: int8 with its own weights releases the fp32 linears
+        modes = [(b, n) for b in batches for n in threads]
+        for rep in range(a.reps + 1):  # rep 0 warms up (kernels for every shape); modes alternate: side by side
+            for batch, n in modes:
+                torch.set_num_threads(n)
+                r = run(engine, quant, batch, a.frames, 100 * rep if a.seeded else None)
+                if rep:
+                    results[(quant, batch, n)].append(r)
+            loads.append(os.getloadavg()[0])
+    print(f"model {a.model or a.size}, {a.frames} frames, {'seeded' if a.seeded else 'unseeded'} requests, "
+          f"median of {a.reps}; load average {min(loads):.2f}-{max(loads):.2f}")
     cols = (*PARTS, "step")
     print(f"{'quant':6} {'B':>2} {'thr':>3} " + " ".join(f"{c:>13}" for c in cols) + "   ms per step (% of step)")
     for (quant, batch, n), rs in results.items():
