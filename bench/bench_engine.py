@@ -42,24 +42,25 @@ def sync(device: str) -> None:
 
 
 def bench_backends(engine: Engine, frames: int, reps: int, quants: tuple[str, ...] = ("",),
-                   sequential_too: bool = True) -> list[tuple[str, float, int]]:
+                   sequential_too: bool = True, seeded: bool = False) -> list[tuple[str, float, int]]:
     """(label, seconds per step, streams per step): sequential vs batched B=1 / B=8, the
     codec decoded in the step (``serial``, all torch threads) or on its own lane
     (``overlap``, the threads split between generation and the codec); each label names
     the thread split it ran with, and ``default`` marks the split this host gets by default
-    (:func:`.codec_lane.overlap_by_default`)."""
+    (:func:`.codec_lane.overlap_by_default`). The batched rows are unseeded, as calls are
+    (``seeded``: int8 then computes each row as if alone, ~8 rows' M=1 time at B=8)."""
     device = engine.info["device"]
     threads = cpu_threads()
 
     def reqs(n: int, rep: int) -> list[SynthesisRequest]:
         return [SynthesisRequest(text="The quick brown fox jumps over the lazy dog.", speaker="ryan",
-                                 seed=100 * rep + i, max_frames=frames) for i in range(n)]
+                                 seed=100 * rep + i if seeded else None, max_frames=frames) for i in range(n)]
 
     rows = []
     if sequential_too:
         seq = []
         for r in range(reps):
-            st = sequential.generate(engine, reqs(1, r)[0], lambda pcm: None)
+            st = sequential.generate(engine, reqs(1, r)[0], lambda pcm: None)  # seeded or not: the same work
             seq.append(st.total_s / st.frames)
         rows.append(("sequential (qwen-tts generate)", statistics.median(seq), 1))
     overlaps = (False, True) if device == "cpu" and threads > 1 else (False,)
@@ -179,18 +180,19 @@ def main() -> int:
                     "with --int8)")
     ap.add_argument("--no-sequential", action="store_true", help="part 0 without the sequential backend "
                     "(ratios against batched B=1's first row)")
+    ap.add_argument("--seeded", action="store_true", help="part 0's batched requests seeded")
     a = ap.parse_args()
 
     model, tmp = checkpoint(a)
     engine = Engine(model, LoadOptions(device=a.device, dtype=a.dtype))
     engine.load()
     info = engine.info
-    print(f"\nmodel: {a.size} ({info['device']}, {info['dtype']}, attn={info['attn']}, "
+    print(f"\nmodel: {a.model or a.size} ({info['device']}, {info['dtype']}, attn={info['attn']}, "
           f"{torch.get_num_threads()} torch threads)")
 
     quants = a.quants.split(",") if a.quants else ["none", "int8"] if a.int8 else ["none"]
     rows = bench_backends(engine, a.frames, a.reps, tuple("" if q == "none" else q for q in quants),
-                          not a.no_sequential)
+                          not a.no_sequential, a.seeded)
     seq = rows[0][1]
     print(f"\n0) per-frame time, {a.frames} frames per stream (80 ms of audio per frame), median of {a.reps}; "
           f"load average {os.getloadavg()[0]:.2f}")
