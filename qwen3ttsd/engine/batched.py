@@ -64,7 +64,7 @@ from .prompt import Prompt, build_prompt, own_prompt, prompt_builder
 from .sampling import NEG_INF, Sampler, Sampling, row_generator
 from .static_step import static_step
 from .text_rows import TextRows, streaming
-from .thread_priority import pin_torch_threads
+from .thread_priority import on_own_team, pin_torch_threads
 
 log = logging.getLogger("qwen3ttsd.engine")
 
@@ -307,7 +307,10 @@ class BatchedBackend:
 
     def _prompt(self, stream: Stream) -> Prompt:
         """The stream's voice registered and its prompt (a builder thread for own prompts)."""
-        self.engine.use_voice(stream.voice)
+        if stream.voice is not None:  # a clone's first registration encodes its reference and
+            # primes the codec with it: on every core, on a team that ends with it (builder
+            # threads keep none: engine/thread_priority.py)
+            on_own_team(cpu_threads(), None, lambda: self.engine.use_voice(stream.voice))
         if streaming(stream):
             voice = self.engine._voices.get(stream.request.voice or "") if stream.voice is not None else None
             return self.text.prompt(stream, voice)

@@ -56,16 +56,18 @@ def background_thread(nice: int) -> None:
     pin_torch_threads(1)
 
 
-def on_own_team(threads: int, nice: int, fn: Callable[[], T]) -> T:
-    """``fn()`` on a fresh thread at ``nice`` whose torch ops use a team of ``threads``;
-    the team goes with that thread when ``fn`` returns. For background work that must run
-    at the serving thread count (oneDNN keys the kernels it builds by it) but waits most of
-    its life: a team kept by a waiting thread would throttle the stepping thread's."""
+def on_own_team(threads: int, nice: int | None, fn: Callable[[], T]) -> T:
+    """``fn()`` on a fresh thread at ``nice`` (None: the caller's priority) whose torch ops
+    use a team of ``threads``; the team goes with that thread when ``fn`` returns. For work
+    on a thread that waits most of its life but that should use several cores (or the
+    serving thread count: oneDNN keys the kernels it builds by it): a team kept by a waiting
+    thread would throttle the stepping thread's."""
     out: list[T] = []
     failed: list[BaseException] = []
 
     def run() -> None:
-        set_thread_nice(nice)
+        if nice is not None:
+            set_thread_nice(nice)
         pin_torch_threads(threads)
         try:
             out.append(fn())
