@@ -303,7 +303,7 @@ class Engine:
             prompt = VoicePrompt(key=key, item=item)
             if item.ref_code is not None:
                 dec = StreamingDecoder(self._codec_decoder)
-                dec.push(item.ref_code.to(self.serving_model.device))
+                dec.prime(item.ref_code.to(self.serving_model.device))  # its state, not its audio
                 prompt.decoder_state = dec.get_state()
             self._voices[voice_id] = prompt
             while len(self._voices) > self._voice_cache_size:

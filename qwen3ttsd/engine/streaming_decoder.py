@@ -25,6 +25,8 @@ that have seen fewer frames are left-padded and masked) and split back afterward
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -44,6 +46,8 @@ _QWEN_TTS_KINDS = {
     "SnakeBeta": "snake",
 }
 _kinds: dict[type, str | None] = {}
+
+PRIME_MARGIN_FRAMES = 8  # frames beyond the upsampling stack's context that a prime decodes
 
 
 def stream_kind(m: torch.nn.Module) -> str | None:
@@ -138,6 +142,59 @@ class StreamingDecoder:
             codes = codes.unsqueeze(0)
         if codes.shape[1] == 0:
             return torch.zeros(codes.shape[0], 0, device=codes.device)
+        return self._back(self._front(codes))
+
+    @torch.inference_mode()
+    def prime(self, codes: Tensor) -> None:
+        """Leave the state ``push(codes)`` leaves on a fresh decoder, without the audio: an
+        ICL clone's reference primes the codec once per voice, on its first call.
+
+        Why cheaper: the frame-rate front (dequantizer, pre-conv, sliding-window
+        transformer) must see every frame - its attention reaches ~580 frames back - but the
+        upsampling stack after it, nearly all of the cost, is causal convolutions whose
+        state at the end depends only on the last :meth:`back_context_frames` frames of its
+        input. It runs on those alone (plus a margin), from the zero state a one-shot decode
+        starts from. The state equals the full decode's up to the float rounding that
+        streaming in chunks already has (convolutions over inputs of other lengths round
+        differently); the audio after it is held to the streaming bound (test)."""
+        if codes.dim() == 2:
+            codes = codes.unsqueeze(0)
+        keep = self.back_context_frames() + PRIME_MARGIN_FRAMES
+        if self._frames is not None or codes.shape[1] <= keep:
+            self.push(codes)
+            return
+        self._back(self._front(codes)[..., -keep:])
+
+    def back_context_frames(self) -> int:
+        """Frames of transformer output that decide the upsampling stack's state: each conv's
+        carried input span and each transposed conv's overlap, in frames at its sample rate,
+        summed and rounded up."""
+        rate, span = 1, 0.0
+
+        def walk(m: torch.nn.Module) -> None:
+            nonlocal rate, span
+            kind = stream_kind(m)
+            if kind == "conv":
+                span += (m.kernel_size - 1) / rate
+            elif kind == "trans_conv":
+                stride, k = m.conv.stride[0], m.conv.kernel_size[0]
+                span += max(k - stride, 0) / (stride * rate)
+                rate *= stride
+            elif kind == "convnext":
+                walk(m.dwconv)
+            elif kind == "block":
+                for sub in m.block:
+                    walk(sub)
+            elif kind == "residual":
+                walk(m.conv1)
+                walk(m.conv2)
+
+        for m in (*(b for blocks in self.decoder.upsample for b in blocks), *self.decoder.decoder):
+            walk(m)
+        return math.ceil(span)
+
+    def _front(self, codes: Tensor) -> Tensor:
+        """The frame-rate part: codes (B, T, Q) -> transformer output (B, D, T)."""
         dec = self.decoder
         codes = codes.clamp(min=0).transpose(1, 2)  # (B, Q, T) as the decoder takes it
         if self._frames is None:
@@ -147,12 +204,17 @@ class StreamingDecoder:
         hidden = _dequantize(dec.quantizer, codes)
         hidden = self._conv(dec.pre_conv, hidden)
         hidden = self._transformer(hidden.transpose(1, 2)).permute(0, 2, 1)
+        self._frames = [f + codes.shape[-1] for f in self._frames]
+        return hidden
+
+    def _back(self, hidden: Tensor) -> Tensor:
+        """The upsampling stack: transformer output (B, D, T) -> audio (B, T * samples_per_frame)."""
+        dec = self.decoder
         for blocks in dec.upsample:
             for block in blocks:
                 hidden = self._module(block, hidden)
         for block in dec.decoder:
             hidden = self._module(block, hidden)
-        self._frames = [f + codes.shape[-1] for f in self._frames]
         return hidden.clamp_(min=-1, max=1).squeeze(1)
 
     # --- building blocks -------------------------------------------------------------
