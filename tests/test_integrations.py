@@ -201,7 +201,7 @@ def test_pipecat_call_warms_at_start_streams_tokens_and_gets_captions(bridge):
     assert abs(captions[-1]["end_ms"] - captions[0]["start_ms"] - total // 2 * 1000 / RATE) <= 2  # the audio's span
     words = [f for f in sink.frames if isinstance(f, TTSTextFrame)]
     # (on failure, the words as Pipecat emitted them, with their pts: the order is Pipecat's
-    # sequencer's; seen out of order twice in full-suite runs, session 13)
+    # sequencer's; seen out of order twice in full-suite runs, session 13, cause not found)
     assert " ".join(f.text for f in words).split() == " ".join(REPLY).split(), [(f.text, f.pts) for f in words]
     assert all(f.pts for f in words) and [f.pts for f in words] == sorted(f.pts for f in words)
     # Pipecat's metrics: time to first byte of the turn

@@ -57,12 +57,11 @@ def _split_threads() -> int:
 
 
 # The fewest torch threads (cores) at which the codec gets its own lane (half the threads)
-# by default; below, it decodes inside the step (bench/RESULTS.md, Issue 25, session 9).
-# Since helper threads no longer throttle the stepping thread's OpenMP team
-# (thread_priority), decoding in the step on both of 2 cores measured 23 % faster at B=1
-# and 10 % at B=8 (session 13; OVERLAP_DECODE=0); the default waits on the Pipecat
-# word-order failure seen with it in the full suite (bench/RESULTS.md, session 13).
-OVERLAP_MIN_CORES = 2
+# by default; below, it decodes inside the step on all of them. Measured on 2 cores once
+# helper threads no longer throttled the stepping thread's OpenMP team (thread_priority):
+# in the step is 23 % faster at B=1 and 10 % at B=8 (bench/RESULTS.md, session 13); the
+# lane's 2 + 2 split on 4 cores is not measured (2-core machines only).
+OVERLAP_MIN_CORES = 4
 
 
 def overlap_by_default(cores: int) -> bool:
