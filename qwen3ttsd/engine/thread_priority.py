@@ -13,8 +13,9 @@ spinning between parallel regions ("throttled" waits), so every one of the stepp
 thread's small parallel ops - hundreds a frame - waits for a futex wake-up. One idle
 prompt-builder thread that had run a single parallel op was enough: the 0.6B int8
 predictor frame went from 80 to 130 ms at 2 threads (bench/RESULTS.md, session 13). A
-helper that runs torch therefore pins itself to one thread (:func:`pin_torch_threads`),
-and only the stepping thread and the codec lane have teams.
+helper that runs torch therefore pins itself to one thread (:func:`pin_torch_threads`);
+only the stepping thread and the codec lane keep teams, and helper work that needs several
+cores gets a team on a thread that ends with it (:func:`on_own_team`).
 """
 
 from __future__ import annotations
