@@ -14,7 +14,7 @@ HOST    ?= 127.0.0.1
 PORT    ?= 8880
 PYTEST_ARGS ?=
 
-.PHONY: install system-deps run tiny-model test test-fast lint bench bench-engine bench-bridge bench-text bench-text-stream bench-wyoming bench-concurrency bench-cold-start bench-clone bench-upstream soak verify-units clean device-kit device-check
+.PHONY: install system-deps run tiny-model test test-fast lint bench bench-engine bench-bridge bench-text bench-text-stream bench-wyoming bench-concurrency bench-cold-start bench-clone bench-upstream bench-quant soak verify-units clean device-kit device-check
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -94,6 +94,12 @@ bench-concurrency: install
 
 bench-upstream: install
 	nice $(BIN)/python bench/bench_upstream.py
+
+# CPU weights side by side on the 0.6B architecture: where a frame's time goes (fp32 / int8 / int4,
+# 1 and 2 threads, B=1 and 8), then each mode's predictor logits against fp32's (issue 25).
+bench-quant: install
+	$(BIN)/python bench/bench_frame_parts.py --size 0.6b --quants none,int8,int4 --threads 1,2 --reps 2
+	$(BIN)/python bench/bench_int8_quality.py --size 0.6b
 
 bench-cold-start: install
 	$(BIN)/python bench/bench_cold_start.py --configs tiny@qwen_tts,tiny,0.6b+int8@qwen_tts,0.6b+int8

@@ -42,7 +42,7 @@ def start_daemon(model: str, runtime: Path, engine: str, max_batch: int, device:
     """``engine``: sequential | batched (the daemon's defaults: on the CPU int8 linears and the
     codec on its own lane from 2 cores), with options: ``+rowdecode`` (one codec call per
     stream, not one per step), ``+overlap`` / ``+nooverlap`` (the codec lane forced on / off),
-    ``+int8`` / ``+fp32`` (the linears' QWEN3TTSD_QUANT forced), ``+noprewarm`` (no codec
+    ``+int8`` / ``+int4`` / ``+fp32`` (the linears' QWEN3TTSD_QUANT forced), ``+noprewarm`` (no codec
     kernel prewarm after the load)."""
     engine, *flags = engine.split("+")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("QWEN3TTSD_", "LISTEN_", "NOTIFY_"))}
@@ -50,7 +50,7 @@ def start_daemon(model: str, runtime: Path, engine: str, max_batch: int, device:
                QWEN3TTSD_IDLE_TIMEOUT="-1", QWEN3TTSD_ENGINE=engine, QWEN3TTSD_MAX_BATCH=str(max_batch),
                QWEN3TTSD_QUEUE_MAX="256", QWEN3TTSD_BATCH_DECODE="0" if "rowdecode" in flags else "1",
                QWEN3TTSD_OVERLAP_DECODE="1" if "overlap" in flags else "0" if "nooverlap" in flags else "auto",
-               QWEN3TTSD_QUANT="int8" if "int8" in flags else "none" if "fp32" in flags else "auto",
+               QWEN3TTSD_QUANT=next((q for q in ("int8", "int4") if q in flags), "none" if "fp32" in flags else "auto"),
                QWEN3TTSD_PREWARM="0" if "noprewarm" in flags else "1",
                QWEN3TTSD_DEVICE=device, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     p = subprocess.Popen([sys.executable, "-m", "qwen3ttsd.daemon.main", "--runtime-dir", str(runtime)],

@@ -79,9 +79,13 @@ def patched_embedding(clock: Clock) -> SimpleNamespace:
     return ns
 
 
+INT4_ROWS: dict[str, int] = {}   # per quant mode: up to how many rows its int4 copies serve (engine/int4.py)
+
+
 def run(engine: Engine, quant: str, batch: int, frames: int, seed: int | None) -> dict[str, float]:
     """ms per step (= per frame of every row) of each part, over ``frames`` steps."""
     b = BatchedBackend(engine, BackendOptions(max_batch=batch, quant=quant, prewarm_frames=0))
+    INT4_ROWS[quant] = b.status["int4_rows"]
     clock = Clock()
     instrument(b, clock)
     batched_mod.F = patched_embedding(clock)  # type: ignore[assignment]
@@ -112,30 +116,32 @@ def main() -> int:
     ap.add_argument("--threads", default="1", help="torch threads, e.g. 1,2 (each mode at each count)")
     ap.add_argument("--frames", type=int, default=12)
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--quants", default="int8")
+    ap.add_argument("--quants", default="int8", help="e.g. none,int8,int4 (QWEN3TTSD_QUANT's values)")
     ap.add_argument("--batches", default="1,8")
     ap.add_argument("--seeded", action="store_true",
                     help="seeded requests (int8 then computes each row as if alone: B=8 costs ~8 rows' M=1 time)")
     a = ap.parse_args()
     threads = [int(x) for x in a.threads.split(",")]
     model, tmp = checkpoint(a)
-    engine = Engine(model, LoadOptions(device="cpu", dtype="float32", weights="own"))
-    engine.load()
     quants = sorted(("" if q == "none" else q for q in a.quants.split(",")), key=bool)  # fp32 first
+    engines = {}
+    for quant in quants:  # one each: int8 and int4 release the fp32 linears they are built from
+        engines[quant] = Engine(model, LoadOptions(device="cpu", dtype="float32", weights="own"))
+        engines[quant].load()
     batches = [int(x) for x in a.batches.split(",")]
     results: dict[tuple[str, int, int], list[dict[str, float]]] = defaultdict(list)
     loads = [os.getloadavg()[0]]
-    for quant in quants:  # in turn: int8 with its own weights releases the fp32 linears
-        modes = [(b, n) for b in batches for n in threads]
-        for rep in range(a.reps + 1):  # rep 0 warms up (kernels for every shape); modes alternate: side by side
-            for batch, n in modes:
-                torch.set_num_threads(n)
-                r = run(engine, quant, batch, a.frames, 100 * rep if a.seeded else None)
-                if rep:
-                    results[(quant, batch, n)].append(r)
-            loads.append(os.getloadavg()[0])
+    modes = [(q, b, n) for q in quants for b in batches for n in threads]
+    for rep in range(a.reps + 1):  # rep 0 warms up (kernels for every shape); modes alternate: side by side
+        for quant, batch, n in modes:
+            torch.set_num_threads(n)
+            r = run(engines[quant], quant, batch, a.frames, 100 * rep if a.seeded else None)
+            if rep:
+                results[(quant, batch, n)].append(r)
+        loads.append(os.getloadavg()[0])
     print(f"model {a.model or a.size}, {a.frames} frames, {'seeded' if a.seeded else 'unseeded'} requests, "
-          f"median of {a.reps}; load average {min(loads):.2f}-{max(loads):.2f}")
+          f"median of {a.reps}; load average {min(loads):.2f}-{max(loads):.2f}; int4 copies serve up to "
+          + ", ".join(f"{q or 'none'} {r} rows" for q, r in INT4_ROWS.items()))
     cols = (*PARTS, "step")
     print(f"{'quant':6} {'B':>2} {'thr':>3} " + " ".join(f"{c:>13}" for c in cols) + "   ms per step (% of step)")
     for (quant, batch, n), rs in results.items():

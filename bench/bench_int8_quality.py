@@ -1,6 +1,8 @@
-"""int8 serving against fp32 (issue 25 item 2): per-tensor vs per-channel weight scales.
+"""int8 and int4 serving against fp32 (issue 25 item 2): int8 with per-tensor vs per-channel
+weight scales, and int4 (``QWEN3TTSD_QUANT=int4``: the predictor's int4 copies, here serving
+every batch of up to 4 rows whatever this CPU's timing would choose).
 
-For each mode, the predictor's 15 steps of a few frames (random talker states, B=8),
+For each mode, the predictor's 15 steps of a few frames (random talker states, B=4),
 teacher-forced on the fp32 backend's greedy codes: the largest logit error over the logits'
 std, how often the int8 logits pick fp32's code, and how often free-running greedy codes
 equal fp32's; then the talker's codec head and the lm heads alone on the same inputs.
@@ -23,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common import add_model_args, checkpoint
 
-from qwen3ttsd.engine import Engine, LoadOptions, lean
+from qwen3ttsd.engine import Engine, LoadOptions, int4, lean
 from qwen3ttsd.engine.backend import BackendOptions
 from qwen3ttsd.engine.batched import BatchedBackend
 from qwen3ttsd.testing.teacher_forcing import predictor_frame
@@ -51,8 +53,8 @@ def main() -> int:
     model, tmp = checkpoint(a)
     ref = BatchedBackend(load(model, a.spread), BackendOptions(max_batch=8))
     g = torch.Generator().manual_seed(0)
-    cases = [(torch.randn(8, 1, ref.code_tables[0].shape[1], generator=g),
-              torch.randint(0, ref.code_tables[1].shape[0], (8,), generator=g)) for _ in range(a.frames)]
+    cases = [(torch.randn(4, 1, ref.code_tables[0].shape[1], generator=g),
+              torch.randint(0, ref.code_tables[1].shape[0], (4,), generator=g)) for _ in range(a.frames)]
     with torch.inference_mode():
         want = [predictor_frame(ref, h, c0) for h, c0 in cases]
         d_head = ref.predictor.lm_head[0].in_features
@@ -60,12 +62,14 @@ def main() -> int:
         xt = torch.randn(64, 1, ref.code_tables[0].shape[1], generator=g)
         heads_ref = [h(x) for h in ref.lm_heads]
         codec_ref = ref.codec_head(xt)
-    print(f"model {a.size}, {a.frames} frames x B=8, row spread {a.spread:g}x")
+    print(f"model {a.size}, {a.frames} frames x B=4, row spread {a.spread:g}x")
     print(f"{'weights':12} {'max|dlogit|/std':>16} {'picks agree':>12} {'free codes agree':>17} "
           f"{'lm heads max/std':>17} {'codec head max/std':>19}")
-    for name, per_channel in (("per-tensor", False), ("per-channel", True)):
+    int4.rows_where_faster = lambda *args, **kwargs: int4.MAX_ROWS  # type: ignore[assignment]
+    for name, per_channel, quant in (("int8 tensor", False, "int8"), ("int8 channel", True, "int8"),
+                                     ("int4 (+int8)", True, "int4")):
         lean.quantize_int8 = functools.partial(quantize, per_channel=per_channel)  # type: ignore[assignment]
-        b = BatchedBackend(load(model, a.spread), BackendOptions(max_batch=8, quant="int8"))
+        b = BatchedBackend(load(model, a.spread), BackendOptions(max_batch=8, quant=quant))
         rel, agree, free_agree, n = 0.0, 0, 0, 0
         with torch.inference_mode():
             for (h, c0), (codes, lg) in zip(cases, want):

@@ -58,7 +58,9 @@ class DaemonConfig:
     upstream_key: str = ""                 # engine=upstream: bearer key for the HTTP upstreams
     max_batch: int = 16                    # streams the batched engine steps together
     quant: str = "auto"                    # batched engine's talker/predictor linears: auto (int8 on
-                                           # the CPU, none on a GPU) | int8 | none (engine/backend.py)
+                                           # the CPU, none on a GPU) | int8 | int4 (int8, plus the
+                                           # predictor's int4 copies for batches of <= 4 rows where they
+                                           # are faster on this CPU; lower quality: engine/int4.py) | none
     codec_quant: str = "none"              # int8: batched engine, CPU: the codec's convs in int8/bf16
                                            # where the audio holds 33 dB SNR vs fp32 (engine/codec_quant.py)
     weights: str = "own"                   # own: the batched engine loads the checkpoint itself (no

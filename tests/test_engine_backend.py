@@ -115,11 +115,12 @@ def test_quant_setting_auto_is_int8_on_the_cpu_and_none_on_a_gpu():
 
     d = config.load(config.DaemonConfig, "daemon", env={"QWEN3TTSD_CONFIG": "/nonexistent"})
     assert BackendOptions.from_config(d).quant == "auto"
-    assert [serving_quant(s, "cpu") for s in ("auto", "int8", "none", "", "INT8")] == ["int8", "int8", "", "", "int8"]
-    assert [serving_quant(s, "cuda") for s in ("auto", "int8", "none")] == ["", "", ""]
+    assert [serving_quant(s, "cpu") for s in ("auto", "int8", "int4", "none", "", "INT8")] == \
+        ["int8", "int8", "int8", "", "", "int8"]   # int4: int8 plus the predictor's int4 copies
+    assert [serving_quant(s, "cuda") for s in ("auto", "int8", "int4", "none")] == ["", "", "", ""]
     bad = config.load(config.DaemonConfig, "daemon",
-                      env={"QWEN3TTSD_CONFIG": "/nonexistent", "QWEN3TTSD_QUANT": "int4"})
-    with pytest.raises(ValueError, match="quant must be one of auto, int8, none"):
+                      env={"QWEN3TTSD_CONFIG": "/nonexistent", "QWEN3TTSD_QUANT": "int2"})
+    with pytest.raises(ValueError, match="quant must be one of auto, int8, int4, none"):
         BackendOptions.from_config(bad)
 
 

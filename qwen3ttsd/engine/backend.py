@@ -111,7 +111,7 @@ class BackendOptions:
                    prewarm_frames=max(cfg.first_chunk_frames, cfg.chunk_frames) if cfg.prewarm else 0)
 
 
-QUANT_SETTINGS = ("auto", "int8", "none")   # QWEN3TTSD_QUANT ("" reads as none)
+QUANT_SETTINGS = ("auto", "int8", "int4", "none")   # QWEN3TTSD_QUANT ("" reads as none)
 
 
 def quant_setting(value: str) -> str:
@@ -128,9 +128,18 @@ def serving_quant(setting: str, device_type: str) -> str:
     or "" (none). ``auto`` is int8 on the CPU, where the talker's and predictor's matrix-
     vector products are memory-bound and read 4x fewer bytes (issue 25: the 0.6B step
     0.57x realtime int8 vs 4x slower fp32), and none on a GPU (bf16 there; int8 is a CPU
-    kernel). An explicit ``int8`` off the CPU also serves unquantized (the backend warns)."""
+    kernel). An explicit ``int8`` off the CPU also serves unquantized (the backend warns).
+    ``int4`` is int8 too, with the predictor's int4 copies for small batches (:func:`int4_rows`)."""
     v = quant_setting(setting)
-    return "int8" if device_type == "cpu" and v in ("auto", "int8") else ""
+    return "int8" if device_type == "cpu" and v in ("auto", "int8", "int4") else ""
+
+
+def int4_rows(setting: str) -> int | None:
+    """Whether the code predictor's int8 linears also get int4 copies for small batches
+    (:mod:`.int4`): with ``int4``, None (up to how many rows is measured on this CPU when the
+    weights are built), else 0. Not part of ``auto``: int4's error is ~4x int8's (its
+    figures in bench/RESULTS.md), faster on some CPUs only, so it is the user's call."""
+    return None if quant_setting(setting) == "int4" else 0
 
 
 def _auto_or_bool(name: str, value: str | bool) -> bool | None:

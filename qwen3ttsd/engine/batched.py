@@ -50,13 +50,24 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import Cancelled, TTSError
-from .backend import Audio, BackendOptions, Failed, Stream, internal_error, quant_setting
+from .backend import Audio, BackendOptions, Failed, Stream, int4_rows, internal_error, quant_setting
 from .codec_lane import CodecLane, Leaving, cpu_threads, overlap_by_default
 from .codec_quant import codec_precision
 from .engine import AudioOut, Engine, warmup_request
 from .host_sync import HostRead
+from .int4 import attach_int4
 from .kv_cache import RowKV
-from .lean import Norm, alone_spans, dense, int8_rows, int8_unavailable, lean_layers, rope_tables, serving_int8
+from .lean import (
+    LeanLayer,
+    Norm,
+    alone_spans,
+    dense,
+    int8_rows,
+    int8_unavailable,
+    lean_layers,
+    rope_tables,
+    serving_int8,
+)
 from .loader import derived
 from .predictor_loop import StaticStepKV
 from .prewarm import Prewarm, codec_shapes
@@ -160,7 +171,7 @@ class BatchedBackend:
         self._cached: Any = None        # the weight cache whose int8 weights are still packing (_settle_weights)
         self.quant = self._serving_quant(options.quant)
         if self.quant == "int8":
-            self._use_int8()
+            self._use_int8(options.quant)
         elif "_qwen3ttsd_fp32_released" in m.__dict__ or getattr(getattr(engine, "weight_cache", None), "hit", False):
             raise TTSError("internal", "this model serves int8: its fp32 linears were released")
         codec_precision(self.engine.new_decoder().decoder, options.codec_quant, self.device)
@@ -206,6 +217,7 @@ class BatchedBackend:
     @property
     def status(self) -> dict[str, Any]:
         return {"kind": "batched", "capacity": self.capacity, "quant": self.quant or None,
+                "int4_rows": max((layer.small_rows for layer in self.predictor_layers), default=0),
                 "batch_decode": self.lane.batch_decode, "overlap_decode": self.lane.overlaps,
                 "threads": self.lane.split,
                 "codec_prewarm": self.prewarm.status if self.prewarm else None}
@@ -241,26 +253,36 @@ class BatchedBackend:
             log.info("serving unquantized linears on %s (QWEN3TTSD_QUANT=%s)", self.device, setting)
         return ""
 
-    def _use_int8(self) -> None:
+    def _use_int8(self, setting: str) -> None:
         """int8 weights for the talker's and predictor's linears (CPU: memory-bound matrix-
-        vector products read 4x fewer bytes). Embeddings, norms and the codec stay fp32.
+        vector products read 4x fewer bytes), and the predictor's int4 copies for small
+        batches where they pay (:mod:`.int4`). Embeddings, norms and the codec stay fp32.
         Built once per loaded model, and then the fp32 linears are freed: qwen-tts's own
         talker modules can no longer run (a loaded model has one backend)."""
-        from .lean import quantize_int8
         from .weight_cache import from_cache_or, store_when_idle
 
         fp32_layers = self.talker_layers + self.predictor_layers
         cache = getattr(self.engine, "weight_cache", None)
         self.talker_layers, self.predictor_layers, codec_head, lm_heads = derived(
-            self.model, "_qwen3ttsd_int8", lambda: from_cache_or(cache, lambda: (
-                [layer.int8() for layer in self.talker_layers], [layer.int8() for layer in self.predictor_layers],
-                quantize_int8(self.talker.codec_head), list(quantize_int8(self.predictor.lm_head)))))
+            self.model, "_qwen3ttsd_int8", lambda: from_cache_or(cache, lambda: self._quantized(setting)))
         self.codec_head, self.lm_heads = dense(codec_head), [dense(head) for head in lm_heads]
         derived(self.model, "_qwen3ttsd_fp32_released", lambda: self._release_fp32(fp32_layers))
         if cache is not None and cache.hit:
             self._cached = cache
         if cache is not None and not cache.hit:
             self._store_cache = lambda: store_when_idle(cache, self, "_qwen3ttsd_int8", self.talker)
+
+    def _quantized(self, setting: str) -> tuple[list[LeanLayer], list[LeanLayer], torch.nn.Module, list]:
+        """The int8 structure :meth:`_use_int8` serves and the weight cache keeps."""
+        from .lean import quantize_int8
+
+        predictor = [layer.int8() for layer in self.predictor_layers]
+        rows = on_own_team(cpu_threads(), None, lambda: attach_int4(predictor, self.predictor_layers,
+                                                                    int4_rows(setting)))
+        if rows:
+            log.info("predictor: int4 copies serve batches of up to %d rows", rows)
+        return ([layer.int8() for layer in self.talker_layers], predictor,
+                quantize_int8(self.talker.codec_head), list(quantize_int8(self.predictor.lm_head)))
 
     def _release_fp32(self, fp32_layers: list) -> bool:
         """The int8 copies serve: free the fp32 linears they were made from (issue 19)."""

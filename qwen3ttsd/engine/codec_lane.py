@@ -82,9 +82,9 @@ class CodecLane:
     Why: on CPU the codec decoder is compute-bound while the talker and predictor are
     memory-bound, so step n can decode on some cores while step n+1 generates on the
     others. On by default from ``OVERLAP_MIN_CORES`` cores (``QWEN3TTSD_OVERLAP_DECODE=auto``;
-    1 / 0 force it): on the 2-core box, 0.6B int8, one thread each beat both threads for
-    the step then both for the codec by 19-31 % at B=1 (B=8: -13 % to +14 %, noise);
-    figures in bench/RESULTS.md (Issue 25, session 9).
+    1 / 0 force it). On 2 cores it lost once idle helper threads no longer throttled the
+    stepping thread's OpenMP team (session 13; it had won by 19-31 % at B=1 in session 9,
+    on that throttling): see ``OVERLAP_MIN_CORES``.
 
     Jobs run in submission order, so every stream's chunks stay in order; at most
     ``MAX_AHEAD`` are queued (a chunk of several frames decodes while several steps

@@ -209,7 +209,8 @@ class Engine:
         o = self.options
         if not (o.cache_dir and serving_int8(o.quant, str(device).split(":")[0])):
             return None
-        mode = "int8"
+        from .backend import quant_setting
+        mode = "int4" if quant_setting(o.quant) == "int4" else "int8"   # int4 adds copies (int4.py)
         from .checkpoint import WEIGHTS_FILE
         from .weight_cache import WeightCache
 

@@ -133,9 +133,9 @@ def serving_int8(setting: str, device_type: str) -> bool:
     why = int8_unavailable()
     if why is None:
         return True
-    if quant_setting(setting) == "int8":
-        raise TTSError("unsupported", f"QWEN3TTSD_QUANT=int8: torch's int8 kernels do not run on this CPU "
-                                      f"({why}); set it to auto or none")
+    if quant_setting(setting) in ("int8", "int4"):
+        raise TTSError("unsupported", f"QWEN3TTSD_QUANT={quant_setting(setting)}: torch's int8 kernels do not "
+                                      f"run on this CPU ({why}); set it to auto or none")
     return False
 
 
@@ -194,6 +194,18 @@ def _int8_by_rows(linear: torch.nn.Module, x: Tensor) -> Tensor:
     if spans is None:
         return _int8(linear, x)
     return torch.cat([_int8(linear, x[span]) for span in spans])
+
+
+def _int8_or_int4(linear: torch.nn.Module, small: Callable[[Tensor], Tensor], max_rows: int, x: Tensor) -> Tensor:
+    """An int8 Linear with an int4 copy (:meth:`LeanLayer.with_int4`): each of
+    :data:`INT8_ROWS`' spans (or the whole input) by int4 where it has up to ``max_rows``
+    rows, else by int8. A seeded row is a span of its own, so it takes the same path
+    whatever else is batched."""
+    spans = INT8_ROWS.spans
+    if spans is None:
+        return small(x) if x.shape[0] <= max_rows else _int8(linear, x)
+    parts = (x[span] for span in spans)
+    return torch.cat([small(p) if p.shape[0] <= max_rows else _int8(linear, p) for p in parts])
 
 
 def _int8(linear: Any, x: Tensor) -> Tensor:
@@ -360,9 +372,18 @@ class LeanLayer:
         self.mlp_scale = _scale(getattr(layer, "mlp_layer_scale", None))
         self._bind()
 
+    small: list[Any] | None = None   # int4 copies of (qkv, o_proj, gate_up, down) (:mod:`.int4`)
+    small_rows = 0                   # ... used for inputs (spans) of up to this many rows
+
     def _bind(self) -> None:
-        """The projections' forwards, as :func:`dense` calls them."""
-        self._qkv, self._o, self._gate_up, self._down = map(dense, (self.qkv, self.o_proj, self.gate_up, self.down))
+        """The projections' forwards, as :func:`dense` calls them; with int4 copies, those
+        for inputs of up to :attr:`small_rows` rows."""
+        linears = (self.qkv, self.o_proj, self.gate_up, self.down)
+        small = self.small if self.small and self.small_rows else [None] * 4
+        self._qkv, self._o, self._gate_up, self._down = map(self._forward, linears, small)
+
+    def _forward(self, linear: torch.nn.Module, small: Any) -> Callable[[Tensor], Tensor]:
+        return dense(linear) if small is None else functools.partial(_int8_or_int4, linear, small, self.small_rows)
 
     def __call__(self, x: Tensor, cos: Tensor, sin: Tensor, cache: Any, mask: Tensor | None) -> Tensor:
         """x (B, T, D); cos/sin from :func:`rope_tables`; ``cache.update(k, v, layer)``
@@ -404,6 +425,20 @@ class LeanLayer:
         q.qkv, q.o_proj, q.gate_up, q.down = quantize_int8(linears)
         q._bind()
         return q
+
+    def with_int4(self, source: "LeanLayer", rows: int) -> "LeanLayer":
+        """This (int8) layer, also computing inputs of up to ``rows`` rows with int4 copies
+        of ``source``'s (float) projections: :mod:`.int4`. Unchanged where one of them does
+        not fit the int4 kernel."""
+        from .int4 import Int4Linear, fits
+
+        linears = (source.qkv, source.o_proj, source.gate_up, source.down)
+        if rows < 1 or not all(fits(m.weight) for m in linears):
+            return self
+        self.small = [Int4Linear.quantize(m.weight, m.bias) for m in linears]
+        self.small_rows = rows
+        self._bind()
+        return self
 
 
 def lean_layers(layers: Any, windowed: bool = False) -> list[LeanLayer]:

@@ -108,6 +108,13 @@ SIZES: dict[str, dict[str, Any]] = {
         tts_model_size="0b6",
     ),
 }
+# "tiny" whose code predictor's projections fit torch's int4 CPU kernel (engine/int4.py:
+# input widths a multiple of 32, outputs of 16): the int4 tests' model.
+SIZES["tiny-wide"] = dict(
+    SIZES["tiny"],
+    predictor=dict(SIZES["tiny"]["predictor"], hidden_size=32, intermediate_size=64, num_attention_heads=4,
+                   num_key_value_heads=2),
+)
 SIZES["1.7b"] = dict(
     SIZES["0.6b"],
     talker=dict(SIZES["0.6b"]["talker"], hidden_size=2048, intermediate_size=6144),
@@ -301,7 +308,7 @@ def build(out_dir: str | os.PathLike, variant: str = "custom_voice", size: str =
     out.mkdir(parents=True, exist_ok=True)
     torch_dtype = {"bfloat16": torch.bfloat16, "float32": torch.float32,
                    "float16": torch.float16}[dtype]
-    big = size != "tiny"
+    big = not size.startswith("tiny")
 
     cfg_dict = build_config(variant, size)
     cfg = Qwen3TTSConfig(**cfg_dict)
