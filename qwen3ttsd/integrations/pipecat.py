@@ -12,6 +12,13 @@ server stops generating within a frame), and the server's sentence ``caption`` e
 while the reply speaks - become Pipecat's word timestamps, so its transcripts and sentence
 frames follow the audio. Any voice works: built-in speakers, OpenAI names, saved clone voices.
 
+Captions can come before the LLM has ended their sentence (the server speaks a sentence's end
+without waiting for the next one's first token). Pipecat's streaming sequencer has no slot for
+such a sentence yet and buffers its words, then - when the next token ends it - queues them
+behind the sentence's words already waiting to play, which come out first. So the service hands
+Pipecat a caption's words only once their sentence has its slot (its announcement frame went
+into the audio context) or the turn's text is complete, which is when Pipecat would emit them.
+
 The wire protocol has no context ids: the call speaks its text in order, so audio belongs to
 the oldest context not yet ended, a ``flushed`` ends every context sent before that flush, and
 after a ``cancel`` everything up to the server's ``cancelled`` belongs to the interrupted turn
@@ -31,7 +38,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from loguru import logger
-from pipecat.frames.frames import ErrorFrame, Frame, TTSAudioRawFrame, TTSStoppedFrame
+from pipecat.frames.frames import (
+    AggregatedTextFrame,
+    ErrorFrame,
+    Frame,
+    TTSAudioRawFrame,
+    TTSStoppedFrame,
+    TTSTextFrame,
+)
 from pipecat.processors.frame_processor import FrameProcessorSetup
 from pipecat.services.settings import TTSSettings
 from pipecat.services.tts_service import TextAggregationMode, WebsocketTTSService
@@ -44,6 +58,15 @@ from . import phone
 # A turn's context ends at the server's "flushed" or at an interruption; the base class's
 # quiet-time cut-off (3 s) is only a safety net here, so a slow LLM pause does not end it.
 STOP_FRAME_TIMEOUT_S = 10.0
+
+
+@dataclass
+class _Words:
+    """A context's caption words on their way to Pipecat (TOKEN aggregation only)."""
+
+    held: list[tuple[str, float]] = field(default_factory=list)  # (word, seconds), in order
+    room: int = 0          # words of sentences Pipecat has a slot for, not yet handed over
+    all_in: bool = False   # the context's text is complete: every sentence has its slot
 
 
 @dataclass
@@ -80,6 +103,8 @@ class Qwen3TTSService(WebsocketTTSService):
         self._flushes: deque[str] = deque()    # the context each unanswered "flush" ended
         self._origin_ms: dict[str, int] = {}   # a context's first audio on the call's timeline
         self._cancels = 0                      # "cancel"s sent whose "cancelled" has not come back
+        self._words: dict[str, _Words] = {}    # caption words held until Pipecat can place them
+        self._hold_words = text_aggregation_mode == TextAggregationMode.TOKEN
 
     def can_generate_metrics(self) -> bool:
         return True
@@ -147,6 +172,7 @@ class Qwen3TTSService(WebsocketTTSService):
         self._speaking.clear()
         self._flushes.clear()
         self._origin_ms.clear()
+        self._words.clear()
 
     async def _send(self, msg: dict[str, Any]) -> None:
         if self._websocket is None:
@@ -177,6 +203,9 @@ class Qwen3TTSService(WebsocketTTSService):
     async def flush_audio(self, context_id: str | None = None) -> None:
         """End of the LLM's turn: the server speaks what it holds, then answers ``flushed``."""
         ctx = context_id or (self._speaking[-1] if self._speaking else None)
+        if ctx is not None:  # Pipecat calls this after the turn's last sentence got its slot
+            self._words.setdefault(ctx, _Words()).all_in = True
+            await self._pass_words(ctx)
         if self._websocket and ctx is not None and ctx in self._speaking and ctx not in self._flushes:
             try:
                 await self._send(phone.FLUSH)
@@ -184,9 +213,29 @@ class Qwen3TTSService(WebsocketTTSService):
             except Exception as e:  # noqa: BLE001 - the receive task reconnects
                 logger.warning(f"{self} flush: {e}")
 
+    async def append_to_audio_context(self, context_id: str | None, frame: Any) -> None:
+        await super().append_to_audio_context(context_id, frame)
+        if (context_id and self._hold_words and isinstance(frame, AggregatedTextFrame)
+                and not isinstance(frame, TTSTextFrame) and frame.will_be_spoken):
+            # Pipecat's streaming sequencer announces a sentence it now has a slot for
+            self._words.setdefault(context_id, _Words()).room += len(frame.text.split())
+            await self._pass_words(context_id)
+
+    async def _pass_words(self, ctx: str) -> None:
+        """Hand Pipecat the held words it has sentences for, in order."""
+        w = self._words.get(ctx)
+        if w is None or not w.held:
+            return
+        n = len(w.held) if w.all_in or not self._hold_words else min(w.room, len(w.held))
+        words, w.held = w.held[:n], w.held[n:]
+        w.room = max(0, w.room - n)
+        if words:
+            await self.add_word_timestamps(words, ctx)
+
     async def on_audio_context_interrupted(self, context_id: str) -> None:
         """Barge-in: one ``cancel`` for everything the call still has queued."""
         await self.stop_all_metrics()
+        self._words.pop(context_id, None)
         if self._speaking and self._websocket:
             self._forget()
             try:
@@ -225,8 +274,9 @@ class Qwen3TTSService(WebsocketTTSService):
         elif kind == "caption" and self._speaking:
             ctx = self._speaking[0]
             origin = self._origin_ms.setdefault(ctx, int(ev["start_ms"]))
-            words = [(w, start) for w, start, _ in phone.caption_words(ev, origin)]
-            await self.add_word_timestamps(words, ctx)
+            self._words.setdefault(ctx, _Words()).held.extend(
+                (w, start) for w, start, _ in phone.caption_words(ev, origin))
+            await self._pass_words(ctx)
         elif kind == "flushed" and self._flushes:
             await self.stop_all_metrics()
             last = self._flushes.popleft()  # everything sent before this flush has been spoken
@@ -235,6 +285,10 @@ class Qwen3TTSService(WebsocketTTSService):
 
     async def _end_context(self, ctx: str) -> None:
         self._origin_ms.pop(ctx, None)
+        if ctx in self._words:  # (a context ends after its flush: nothing is held by then)
+            self._words[ctx].all_in = True
+            await self._pass_words(ctx)
+            del self._words[ctx]
         if self.audio_context_available(ctx):
             await self.append_to_audio_context(ctx, TTSStoppedFrame(context_id=ctx))
             await self.remove_audio_context(ctx)
