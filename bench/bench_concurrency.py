@@ -1,9 +1,10 @@
 """Concurrency benchmark: the real daemon over its socket, sequential vs batched engine.
 
-For each engine backend a daemon is started on a random-weight checkpoint; after a warm-up
-(and once its codec kernels are built: engine/prewarm.py), N = 1, 2, 4, 8 (and 16) clients
+For each engine backend a daemon is started on a random-weight checkpoint (all of them at
+once: memory for each); after a warm-up (and once its codec kernels are built:
+engine/prewarm.py), N = 1, 2, 4, 8 (and 16) clients
 each send one sentence at the same moment (unseeded, as calls are; ``--seeded``: seeded,
-which int8 computes as if alone), in ``--waves`` waves per N. Printed, side
+which int8 computes as if alone), in ``--waves`` waves per N, the engines in turn. Printed, side
 by side from one run:
 
   first audio p50 / p95 over all streams of the waves (client side: request sent -> first
@@ -98,11 +99,9 @@ def wave(sock: str, n: int, frames: int, seeded: bool = False) -> dict:
             "aggregate": sum(r[2] for r in out) / wall}
 
 
-def level(sock: str, n: int, frames: int, waves: int, seeded: bool) -> dict:
-    """``waves`` waves of ``n`` streams: first-audio p50/p95 over all their streams (one wave
-    of 8 is too few samples for a stable p95), the slowest stream's x-realtime, the median
-    wave's aggregate."""
-    runs = [wave(sock, n, frames, seeded) for _ in range(waves)]
+def summary(runs: list[dict]) -> dict:
+    """Waves of one N: first-audio p50/p95 over all their streams (one wave of 8 is too few
+    samples for a stable p95), the slowest stream's x-realtime, the median wave's aggregate."""
     firsts = sorted(f for r in runs for f in r["firsts"])
     return {
         "first_p50": statistics.median(firsts),
@@ -114,29 +113,43 @@ def level(sock: str, n: int, frames: int, waves: int, seeded: bool) -> dict:
 
 def wait_prewarm(runtime: Path, timeout: float = 900) -> None:
     """Measure the steady state: wait until the daemon has built the codec's kernels for
-    every batch shape (engine/prewarm.py; its progress is in admin.status)."""
+    every batch shape (engine/prewarm.py) and written its weight cache after a first start
+    (engine/weight_cache.py: seconds of CPU at 0.6B, at idle); both are in admin.status."""
     end = time.monotonic() + timeout
     with Client(str(runtime / "admin.sock"), timeout=60) as c:
         while time.monotonic() < end:
             loaded = c.call("admin.status", {})["loaded"].values()
-            if all((info["backend"].get("codec_prewarm") or {"done": True})["done"] for info in loaded):
+            if all((info["backend"].get("codec_prewarm") or {"done": True})["done"]
+                   and (info.get("weight_cache") or {}).get("state") not in ("miss", "rebuilt") for info in loaded):
                 return
             time.sleep(0.2)
 
 
-def run_backend(model: str, engine: str, levels: list[int], frames: int, max_batch: int,
-                waves: int, device: str = "auto", seeded: bool = False) -> dict[int, dict]:
+def run_side_by_side(model: str, engines: list[str], levels: dict[str, list[int]], frames: int, max_batch: int,
+                     waves: int, device: str = "auto", seeded: bool = False) -> dict[str, dict[int, dict]]:
+    """Every engine's daemon started, warmed and settled first; then each wave of each N runs
+    on each engine in turn, so that the machine's drift over the minutes of a run (other
+    tenants, frequency) falls on all engines alike, not on whichever ran last."""
+    runs: dict[str, dict[int, list[dict]]] = {e: {n: [] for n in levels[e]} for e in engines}
     with tempfile.TemporaryDirectory() as tmp:
-        rt = Path(tmp)
-        p = start_daemon(model, rt, engine, max_batch, device)
+        daemons = {}
         try:
-            sock = str(rt / "tts.sock")
-            wave(sock, 2, 4)  # load the model, warm up kernels
-            wait_prewarm(rt)
-            return {n: level(sock, n, frames, waves, seeded) for n in levels}
+            for e in engines:
+                rt = Path(tmp) / e
+                rt.mkdir()
+                daemons[e] = start_daemon(model, rt, e, max_batch, device), str(rt / "tts.sock")
+                wave(daemons[e][1], 2, 4)  # load the model, warm up kernels
+                wait_prewarm(rt)
+            for _ in range(waves):
+                for n in sorted({n for e in engines for n in levels[e]}):
+                    for e in engines:
+                        if n in levels[e]:
+                            runs[e][n].append(wave(daemons[e][1], n, frames, seeded))
         finally:
-            p.terminate()
-            p.wait(30)
+            for p, _ in daemons.values():
+                p.terminate()
+                p.wait(30)
+    return {e: {n: summary(r) for n, r in by_n.items()} for e, by_n in runs.items()}
 
 
 def main() -> int:
@@ -164,8 +177,8 @@ def main() -> int:
     seq_levels = [int(x) for x in a.sequential_levels.split(",")] if a.sequential_levels else levels
     model, tmp = checkpoint(a)
     engines = a.engines.split(",")
-    res = {e: run_backend(model, e, seq_levels if e == "sequential" else levels, a.frames, a.max_batch,
-                          a.waves, a.device, a.seeded) for e in engines}
+    res = run_side_by_side(model, engines, {e: seq_levels if e == "sequential" else levels for e in engines},
+                           a.frames, a.max_batch, a.waves, a.device, a.seeded)
     print(f"\nmodel {a.size}, {a.frames} frames ({a.frames / 12.5:.1f} s audio) per stream, {a.waves} waves per level, "
           f"{os.cpu_count()} CPUs, {a.threads or 'default'} torch threads, chunk 4 frames, "
           f"{'seeded' if a.seeded else 'unseeded'} requests")
