@@ -104,7 +104,7 @@ async def load_voice(svc: DaemonState, ref: VoiceRef | None) -> VoiceSource | No
         return None
     if ref.saved:
         wav, meta = await asyncio.to_thread(svc.voices.get, ref.name)
-        return VoiceSource(ref.name, wav, meta.get("ref_text") or None)
+        return VoiceSource(ref.name, wav, meta.get("ref_text") or None, keep_dir=str(svc.voices.directory(ref.name)))
     try:
         wav = await asyncio.to_thread(process_reference, ref.upload)
     except AudioFormatError as e:

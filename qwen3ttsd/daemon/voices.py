@@ -5,7 +5,9 @@ Recordings of people's voices are biometric data: directories are created 0700 a
 
 The reference audio is stored already cleaned (mono 24 kHz, trimmed, normalised), so the
 clone prompt built from it is the same on every daemon start. Prompts themselves are
-cached in memory by the engine (keyed by name + content hash).
+cached in memory by the engine (keyed by name + content hash), and with the own weights kept
+in the voice's directory too (``prompt-*.safetensors``, :mod:`qwen3ttsd.engine.voice_cache`),
+so a start after an idle exit does not register the voice again.
 
 A voice is written into a private temp folder and renamed into place: a save that fails
 (a full disk, a file-size limit) leaves nothing behind and is ``storage_full``, which a
@@ -119,6 +121,10 @@ class VoiceStore:
         finally:
             if old is not None:
                 shutil.rmtree(old, ignore_errors=True)
+
+    def directory(self, name: str) -> Path:
+        """A saved voice's directory (what is kept there besides the recording goes with it)."""
+        return self._dir(name)
 
     def get(self, name: str) -> tuple[np.ndarray, dict]:
         import soundfile as sf

@@ -69,6 +69,8 @@ class VoiceSource:
     name: str
     wav: Any                       # float32 mono at the model's rate (numpy)
     ref_text: str | None = None
+    keep_dir: str | None = None    # a saved voice's directory: its registration is kept there
+                                   # between starts (engine/voice_cache.py); None: not kept
 
 
 @dataclass(eq=False)

@@ -15,13 +15,14 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
 from ..errors import TTSError
 from ..formats import MODEL_RATE as SAMPLE_RATE
-from . import host_sync
+from . import host_sync, voice_cache
 from .backend import VoiceSource
 from .loader import LoadOptions, load_model
 from .request import SynthesisRequest, SynthesisStats, checked, frame_budget  # noqa: F401 - frame_budget: re-exported
@@ -126,6 +127,7 @@ class Engine:
         self.tts: Any = None
         self.own: tuple[Any, Any] | None = None   # (TalkerWeights, CodecDecoder) with weights="own"
         self.weight_cache: Any = None             # WeightCache of the own weights' quantized form, if any
+        self._kept_key: str | None = None         # what kept clone registrations depend on (voice_cache.py)
         self.speaker_encoder: Any = None          # the own one (Base, weights="own" without qwen-tts)
         self.codec_encoder: Any = None            # the own one, loaded by the first ICL clone (ditto)
         self.load_info: dict[str, Any] = {}       # without qwen-tts (weights="own", not Base)
@@ -283,9 +285,11 @@ class Engine:
         return f"{voice_id}:{h.hexdigest()[:16]}"
 
     def add_voice(self, voice_id: str, wav: np.ndarray, sr: int, ref_text: str | None = None,
-                  x_vector_only: bool | None = None) -> VoicePrompt:
+                  x_vector_only: bool | None = None, keep_dir: str | None = None) -> VoicePrompt:
         """Register (or refresh) a clone voice. Cached by id + content hash: a cache hit
-        costs nothing; changed audio or text for the same id builds a new prompt."""
+        costs nothing; changed audio or text for the same id builds a new prompt. With
+        ``keep_dir`` (a saved voice's directory) and the own weights, the registration is
+        kept there for the next start (:mod:`.voice_cache`)."""
         if self.model_type != "base":
             raise TTSError("unsupported", f"voice cloning needs a Base model, loaded model is {self.model_type}")
         key = self.voice_key(voice_id, wav, ref_text)
@@ -297,19 +301,40 @@ class Engine:
                 return cached
             self.cache_misses += 1
             xvec = (not ref_text) if x_vector_only is None else x_vector_only
-            try:
-                item = self._clone_item(np.asarray(wav, dtype=np.float32), int(sr), ref_text or None, xvec)
-            except ValueError as e:
-                raise TTSError("bad_request", f"reference audio rejected: {e}") from e
-            prompt = VoicePrompt(key=key, item=item)
-            if item.ref_code is not None:
-                dec = StreamingDecoder(self._codec_decoder)
-                dec.prime(item.ref_code.to(self.serving_model.device))  # its state, not its audio
-                prompt.decoder_state = dec.get_state()
+            keep = Path(keep_dir) if keep_dir and self.tts is None else None
+            tag = voice_cache.registration_tag(key, xvec, self._checkpoint_key()) if keep else ""
+            kept = voice_cache.load(keep, tag, self._codec_decoder, self.serving_model.device) if keep else None
+            if kept is not None:
+                prompt = VoicePrompt(key=key, item=kept[0], decoder_state=kept[1])
+            else:
+                prompt = self._register(key, wav, sr, ref_text, xvec)
+                if keep:
+                    voice_cache.store(keep, tag, prompt.item, prompt.decoder_state, self._codec_decoder)
             self._voices[voice_id] = prompt
             while len(self._voices) > self._voice_cache_size:
                 self._voices.popitem(last=False)
             return prompt
+
+    def _register(self, key: str, wav: np.ndarray, sr: int, ref_text: str | None, xvec: bool) -> VoicePrompt:
+        """A clone's prompt item, and an ICL clone's codec state primed with its reference."""
+        try:
+            item = self._clone_item(np.asarray(wav, dtype=np.float32), int(sr), ref_text or None, xvec)
+        except ValueError as e:
+            raise TTSError("bad_request", f"reference audio rejected: {e}") from e
+        prompt = VoicePrompt(key=key, item=item)
+        if item.ref_code is not None:
+            dec = StreamingDecoder(self._codec_decoder)
+            dec.prime(item.ref_code.to(self.serving_model.device))  # its state, not its audio
+            prompt.decoder_state = dec.get_state()
+        return prompt
+
+    def _checkpoint_key(self) -> str:
+        if self._kept_key is None:
+            from .checkpoint import WEIGHTS_FILE
+
+            root = Path(self.model_dir)
+            self._kept_key = voice_cache.checkpoint_key([root / WEIGHTS_FILE, root / "speech_tokenizer" / WEIGHTS_FILE])
+        return self._kept_key
 
     def _clone_item(self, wav: np.ndarray, sr: int, ref_text: str | None, xvec: bool) -> Any:
         """A clone's prompt item: qwen-tts's ``create_voice_clone_prompt`` where qwen-tts is
@@ -372,7 +397,7 @@ class Engine:
     def use_voice(self, voice: VoiceSource | None) -> None:
         """Register a stream's clone voice (a no-op when cached with the same audio)."""
         if voice is not None:
-            self.add_voice(voice.name, voice.wav, SAMPLE_RATE, voice.ref_text)
+            self.add_voice(voice.name, voice.wav, SAMPLE_RATE, voice.ref_text, keep_dir=voice.keep_dir)
 
     @property
     def _codec_decoder(self):
