@@ -155,3 +155,19 @@ def test_a_daemon_reads_a_saved_voices_registration_after_an_idle_exit(tiny_mode
             assert len(_kept(state / "voices" / "brand")) == 1
     assert audio[0] == audio[1]
     assert "codec encoder loaded" in logs[0] and "codec encoder loaded" not in logs[1]
+
+
+def test_deleting_a_voice_takes_its_kept_registration_and_a_late_write_is_harmless(tiny_models, tmp_path):
+    from qwen3ttsd.daemon.voices import VoiceStore
+
+    store = VoiceStore(tmp_path)
+    store.add("brand", _clip(), "A reference.")
+    d = store.directory("brand")
+    e = _own(tiny_models)
+    e.add_voice("brand", _clip(), 24000, "A reference.", keep_dir=str(d))
+    assert len(_kept(d)) == 1
+    assert store.remove("brand") and not d.exists()
+    assert [p.name for p in (tmp_path / "voices").iterdir()] == []   # nothing half-deleted left
+    e.drop_voice("brand")
+    e.add_voice("brand", _clip(), 24000, "A reference.", keep_dir=str(d))   # a registration racing the delete
+    assert not d.exists()

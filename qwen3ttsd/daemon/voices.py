@@ -146,7 +146,11 @@ class VoiceStore:
         d = self._dir(name)
         if not d.exists():
             return False
-        shutil.rmtree(d)
+        # renamed away first (atomic): a registration being kept into it meanwhile
+        # (engine/voice_cache.py) then finds it gone, never makes the delete fail half-way
+        gone = Path(tempfile.mkdtemp(prefix=TMP_PREFIX + "deleting-", dir=self.root))
+        os.replace(d, gone / name)
+        shutil.rmtree(gone, ignore_errors=True)   # (what is left is swept at the next start)
         self._reindex()
         return True
 
