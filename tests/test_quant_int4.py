@@ -14,15 +14,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
-from qwen3ttsd.engine import Engine, SynthesisRequest, int4
+from qwen3ttsd.engine import Engine, int4
 from qwen3ttsd.engine.backend import BackendOptions
 from qwen3ttsd.engine.batched import BatchedBackend
 from qwen3ttsd.engine.int4 import Int4Linear
-from qwen3ttsd.testing.teacher_forcing import predictor_frame
+from qwen3ttsd.testing.teacher_forcing import logits_against, predictor_frame
 
 pytestmark = pytest.mark.skipif(int4.int4_unavailable() is not None, reason="torch's int4 CPU kernel does not run here")
 
@@ -97,19 +96,9 @@ def test_small_batches_take_int4_and_larger_ones_int8_unchanged(wide_model, monk
 def test_a_seeded_request_speaks_the_same_alone_and_among_other_calls_with_int4(wide_model, int4_everywhere):
     """A seeded row is a span of its own: int4 for it alone and in any batch (here batches
     of up to 9 rows, beyond int4's 4: the unseeded ones take int8 together)."""
-    from tests.test_engine_batched import mixed_requests, run_batched
+    from tests.test_quant_int8 import assert_seeded_speech_is_the_same_alone_and_among_others
 
-    engine = _engine(wide_model)
-    seeded = mixed_requests()[:5]
-    unseeded = [SynthesisRequest(text=f"An unseeded call, number {i}.", speaker="ryan", language="english",
-                                 max_frames=9) for i in range(4)]
-    solo = [run_batched(engine, [r], quant="int4", batch_decode=False)[0] for r in seeded]
-    mixed = run_batched(engine, [seeded[0], *unseeded[:2], *seeded[1:], *unseeded[2:]],
-                        admit_at=[0, 0, 0, 0, 2, 2, 3, 3, 5], quant="int4", batch_decode=False)
-    for s, t in zip(solo, [mixed[0], *mixed[3:7]]):
-        assert t.result[0] == "done"
-        assert torch.equal(s.all_codes, t.all_codes)
-        assert np.array_equal(np.concatenate(s.audio), np.concatenate(t.audio))
+    assert_seeded_speech_is_the_same_alone_and_among_others(_engine(wide_model), "int4")
 
 
 # Measured on tiny-wide (hidden 32: one group of 32 per row, int4's worst case): max |dlogit|
@@ -123,20 +112,10 @@ MIN_AGREEMENT = 0.5
 def test_int4_predictor_logits_stay_near_fp32(wide_model, int4_everywhere):
     ref = BatchedBackend(_engine(wide_model), BackendOptions(max_batch=4, batch_decode=False))
     q = BatchedBackend(_engine(wide_model), BackendOptions(max_batch=4, quant="int4", batch_decode=False))
-    g = torch.Generator().manual_seed(0)
-    rel, agree, n = [], 0, 0
-    with torch.inference_mode():
-        for _ in range(4):
-            hidden = torch.randn(4, 1, ref.code_tables[0].shape[1], generator=g)
-            c0 = torch.randint(0, ref.code_tables[1].shape[0], (4,), generator=g)
-            codes, want = predictor_frame(ref, hidden, c0)
-            _, got = predictor_frame(q, hidden, c0, codes)
-            rel.append(float((got - want).abs().max() / want.std()))
-            agree += int((got.argmax(-1) == codes).sum())
-            n += codes.numel()
-    print(f"int4 vs fp32, teacher-forced: max |dlogit| / std {max(rel):.3f}, picks agreeing {agree / n:.3f}")
-    assert max(rel) <= MAX_REL_ERR
-    assert agree / n >= MIN_AGREEMENT
+    rel, agree = logits_against(ref, q, frames=4, batch=4)
+    print(f"int4 vs fp32, teacher-forced: max |dlogit| / std {rel:.3f}, picks agreeing {agree:.3f}")
+    assert rel <= MAX_REL_ERR
+    assert agree >= MIN_AGREEMENT
 
 
 def test_where_the_kernel_does_not_run_int4_serves_int8(wide_model, monkeypatch):
@@ -167,25 +146,13 @@ def test_a_daemon_serves_int4_and_its_next_start_reads_the_copies_from_the_cache
 
 
 def test_int4_copies_survive_the_weight_cache_bitwise(wide_model, tmp_path, int4_everywhere, monkeypatch):
-    from qwen3ttsd.engine import LoadOptions, weight_cache as wc
-    from tests.test_engine_batched import Run, backend
+    from qwen3ttsd.engine import weight_cache as wc
+    from tests.test_engine_batched import backend
+    from tests.test_weight_cache import _serve
 
     monkeypatch.setattr(wc, "IDLE_GRACE_S", 0.0)
-
-    def serve() -> tuple[Engine, torch.Tensor, int]:
-        e = Engine(str(wide_model), LoadOptions(weights="own", quant="int4", cache_dir=str(tmp_path)))
-        e.load()
-        b = backend(e, quant="int4")
-        run = Run(SynthesisRequest(text="Hello world.", speaker="vivian", language="english", max_frames=5, seed=3))
-        b.admit(run.stream)
-        while b.active:
-            b.step()
-        if b.cache_writer is not None:
-            b.cache_writer.join(60)
-        return e, run.all_codes, b.status["int4_rows"]
-
-    first, codes, rows = serve()
-    assert first.weight_cache.status["state"] == "written" and rows == int4.MAX_ROWS
-    again, codes2, rows2 = serve()
-    assert again.weight_cache.hit and rows2 == rows
+    first, codes = _serve(wide_model, tmp_path, quant="int4")
+    assert first.weight_cache.status["state"] == "written"
+    again, codes2 = _serve(wide_model, tmp_path, quant="int4")
+    assert again.weight_cache.hit and backend(again, quant="int4").status["int4_rows"] == int4.MAX_ROWS
     assert torch.equal(codes2, codes)

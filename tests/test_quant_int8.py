@@ -17,7 +17,7 @@ import torch
 from qwen3ttsd.engine.backend import BackendOptions
 from qwen3ttsd.engine.batched import BatchedBackend
 from qwen3ttsd.engine.lean import quantize_int8
-from qwen3ttsd.testing.teacher_forcing import predictor_frame
+from qwen3ttsd.testing.teacher_forcing import logits_against
 from tests.conftest import _engine
 
 
@@ -69,24 +69,14 @@ MIN_AGREEMENT = 0.85
 
 
 @pytest.mark.slow
-def test_int8_predictor_logits_stay_near_fp32predictor_frame(custom_engine, tiny_models):
+def test_int8_predictor_logits_stay_near_fp32(custom_engine, tiny_models):
     ref = BatchedBackend(custom_engine, BackendOptions(max_batch=8, batch_decode=False))
     q = BatchedBackend(_engine(tiny_models["custom_voice"]), BackendOptions(max_batch=8, quant="int8",
                                                                             batch_decode=False))
-    g = torch.Generator().manual_seed(0)
-    rel, agree, n = [], 0, 0
-    with torch.inference_mode():
-        for _ in range(4):
-            hidden = torch.randn(8, 1, ref.code_tables[0].shape[1], generator=g)
-            c0 = torch.randint(0, ref.code_tables[1].shape[0], (8,), generator=g)
-            codes, want = predictor_frame(ref, hidden, c0)
-            _, got = predictor_frame(q, hidden, c0, codes)
-            rel.append(float((got - want).abs().max() / want.std()))
-            agree += int((got.argmax(-1) == codes).sum())
-            n += codes.numel()
-    print(f"int8 vs fp32, teacher-forced: max |dlogit| / std {max(rel):.3f}, picks agreeing {agree / n:.3f}")
-    assert max(rel) <= MAX_REL_ERR
-    assert agree / n >= MIN_AGREEMENT
+    rel, agree = logits_against(ref, q, frames=4, batch=8)
+    print(f"int8 vs fp32, teacher-forced: max |dlogit| / std {rel:.3f}, picks agreeing {agree:.3f}")
+    assert rel <= MAX_REL_ERR
+    assert agree >= MIN_AGREEMENT
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +89,12 @@ def test_a_seeded_request_speaks_the_same_alone_and_among_other_calls(int8_engin
     a batch would take its scale from the other rows. A seeded row is quantized on its
     own (prefill and every step), so its seed gives the same speech whatever else runs;
     unseeded rows stay batched."""
+    assert_seeded_speech_is_the_same_alone_and_among_others(int8_engine, "int8")
+
+
+def assert_seeded_speech_is_the_same_alone_and_among_others(engine, quant: str) -> None:
+    """Five seeded requests alone, then among unseeded ones (batches of up to 9 rows): the
+    same codes and audio."""
     import numpy as np
 
     from qwen3ttsd.engine import SynthesisRequest
@@ -107,9 +103,9 @@ def test_a_seeded_request_speaks_the_same_alone_and_among_other_calls(int8_engin
     seeded = mixed_requests()[:5]
     unseeded = [SynthesisRequest(text=f"An unseeded call, number {i}.", speaker="ryan", language="english",
                                  max_frames=9) for i in range(4)]
-    solo = [run_batched(int8_engine, [r], quant="int8", batch_decode=False)[0] for r in seeded]
-    mixed = run_batched(int8_engine, [seeded[0], *unseeded[:2], *seeded[1:], *unseeded[2:]],
-                        admit_at=[0, 0, 0, 0, 2, 2, 3, 3, 5], quant="int8", batch_decode=False)
+    solo = [run_batched(engine, [r], quant=quant, batch_decode=False)[0] for r in seeded]
+    mixed = run_batched(engine, [seeded[0], *unseeded[:2], *seeded[1:], *unseeded[2:]],
+                        admit_at=[0, 0, 0, 0, 2, 2, 3, 3, 5], quant=quant, batch_decode=False)
     together = [mixed[0], *mixed[3:7]]
     for s, t in zip(solo, together):
         assert t.result[0] == "done"

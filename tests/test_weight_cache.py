@@ -30,11 +30,11 @@ from tests.test_engine_batched import Run, backend
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _serve(model: Path, cache_dir: Path) -> tuple[Engine, torch.Tensor]:
+def _serve(model: Path, cache_dir: Path, quant: str = "int8") -> tuple[Engine, torch.Tensor]:
     """Load with the cache, serve one seeded request, wait for the cache writer."""
-    e = Engine(str(model), LoadOptions(weights="own", quant="int8", cache_dir=str(cache_dir)))
+    e = Engine(str(model), LoadOptions(weights="own", quant=quant, cache_dir=str(cache_dir)))
     e.load()
-    b = backend(e, quant="int8")
+    b = backend(e, quant=quant)
     run = Run(SynthesisRequest(text="Hello world.", speaker="vivian", language="english", max_frames=5, seed=3))
     b.admit(run.stream)
     while b.active:

@@ -305,7 +305,7 @@ class Engine:
             tag = voice_cache.registration_tag(key, xvec, self._checkpoint_key()) if keep else ""
             kept = voice_cache.load(keep, tag, self._codec_decoder, self.serving_model.device) if keep else None
             if kept is not None:
-                prompt = VoicePrompt(key=key, item=kept[0], decoder_state=kept[1])
+                prompt = VoicePrompt(key=key, item=CloneItem(**kept[0]), decoder_state=kept[1])
             else:
                 prompt = self._register(key, wav, sr, ref_text, xvec)
                 if keep:

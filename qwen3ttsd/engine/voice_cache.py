@@ -55,9 +55,11 @@ def registration_tag(voice_key: str, x_vector_only: bool, checkpoint: str) -> st
     return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
-def load(voice_dir: Path, tag: str, codec: torch.nn.Module, device: torch.device) -> tuple[Any, dict | None] | None:
-    """(the clone item, the primed state of a stream of ``codec`` or None) kept for ``tag``;
-    None where none is (or it is damaged: then it is removed)."""
+def load(voice_dir: Path, tag: str, codec: torch.nn.Module,
+         device: torch.device) -> tuple[dict[str, Any], dict | None] | None:
+    """(the clone item's fields - :class:`.engine.CloneItem` s -, the primed state of a stream
+    of ``codec`` or None) kept for ``tag``; None where none is (or it is damaged: then it is
+    removed)."""
     from safetensors import safe_open
 
     path = voice_dir / f"{PREFIX}{tag}.safetensors"
@@ -69,7 +71,7 @@ def load(voice_dir: Path, tag: str, codec: torch.nn.Module, device: torch.device
             tensors = {name: f.get_tensor(name).to(device) for name in f.keys()}
         if meta.get("tag") != tag:
             raise ValueError("another registration's file")
-        return _item(meta, tensors), _state(meta, tensors, {name: id(m) for name, m in codec.named_modules()})
+        return _item_fields(meta, tensors), _state(meta, tensors, {name: id(m) for name, m in codec.named_modules()})
     except Exception as e:  # noqa: BLE001 - any damage: registered again
         log.warning("kept registration %s unusable (%s: %s): registering the voice again", path.name,
                     type(e).__name__, e)
@@ -122,14 +124,12 @@ def _keep_newest(voice_dir: Path) -> None:
         old.unlink(missing_ok=True)
 
 
-def _item(meta: dict, tensors: dict[str, Tensor]) -> Any:
-    from .engine import CloneItem
-
+def _item_fields(meta: dict, tensors: dict[str, Tensor]) -> dict[str, Any]:
     if meta["icl_mode"] != ("code" in tensors):
         raise ValueError("reference codes and ICL mode disagree")
-    return CloneItem(ref_code=tensors.get("code"), ref_spk_embedding=tensors["spk"],
-                     x_vector_only_mode=bool(meta["x_vector_only_mode"]), icl_mode=bool(meta["icl_mode"]),
-                     ref_text=meta.get("ref_text"))
+    return dict(ref_code=tensors.get("code"), ref_spk_embedding=tensors["spk"],
+                x_vector_only_mode=bool(meta["x_vector_only_mode"]), icl_mode=bool(meta["icl_mode"]),
+                ref_text=meta.get("ref_text"))
 
 
 def _state(meta: dict, tensors: dict[str, Tensor], ids: dict[str, int]) -> dict | None:
