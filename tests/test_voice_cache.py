@@ -73,7 +73,7 @@ def test_a_kept_registration_reads_back_bitwise_and_speaks_the_same(tiny_models,
     assert np.array_equal(np.concatenate(a.audio), np.concatenate(b.audio))
 
 
-@pytest.mark.parametrize("damage", ["garbage", "truncated", "foreign"])
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "flipped", "foreign"])
 def test_a_damaged_or_foreign_file_is_removed_and_the_voice_registered_again(tiny_models, tmp_path, damage):
     wav, text = _clip(), "A reference."
     registered = _own(tiny_models).add_voice("v", wav, 24000, text, keep_dir=str(tmp_path))
@@ -82,6 +82,10 @@ def test_a_damaged_or_foreign_file_is_removed_and_the_voice_registered_again(tin
         kept.write_bytes(b"\x00" * 64)
     elif damage == "truncated":
         kept.write_bytes(kept.read_bytes()[:-100])
+    elif damage == "flipped":   # one bit of the last tensor's data: safetensors reads it fine
+        data = bytearray(kept.read_bytes())
+        data[-3] ^= 0x10
+        kept.write_bytes(bytes(data))
     else:  # another voice's file under this one's name
         other = tmp_path / "other"
         other.mkdir()

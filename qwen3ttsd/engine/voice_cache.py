@@ -12,7 +12,8 @@ state as tensors, the item's flags and reference text in its metadata. ``tag`` h
 that the registration depends on - the voice key (its id and a hash of its audio and text)
 and x-vector flag, the checkpoint's weight files (sizes, mtimes, sampled blocks:
 :func:`.weight_cache.file_fingerprint`), torch's version and the engine's code version - so
-another checkpoint or engine finds no file and registers anew. Living in the voice's own
+another checkpoint or engine finds no file and registers anew; a hash of the tensors guards
+against damage safetensors' own checks pass. Living in the voice's own
 directory, the file is 0600 in a 0700 directory like the recording it comes from, and goes
 when the voice is deleted or replaced. Written to a temporary name and renamed; a file that
 does not read back as expected is removed and the voice registered again. Safetensors only:
@@ -68,9 +69,12 @@ def load(voice_dir: Path, tag: str, codec: torch.nn.Module,
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             meta = json.loads((f.metadata() or {})["qwen3ttsd"])
-            tensors = {name: f.get_tensor(name).to(device) for name in f.keys()}
+            tensors = {name: f.get_tensor(name) for name in f.keys()}
         if meta.get("tag") != tag:
             raise ValueError("another registration's file")
+        if meta.get("sha256") != _digest(tensors):
+            raise ValueError("its tensors are not the ones written")
+        tensors = {name: t.to(device) for name, t in tensors.items()}
         return _item_fields(meta, tensors), _state(meta, tensors, {name: id(m) for name, m in codec.named_modules()})
     except Exception as e:  # noqa: BLE001 - any damage: registered again
         log.warning("kept registration %s unusable (%s: %s): registering the voice again", path.name,
@@ -101,8 +105,9 @@ def store(voice_dir: Path, tag: str, item: Any, state: dict | None, codec: torch
         for i, kv in enumerate(state["kv"]):
             if kv is not None:
                 tensors[f"kv/{i}/k"], tensors[f"kv/{i}/v"] = kv
-    data = save({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()},
-                metadata={"qwen3ttsd": json.dumps(meta)})
+    plain = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    meta["sha256"] = _digest(plain)
+    data = save(plain, metadata={"qwen3ttsd": json.dumps(meta)})
     try:
         fd, tmp = tempfile.mkstemp(prefix=".prompt-", dir=voice_dir)
         try:
@@ -116,6 +121,17 @@ def store(voice_dir: Path, tag: str, item: Any, state: dict | None, codec: torch
         _keep_newest(voice_dir)
     except OSError as e:
         log.warning("clone registration not kept in %s: %s", voice_dir, e)
+
+
+def _digest(tensors: dict[str, Tensor]) -> str:
+    """A hash of the tensors' names, dtypes, shapes and bytes (CPU tensors): a file damaged
+    in a way safetensors' own checks pass (a flipped bit) is not used."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
 
 
 def _keep_newest(voice_dir: Path) -> None:
