@@ -281,6 +281,9 @@ class BatchedBackend:
                                                                     int4_rows(setting)))
         if rows:
             log.info("predictor: int4 copies serve batches of up to %d rows", rows)
+        elif int4_rows(setting) is None:
+            log.info("QWEN3TTSD_QUANT=int4: not served (not faster than int8 on this CPU, or the kernel "
+                     "does not take this model's shapes): int8 alone")
         return ([layer.int8() for layer in self.talker_layers], predictor,
                 quantize_int8(self.talker.codec_head), list(quantize_int8(self.predictor.lm_head)))
 
