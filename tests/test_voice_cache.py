@@ -175,3 +175,40 @@ def test_deleting_a_voice_takes_its_kept_registration_and_a_late_write_is_harmle
     e.drop_voice("brand")
     e.add_voice("brand", _clip(), 24000, "A reference.", keep_dir=str(d))   # a registration racing the delete
     assert not d.exists()
+
+
+def test_a_registration_kept_under_another_dtype_or_codec_plan_is_not_used(tiny_models, tmp_path):
+    """QWEN3TTSD_DTYPE, the device and CODEC_QUANT change the codes' dtype and the primed state:
+    a registration kept under one is another file under the other (a bf16 start reading an
+    fp32 file failed every call to the voice)."""
+    from qwen3ttsd.engine import codec_quant
+
+    wav, text = _clip(), "A reference."
+    _own(tiny_models).add_voice("v", wav, 24000, text, keep_dir=str(tmp_path))
+    bf16 = Engine(str(tiny_models["base"]), LoadOptions(weights="own", dtype="bfloat16"))
+    bf16.load()
+    p = bf16.add_voice("v", wav, 24000, text, keep_dir=str(tmp_path))
+    assert bf16.codec_encoder is not None and len(_kept(tmp_path)) == 2   # registered anew, kept beside
+    assert p.item.ref_spk_embedding.dtype == torch.bfloat16
+    e = _own(tiny_models)
+    key, ckpt, codec = e.voice_key("v", wav, text), e._checkpoint_key(), e._codec_decoder
+    plain = voice_cache.registration_tag(key, False, ckpt, codec)
+    codec.__dict__[codec_quant.PLAN] = ("int8", {"decoder.7.conv": "bf16"})
+    assert voice_cache.registration_tag(key, False, ckpt, codec) != plain
+
+
+def test_a_damaged_file_that_cannot_be_removed_is_left_unused(tiny_models, tmp_path, monkeypatch):
+    """A read-only voice directory: the bad file stays, the voice is registered in memory
+    and speaks (it was an error on every call)."""
+    wav, text = _clip(), "A reference."
+    _own(tiny_models).add_voice("v", wav, 24000, text, keep_dir=str(tmp_path))
+    [kept] = _kept(tmp_path)
+    kept.write_bytes(b"\x00" * 64)
+
+    def refuse(self, missing_ok=False):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "unlink", refuse)
+    e = _own(tiny_models)
+    p = e.add_voice("v", wav, 24000, text, keep_dir=str(tmp_path))
+    assert p.item.ref_code is not None and e.codec_encoder is not None

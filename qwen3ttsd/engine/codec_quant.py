@@ -246,11 +246,17 @@ def codec_precision(decoder: torch.nn.Module, mode: str, device: torch.device) -
     return kept[1]
 
 
+def plan_of(decoder: torch.nn.Module) -> dict[str, str]:
+    """The precision plan :func:`codec_precision` put on ``decoder`` ({} where none has run)."""
+    kept = decoder.__dict__.get(PLAN)
+    return {} if kept is None else dict(kept[1])
+
+
 def lowp(conv: torch.nn.Module) -> LowPrecisionConv | None:
     """The low-precision form of ``conv``, if it has one."""
     return conv.__dict__.get(ATTR)
 
 
 __all__ = ["CODEC_QUANT_MODES", "LowPrecisionConv", "clear", "codec_precision", "cpu_has_bf16",
-           "log_mel_distance", "lowp",
+           "log_mel_distance", "lowp", "plan_of",
            "quantize_codec", "snr_db"]

@@ -302,7 +302,7 @@ class Engine:
             self.cache_misses += 1
             xvec = (not ref_text) if x_vector_only is None else x_vector_only
             keep = Path(keep_dir) if keep_dir and self.tts is None else None
-            tag = voice_cache.registration_tag(key, xvec, self._checkpoint_key()) if keep else ""
+            tag = voice_cache.registration_tag(key, xvec, self._checkpoint_key(), self._codec_decoder) if keep else ""
             kept = voice_cache.load(keep, tag, self._codec_decoder, self.serving_model.device) if keep else None
             if kept is not None:
                 prompt = VoicePrompt(key=key, item=CloneItem(**kept[0]), decoder_state=kept[1])

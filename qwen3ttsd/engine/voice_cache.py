@@ -22,6 +22,7 @@ nothing here is unpickled.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -50,9 +51,15 @@ def checkpoint_key(checkpoint_files: list[Path]) -> str:
                        "checkpoint": [file_fingerprint(p) for p in checkpoint_files if p.is_file()]}, sort_keys=True)
 
 
-def registration_tag(voice_key: str, x_vector_only: bool, checkpoint: str) -> str:
-    """What a kept registration is valid for, as a file-name-safe hash."""
-    key = json.dumps({"voice": voice_key, "xvec": x_vector_only, "checkpoint": checkpoint}, sort_keys=True)
+def registration_tag(voice_key: str, x_vector_only: bool, checkpoint: str, codec: torch.nn.Module) -> str:
+    """What a kept registration is valid for, as a file-name-safe hash: also how ``codec`` serves
+    now - its dtype, device and precision plan (``QWEN3TTSD_DTYPE``, the device and
+    ``CODEC_QUANT`` change the primed state, and the codes' and x-vector's dtype)."""
+    from .codec_quant import plan_of
+
+    p = next(codec.parameters())
+    key = json.dumps({"voice": voice_key, "xvec": x_vector_only, "checkpoint": checkpoint, "dtype": str(p.dtype),
+                      "device": p.device.type, "codec_plan": plan_of(codec)}, sort_keys=True)
     return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
@@ -79,7 +86,8 @@ def load(voice_dir: Path, tag: str, codec: torch.nn.Module,
     except Exception as e:  # noqa: BLE001 - any damage: registered again
         log.warning("kept registration %s unusable (%s: %s): registering the voice again", path.name,
                     type(e).__name__, e)
-        path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):   # (a read-only voice directory: it stays, unused)
+            path.unlink(missing_ok=True)
         return None
 
 
