@@ -555,3 +555,24 @@ def test_prewarm_starts_only_after_a_quiet_spell(monkeypatch):
     t1 = time.monotonic()
     pw.thread.join(5)
     assert len(decoded) == 2 and decoded[0] - t1 >= 0.35 and decoded[0] - t0 >= 0.75
+
+
+def test_a_failing_prefill_fails_its_streams_and_the_rows_already_running_go_on_or_fail_cleanly(custom_engine,
+                                                                                            monkeypatch):
+    """A prefill that raised (a bf16 start on int8 kernels did) used to drop its newcomers
+    without a report: their callers waited forever and the daemon never idled out. Every
+    stream must end - here with an internal error - and the backend must be idle after."""
+    b = backend(custom_engine, 4)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("expected scalar type Float but found BFloat16")
+
+    monkeypatch.setattr(b, "prefill", broken)
+    runs = [Run(SynthesisRequest(text=f"Call {i}.", speaker="ryan", max_frames=4)) for i in range(2)]
+    for run in runs:
+        b.admit(run.stream)
+    for _ in range(5):
+        b.step()
+    assert not b.active
+    assert [run.result[0] for run in runs] == ["error", "error"]
+    assert all(run.result[1].code == "internal" and "BFloat16" in run.result[1].message for run in runs)

@@ -140,3 +140,22 @@ def test_auto_serves_fp32_where_the_cpu_has_no_int8_kernels_and_int8_says_why(ti
         assert cached.weight_cache is None   # nothing to cache: it serves fp32
     finally:
         lean.int8_unavailable.cache_clear()
+
+
+def test_a_bf16_model_on_the_cpu_serves_bf16_under_auto_and_int8_says_why(tiny_models):
+    """QWEN3TTSD_DTYPE=bfloat16 on the CPU with the default QUANT ran bf16 activations into
+    the int8 kernels (float32 only): every request hung and the daemon never idled out. auto
+    serves the bf16 linears; an explicit int8 or int4 is a clear error."""
+    from qwen3ttsd.engine import Engine, LoadOptions, SynthesisRequest
+    from qwen3ttsd.errors import TTSError
+    from tests.test_engine_batched import run_batched
+
+    engine = Engine(str(tiny_models["custom_voice"]), LoadOptions(weights="own", dtype="bfloat16", quant="auto"))
+    engine.load()
+    assert BatchedBackend(engine, BackendOptions(max_batch=2, quant="auto")).status["quant"] is None
+    [run] = run_batched(engine, [SynthesisRequest(text="Hello.", speaker="vivian", max_frames=3)], quant="auto")
+    assert run.result[0] == "done" and run.all_codes.shape == (3, 16)
+    for quant in ("int8", "int4"):
+        with pytest.raises(TTSError) as e:
+            BatchedBackend(engine, BackendOptions(max_batch=2, quant=quant))
+        assert e.value.code == "unsupported" and "bfloat16" in e.value.message and "float32" in e.value.message

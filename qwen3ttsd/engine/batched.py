@@ -62,8 +62,8 @@ from .lean import (
     Norm,
     alone_spans,
     dense,
+    int8_obstacle,
     int8_rows,
-    int8_unavailable,
     lean_layers,
     rope_tables,
     serving_int8,
@@ -240,7 +240,7 @@ class BatchedBackend:
         is not served as int8, the log says why."""
         try:
             setting = quant_setting(setting)
-            if serving_int8(setting, self.device.type):
+            if serving_int8(setting, self.device.type, self.dtype):
                 log.info("serving int8 linears on %s (QWEN3TTSD_QUANT=%s)", self.device, setting)
                 return "int8"
         except ValueError as e:
@@ -248,7 +248,7 @@ class BatchedBackend:
         if setting == "int8":
             log.warning("QWEN3TTSD_QUANT=int8 is a CPU option; serving unquantized on %s", self.device)
         elif setting == "auto" and self.device.type == "cpu":
-            log.warning("torch's int8 kernels do not run on this CPU (%s): serving fp32", int8_unavailable())
+            log.warning("%s: serving %s linears", int8_obstacle(self.dtype), str(self.dtype).removeprefix("torch."))
         else:
             log.info("serving unquantized linears on %s (QWEN3TTSD_QUANT=%s)", self.device, setting)
         return ""
@@ -391,13 +391,18 @@ class BatchedBackend:
         lengths = [r.prompt.embeds.shape[1] for r in rows]
         self.kv.reserve(slot + len(rows), max(n + (r.cap + 1 if r.cap < 512 else 512)
                                               for n, r in zip(lengths, rows)))
-        for group in self._prefill_groups(rows):
-            logits, hidden = self.prefill(slot, [r.prompt.embeds for r in group])
-            for r in group:
-                r.length = r.prompt.embeds.shape[1]
-            self.rows.extend(group)
-            self._take_c0(group, logits, hidden)
-            slot += len(group)
+        try:
+            for group in self._prefill_groups(rows):
+                logits, hidden = self.prefill(slot, [r.prompt.embeds for r in group])
+                for r in group:
+                    r.length = r.prompt.embeds.shape[1]
+                self.rows.extend(group)
+                self._take_c0(group, logits, hidden)
+                slot += len(group)
+        except BaseException:
+            placed = {id(r) for r in self.rows}   # the rest are newcomers again: abort_all reports them
+            self._newcomers = [r for r in rows if id(r) not in placed]
+            raise
 
     def _prefill_groups(self, rows: list[Row]) -> list[list[Row]]:
         """The newcomers prefilled together: all of them, but with int8 each seeded row

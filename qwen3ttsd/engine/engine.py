@@ -209,7 +209,7 @@ class Engine:
         from .lean import serving_int8
 
         o = self.options
-        if not (o.cache_dir and serving_int8(o.quant, str(device).split(":")[0])):
+        if not (o.cache_dir and serving_int8(o.quant, str(device).split(":")[0], dtype)):
             return None
         from .backend import quant_setting
         mode = "int4" if quant_setting(o.quant) == "int4" else "int8"   # int4 adds copies (int4.py)

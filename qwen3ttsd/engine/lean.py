@@ -121,21 +121,31 @@ def int8_unavailable() -> str | None:
     return None
 
 
-def serving_int8(setting: str, device_type: str) -> bool:
-    """Whether the linears serve int8: :func:`.backend.serving_quant`'s choice, where this
-    CPU runs torch's int8 kernels. Without them ``auto`` serves fp32 and ``int8`` is an
-    ``unsupported`` error."""
+def int8_obstacle(dtype: torch.dtype) -> str | None:
+    """Why the int8 linears cannot serve a model loaded in ``dtype`` on this CPU; None where
+    they can. torch's dynamic int8 Linear takes float32 activations only: a bf16 model
+    (``QWEN3TTSD_DTYPE=bfloat16``) failed every step."""
+    if dtype != torch.float32:
+        return (f"the model is loaded in {str(dtype).removeprefix('torch.')} (QWEN3TTSD_DTYPE) and the int8 "
+                f"kernels take float32")
+    why = int8_unavailable()
+    return None if why is None else f"torch's int8 kernels do not run on this CPU ({why})"
+
+
+def serving_int8(setting: str, device_type: str, dtype: torch.dtype = torch.float32) -> bool:
+    """Whether the linears serve int8: :func:`.backend.serving_quant`'s choice, where
+    :func:`int8_obstacle` finds none. Otherwise ``auto`` serves unquantized and ``int8`` /
+    ``int4`` are an ``unsupported`` error."""
     from ..errors import TTSError
     from .backend import quant_setting, serving_quant
 
     if not serving_quant(setting, device_type):
         return False
-    why = int8_unavailable()
+    why = int8_obstacle(dtype)
     if why is None:
         return True
     if quant_setting(setting) in ("int8", "int4"):
-        raise TTSError("unsupported", f"QWEN3TTSD_QUANT={quant_setting(setting)}: torch's int8 kernels do not "
-                                      f"run on this CPU ({why}); set it to auto or none")
+        raise TTSError("unsupported", f"QWEN3TTSD_QUANT={quant_setting(setting)}: {why}; set it to auto or none")
     return False
 
 
