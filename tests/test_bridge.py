@@ -464,3 +464,22 @@ def test_health_reads_the_daemons_live_state_and_never_wakes_it(tiny_models, tmp
         assert b.health()["daemon"]["spawns"] == 1  # asking never started it again
     finally:
         b.stop()
+
+
+def test_a_voice_upload_replaces_a_saved_voice_only_when_asked(bridge):
+    """``replace`` on the multipart upload (the socket's voices.add has it; the route ignored it:
+    a user could only delete and upload again)."""
+    url = bridge.url + "/v1/audio/voices"
+    form = {"name": "swap", "consent": "speaker agreed", "ref_text": "Hello there."}
+
+    def upload(seconds: float, **extra: str) -> httpx.Response:
+        files = {"file": ("ref.wav", _ref_wav(seconds), "audio/wav")}
+        return httpx.post(url, files=files, data={**form, **extra}, timeout=120)
+
+    assert upload(2).status_code == 201
+    assert upload(3).status_code == 409
+    r = upload(3, replace="true")
+    assert r.status_code == 201 and r.json()["duration_s"] > 2.5
+    r = upload(2, replace="perhaps")
+    assert r.status_code == 400 and r.json()["error"]["param"] == "replace"
+    assert httpx.delete(url + "/swap").status_code == 200

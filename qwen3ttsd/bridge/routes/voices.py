@@ -72,9 +72,17 @@ async def add_voice(request: Request) -> Response:
         raise bad("'consent' is required: confirm the speaker agreed to be cloned", "consent")
     audio = await upload_bytes(form, ctx.cfg.max_upload_bytes)
     ref_text = form.get("ref_text") or form.get("text") or ""
-    msg = VoicesAdd(name=name, audio=audio, ref_text=str(ref_text), consent=consent)
+    msg = VoicesAdd(name=name, audio=audio, ref_text=str(ref_text), consent=consent, replace=_yes_no(form, "replace"))
     info = await ctx.request(msg)
     return JSONResponse(clone_object(info), status_code=201)
+
+
+def _yes_no(form: Any, field: str) -> bool:
+    """A multipart form's boolean field (absent: false)."""
+    value = str(form.get(field) or "false").strip().lower()
+    if value not in ("true", "false", "1", "0", "yes", "no"):
+        raise bad(f"'{field}' must be true or false", field)
+    return value in ("true", "1", "yes")
 
 
 async def voices(request: Request) -> Response:
