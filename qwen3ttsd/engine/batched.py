@@ -217,7 +217,7 @@ class BatchedBackend:
     @property
     def status(self) -> dict[str, Any]:
         return {"kind": "batched", "capacity": self.capacity, "quant": self.quant or None,
-                "int4_rows": max((layer.small_rows for layer in self.predictor_layers), default=0),
+                "int4_rows": self.int4_rows,
                 "batch_decode": self.lane.batch_decode, "overlap_decode": self.lane.overlaps,
                 "threads": self.lane.split,
                 "codec_prewarm": self.prewarm.status if self.prewarm else None}
@@ -266,24 +266,32 @@ class BatchedBackend:
         self.talker_layers, self.predictor_layers, codec_head, lm_heads = derived(
             self.model, "_qwen3ttsd_int8", lambda: from_cache_or(cache, lambda: self._quantized(setting)))
         self.codec_head, self.lm_heads = dense(codec_head), [dense(head) for head in lm_heads]
+        self._log_int4(setting)
         derived(self.model, "_qwen3ttsd_fp32_released", lambda: self._release_fp32(fp32_layers))
         if cache is not None and cache.hit:
             self._cached = cache
         if cache is not None and not cache.hit:
             self._store_cache = lambda: store_when_idle(cache, self, "_qwen3ttsd_int8", self.talker)
 
+    @property
+    def int4_rows(self) -> int:
+        """Up to how many rows the predictor's int4 copies serve (0: none; :mod:`.int4`)."""
+        return max((layer.small_rows for layer in self.predictor_layers), default=0)
+
+    def _log_int4(self, setting: str) -> None:
+        """What QWEN3TTSD_QUANT=int4 serves, built now or read from the weight cache."""
+        if self.int4_rows:
+            log.info("predictor: int4 copies serve batches of up to %d rows", self.int4_rows)
+        elif int4_rows(setting) is None:
+            log.info("QWEN3TTSD_QUANT=int4: not served (not faster than int8 on this CPU, or the kernel "
+                     "does not take this model's shapes): int8 alone")
+
     def _quantized(self, setting: str) -> tuple[list[LeanLayer], list[LeanLayer], torch.nn.Module, list]:
         """The int8 structure :meth:`_use_int8` serves and the weight cache keeps."""
         from .lean import quantize_int8
 
         predictor = [layer.int8() for layer in self.predictor_layers]
-        rows = on_own_team(cpu_threads(), None, lambda: attach_int4(predictor, self.predictor_layers,
-                                                                    int4_rows(setting)))
-        if rows:
-            log.info("predictor: int4 copies serve batches of up to %d rows", rows)
-        elif int4_rows(setting) is None:
-            log.info("QWEN3TTSD_QUANT=int4: not served (not faster than int8 on this CPU, or the kernel "
-                     "does not take this model's shapes): int8 alone")
+        on_own_team(cpu_threads(), None, lambda: attach_int4(predictor, self.predictor_layers, int4_rows(setting)))
         return ([layer.int8() for layer in self.talker_layers], predictor,
                 quantize_int8(self.talker.codec_head), list(quantize_int8(self.predictor.lm_head)))
 
