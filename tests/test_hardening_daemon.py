@@ -302,3 +302,19 @@ def test_a_client_hanging_up_mid_answer_is_not_logged_as_a_failure(caplog, gone)
         assert not errors and not sent and "went away" in caplog.text
     else:
         assert errors and len(sent) == 1
+
+
+def test_an_unknown_voice_on_a_base_only_install_is_a_clear_not_found(tiny_models, tmp_path):
+    """Only a Base checkpoint installed: a voice that is neither saved nor anyone's speaker
+    was 'no custom_voice model is installed (run models pull ...)', as if pulling a model
+    were the fix. It is a voice that does not exist."""
+    rt = tmp_path / "rt"
+    p = start_daemon(rt, daemon_env(tiny_models["base"], tmp_path / "state", idle_timeout=-1, prewarm=0))
+    try:
+        with pytest.raises(TTSError) as e:
+            synth(rt / "tts.sock", text="Hello.", voice="nobody", max_frames=2)
+        assert e.value.code == "not_found" and "'nobody' does not exist" in e.value.message
+        assert "saved clone voices: []" in e.value.message
+    finally:
+        p.terminate()
+        p.wait(30)

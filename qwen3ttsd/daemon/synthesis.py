@@ -18,7 +18,7 @@ from typing import Any
 from .. import messages as M, protocol as P
 from ..audio import AudioFormatError, AudioPipeline
 from ..audio.reference import process_reference
-from ..checkpoints import ModelEntry
+from ..checkpoints import ModelEntry, pull_hint
 from ..engine.backend import VoiceSource
 from ..errors import TTSError
 from ..text import SSMLError, prepare_segments
@@ -54,6 +54,12 @@ class Route:
     voice: VoiceRef | None = None
 
 
+def _without(model_type: str, svc: DaemonState) -> bool:
+    """Whether models are installed but none of ``model_type``."""
+    entries = svc.registry.entries.values()
+    return bool(entries) and all(e.type != model_type for e in entries)
+
+
 def route(svc: DaemonState, msg: M.Synthesize) -> Route:
     """Pick the model and build the engine request fields. Validation needs no torch."""
     voice, instruct = msg.voice, msg.instruct
@@ -64,6 +70,10 @@ def route(svc: DaemonState, msg: M.Synthesize) -> Route:
         want = "voice_design"
     else:
         want = "custom_voice"
+        if voice and not msg.model and _without("custom_voice", svc):
+            raise TTSError("not_found", f"voice {voice!r} does not exist: saved clone voices: "
+                           f"{[v['name'] for v in svc.voices.list()]}; no CustomVoice model is installed for "
+                           f"built-in speakers ({pull_hint('custom_voice')})")
     entry = svc.registry.pick(msg.model, None if msg.model else want)
     language = canonical_language(msg.language)  # "en" == "english"
     if language not in entry.languages:
