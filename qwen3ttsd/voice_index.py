@@ -13,13 +13,12 @@ of the data socket anyway, and is mode 0640. Torch- and numpy-free.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from .atomic_file import replace_file
 
 INDEX_NAME = "voice-index.json"
 INDEX_MODE = 0o640
@@ -41,17 +40,7 @@ def index_path(state_dir: str | Path) -> Path:
 def write_index(state_dir: str | Path, entries: list[IndexEntry]) -> None:
     """Replace the index with ``entries`` (raises OSError; the old index then stays)."""
     path = index_path(state_dir)
-    data = json.dumps({"voices": [asdict(e) for e in entries]}, indent=1).encode()
-    fd, tmp = tempfile.mkstemp(prefix=f".{INDEX_NAME}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), INDEX_MODE)
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    replace_file(path, json.dumps({"voices": [asdict(e) for e in entries]}, indent=1).encode(), INDEX_MODE)
 
 
 def read_index(state_dir: str | Path) -> list[IndexEntry] | None:

@@ -26,11 +26,11 @@ import shutil
 import subprocess
 import sys
 import sysconfig
-import tempfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from ..atomic_file import replace_file
 from .common import not_a_directory
 
 UNITS = ("qwen3ttsd.socket", "qwen3ttsd-admin.socket", "qwen3ttsd.service", "qwen3tts-bridge.service")
@@ -198,17 +198,7 @@ def write_file(dest: Path, content: str, mode: int) -> None:
     written through), its mode set before any content, then one rename over ``dest``
     (which replaces a symlink there instead of following it)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            os.fchmod(f.fileno(), mode)
-            f.write(content)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    replace_file(dest, content.encode("utf-8"), mode, sync=True)
 
 
 def install(root: str | None = None, dry_run: bool = False, bin_dir: str | None = None,
