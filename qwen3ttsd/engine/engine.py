@@ -333,7 +333,8 @@ class Engine:
             from .checkpoint import WEIGHTS_FILE
 
             root = Path(self.model_dir)
-            self._kept_key = voice_cache.checkpoint_key([root / WEIGHTS_FILE, root / "speech_tokenizer" / WEIGHTS_FILE])
+            self._kept_key = voice_cache.checkpoint_key([root / WEIGHTS_FILE, root / "speech_tokenizer" / WEIGHTS_FILE],
+                                                        self._codec_decoder)
         return self._kept_key
 
     def _clone_item(self, wav: np.ndarray, sr: int, ref_text: str | None, xvec: bool) -> Any:

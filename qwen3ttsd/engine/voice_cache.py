@@ -10,14 +10,15 @@ What: ``<voice dir>/prompt-<tag>.safetensors``, written after a voice's first re
 with the project's own weights: the reference codes, the x-vector and the primed codec
 state as tensors, the item's flags and reference text in its metadata. ``tag`` hashes all
 that the registration depends on - the voice key (its id and a hash of its audio and text)
-and x-vector flag, the checkpoint's weight files (sizes, mtimes, sampled blocks:
-:func:`.weight_cache.file_fingerprint`), torch's version and the engine's code version - so
-another checkpoint or engine finds no file and registers anew; a hash of the tensors guards
-against damage safetensors' own checks pass. Living in the voice's own
-directory, the file is 0600 in a 0700 directory like the recording it comes from, and goes
-when the voice is deleted or replaced. Written to a temporary name and renamed; a file that
-does not read back as expected is removed and the voice registered again. Safetensors only:
-nothing here is unpickled.
+and x-vector flag, the weight cache's key for the checkpoint (its weight files' sizes, mtimes
+and sampled blocks, torch, Python, the engine's code; :func:`.weight_cache.cache_key`) at the
+codec's dtype and device, and the codec's precision plan - so another checkpoint, setting or
+engine finds no file and registers anew; a hash of the tensors guards against damage
+safetensors' own checks pass. Living in the voice's own directory, the file is 0600 in a
+0700 directory like the recording it comes from, and goes when the voice is deleted or
+replaced. Written whole or not at all (:mod:`qwen3ttsd.atomic_file`); a file that does not
+read back as expected is removed and the voice registered again. Safetensors only: nothing
+here is unpickled.
 """
 
 from __future__ import annotations
@@ -26,14 +27,13 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
-import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
+
+from ..atomic_file import replace_file
 
 log = logging.getLogger("qwen3ttsd.engine")
 
@@ -42,24 +42,26 @@ KEEP = 4               # registrations kept per voice (one per checkpoint servin
 PRIVATE_FILE = 0o600
 
 
-def checkpoint_key(checkpoint_files: list[Path]) -> str:
-    """What a registration depends on besides the voice: the checkpoint's weight files, torch,
-    Python and the engine's code (computed once per loaded model: a few ms of reads)."""
-    from .weight_cache import code_version, file_fingerprint
+def checkpoint_key(checkpoint_files: list[Path], codec: torch.nn.Module) -> str:
+    """What a registration depends on besides the voice and the codec's precision plan: the
+    weight cache's key (the checkpoint's weight files, torch, Python, the engine's code) for
+    ``codec``'s device and dtype (computed once per loaded model: a few ms of reads)."""
+    from .weight_cache import cache_key
 
-    return json.dumps({"torch": torch.__version__, "python": "%d.%d" % sys.version_info[:2], "code": code_version(),
-                       "checkpoint": [file_fingerprint(p) for p in checkpoint_files if p.is_file()]}, sort_keys=True)
+    p = next(codec.parameters())
+    return json.dumps(cache_key([f for f in checkpoint_files if f.is_file()], "clone", p.device, p.dtype),
+                      sort_keys=True)
 
 
 def registration_tag(voice_key: str, x_vector_only: bool, checkpoint: str, codec: torch.nn.Module) -> str:
-    """What a kept registration is valid for, as a file-name-safe hash: also how ``codec`` serves
-    now - its dtype, device and precision plan (``QWEN3TTSD_DTYPE``, the device and
-    ``CODEC_QUANT`` change the primed state, and the codes' and x-vector's dtype)."""
+    """What a kept registration is valid for, as a file-name-safe hash: the voice, the
+    checkpoint (:func:`checkpoint_key`: with the codec's dtype and device) and ``codec``'s
+    precision plan now (``QWEN3TTSD_DTYPE``, the device and ``CODEC_QUANT`` change the primed
+    state, and the codes' and x-vector's dtype)."""
     from .codec_quant import plan_of
 
-    p = next(codec.parameters())
-    key = json.dumps({"voice": voice_key, "xvec": x_vector_only, "checkpoint": checkpoint, "dtype": str(p.dtype),
-                      "device": p.device.type, "codec_plan": plan_of(codec)}, sort_keys=True)
+    key = json.dumps({"voice": voice_key, "xvec": x_vector_only, "checkpoint": checkpoint,
+                      "codec_plan": plan_of(codec)}, sort_keys=True)
     return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
@@ -117,15 +119,7 @@ def store(voice_dir: Path, tag: str, item: Any, state: dict | None, codec: torch
     meta["sha256"] = _digest(plain)
     data = save(plain, metadata={"qwen3ttsd": json.dumps(meta)})
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".prompt-", dir=voice_dir)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                os.fchmod(f.fileno(), PRIVATE_FILE)
-                f.write(data)
-            os.replace(tmp, voice_dir / f"{PREFIX}{tag}.safetensors")
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        replace_file(voice_dir / f"{PREFIX}{tag}.safetensors", data, PRIVATE_FILE)
         _keep_newest(voice_dir)
     except OSError as e:
         log.warning("clone registration not kept in %s: %s", voice_dir, e)
