@@ -14,7 +14,7 @@ from typing import Any
 
 from ..errors import TTSError
 from ..formats import OPENAI_FORMATS
-from ..messages import Bool, Num, Synthesize, bad
+from ..messages import Bool, Message, Num, Synthesize, bad
 from ..text.language import LANG_CODES  # ISO suffixes in model names ("tts-1-es"); light import
 
 # OpenAI voice -> Qwen3-TTS CustomVoice speaker (closest timbre; English speakers first).
@@ -131,13 +131,13 @@ def speech_params(body: dict[str, Any], max_chars: int, realtime: bool = False) 
     return Synthesize.from_wire(wire, strict=True, limits={"text": max_chars}), rf, sf
 
 
-def form_fields(form: dict[str, str]) -> dict[str, Any]:
+def form_fields(form: dict[str, str], message: type[Message[Any]] = Synthesize) -> dict[str, Any]:
     """Multipart text fields as JSON would carry them: numbers and booleans parsed by the
-    kind messages.Synthesize declares for each."""
+    kind ``message`` declares for each."""
     out: dict[str, Any] = dict(form)
-    names = Synthesize.wire_names()
+    names = message.wire_names()
     for k, v in form.items():
-        kind = Synthesize.kind_of(k) if k in names else None
+        kind = message.kind_of(k) if k in names else None
         if isinstance(kind, Num):
             try:
                 out[k] = int(v) if kind.whole else float(v)

@@ -11,10 +11,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from ...errors import TTSError
-from ...messages import VoiceInfo, VoicesAdd, VoicesDesign, VoicesList, VoicesRemove, bad
+from ...messages import Bool, VoiceInfo, VoicesAdd, VoicesDesign, VoicesList, VoicesRemove, bad
 from ..context import BridgeContext, bridge
 from ..forms import read_form, read_json, upload_bytes
-from ..openai_compat import VOICE_MAP
+from ..openai_compat import VOICE_MAP, form_fields
 
 # type "prompt": OpenAI's fields (``model`` names OpenAI's designer: ignored) and ours
 DESIGN_FIELDS = frozenset({"type", "name", "prompt", "script_hint", "model", "language", "seed"})
@@ -72,17 +72,11 @@ async def add_voice(request: Request) -> Response:
         raise bad("'consent' is required: confirm the speaker agreed to be cloned", "consent")
     audio = await upload_bytes(form, ctx.cfg.max_upload_bytes)
     ref_text = form.get("ref_text") or form.get("text") or ""
-    msg = VoicesAdd(name=name, audio=audio, ref_text=str(ref_text), consent=consent, replace=_yes_no(form, "replace"))
+    flags = form_fields({k: v for k, v in form.items() if k == "replace" and isinstance(v, str)}, VoicesAdd)
+    replace = Bool().check("replace", flags.get("replace", False), True, None)
+    msg = VoicesAdd(name=name, audio=audio, ref_text=str(ref_text), consent=consent, replace=replace)
     info = await ctx.request(msg)
     return JSONResponse(clone_object(info), status_code=201)
-
-
-def _yes_no(form: Any, field: str) -> bool:
-    """A multipart form's boolean field (absent: false)."""
-    value = str(form.get(field) or "false").strip().lower()
-    if value not in ("true", "false", "1", "0", "yes", "no"):
-        raise bad(f"'{field}' must be true or false", field)
-    return value in ("true", "1", "yes")
 
 
 async def voices(request: Request) -> Response:
