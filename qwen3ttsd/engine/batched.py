@@ -291,7 +291,9 @@ class BatchedBackend:
         from .lean import quantize_int8
 
         predictor = [layer.int8() for layer in self.predictor_layers]
-        on_own_team(cpu_threads(), None, lambda: attach_int4(predictor, self.predictor_layers, int4_rows(setting)))
+        rows = int4_rows(setting)
+        if rows != 0:   # (QUANT=int4: quantized and timed on every core, on a team that ends with it)
+            on_own_team(cpu_threads(), None, lambda: attach_int4(predictor, self.predictor_layers, rows))
         return ([layer.int8() for layer in self.talker_layers], predictor,
                 quantize_int8(self.talker.codec_head), list(quantize_int8(self.predictor.lm_head)))
 

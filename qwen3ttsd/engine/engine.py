@@ -211,8 +211,8 @@ class Engine:
         o = self.options
         if not (o.cache_dir and serving_int8(o.quant, str(device).split(":")[0], dtype)):
             return None
-        from .backend import quant_setting
-        mode = "int4" if quant_setting(o.quant) == "int4" else "int8"   # int4 adds copies (int4.py)
+        from .backend import int4_rows
+        mode = "int8" if int4_rows(o.quant) == 0 else "int4"   # int4 adds copies (int4.py)
         from .checkpoint import WEIGHTS_FILE
         from .weight_cache import WeightCache
 
