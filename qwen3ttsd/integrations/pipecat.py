@@ -204,8 +204,7 @@ class Qwen3TTSService(WebsocketTTSService):
         """End of the LLM's turn: the server speaks what it holds, then answers ``flushed``."""
         ctx = context_id or (self._speaking[-1] if self._speaking else None)
         if ctx is not None:  # Pipecat calls this after the turn's last sentence got its slot
-            self._words.setdefault(ctx, _Words()).all_in = True
-            await self._pass_words(ctx)
+            await self._all_in(ctx)
         if self._websocket and ctx is not None and ctx in self._speaking and ctx not in self._flushes:
             try:
                 await self._send(phone.FLUSH)
@@ -220,6 +219,11 @@ class Qwen3TTSService(WebsocketTTSService):
             # Pipecat's streaming sequencer announces a sentence it now has a slot for
             self._words.setdefault(context_id, _Words()).room += len(frame.text.split())
             await self._pass_words(context_id)
+
+    async def _all_in(self, ctx: str) -> None:
+        """The context's text is complete: every held word goes to Pipecat."""
+        self._words.setdefault(ctx, _Words()).all_in = True
+        await self._pass_words(ctx)
 
     async def _pass_words(self, ctx: str) -> None:
         """Hand Pipecat the held words it has sentences for, in order."""
@@ -286,8 +290,7 @@ class Qwen3TTSService(WebsocketTTSService):
     async def _end_context(self, ctx: str) -> None:
         self._origin_ms.pop(ctx, None)
         if ctx in self._words:  # (a context ends after its flush: nothing is held by then)
-            self._words[ctx].all_in = True
-            await self._pass_words(ctx)
+            await self._all_in(ctx)
             del self._words[ctx]
         if self.audio_context_available(ctx):
             await self.append_to_audio_context(ctx, TTSStoppedFrame(context_id=ctx))
